@@ -1,0 +1,157 @@
+"""Settings: one typed object read from `DIGEST_*` environment variables and an optional `digest.toml`.
+
+Everything has an embedded default that works on a fresh checkout (SQLite under `subscribers/`,
+the outbox transport), so `digest run` needs no configuration to try out.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "get_settings"]
+
+CONFIG_FILE_ENV = "DIGEST_CONFIG"
+
+
+class Settings(BaseSettings):
+    """All of digest's knobs. Environment wins over `digest.toml`, which wins over defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIGEST_",
+        extra="ignore",
+        toml_file="digest.toml",
+    )
+
+    # Content
+    terms_dir: Path = Path("terms")
+    templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
+
+    # Storage
+    database_url: str = "sqlite:///subscribers/digest.db"
+    secret_key: SecretStr | None = None
+    secret_key_file: Path = Path("subscribers/.secret_key")
+    # Old keys still accepted when verifying tokens, so rotating `secret_key` keeps old links alive.
+    old_secret_keys: list[SecretStr] = Field(default_factory=list)
+
+    # Public addresses
+    base_url: str = "http://localhost:8000"
+    site_url: str = "https://www.bvdnet.nl/ai-woordenboek"
+    newsletter_name: str = "AI Term of the Week"
+    language: str = "en"
+
+    # Sender identity
+    sender_email: str = "digest@example.com"
+    sender_name: str = "AI Term of the Week"
+    reply_to: str | None = None
+    postal_address: str = "digest · Example Street 1 · 1234 AB Amsterdam · The Netherlands"
+    unsubscribe_mailto: str | None = None
+
+    # Delivery
+    transport: Literal["outbox", "sendgrid"] = "outbox"
+    outbox_dir: Path = Path("outbox")
+    sendgrid_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SENDGRID_API_KEY", "DIGEST_SENDGRID_API_KEY")
+    )
+    sendgrid_host: str = "https://api.sendgrid.com"
+    sendgrid_webhook_public_key: str | None = None
+    sendgrid_timeout: float = 30.0
+    batch_size: int = Field(default=1000, ge=1, le=1000)
+    max_retries: int = Field(default=5, ge=0)
+    retry_base_delay: float = Field(default=1.0, ge=0)
+    retry_max_delay: float = Field(default=60.0, ge=0)
+
+    # Selection and rendering
+    related_count: int = Field(default=4, ge=0, le=12)
+    feed_items: int = Field(default=20, ge=1)
+    news_feeds: list[str] = Field(default_factory=list)
+    news_items: int = Field(default=5, ge=0)
+    news_timeout: float = 5.0
+
+    # Subscribers
+    confirm_max_age: int = Field(default=7 * 24 * 3600, description="seconds a confirm link lives")
+    confirm_resend_interval: int = Field(default=3600, description="seconds between confirm mails")
+    subscribe_rate_limit: int = Field(default=10, description="subscribe requests per IP a minute")
+
+    # Schedule
+    schedule: str = Field(default="mon 09:00", description="'<day_of_week> HH:MM', cron style")
+    timezone: str = "UTC"
+    misfire_grace_time: int = Field(default=6 * 3600, ge=1)
+
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(CONFIG_FILE_ENV, "digest.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("base_url", "site_url", "sendgrid_host")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an absolute http(s) URL (got {value!r})")
+        return value.rstrip("/")
+
+    def signing_key(self) -> str:
+        """The key tokens are signed with.
+
+        Without `DIGEST_SECRET_KEY` a random key is created once and kept beside the database,
+        so a fresh checkout is secure by default and links stay valid across restarts.
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.secret_key_file
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        return key
+
+    def verification_keys(self) -> list[str]:
+        """The current key first, then retired ones still honoured for old links."""
+        return [self.signing_key(), *(k.get_secret_value() for k in self.old_secret_keys)]
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
+    return Settings()

@@ -1,0 +1,238 @@
+"""The database: SQLAlchemy engine, the table definitions, and Alembic upgrades.
+
+SQLite by default (one file under `subscribers/`), PostgreSQL via `DIGEST_DATABASE_URL`; the
+schema is written once here in SQLAlchemy Core and migrated with Alembic (`digest/migrations`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "deliveries",
+    "events",
+    "issues",
+    "make_engine",
+    "metadata",
+    "queue",
+    "subscribers",
+    "upgrade",
+    "utcnow",
+]
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# BIGINT on PostgreSQL, but INTEGER on SQLite so it stays an auto-incrementing ROWID alias.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use digest.db.utcnow()")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # Stored normalised (lower-cased domain and local part), so uniqueness is case-insensitive.
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200)),
+    # pending | active | unsubscribed | bounced | complained
+    Column("status", String(16), nullable=False, index=True),
+    Column("source", String(50), nullable=False, default="web"),
+    Column("timezone", String(64)),
+    Column("paused_until", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("confirmed_at", UTCDateTime()),
+    Column("unsubscribed_at", UTCDateTime()),
+    Column("confirm_sent_at", UTCDateTime()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+issues = Table(
+    "issues",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("week", String(8), nullable=False, unique=True),
+    Column("featured_slug", String(120), nullable=False),
+    Column("related_slugs", JSON, nullable=False, default=list),
+    Column("pick_source", String(16), nullable=False),  # pin | queue | rotation
+    # planned | built | sending | sent | paused | failed
+    Column("status", String(16), nullable=False, index=True),
+    Column("status_reason", Text),
+    Column("subject", Text),
+    Column("preheader", Text),
+    Column("html", Text),
+    Column("text", Text),
+    Column("archive_html", Text),
+    Column("snapshot", JSON),  # the frozen term + related data the issue was rendered from
+    # Who holds the send: a unique token per sender process, with a lease that expires.
+    Column("claimed_by", String(64)),
+    Column("claimed_until", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("built_at", UTCDateTime()),
+    Column("send_started_at", UTCDateTime()),
+    Column("sent_at", UTCDateTime()),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+queue = Table(
+    "queue",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("slug", String(120), nullable=False, unique=True),
+    Column("week", String(8)),  # pinned to this ISO week, or NULL for "next free week"
+    Column("note", Text),
+    Column("position", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("issue_id", Id, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    # SET NULL on erase: the ledger keeps its counts, but no personal data.
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("batch", Integer, nullable=False),
+    # claimed | sent | failed | skipped
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("message_id", String(200)),
+    Column("claimed_at", UTCDateTime(), nullable=False),
+    Column("sent_at", UTCDateTime()),
+    UniqueConstraint("issue_id", "subscriber_id"),
+    Index(None, "issue_id", "status"),
+    Index(None, "subscriber_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("provider_id", String(200), unique=True),  # e.g. SendGrid's sg_event_id, for dedup
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("issue_id", Id, ForeignKey("issues.id", ondelete="SET NULL")),
+    Column("kind", String(32), nullable=False),  # bounce | dropped | spamreport | unsubscribe …
+    Column("detail", Text),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    # WAL lets the web app read while a send writes; busy_timeout waits out short locks
+    # instead of failing; foreign keys make erase cascade as it does on PostgreSQL.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def normalise_url(url: str) -> str:
+    """Accept `postgresql://` and `postgres://` as psycopg 3 URLs (the driver digest ships)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; for SQLite it creates the file's folder and sets the pragmas."""
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # configparser treats "%" as interpolation; URLs carry %-escapes (e.g. search_path options).
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to `revision` (idempotent; every command calls it on start)."""
+    from alembic import command
+
+    cfg = _alembic_config(engine)
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def ping(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT 1")).scalar() == 1

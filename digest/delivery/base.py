@@ -1,0 +1,114 @@
+"""The transport interface: what the sender hands a mail service, whatever the service is.
+
+One `Message` is one rendered issue (or one confirmation mail) for a batch of recipients; each
+recipient carries its own substitutions and headers, so one render serves every subscriber.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = [
+    "PLACEHOLDERS",
+    "Message",
+    "PermanentError",
+    "Recipient",
+    "RetryableError",
+    "SendResult",
+    "Transport",
+    "TransportError",
+    "check_header_value",
+]
+
+# Per-subscriber values are left in the rendered issue as these markers and filled per recipient
+# at send time (SendGrid substitutions, or string replacement in the outbox). `name_html` is the
+# HTML-escaped name for the HTML part; `name` is the raw name for subject and text.
+PLACEHOLDERS: dict[str, str] = {
+    "unsubscribe_url": "%%unsubscribe_url%%",
+    "preferences_url": "%%preferences_url%%",
+    "name": "%%name%%",
+    "name_html": "%%name_html%%",
+}
+
+
+def check_header_value(name: str, value: str) -> str:
+    """Refuse CR, LF and NUL in anything that becomes a mail header: no header injection."""
+    if any(ch in value for ch in "\r\n\0"):
+        raise ValueError(f"{name}: line breaks are not allowed in a mail header value")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    email: str
+    name: str | None = None
+    # placeholder marker → value, e.g. {"%%unsubscribe_url%%": "https://…/unsubscribe/TOKEN"}
+    substitutions: Mapping[str, str] = field(default_factory=dict)
+    # per-recipient headers, e.g. List-Unsubscribe with this recipient's own token
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # echoed back by the provider's events (issue week, subscriber id)
+    custom_args: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_header_value("to", self.email)
+        if self.name is not None:
+            check_header_value("name", self.name)
+        for key, value in self.headers.items():
+            check_header_value(key, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    subject: str
+    html: str
+    text: str
+    recipients: Sequence[Recipient]
+    from_email: str
+    from_name: str | None = None
+    reply_to: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    categories: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        check_header_value("subject", self.subject)
+        check_header_value("from", self.from_email)
+        if self.from_name:
+            check_header_value("from name", self.from_name)
+        if self.reply_to:
+            check_header_value("reply-to", self.reply_to)
+        for key, value in self.headers.items():
+            check_header_value(key, value)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What the service said: its message id for the batch, when it gives one."""
+
+    message_id: str | None = None
+
+
+class TransportError(Exception):
+    """A send did not go through."""
+
+
+class RetryableError(TransportError):
+    """Worth trying again later (429, 5xx, timeouts, dropped connections)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(TransportError):
+    """Will fail the same way again (bad API key, rejected payload): stop and tell the operator."""
+
+
+class Transport(Protocol):
+    """A mail service. Implementations: `OutboxTransport`, `SendGridTransport`."""
+
+    name: str
+    max_batch: int
+
+    def send(self, message: Message) -> SendResult: ...

@@ -1,0 +1,582 @@
+"""The glossary: term files in `terms/` read into typed `Term` objects and a `Glossary`.
+
+Validation is strict and complete: every problem in a folder is reported in one run, each naming
+the file, the line and the field, so an editor fixes them all at once instead of one per try.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from markdown_it import MarkdownIt
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
+
+from digest.weeks import IsoWeek, parse_week
+
+__all__ = [
+    "REQUIRED_SECTIONS",
+    "Alias",
+    "Glossary",
+    "GlossaryError",
+    "InvalidGlossary",
+    "Section",
+    "Source",
+    "Term",
+    "load_glossary",
+    "read_glossary",
+    "render_markdown",
+]
+
+Difficulty = Literal["beginner", "intermediate", "advanced"]
+DIFFICULTY_RANK: dict[str, int] = {"beginner": 0, "intermediate": 1, "advanced": 2}
+REQUIRED_SECTIONS = ("Why it matters", "How it works", "Example")
+
+_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_LANG_RE = re.compile(r"^[a-z]{2,3}$")
+_HEADING_RE = re.compile(r"^##[ \t]+(.+?)[ \t]*#*[ \t]*$")
+_FENCE_RE = re.compile(r"^(```|~~~)")
+
+try:  # libyaml is ~10x faster; it matters for 10,000-term glossaries.
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _Loader = yaml.SafeLoader
+
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+_markdown.enable("table")
+
+
+def render_markdown(text: str) -> str:
+    """Markdown → HTML with raw HTML disabled, so a term file cannot inject markup."""
+    return _markdown.render(text)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class GlossaryError:
+    """One problem in one term file, printed as `path:line: field: message`."""
+
+    path: Path
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else f"{self.path}"
+        return f"{where}: {self.field}: {self.message}"
+
+
+class InvalidGlossary(Exception):
+    """Raised by `load_glossary` with every error found in the folder."""
+
+    def __init__(self, errors: list[GlossaryError]) -> None:
+        self.errors = errors
+        files = len({e.path for e in errors})
+        super().__init__(
+            f"{len(errors)} error{'s' * (len(errors) != 1)} in {files} file{'s' * (files != 1)}"
+        )
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    name: str
+    lang: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """A `## Heading` of a term body; its HTML is rendered on first use, not at load time."""
+
+    title: str
+    markdown: str
+
+    @cached_property
+    def html(self) -> str:
+        return render_markdown(self.markdown)
+
+
+@dataclass(frozen=True)
+class Term:
+    slug: str
+    title: str
+    summary: str
+    definition: str
+    category: str
+    difficulty: Difficulty
+    added: IsoWeek
+    related: tuple[str, ...]
+    sources: tuple[Source, ...]
+    aliases: tuple[Alias, ...] = ()
+    sections: tuple[Section, ...] = ()
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def level(self) -> int:
+        """0 for beginner, 1 intermediate, 2 advanced: what selection orders prerequisites by."""
+        return DIFFICULTY_RANK[self.difficulty]
+
+    def section(self, title: str) -> Section | None:
+        wanted = title.casefold()
+        return next((s for s in self.sections if s.title.casefold() == wanted), None)
+
+    @property
+    def body_text(self) -> str:
+        return "\n\n".join(s.markdown for s in self.sections)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Title and every alias: the words that mean this term in someone else's text."""
+        return (self.title, *(a.name for a in self.aliases))
+
+
+class Glossary:
+    """All terms of a folder, indexed by slug and by alias, with the related-concept graph."""
+
+    def __init__(self, terms: Iterable[Term]) -> None:
+        self._terms: dict[str, Term] = {t.slug: t for t in sorted(terms, key=lambda t: t.slug)}
+        self._names: dict[str, str] = {}
+        for term in self._terms.values():
+            for name in (term.slug, *term.names):
+                self._names.setdefault(name.casefold(), term.slug)
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+    def __iter__(self) -> Iterator[Term]:
+        return iter(self._terms.values())
+
+    def __contains__(self, slug: object) -> bool:
+        return slug in self._terms
+
+    def __getitem__(self, slug: str) -> Term:
+        return self._terms[slug]
+
+    def get(self, slug: str) -> Term | None:
+        return self._terms.get(slug)
+
+    @property
+    def slugs(self) -> list[str]:
+        return list(self._terms)
+
+    def lookup(self, name: str) -> Term | None:
+        """Find a term by slug, title or alias, ignoring case."""
+        slug = self._names.get(name.strip().casefold())
+        return self._terms[slug] if slug else None
+
+    def categories(self) -> list[str]:
+        return sorted({t.category for t in self._terms.values()})
+
+    def in_category(self, category: str) -> list[Term]:
+        wanted = category.casefold()
+        return [t for t in self._terms.values() if t.category.casefold() == wanted]
+
+    def related(self, slug: str) -> list[Term]:
+        """The terms `slug` names in its own `related` list, in the file's order."""
+        return [self._terms[s] for s in self._terms[slug].related if s in self._terms]
+
+    @cached_property
+    def backlinks(self) -> dict[str, tuple[str, ...]]:
+        """For each slug, the terms whose `related` list names it."""
+        links: dict[str, list[str]] = {slug: [] for slug in self._terms}
+        for term in self._terms.values():
+            for other in term.related:
+                if other in links:
+                    links[other].append(term.slug)
+        return {slug: tuple(v) for slug, v in links.items()}
+
+    def neighbours(self, slug: str) -> set[str]:
+        """Related in either direction: the undirected graph that must be connected."""
+        return (set(self._terms[slug].related) | set(self.backlinks[slug])) - {slug}
+
+    def components(self) -> list[set[str]]:
+        """Connected components of the undirected related graph, largest first."""
+        seen: set[str] = set()
+        parts: list[set[str]] = []
+        for start in self._terms:
+            if start in seen:
+                continue
+            part, stack = set(), [start]
+            while stack:
+                slug = stack.pop()
+                if slug in part:
+                    continue
+                part.add(slug)
+                stack.extend(self.neighbours(slug) - part)
+            seen |= part
+            parts.append(part)
+        return sorted(parts, key=len, reverse=True)
+
+
+# --------------------------------------------------------------------------- front matter schema
+
+_Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, pattern=r"^[^\n]*$")]
+
+
+class _AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: _Line
+    lang: str | None = None
+
+    @field_validator("lang")
+    @classmethod
+    def _lang(cls, value: str | None) -> str | None:
+        if value is not None and not _LANG_RE.match(value):
+            raise ValueError(f"must be a 2- or 3-letter language code like 'nl' (got {value!r})")
+        return value
+
+
+class _SourceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    title: _Line
+    url: _Line
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not re.match(r"^https://[^\s/$.?#][^\s]*$", value):
+            raise ValueError(f"must be an https:// URL (got {value!r})")
+        return value
+
+
+class _FrontMatter(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    title: Annotated[_Line, StringConstraints(max_length=120)]
+    slug: str | None = None
+    summary: Annotated[_Line, StringConstraints(max_length=200)]
+    definition: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=600)
+    ]
+    aliases: list[_AliasIn] = []
+    category: Annotated[_Line, StringConstraints(max_length=60)]
+    difficulty: Difficulty
+    added: str
+    related: list[_Line]
+    sources: Annotated[list[_SourceIn], "sources"]
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _plain_aliases(cls, value: Any) -> Any:
+        # A bare string is shorthand for {name: ...}; anything else is checked as a mapping.
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("added")
+    @classmethod
+    def _week(cls, value: str) -> str:
+        parse_week(value)
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _some_sources(cls, value: list[_SourceIn]) -> list[_SourceIn]:
+        if not value:
+            raise ValueError("needs at least one source")
+        return value
+
+
+def _pydantic_message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "model_type" and "_AliasIn" in str(err.get("msg")):
+        return f"must be a name or a mapping {{name, lang}} (got {type(err.get('input')).__name__})"
+    if kind == "model_type":
+        return f"must be a mapping (got {type(err.get('input')).__name__})"
+    if kind == "literal_error":
+        got = err.get("input")
+        return f"must be one of beginner, intermediate, advanced (got {got!r})"
+    message = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if kind.endswith("_type") or kind in {"model_type", "list_type", "string_type"}:
+        message = f"{message} (got {type(err.get('input')).__name__})"
+    return message
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _split_front_matter(text: str) -> tuple[str, str, int] | None:
+    """(front matter, body, line number of the body's first line) or None without `---` fences."""
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        return None
+    for i in range(1, len(lines)):
+        if lines[i].rstrip() in ("---", "..."):
+            return "\n".join(lines[1:i]), "\n".join(lines[i + 1 :]), i + 2
+    return None
+
+
+def _node_line(node: yaml.Node | None, loc: tuple[Any, ...], first_line: int) -> int | None:
+    """Walk a composed YAML node along a pydantic error location to the line it came from."""
+    if node is None:
+        return first_line
+    line = node.start_mark.line + first_line
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            match = next((kv for kv in node.value if kv[0].value == part), None)
+            if match is None:
+                return line
+            node = match[1]
+            line = match[0].start_mark.line + first_line
+            if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+                line = node.start_mark.line + first_line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + first_line
+        else:
+            break
+    return line
+
+
+def _split_sections(
+    body: str, body_line: int, path: Path
+) -> tuple[list[Section], list[GlossaryError]]:
+    sections: list[Section] = []
+    errors: list[GlossaryError] = []
+    title: str | None = None
+    buf: list[str] = []
+    in_fence = False
+    for offset, raw in enumerate(body.split("\n")):
+        if _FENCE_RE.match(raw.lstrip()):
+            in_fence = not in_fence
+        heading = None if in_fence else _HEADING_RE.match(raw)
+        if heading:
+            if title is not None:
+                sections.append(Section(title, "\n".join(buf).strip()))
+            title, buf = heading.group(1).strip(), []
+        elif title is None:
+            if raw.strip():
+                errors.append(
+                    GlossaryError(
+                        path,
+                        body_line + offset,
+                        "body",
+                        "text before the first '## ' section (the definition belongs in the "
+                        "front matter)",
+                    )
+                )
+                return sections, errors
+        else:
+            buf.append(raw)
+    if title is not None:
+        sections.append(Section(title, "\n".join(buf).strip()))
+    present = {s.title.casefold() for s in sections}
+    missing = [name for name in REQUIRED_SECTIONS if name.casefold() not in present]
+    if missing:
+        errors.append(
+            GlossaryError(
+                path,
+                body_line,
+                "body",
+                "missing section"
+                + "s" * (len(missing) > 1)
+                + ": "
+                + ", ".join(f"'## {m}'" for m in missing),
+            )
+        )
+    for section in sections:
+        if not section.markdown:
+            errors.append(
+                GlossaryError(path, body_line, "body", f"section '## {section.title}' is empty")
+            )
+    return sections, errors
+
+
+@dataclass
+class _Parsed:
+    """What one file yielded: the Term when valid, and the names and links it declares.
+
+    Names and links are kept even when the file has other errors, so the folder-wide checks
+    (unknown related slug, alias clash) still report on it in the same run.
+    """
+
+    path: Path
+    slug: str
+    term: Term | None
+    names: list[tuple[str, str, int | None]]  # (kind, value, line): kind is slug/title/alias
+    related: list[tuple[str, int | None]]
+
+
+def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
+    """Read one file: what it declares, and every error found in it."""
+    slug = path.stem
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [GlossaryError(path, None, "file", f"not valid UTF-8 ({exc.reason})")]
+    except OSError as exc:
+        return None, [GlossaryError(path, None, "file", f"cannot read: {exc.strerror}")]
+    text = text.replace("\r\n", "\n").removeprefix("\ufeff")
+    split = _split_front_matter(text)
+    if split is None:
+        message = "file must start with YAML front matter between '---' lines"
+        return None, [GlossaryError(path, 1, "front matter", message)]
+    front, body, body_line = split
+    errors: list[GlossaryError] = []
+    if not _SLUG_RE.match(slug):
+        message = f"file name {path.name!r} is not a slug (lower-case a-z, 0-9 and '-')"
+        errors.append(GlossaryError(path, None, "slug", message))
+    try:
+        loader = _Loader(front)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 2
+        problem = getattr(exc, "problem", None) or str(exc)
+        return None, [
+            *errors,
+            GlossaryError(path, line, "front matter", f"invalid YAML: {problem}"),
+        ]
+    if not isinstance(data, dict):
+        return None, [
+            *errors,
+            GlossaryError(path, 2, "front matter", "must be a mapping of fields"),
+        ]
+
+    def line_of(*loc: Any) -> int | None:
+        return _node_line(node, loc, 2)
+
+    parsed = _Parsed(path, slug, None, [("slug", slug, None)], [])
+    if isinstance(data.get("title"), str):
+        parsed.names.append(("title", data["title"].strip(), line_of("title")))
+    raw_aliases = data.get("aliases")
+    for i, alias in enumerate(raw_aliases if isinstance(raw_aliases, list) else []):
+        name = alias.get("name") if isinstance(alias, dict) else alias
+        if isinstance(name, str) and name.strip():
+            parsed.names.append(("alias", name.strip(), line_of("aliases", i)))
+    raw_related = data.get("related")
+    seen: set[str] = set()
+    for i, other in enumerate(raw_related if isinstance(raw_related, list) else []):
+        if not isinstance(other, str):
+            continue
+        other = other.strip()
+        line = line_of("related", i)
+        if other == slug:
+            errors.append(GlossaryError(path, line, "related", "a term cannot relate to itself"))
+        elif other in seen:
+            errors.append(GlossaryError(path, line, "related", f"{other!r} is listed twice"))
+        else:
+            parsed.related.append((other, line))
+        seen.add(other)
+
+    sections, body_errors = _split_sections(body, body_line, path)
+    errors.extend(body_errors)
+    try:
+        meta = _FrontMatter.model_validate(data)
+    except ValidationError as exc:
+        for problem in exc.errors():
+            loc = tuple(problem["loc"])
+            name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+            message = _pydantic_message(problem)
+            errors.append(GlossaryError(path, line_of(*loc), name or "front matter", message))
+        return parsed, errors
+    if meta.slug is not None and meta.slug != slug:
+        message = f"{meta.slug!r} does not match the file name {slug!r}"
+        errors.append(GlossaryError(path, line_of("slug"), "slug", message))
+    if errors:
+        return parsed, errors
+    parsed.term = Term(
+        slug=slug,
+        title=meta.title,
+        summary=meta.summary,
+        definition=" ".join(meta.definition.split()),
+        category=meta.category,
+        difficulty=meta.difficulty,
+        added=parse_week(meta.added),
+        related=tuple(meta.related),
+        sources=tuple(Source(s.title, s.url) for s in meta.sources),
+        aliases=tuple(Alias(a.name, a.lang) for a in meta.aliases),
+        sections=tuple(sections),
+        path=path,
+    )
+    return parsed, []
+
+
+def _cross_check(parsed: list[_Parsed]) -> list[GlossaryError]:
+    """Checks that need the whole folder: related slugs exist, names are unique."""
+    errors: list[GlossaryError] = []
+    slugs = {p.slug for p in parsed}
+    owners: dict[str, str] = {}
+    # Slugs and titles claim their names first, so an alias never steals another term's title.
+    for p in parsed:
+        for kind, value, _line in p.names:
+            if kind != "alias":
+                owners.setdefault(value.casefold(), p.slug)
+    for p in parsed:
+        for other, line in p.related:
+            if other not in slugs:
+                errors.append(GlossaryError(p.path, line, "related", f"unknown term {other!r}"))
+        own: set[str] = set()
+        for kind, value, line in p.names:
+            if kind != "alias":
+                continue
+            key = value.casefold()
+            owner = owners.get(key)
+            if key in own:
+                errors.append(GlossaryError(p.path, line, "aliases", f"{value!r} is listed twice"))
+            elif owner is not None and owner != p.slug:
+                message = f"{value!r} is already used by term {owner!r}"
+                errors.append(GlossaryError(p.path, line, "aliases", message))
+            else:
+                owners[key] = p.slug
+            own.add(key)
+    return errors
+
+
+def read_glossary(directory: Path | str) -> tuple[Glossary, list[GlossaryError]]:
+    """Read every `*.md` in `directory`; return the valid terms and all errors found.
+
+    Terms with errors are left out of the glossary, so a caller that can live with a partial
+    glossary (e.g. `terms list`) still works while an editor fixes a file.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return Glossary([]), [GlossaryError(directory, None, "terms", "folder does not exist")]
+    parsed: list[_Parsed] = []
+    errors: list[GlossaryError] = []
+    for path in sorted(directory.glob("*.md")):
+        if path.name.lower() == "readme.md":
+            continue
+        item, problems = _read_term(path)
+        errors.extend(problems)
+        if item is not None:
+            parsed.append(item)
+    errors.extend(_cross_check(parsed))
+    bad = {e.path for e in errors}
+    glossary = Glossary(p.term for p in parsed if p.term is not None and p.path not in bad)
+    errors.sort(key=lambda e: (str(e.path), e.line or 0))
+    return glossary, errors
+
+
+def load_glossary(directory: Path | str) -> Glossary:
+    """The whole glossary, or `InvalidGlossary` carrying every error in the folder."""
+    glossary, errors = read_glossary(directory)
+    if errors:
+        raise InvalidGlossary(errors)
+    return glossary

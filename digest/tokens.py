@@ -1,0 +1,69 @@
+"""Signed tokens for confirm, unsubscribe and preference links.
+
+Each token is scoped to one purpose (a salt) and one subscriber (id and address), so an
+unsubscribe token cannot confirm, and a token for one address is useless for another. Confirm
+tokens expire; unsubscribe tokens do not (old mails must keep working). Retired keys in
+`DIGEST_OLD_SECRET_KEYS` still verify, so the secret can be rotated without breaking links.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from digest.config import Settings
+
+__all__ = ["BadToken", "Purpose", "TokenData", "make_token", "read_token"]
+
+Purpose = Literal["confirm", "unsubscribe", "preferences"]
+
+
+class BadToken(Exception):
+    """The token is forged, tampered with, expired, or made for another purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenData:
+    subscriber_id: int
+    email_hash: str
+
+    def matches(self, email: str) -> bool:
+        return self.email_hash == email_fingerprint(email)
+
+
+def email_fingerprint(email: str) -> str:
+    """A short hash of the address: binds a token to it without putting the address in URLs."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:12]
+
+
+def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
+    # itsdangerous signs with the last key and accepts any of them.
+    keys = list(reversed(settings.verification_keys()))
+    return URLSafeTimedSerializer(keys, salt=f"digest.{purpose}")
+
+
+def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, email: str) -> str:
+    return _serializer(settings, purpose).dumps([subscriber_id, email_fingerprint(email)])
+
+
+def read_token(
+    settings: Settings, purpose: Purpose, token: str, max_age: int | None = None
+) -> TokenData:
+    """Verify `token` for `purpose`; `max_age` in seconds (None: never expires)."""
+    try:
+        data = _serializer(settings, purpose).loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise BadToken("this link has expired") from None
+    except BadSignature:
+        raise BadToken("this link is not valid") from None
+    if (
+        not isinstance(data, list)
+        or len(data) != 2
+        or not isinstance(data[0], int)
+        or not isinstance(data[1], str)
+    ):
+        raise BadToken("this link is not valid")
+    return TokenData(subscriber_id=data[0], email_hash=data[1])
