@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=5, ge=0)
     retry_base_delay: float = Field(default=1.0, ge=0)
     retry_max_delay: float = Field(default=60.0, ge=0)
+    # A batch the provider may or may not have accepted (crash or timeout mid-request, and the
+    # transport cannot tell): "skip" never risks a duplicate, "resend" never risks a gap.
+    # See docs/delivery.md for why "skip" is the default.
+    ambiguous_batches: Literal["skip", "resend"] = "skip"
+    send_lease: float = Field(default=300.0, gt=0, description="seconds a sender's claim lives")
 
     # Selection and rendering
     related_count: int = Field(default=4, ge=0, le=12)
