@@ -1,0 +1,227 @@
+"""The editors' queue: terms to feature next, in order, each optionally pinned to an ISO week.
+
+Stored in the `queue` table with positions kept dense (1..n) after every change, so "move to 3"
+always means third. Selection reads it through `list_queue`; the build calls `consume`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from digest.db import queue, utcnow
+from digest.glossary import Glossary
+from digest.weeks import IsoWeek, parse_week
+
+__all__ = [
+    "AlreadyFeatured",
+    "QueueEntry",
+    "QueueError",
+    "add_to_queue",
+    "consume",
+    "list_queue",
+    "move_in_queue",
+    "remove_from_queue",
+]
+
+NOTE_MAX = 500
+
+
+class QueueError(Exception):
+    """A queue change was refused; the message says why, fit to show an editor."""
+
+
+class AlreadyFeatured(QueueError):
+    """The term went out before; queueing it again is allowed only when forced."""
+
+    def __init__(self, slug: str, weeks: Sequence[IsoWeek]) -> None:
+        self.slug = slug
+        self.weeks = tuple(weeks)
+        listed = ", ".join(str(w) for w in self.weeks)
+        super().__init__(f"{slug!r} was already featured in {listed}")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    slug: str
+    week: IsoWeek | None  # pinned to this week, or None for "the next week that is free"
+    note: str | None
+    position: int  # 1-based
+
+    @classmethod
+    def _from_row(cls, row: Any) -> QueueEntry:
+        week = parse_week(row.week) if row.week else None
+        return cls(slug=row.slug, week=week, note=row.note, position=row.position)
+
+
+def list_queue(engine: Engine | Connection) -> list[QueueEntry]:
+    """Every entry, first position first."""
+    with _transaction(engine) as conn:
+        return [QueueEntry._from_row(r) for r in conn.execute(_ordered())]
+
+
+def add_to_queue(
+    engine: Engine,
+    glossary: Glossary,
+    slug: str,
+    *,
+    week: IsoWeek | None = None,
+    note: str | None = None,
+    force: bool = False,
+    history: Sequence[tuple[IsoWeek, str]] | None = None,
+    this_week: IsoWeek | None = None,
+) -> QueueEntry:
+    """Append a term to the queue, or pin it to `week`; return the stored entry.
+
+    `slug` may also be a title or alias. A term already featured (per `history`, read from the
+    issues table when not given) raises `AlreadyFeatured` unless `force`. With `this_week`,
+    a pin to an earlier week is refused: it would only ever be treated as a missed pin.
+    """
+    term = glossary.get(slug) or glossary.lookup(slug)
+    if term is None:
+        raise QueueError(f"no term {slug!r} in the glossary{_did_you_mean(slug, _names(glossary))}")
+    slug = term.slug
+    note = _clean_note(note)
+    if week is not None and this_week is not None and week < this_week:
+        raise QueueError(f"{week} is in the past (this week is {this_week})")
+    if history is None:
+        from digest.issues import featured_history  # the issues table is only needed here
+
+        history = featured_history(engine)
+    featured = [w for w, s in history if s == slug]
+    if featured and not force:
+        raise AlreadyFeatured(slug, featured)
+    try:
+        with engine.begin() as conn:
+            existing = conn.execute(select(queue.c.position).where(queue.c.slug == slug)).first()
+            if existing is not None:
+                raise QueueError(
+                    f"{slug!r} is already in the queue at position {existing.position}"
+                )
+            if week is not None:
+                pinned = conn.execute(select(queue.c.slug).where(queue.c.week == str(week))).first()
+                if pinned is not None:
+                    raise QueueError(f"{week} is already pinned to {pinned.slug!r}")
+            last = conn.execute(select(func.coalesce(func.max(queue.c.position), 0))).scalar_one()
+            conn.execute(
+                insert(queue).values(
+                    slug=slug,
+                    week=str(week) if week is not None else None,
+                    note=note,
+                    position=last + 1,
+                    created_at=utcnow(),
+                )
+            )
+            _renumber(conn)
+            row = conn.execute(select(queue).where(queue.c.slug == slug)).one()
+    except IntegrityError:  # another editor queued the same term at the same moment
+        raise QueueError(f"{slug!r} is already in the queue") from None
+    return QueueEntry._from_row(row)
+
+
+def remove_from_queue(engine: Engine, slug: str) -> QueueEntry:
+    """Take `slug` out of the queue (it need not be in the glossary any more); return it."""
+    with engine.begin() as conn:
+        entry = _get(conn, slug)
+        conn.execute(delete(queue).where(queue.c.slug == entry.slug))
+        _renumber(conn)
+    return entry
+
+
+def move_in_queue(engine: Engine, slug: str, to: int) -> QueueEntry:
+    """Move `slug` to position `to` (1-based); the entries in between shift by one."""
+    with engine.begin() as conn:
+        entry = _get(conn, slug)
+        ids = [r.id for r in conn.execute(_ordered())]
+        if not 1 <= to <= len(ids):
+            raise QueueError(f"position must be between 1 and {len(ids)} (got {to})")
+        moved = conn.execute(select(queue.c.id).where(queue.c.slug == entry.slug)).scalar_one()
+        ids.remove(moved)
+        ids.insert(to - 1, moved)
+        _write_positions(conn, ids)
+        row = conn.execute(select(queue).where(queue.c.id == moved)).one()
+    return QueueEntry._from_row(row)
+
+
+def consume(engine: Engine | Connection, slug: str) -> bool:
+    """Drop `slug` once an issue has used it; False if it was not queued (a no-op, so safe to
+    repeat when a build is retried). Pass the build's Connection to make it part of its commit.
+    """
+    with _transaction(engine) as conn:
+        removed = conn.execute(delete(queue).where(queue.c.slug == slug)).rowcount
+        if removed:
+            _renumber(conn)
+    return bool(removed)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _transaction(engine: Engine | Connection) -> Iterator[Connection]:
+    """A transaction of our own on an Engine, or the caller's own on a Connection."""
+    if isinstance(engine, Connection):
+        yield engine
+        return
+    with engine.begin() as conn:
+        yield conn
+
+
+def _ordered() -> Any:
+    # `id` breaks ties, so two adds that raced to the same position still list in a stable order.
+    return select(queue).order_by(queue.c.position, queue.c.id)
+
+
+def _renumber(conn: Connection) -> None:
+    _write_positions(conn, [r.id for r in conn.execute(_ordered())])
+
+
+def _write_positions(conn: Connection, ids: list[int]) -> None:
+    current = {r.id: r.position for r in conn.execute(select(queue.c.id, queue.c.position))}
+    for position, id_ in enumerate(ids, start=1):
+        if current.get(id_) != position:
+            conn.execute(update(queue).where(queue.c.id == id_).values(position=position))
+
+
+def _get(conn: Connection, slug: str) -> QueueEntry:
+    row = conn.execute(select(queue).where(queue.c.slug == slug)).first()
+    if row is None:
+        queued = [r.slug for r in conn.execute(_ordered())]
+        hint = _did_you_mean(slug, {s: s for s in queued})
+        raise QueueError(f"{slug!r} is not in the queue{hint}")
+    return QueueEntry._from_row(row)
+
+
+def _clean_note(note: str | None) -> str | None:
+    if note is None:
+        return None
+    note = " ".join(note.split())  # one line: it is shown in tables
+    if len(note) > NOTE_MAX:
+        raise QueueError(f"note is {len(note)} characters; keep it under {NOTE_MAX}")
+    return note or None
+
+
+def _names(glossary: Glossary) -> dict[str, str]:
+    """Every way to name a term (slug, title, aliases), casefolded, → its slug."""
+    names: dict[str, str] = {}
+    for term in glossary:
+        for name in (term.slug, *term.names):
+            names.setdefault(name.casefold(), term.slug)
+    return names
+
+
+def _did_you_mean(wanted: str, names: dict[str, str]) -> str:
+    close = difflib.get_close_matches(wanted.strip().casefold(), list(names), n=6, cutoff=0.6)
+    slugs = list(dict.fromkeys(names[c] for c in close))[:3]
+    return f"; did you mean {_or_list(slugs)}?" if slugs else ""
+
+
+def _or_list(items: Iterable[str]) -> str:
+    quoted = [repr(i) for i in items]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
