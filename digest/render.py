@@ -1,22 +1,73 @@
-"""Rendering: Jinja2 templates in `templates/` → MJML → responsive HTML, plus plain text.
+"""Rendering: Jinja2 templates in `templates/` → MJML → responsive HTML, plain text, archive pages.
 
-Pure functions: they take data and return strings (no database, no clock), so the same inputs
-always give byte-identical output.
+Pure functions: they take data (an issue snapshot, settings) and return strings — no database, no
+clock — so the same inputs always give byte-identical output.
 """
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jinja2
+from markdown_it import MarkdownIt
+from markdown_it.tree import SyntaxTreeNode
 from mjml import mjml2html
 
-__all__ = ["RenderError", "environment", "mjml_to_html", "render_mail"]
+from digest.config import Settings
+from digest.delivery.base import PLACEHOLDERS
+from digest.weeks import IsoWeek, parse_week
+
+if TYPE_CHECKING:
+    from digest.issues import IssueRecord
+
+__all__ = [
+    "SUBJECT_LIMIT",
+    "RenderError",
+    "RenderedIssue",
+    "archive_index",
+    "archive_page",
+    "archive_url",
+    "environment",
+    "markdown_to_text",
+    "mjml_to_html",
+    "preheader_text",
+    "render_article",
+    "render_issue",
+    "render_mail",
+    "render_template",
+    "subject_line",
+    "term_url",
+]
+
+# Long subjects are cut by mail clients anyway; RFC 5322 recommends lines under 78 characters.
+SUBJECT_LIMIT = 78
+PREHEADER_LIMIT = 140
+TEXT_WIDTH = 72
 
 
 class RenderError(Exception):
     """A template or its MJML is broken; the message names the template."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedIssue:
+    """Everything one issue renders to; per-subscriber values are still PLACEHOLDERS markers."""
+
+    week: IsoWeek
+    subject: str
+    preheader: str
+    mjml: str
+    html: str
+    text: str
+    archive_html: str
+
+
+# --------------------------------------------------------------------------- templates
 
 
 @lru_cache(maxsize=8)
@@ -41,14 +92,18 @@ def environment(templates_dir: Path) -> jinja2.Environment:
 
 
 def mjml_to_html(mjml: str, template: str) -> str:
-    """Compile MJML to HTML with mjml-python; errors name the template they came from."""
+    """Compile MJML to HTML with mjml-python; errors name the template they came from.
+
+    `fonts={}` stops MJML adding Google Fonts imports: the mail uses system fonts, and a font
+    request would tell a third party when each subscriber opened it.
+    """
     try:
-        return mjml2html(mjml, disable_comments=True)
+        return mjml2html(mjml, disable_comments=True, fonts={})
     except (ValueError, RuntimeError) as exc:
         raise RenderError(f"{template}: invalid MJML: {exc}") from exc
 
 
-def render_template(templates_dir: Path, name: str, context: dict[str, object]) -> str:
+def render_template(templates_dir: Path, name: str, context: Mapping[str, object]) -> str:
     try:
         return environment(templates_dir).get_template(name).render(**context)
     except jinja2.TemplateError as exc:
@@ -56,9 +111,245 @@ def render_template(templates_dir: Path, name: str, context: dict[str, object]) 
         raise RenderError(f"{where}: {exc}") from exc
 
 
-def render_mail(templates_dir: Path, name: str, context: dict[str, object]) -> tuple[str, str, str]:
+def render_mail(
+    templates_dir: Path, name: str, context: Mapping[str, object]
+) -> tuple[str, str, str]:
     """(mjml, html, text) of the mail `name`: `<name>.mjml.j2` and `<name>.txt.j2`."""
     mjml = render_template(templates_dir, f"{name}.mjml.j2", context)
     html = mjml_to_html(mjml, f"{name}.mjml.j2")
     text = render_template(templates_dir, f"{name}.txt.j2", context)
     return mjml, html, text
+
+
+# --------------------------------------------------------------------------- addresses and lines
+
+
+def term_url(settings: Settings, slug: str) -> str:
+    """A term's page on the glossary site."""
+    return f"{settings.site_url}/{slug}"
+
+
+def archive_url(settings: Settings, week: IsoWeek | str) -> str:
+    """An issue's public page in the web archive (also the email's "view in browser" link)."""
+    return f"{settings.base_url}/issues/{week}"
+
+
+def _trim_words(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters, cut on a word boundary with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]  # leave room for the ellipsis
+    if text[limit - 1] != " " and " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.—–-·") + "…"
+
+
+def subject_line(title: str, summary: str, limit: int = SUBJECT_LIMIT) -> str:
+    """`Term of the week: <title> — <summary>`, trimmed on a word to at most `limit` characters."""
+    summary = " ".join(summary.split()).removesuffix(".")
+    return _trim_words(f"Term of the week: {title} — {summary}", limit)
+
+
+def preheader_text(definition: str, limit: int = PREHEADER_LIMIT) -> str:
+    """The inbox preview line: the definition, since the subject already carries the summary."""
+    return _trim_words(definition, limit)
+
+
+# --------------------------------------------------------------------------- plain text
+
+_markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def markdown_to_text(markdown: str, width: int = TEXT_WIDTH) -> str:
+    """Markdown as plain text that reads well on its own.
+
+    Paragraphs and list items are wrapped at `width`, links become `label <url>`, code blocks are
+    kept verbatim and indented four spaces, tables become `a | b` rows. URLs are never broken.
+    """
+    root = SyntaxTreeNode(_markdown.parse(markdown))
+    return "\n".join(_blocks(root.children, width))
+
+
+def _blocks(nodes: Sequence[SyntaxTreeNode], width: int, gap: bool = True) -> list[str]:
+    out: list[str] = []
+    for node in nodes:
+        lines = _block(node, width)
+        if not lines:
+            continue
+        if out and gap:
+            out.append("")
+        out.extend(lines)
+    return out
+
+
+def _block(node: SyntaxTreeNode, width: int) -> list[str]:
+    kind = node.type
+    if kind == "paragraph":
+        return _wrap(_inline(node.children[0]) if node.children else "", width)
+    if kind == "heading":
+        title = _inline(node.children[0]) if node.children else ""
+        return [title, "~" * len(title)]
+    if kind in ("bullet_list", "ordered_list"):
+        return _list(node, width)
+    if kind == "blockquote":
+        return [f"> {line}".rstrip() for line in _blocks(node.children, max(width - 2, 20))]
+    if kind in ("fence", "code_block"):
+        return [f"    {line}" if line else "" for line in node.content.rstrip("\n").split("\n")]
+    if kind == "hr":
+        return ["* * *"]
+    if kind == "table":
+        return _table(node)
+    return _blocks(node.children, width)
+
+
+def _list(node: SyntaxTreeNode, width: int) -> list[str]:
+    items = node.children
+    if node.type == "ordered_list":
+        start = int(node.attrs.get("start", 1))
+        markers = [f"{start + i}." for i in range(len(items))]
+    else:
+        markers = ["-"] * len(items)
+    pad = max(len(m) for m in markers) + 1
+    # markdown-it hides the paragraphs of a tight list: no blank lines between its items.
+    tight = all(p.hidden for item in items for p in item.children if p.type == "paragraph")
+    out: list[str] = []
+    for marker, item in zip(markers, items, strict=True):
+        if out and not tight:
+            out.append("")
+        body = _blocks(item.children, max(width - pad, 20), gap=not tight) or [""]
+        for i, line in enumerate(body):
+            prefix = marker.ljust(pad) if i == 0 else " " * pad
+            out.append(f"{prefix}{line}".rstrip())
+    return out
+
+
+def _table(node: SyntaxTreeNode) -> list[str]:
+    out: list[str] = []
+    for part in node.children:  # thead, tbody
+        for row in part.children:
+            cells = [_inline(cell.children[0]) if cell.children else "" for cell in row.children]
+            out.append(" | ".join(cells))
+            if part.type == "thead":
+                out.append("-" * len(out[-1]))
+    return out
+
+
+def _inline(node: SyntaxTreeNode) -> str:
+    parts: list[str] = []
+    for child in node.children:
+        kind = child.type
+        if kind in ("text", "code_inline"):
+            parts.append(child.content)
+        elif kind == "softbreak":
+            parts.append(" ")
+        elif kind == "hardbreak":
+            parts.append("\n")
+        elif kind == "link":
+            label, href = _inline(child), str(child.attrs.get("href", ""))
+            parts.append(label if href in (label, f"mailto:{label}") else f"{label} <{href}>")
+        elif kind == "image":
+            parts.append(f"[{_inline(child) or 'image'}]")
+        else:  # emphasis, strong, strikethrough: the words are what matter in plain text
+            parts.append(_inline(child))
+    return "".join(parts)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    for line in text.split("\n"):
+        lines.extend(
+            textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False) or [""]
+        )
+    return lines
+
+
+# --------------------------------------------------------------------------- issues
+
+
+def _context(snapshot: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """What every issue template sees: the frozen snapshot plus the site's addresses."""
+    week = parse_week(snapshot["week"])
+    term = snapshot["term"]
+    base = settings.base_url
+    return {
+        "language": settings.language,
+        "newsletter_name": settings.newsletter_name,
+        "postal_address": settings.postal_address,
+        "base_url": base,
+        "week": str(week),
+        "week_label": f"Week {week.week}, {week.year}",
+        "term": term,
+        "related": snapshot.get("related") or [],
+        "news": snapshot.get("news") or [],
+        "subject": subject_line(term["title"], term["summary"]),
+        "preheader": preheader_text(term["definition"]),
+        "archive_url": archive_url(settings, week),
+        "archive_index_url": f"{base}/issues/",
+        "feed_url": f"{base}/feed.xml",
+        "subscribe_url": f"{base}/",
+        "unsubscribe_url": PLACEHOLDERS["unsubscribe_url"],
+        "preferences_url": PLACEHOLDERS["preferences_url"],
+    }
+
+
+def render_issue(snapshot: Mapping[str, Any], settings: Settings) -> RenderedIssue:
+    """Render one issue from its snapshot: email (MJML and HTML), plain text and archive page."""
+    context = _context(snapshot, settings)
+    context["text_sections"] = [
+        {"title": s["title"], "text": markdown_to_text(s["markdown"])}
+        for s in context["term"]["sections"]
+    ]
+    mjml, html, text = render_mail(settings.templates_dir, "email", context)
+    archive_html = render_template(settings.templates_dir, "archive/issue.html.j2", context)
+    return RenderedIssue(
+        week=parse_week(snapshot["week"]),
+        subject=context["subject"],
+        preheader=context["preheader"],
+        mjml=mjml,
+        html=html,
+        text=text,
+        archive_html=archive_html,
+    )
+
+
+def render_article(snapshot: Mapping[str, Any], settings: Settings) -> str:
+    """The issue's content as an HTML fragment: the archive page's body, and the feed's content."""
+    return render_template(
+        settings.templates_dir, "archive/_article.html.j2", _context(snapshot, settings)
+    )
+
+
+def archive_page(settings: Settings, record: IssueRecord) -> str:
+    """The public page of one issue: what was stored when it was built, or re-rendered from its
+    frozen snapshot (never from the current glossary, so the archive shows what went out)."""
+    if record.archive_html:
+        return record.archive_html
+    if not record.snapshot:
+        raise RenderError(f"issue {record.week} has no content yet (status {record.status})")
+    return render_issue(record.snapshot, settings).archive_html
+
+
+def archive_index(settings: Settings, records: Sequence[IssueRecord]) -> str:
+    """The archive's list of issues, in the order given (callers pass newest first)."""
+    entries = [
+        {
+            "week": str(r.week),
+            "week_label": f"Week {r.week.week}, {r.week.year}",
+            "title": r.snapshot["term"]["title"],
+            "summary": r.snapshot["term"]["summary"],
+            "url": archive_url(settings, r.week),
+        }
+        for r in records
+        if r.snapshot
+    ]
+    context = {
+        "language": settings.language,
+        "newsletter_name": settings.newsletter_name,
+        "base_url": settings.base_url,
+        "archive_index_url": f"{settings.base_url}/issues/",
+        "feed_url": f"{settings.base_url}/feed.xml",
+        "subscribe_url": f"{settings.base_url}/",
+        "entries": entries,
+    }
+    return render_template(settings.templates_dir, "archive/index.html.j2", context)
