@@ -1,0 +1,521 @@
+"""The weekly job and its wiring: the schedule setting → an APScheduler cron trigger, a job store
+in digest's own database, the job that builds and sends the week's issue, and `digest run`.
+
+The job is stored by its textual reference (`digest.schedule:weekly_job`) so a restart finds it
+again; a fire missed while no process ran is sent once if it is still within
+`misfire_grace_time`, and skipped (and logged) otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from digest import db
+from digest.config import Settings, get_settings
+from digest.issues import InvalidTransition, IssueRecord, get_issue
+from digest.logs import get_logger, log_event
+from digest.weeks import IsoWeek, current_week, parse_week
+
+if TYPE_CHECKING:
+    from digest.delivery.sender import SendSummary
+
+__all__ = [
+    "JOBS_TABLE",
+    "JOB_ID",
+    "WEEKLY_JOB",
+    "ScheduleError",
+    "WeeklyResult",
+    "due_fire_time",
+    "install_weekly_job",
+    "make_scheduler",
+    "next_fire_time",
+    "parse_schedule",
+    "request_shutdown",
+    "run_weekly",
+    "scheduled_week",
+    "send_week",
+    "serve",
+    "start_scheduler",
+    "weekly_job",
+]
+
+JOB_ID = "digest-weekly-issue"
+WEEKLY_JOB = "digest.schedule:weekly_job"
+JOBS_TABLE = "apscheduler_jobs"  # digest/migrations/env.py leaves this table to APScheduler
+_NOW_JOB_ID = "digest-weekly-issue-now"
+
+_log = get_logger("digest.schedule")
+
+# Set by SIGTERM/SIGINT in `digest run`: the running send finishes its batch, records its state
+# and returns; queued jobs do not start. A process-wide flag because the job is stored by name
+# and cannot be handed an Event.
+_shutdown = threading.Event()
+
+
+class ScheduleError(ValueError):
+    """The schedule setting cannot be understood; the message says what is accepted."""
+
+
+# --------------------------------------------------------------------------- the trigger
+
+_SIMPLE_RE = re.compile(r"^(?P<days>[A-Za-z][A-Za-z,\-]*)\s+(?P<hour>\d{1,2}):(?P<minute>\d{2})$")
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAY_NAMES = {
+    f"{day}day": day[:3] for day in ("mon", "tues", "wednes", "thurs", "fri", "satur", "sun")
+}
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab: 0 (and 7) is Sunday
+_FORMS = "'<day_of_week> HH:MM' (e.g. 'mon 09:00', 'mon,thu 07:30') or a 5-field crontab"
+
+
+def parse_schedule(text: str, zone: ZoneInfo | str) -> CronTrigger:
+    """The cron trigger for a schedule setting, in `zone`.
+
+    Two forms: `mon 09:00` (days as names, lists and ranges: `mon,thu`, `mon-fri`), or a
+    standard 5-field crontab (`0 9 * * 1`), where weekday numbers mean what they mean to cron.
+    """
+    tz = ZoneInfo(zone) if isinstance(zone, str) else zone
+    spec = " ".join(str(text).split())
+    if not spec:
+        raise ScheduleError(f"the schedule is empty; use {_FORMS}")
+    fields = spec.split(" ")
+    if len(fields) == 5:
+        return _from_crontab(spec, fields, tz)
+    match = _SIMPLE_RE.match(spec)
+    if not match:
+        raise ScheduleError(f"cannot read schedule {text!r}; use {_FORMS}")
+    days = re.sub(r"[a-z]+", lambda m: _FULL_DAY_NAMES.get(m[0], m[0]), match["days"].lower())
+    for part in days.split(","):
+        for name in part.split("-", 1):
+            if name not in _DAY_NAMES:
+                raise ScheduleError(
+                    f"schedule {text!r}: {name!r} is not a day; use {', '.join(_DAY_NAMES)}"
+                )
+    hour, minute = int(match["hour"]), int(match["minute"])
+    if hour > 23 or minute > 59:
+        raise ScheduleError(f"schedule {text!r}: {match['hour']}:{match['minute']} is not a time")
+    try:
+        return CronTrigger(day_of_week=days, hour=hour, minute=minute, timezone=tz)
+    except ValueError as exc:
+        raise ScheduleError(f"schedule {text!r}: {exc}") from None
+
+
+def _from_crontab(text: str, fields: list[str], zone: ZoneInfo) -> CronTrigger:
+    minute, hour, day, month, weekday = fields
+    if day != "*" and weekday != "*":
+        # cron runs when EITHER matches, APScheduler when BOTH do: refuse rather than surprise.
+        raise ScheduleError(
+            f"crontab {text!r} restricts both day of month and day of week; restrict one"
+        )
+    try:
+        days = _crontab_weekdays(weekday)
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=days, timezone=zone
+        )
+    except ValueError as exc:
+        raise ScheduleError(f"crontab {text!r}: {exc}") from None
+
+
+def _crontab_weekdays(field: str) -> str:
+    """A crontab weekday field as APScheduler day names.
+
+    APScheduler 3 numbers Monday 0 where cron numbers Sunday 0 (its from_crontab documents the
+    mismatch); names mean the same to both, so numbers are translated to names here.
+    """
+    if field == "*":
+        return "*"
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        body, slash, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() else 0
+        if slash and step < 1:
+            raise ValueError(f"bad step in day of week {part!r}")
+        if body == "*":
+            low, high = 0, 6
+        elif "-" in body:
+            first, last = body.split("-", 1)
+            low, high = _cron_day(first), _cron_day(last)
+            if low > high:
+                raise ValueError(f"day-of-week range {body!r} runs backwards")
+        else:
+            low = _cron_day(body)
+            high = 6 if slash else low
+        days.update(d % 7 for d in range(low, high + 1, step or 1))
+    return ",".join(_CRON_DAYS[d] for d in sorted(days))
+
+
+def _cron_day(text: str) -> int:
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    if text in _CRON_DAYS:
+        return _CRON_DAYS.index(text)
+    raise ValueError(f"{text!r} is not a day of week (0-7 or sun-sat)")
+
+
+def next_fire_time(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The first fire time at or after `now` (aware, in the trigger's zone)."""
+    return trigger.get_next_fire_time(None, now)
+
+
+def due_fire_time(trigger: CronTrigger, now: datetime, window: timedelta) -> datetime | None:
+    """The latest fire time in `[now - window, now]`, or None.
+
+    APScheduler does not tell a job which fire time it runs for; with coalescing it is the
+    latest one that came due, and the executor only runs it within the grace window, so this
+    recovers it from the trigger. A minute of slack covers the delay between due and running.
+    """
+    fire = trigger.get_next_fire_time(None, now - window - timedelta(minutes=1))
+    latest = None
+    while fire is not None and fire <= now:
+        latest = fire
+        fire = trigger.get_next_fire_time(fire, fire)
+    return latest
+
+
+def scheduled_week(settings: Settings, now: datetime) -> IsoWeek:
+    """The week the job running at `now` is for: that of its fire time in the configured zone.
+
+    A machine that was down at Monday 09:00 and runs the job at 11:00 sends Monday's issue;
+    a job run by hand outside any window (`digest run --now` on a Wednesday) sends this week's.
+    """
+    trigger = parse_schedule(settings.schedule, settings.zone)
+    fired = due_fire_time(trigger, now, timedelta(seconds=settings.misfire_grace_time))
+    return current_week(fired or now, settings.zone)
+
+
+# --------------------------------------------------------------------------- the scheduler
+
+
+class _Scheduler(BackgroundScheduler):
+    def _process_jobs(self) -> float | None:
+        # APScheduler 3's loop looks for due jobs once more after shutdown(); a job due then is
+        # handed to the stopped executor, fails, and its fire time is advanced: a lost issue.
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()  # type: ignore[no-any-return]
+
+
+def make_scheduler(settings: Settings, engine: Engine | None = None) -> BackgroundScheduler:
+    """A background scheduler whose jobs live in digest's database (shared file on SQLite).
+
+    One worker: the weekly job and a `--now` run queue behind each other in a process instead
+    of racing; across processes the issue's send lease decides.
+    """
+    store = SQLAlchemyJobStore(
+        engine=engine or db.make_engine(settings.database_url), tablename=JOBS_TABLE
+    )
+    scheduler = _Scheduler(
+        jobstores={"default": store, "memory": MemoryJobStore()},
+        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": settings.misfire_grace_time,
+        },
+        timezone=settings.zone,
+    )
+    scheduler.add_listener(_on_missed, EVENT_JOB_MISSED)
+    scheduler.add_listener(_on_error, EVENT_JOB_ERROR)
+    return scheduler
+
+
+def install_weekly_job(scheduler: BaseScheduler, settings: Settings, func: str = WEEKLY_JOB) -> Job:
+    """Add (or replace) the one weekly job under its stable id.
+
+    Replacing a stored job makes APScheduler compute a fresh next run time, which would silently
+    drop a fire that came due while nothing ran; so an overdue stored run time is carried over,
+    and the scheduler then judges it against the grace window (run once, or skip and log).
+    """
+    trigger = parse_schedule(settings.schedule, settings.zone)
+    overdue: dict[str, Any] = {}
+    try:
+        stored = scheduler.get_job(JOB_ID, jobstore="default")
+    except Exception as exc:  # a stored job whose function no longer imports
+        log_event(_log, "stored_job_unreadable", level=logging.WARNING, error=str(exc))
+        stored = None
+    due = stored.next_run_time if stored is not None else None
+    if due is not None and due <= datetime.now(UTC):
+        overdue["next_run_time"] = due
+    return scheduler.add_job(
+        func,
+        trigger=trigger,
+        id=JOB_ID,
+        name="weekly issue",
+        jobstore="default",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=settings.misfire_grace_time,
+        **overdue,
+    )
+
+
+def start_scheduler(scheduler: BaseScheduler, settings: Settings, func: str = WEEKLY_JOB) -> Job:
+    """Start `scheduler` with the weekly job installed; nothing runs before the job is in place."""
+    scheduler.start(paused=True)
+    job = install_weekly_job(scheduler, settings, func)
+    log_event(
+        _log,
+        "scheduler_started",
+        schedule=settings.schedule,
+        timezone=settings.timezone,
+        next_run=job.next_run_time,
+    )
+    scheduler.resume()
+    return job
+
+
+def _on_missed(event: JobExecutionEvent) -> None:
+    fire: datetime = event.scheduled_run_time
+    log_event(
+        _log,
+        "job_missed",
+        level=logging.WARNING,
+        job=event.job_id,
+        scheduled_for=fire,
+        week=str(current_week(fire)),
+        late_by=str(datetime.now(UTC) - fire),
+    )
+
+
+def _on_error(event: JobExecutionEvent) -> None:
+    log_event(_log, "job_error", level=logging.ERROR, job=event.job_id, error=repr(event.exception))
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True, slots=True)
+class WeeklyResult:
+    """What one run of the weekly job did: the issue's state after it, and the send summary."""
+
+    week: IsoWeek
+    status: str  # the issue's status, or "skipped" when nothing was attempted
+    summary: SendSummary | None = None
+
+
+def weekly_job(week: str | None = None) -> None:
+    """The scheduled job: build and send the issue of the week its fire time falls in.
+
+    Module level and stored by name, as persistent job stores require. It never raises: a
+    failure is logged as one event and the issue's recorded state says where it stopped.
+    """
+    try:
+        settings = get_settings()
+        now = db.utcnow()
+        target = parse_week(week) if week else scheduled_week(settings, now)
+        run_weekly(settings, target, now=now, stop=_shutdown)
+    except Exception as exc:
+        log_event(_log, "job_failed", level=logging.ERROR, week=week, error=str(exc), exc_info=True)
+
+
+def run_weekly(
+    settings: Settings,
+    week: IsoWeek,
+    *,
+    now: datetime,
+    stop: threading.Event | None = None,
+) -> WeeklyResult:
+    """Build `week`'s issue if needed and send it; safe to call from several processes at once.
+
+    A sent issue is left alone; a failed one too (an operator cancelled it or it broke: that
+    decision is theirs, `digest issue resume`); a paused one resumes where it stopped.
+    """
+    if stop is not None and stop.is_set():
+        log_event(_log, "job_skipped", week=str(week), reason="shutting down")
+        return WeeklyResult(week, "skipped")
+    log_event(_log, "job_fired", week=str(week))
+    engine = db.make_engine(settings.database_url)
+    try:
+        issue = get_issue(engine, week)
+        if issue is not None and issue.status in ("sent", "failed"):
+            return _nothing_to_do(issue)
+        if issue is None or issue.status in ("planned", "built"):
+            issue = _build(engine, settings, week, now)
+            if issue.status in ("sent", "failed"):  # another process finished it meanwhile
+                return _nothing_to_do(issue)
+        return _send(engine, settings, week, stop)
+    finally:
+        engine.dispose()
+
+
+def _nothing_to_do(issue: IssueRecord) -> WeeklyResult:
+    log_event(
+        _log,
+        "job_nothing_to_do",
+        week=str(issue.week),
+        status=issue.status,
+        reason=issue.status_reason,
+    )
+    return WeeklyResult(issue.week, issue.status)
+
+
+def send_week(
+    settings: Settings, week: IsoWeek, *, stop: threading.Event | None = None
+) -> WeeklyResult:
+    """Send (or resume sending) an issue that is already built: `digest issue resume`."""
+    engine = db.make_engine(settings.database_url)
+    try:
+        if get_issue(engine, week) is None:
+            raise InvalidTransition(f"there is no issue for {week}; it is built by the weekly job")
+        return _send(engine, settings, week, stop)
+    finally:
+        engine.dispose()
+
+
+def _build(engine: Engine, settings: Settings, week: IsoWeek, now: datetime) -> IssueRecord:
+    from digest.build import build_issue
+    from digest.glossary import load_glossary
+
+    glossary = load_glossary(settings.terms_dir)
+    try:
+        issue = build_issue(engine, settings, glossary, week, now=now)
+    except (IntegrityError, InvalidTransition):
+        # Another process built (or started sending) this week's issue a moment ago: use theirs.
+        stored = get_issue(engine, week)
+        if stored is None:
+            raise
+        issue = stored
+    log_event(
+        _log,
+        "issue_built",
+        week=str(week),
+        status=issue.status,
+        featured=issue.featured_slug,
+        pick=issue.pick_source,
+    )
+    return issue
+
+
+def _send(
+    engine: Engine, settings: Settings, week: IsoWeek, stop: threading.Event | None
+) -> WeeklyResult:
+    from digest.delivery import make_transport
+    from digest.delivery.sender import send_issue
+
+    summary = send_issue(engine, settings, make_transport(settings), week, stop=stop)
+    issue = get_issue(engine, week)
+    log_event(
+        _log,
+        "send_finished",
+        week=str(week),
+        outcome=summary.status,
+        sent=summary.sent,
+        skipped=summary.skipped,
+        failed=summary.failed,
+        status=issue.status if issue else None,
+        reason=issue.status_reason if issue else None,
+    )
+    return WeeklyResult(week, issue.status if issue else summary.status, summary)
+
+
+def request_shutdown() -> None:
+    """Ask a running weekly job to stop after its current batch (SIGTERM does this)."""
+    _shutdown.set()
+
+
+# --------------------------------------------------------------------------- digest run
+
+
+def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -> None:
+    """`digest run`: the web app and the scheduler in one process until SIGTERM or SIGINT.
+
+    On a signal uvicorn stops taking requests, the running send finishes its batch and records
+    its state, and the scheduler shuts down waiting for it; the process then exits 0.
+    """
+    import uvicorn
+
+    from digest.web import create_app
+
+    parse_schedule(settings.schedule, settings.zone)  # a bad schedule fails before anything starts
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine)
+    interrupted = _interrupted_week(engine, settings, db.utcnow())
+    engine.dispose()
+
+    _shutdown.clear()
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            _shutdown.set()  # tell the send at once, not after uvicorn has drained
+            super().handle_exit(sig, frame)
+
+    server = _Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=None,  # keep digest's structured handler
+            # Access lines carry confirm/unsubscribe tokens in their paths: only when debugging.
+            access_log=settings.log_level.upper() == "DEBUG",
+        )
+    )
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        # Before uvicorn runs and after it returns (it re-raises the signal it caught).
+        _shutdown.set()
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    scheduler = make_scheduler(settings)
+    try:
+        start_scheduler(scheduler, settings)
+        if fire_now or interrupted is not None:
+            log_event(
+                _log,
+                "job_run_now",
+                reason="--now" if fire_now else "resuming an interrupted send",
+                week=str(interrupted) if interrupted else None,
+            )
+            scheduler.add_job(
+                WEEKLY_JOB,
+                trigger="date",
+                id=_NOW_JOB_ID,
+                jobstore="memory",
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+        log_event(_log, "service_started", host=host, port=port)
+        if not _shutdown.is_set():
+            server.run()
+    finally:
+        _shutdown.set()
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log_event(_log, "service_stopped")
+
+
+def _interrupted_week(engine: Engine, settings: Settings, now: datetime) -> IsoWeek | None:
+    """The due week, if its send was cut short (killed, or stopped by a signal) and is resumable.
+
+    Only within the grace window of its fire time: an issue is not sent days late by a restart.
+    """
+    trigger = parse_schedule(settings.schedule, settings.zone)
+    fired = due_fire_time(trigger, now, timedelta(seconds=settings.misfire_grace_time))
+    if fired is None:
+        return None
+    week = current_week(fired, settings.zone)
+    issue = get_issue(engine, week)
+    if issue is not None and issue.status in ("sending", "paused"):
+        return week
+    return None
