@@ -13,12 +13,25 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine
 
 from digest import db
 from digest.config import CONFIG_FILE_ENV, Settings, get_settings
 from digest.glossary import Glossary, InvalidGlossary, load_glossary, read_glossary
+from digest.issues import featured_history
+from digest.queue import (
+    AlreadyFeatured,
+    QueueError,
+    add_to_queue,
+    list_queue,
+    move_in_queue,
+    remove_from_queue,
+)
+from digest.selection import first_open_week, plan
+from digest.weeks import IsoWeek, current_week, parse_week
 
 app = typer.Typer(
     help="digest: a weekly 'term of the week' newsletter built from an AI glossary.",
@@ -119,7 +132,7 @@ def terms_show(slug: str) -> None:
     for section in term.sections:
         console.print()
         console.print(f"[bold]{section.title}[/bold]", markup=True)
-        console.print(section.markdown, markup=False)
+        console.print(Markdown(section.markdown))
     console.print()
     console.print("[bold]Related[/bold]", markup=True)
     for other in gloss.related(term.slug):
@@ -163,6 +176,136 @@ def db_upgrade() -> None:
     """Create or migrate the database schema (every command also does this on start)."""
     eng = engine()
     console.print(f"database at revision {db.current_revision(eng)} ({eng.url.render_as_string()})")
+
+
+# --------------------------------------------------------------------------- queue and plan
+
+queue_app = typer.Typer(
+    help="Editors' queue: terms to feature next, optionally pinned to a week.",
+    no_args_is_help=True,
+)
+app.add_typer(queue_app, name="queue")
+
+
+def _this_week() -> IsoWeek:
+    return current_week(db.utcnow(), settings().zone)
+
+
+def _week_option(name: str, value: str | None) -> IsoWeek | None:
+    if value is None:
+        return None
+    try:
+        return parse_week(value)
+    except ValueError as exc:
+        fail(f"{name} {exc}")
+        raise
+
+
+@queue_app.command("add")
+def queue_add(
+    slug: Annotated[str, typer.Argument(help="Term slug (or title, or alias).")],
+    week: Annotated[
+        str | None, typer.Option("--week", help="Pin to this ISO week, e.g. 2026-W49.")
+    ] = None,
+    note: Annotated[str | None, typer.Option("--note", help="A note for the editors.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Queue it even if it was featured before.")
+    ] = False,
+) -> None:
+    """Queue a term to feature next, or pin it to a week."""
+    pinned = _week_option("--week", week)
+    gloss, eng = glossary(), engine()
+    try:
+        entry = add_to_queue(
+            eng, gloss, slug, week=pinned, note=note, force=force, this_week=_this_week()
+        )
+    except AlreadyFeatured as exc:
+        err.print(f"[yellow]warning:[/yellow] {exc}; add --force to queue it again", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except QueueError as exc:
+        fail(str(exc))
+        return
+    pin = f", pinned to {entry.week}" if entry.week else ""
+    console.print(f"queued {entry.slug} at position {entry.position}{pin}", markup=False)
+
+
+@queue_app.command("list")
+def queue_list() -> None:
+    """Show the queue in order, with pins and notes."""
+    # A partly invalid glossary still lists: the queue is what an editor checks while fixing it.
+    gloss, _errors = read_glossary(settings().terms_dir)
+    entries = list_queue(engine())
+    if not entries:
+        console.print("the queue is empty")
+        return
+    this_week = _this_week()
+    table = Table("#", "slug", "title", "pinned", "note", box=None)
+    for entry in entries:
+        term = gloss.get(entry.slug)
+        title = term.title if term else "(not in the glossary: skipped)"
+        pinned = str(entry.week) if entry.week else ""
+        if entry.week is not None and entry.week < this_week:
+            pinned += " (missed: waits its turn)"
+        table.add_row(str(entry.position), entry.slug, Text(title), pinned, Text(entry.note or ""))
+    console.print(table)
+
+
+@queue_app.command("remove")
+def queue_remove(slug: str) -> None:
+    """Take a term out of the queue."""
+    try:
+        entry = remove_from_queue(engine(), slug)
+    except QueueError as exc:
+        fail(str(exc))
+        return
+    console.print(f"removed {entry.slug} from the queue", markup=False)
+
+
+@queue_app.command("move")
+def queue_move(
+    slug: str,
+    to: Annotated[int, typer.Option("--to", help="New position, 1 = next.")],
+) -> None:
+    """Move a queued term to another position."""
+    try:
+        entry = move_in_queue(engine(), slug, to)
+    except QueueError as exc:
+        fail(str(exc))
+        return
+    console.print(f"moved {entry.slug} to position {entry.position}", markup=False)
+
+
+@app.command("plan")
+def plan_command(
+    weeks: Annotated[int, typer.Option("--weeks", min=1, max=520, help="How many weeks.")] = 12,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="First week [default: the first week without an issue]."),
+    ] = None,
+) -> None:
+    """Show the coming weeks' featured terms (pins, queue, rotation); changes nothing."""
+    first = _week_option("--from", start)
+    gloss, eng = glossary(), engine()
+    history = featured_history(eng)
+    first = first or first_open_week(history, _this_week())
+    try:
+        picks = plan(gloss, history, list_queue(eng), first, weeks)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    table = Table("week", "term", "category", "difficulty", "source", box=None)
+    table.add_column("note", overflow="fold")
+    for pick in picks:
+        term = gloss[pick.slug]
+        table.add_row(
+            str(pick.week),
+            pick.slug,
+            Text(term.category),
+            term.difficulty,
+            pick.source,
+            Text(pick.note or ""),
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover
