@@ -70,6 +70,11 @@ class Message:
     reply_to: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     categories: Sequence[str] = ()
+    # echoed back by every recipient's events (issue week, batch key)
+    custom_args: Mapping[str, str] = field(default_factory=dict)
+    # Names this batch at the provider so a resumed send can ask whether it went out
+    # (`Transport.lookup_batch`); None for one-off mails such as confirmations.
+    batch_key: str | None = None
 
     def __post_init__(self) -> None:
         check_header_value("subject", self.subject)
@@ -96,9 +101,14 @@ class TransportError(Exception):
 class RetryableError(TransportError):
     """Worth trying again later (429, 5xx, timeouts, dropped connections)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, maybe_delivered: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # True when the request may have reached the provider before it failed (a timeout or a
+        # connection dropped mid-response): the sender asks `lookup_batch` before sending again.
+        self.maybe_delivered = maybe_delivered
 
 
 class PermanentError(TransportError):
@@ -112,3 +122,15 @@ class Transport(Protocol):
     max_batch: int
 
     def send(self, message: Message) -> SendResult: ...
+
+    def lookup_batch(self, batch_key: str) -> bool | None:
+        """Did the batch sent under `batch_key` go out? True, False, or None: cannot tell."""
+        ...
+
+    def recipients_per_batch(self, message: Message) -> int:
+        """How many recipients of `message` fit one send (size limits), at most `max_batch`."""
+        ...
+
+    def payload_size(self, message: Message) -> int:
+        """Bytes one send of `message` puts on the wire (or on disk); for `--dry-run`."""
+        ...

@@ -6,7 +6,10 @@ and what it writes is exactly what a mail client would show.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import uuid
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -17,6 +20,8 @@ from digest.db import utcnow
 from digest.delivery.base import Message, Recipient, SendResult
 
 __all__ = ["OutboxTransport", "build_mime"]
+
+_SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 
 
 def _fill(template: str, recipient: Recipient) -> str:
@@ -37,7 +42,7 @@ def build_mime(message: Message, recipient: Recipient) -> EmailMessage:
         mime["Reply-To"] = message.reply_to
     for key, value in {**message.headers, **recipient.headers}.items():
         mime[key] = value
-    for key, value in recipient.custom_args.items():
+    for key, value in {**message.custom_args, **recipient.custom_args}.items():
         mime[f"X-Digest-{key.replace('_', '-').title()}"] = value
     mime.set_content(_fill(message.text, recipient), subtype="plain", charset="utf-8")
     mime.add_alternative(_fill(message.html, recipient), subtype="html", charset="utf-8")
@@ -45,7 +50,12 @@ def build_mime(message: Message, recipient: Recipient) -> EmailMessage:
 
 
 class OutboxTransport:
-    """Writes each recipient's mail to `directory` atomically (temp file, then rename)."""
+    """Writes each recipient's mail to `directory`, atomically (temp file, then rename).
+
+    A batch with a `batch_key` is written under names derived from that key and each address,
+    so writing it again replaces the same files instead of adding copies; a manifest in
+    `.batches/` is written last, and its presence is what `lookup_batch` reports.
+    """
 
     name = "outbox"
     max_batch = 1000
@@ -53,17 +63,66 @@ class OutboxTransport:
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
 
+    @property
+    def _manifests(self) -> Path:
+        return self.directory / ".batches"
+
     def send(self, message: Message) -> SendResult:
         self.directory.mkdir(parents=True, exist_ok=True)
-        batch_id = uuid.uuid4().hex
-        stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+        if message.batch_key is None:
+            prefix = f"{utcnow().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        else:
+            prefix = _checked_key(message.batch_key)
         for index, recipient in enumerate(message.recipients):
-            data = bytes(build_mime(message, recipient))
-            final = self.directory / f"{stamp}-{batch_id[:12]}-{index:04d}.eml"
-            tmp = final.with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        return SendResult(message_id=batch_id)
+            if message.batch_key is None:
+                final = self.directory / f"{prefix}-{index:04d}.eml"
+            else:
+                final = self.directory / f"{prefix}-{_address_tag(recipient.email)}.eml"
+            _write_atomically(final, bytes(build_mime(message, recipient)), durable=False)
+        if message.batch_key is not None:
+            # One flush for the whole batch instead of an fsync per file: the manifest that
+            # says "this batch went out" must not reach the disk before the mails it speaks for.
+            _sync_all()
+            self._manifests.mkdir(exist_ok=True)
+            manifest = {"batch_key": prefix, "recipients": len(message.recipients)}
+            _write_atomically(
+                self._manifests / f"{prefix}.json", json.dumps(manifest).encode(), durable=True
+            )
+        return SendResult(message_id=prefix)
+
+    def lookup_batch(self, batch_key: str) -> bool | None:
+        """The outbox always knows: a batch went out exactly when its manifest exists."""
+        return (self._manifests / f"{_checked_key(batch_key)}.json").exists()
+
+    def recipients_per_batch(self, message: Message) -> int:
+        return self.max_batch
+
+    def payload_size(self, message: Message) -> int:
+        return sum(len(bytes(build_mime(message, r))) for r in message.recipients)
+
+
+def _checked_key(batch_key: str) -> str:
+    if not _SAFE_KEY_RE.match(batch_key):
+        raise ValueError(f"batch key {batch_key!r} is not safe as a file name")
+    return batch_key
+
+
+def _address_tag(email: str) -> str:
+    """A stable, file-name-safe stand-in for an address (the address itself is personal data)."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+
+
+def _write_atomically(path: Path, data: bytes, *, durable: bool) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _sync_all() -> None:
+    sync = getattr(os, "sync", None)
+    if sync is not None:
+        sync()

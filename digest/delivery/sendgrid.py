@@ -1,0 +1,317 @@
+"""The SendGrid transport: one v3 `POST /v3/mail/send` per batch of up to 1000 recipients.
+
+It speaks through the `sendgrid` library (SendGridAPIClient over python_http_client) and turns
+what comes back into digest's terms: a message id, a `RetryableError` or a `PermanentError`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import time
+import urllib.error
+from collections.abc import Callable
+from typing import Any
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
+from digest.config import Settings
+from digest.delivery.base import (
+    Message,
+    PermanentError,
+    Recipient,
+    RetryableError,
+    SendResult,
+)
+from digest.logs import get_logger, log_event
+
+__all__ = ["MAX_REQUEST_BYTES", "SendGridTransport", "build_payload"]
+
+log = get_logger("digest.delivery.sendgrid")
+
+# SendGrid refuses a mail larger than 30 MB in total; we keep each request under 20 MB so the
+# JSON's escaping and SendGrid's own bookkeeping never push a batch over the edge.
+MAX_REQUEST_BYTES = 20 * 1024 * 1024
+# An upper bound on what one recipient adds to a request (address, name twice — once
+# HTML-escaped — two signed URLs, the List-Unsubscribe headers, custom args; JSON-escaped).
+# Used to size batches before they are claimed, so a batch is never split after the fact.
+PER_RECIPIENT_BYTES = 8 * 1024
+# How long after our own attempt the Email Activity API may still be catching up: "not found"
+# this soon means "cannot tell yet", not "did not go out".
+ACTIVITY_SETTLE_SECONDS = 120.0
+
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+class _HideSecrets(logging.Filter):
+    """python_http_client logs request headers and whole payloads at DEBUG.
+
+    Headers carry the API key and payloads carry every address and unsubscribe token of a
+    batch (megabytes a line), so payload lines are dropped and the key is cut from the rest.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("PAYLOAD:"):
+            return False
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, ()
+        return True
+
+
+_hide_secrets = _HideSecrets()
+logging.getLogger("python_http_client.client").addFilter(_hide_secrets)
+
+
+def _address(email: str, name: str | None) -> dict[str, str]:
+    # SendGrid mis-parses a `to` name holding "," or ";" and drops the mail as an invalid
+    # address, so such names are left out of the header (the greeting still uses them).
+    if name and not any(ch in name for ch in ",;"):
+        return {"email": email, "name": name}
+    return {"email": email}
+
+
+def _personalization(recipient: Recipient) -> dict[str, Any]:
+    item: dict[str, Any] = {"to": [_address(recipient.email, recipient.name)]}
+    if recipient.substitutions:
+        item["substitutions"] = dict(recipient.substitutions)
+    if recipient.headers:
+        item["headers"] = dict(recipient.headers)
+    if recipient.custom_args:
+        item["custom_args"] = dict(recipient.custom_args)
+    return item
+
+
+def build_payload(message: Message) -> dict[str, Any]:
+    """The v3 mail/send body: one personalization per recipient, text/plain before text/html."""
+    sender: dict[str, str] = {"email": message.from_email}
+    if message.from_name:
+        sender["name"] = message.from_name
+    payload: dict[str, Any] = {
+        "personalizations": [_personalization(r) for r in message.recipients],
+        "from": sender,
+        "subject": message.subject,
+        "content": [
+            {"type": "text/plain", "value": message.text},
+            {"type": "text/html", "value": message.html},
+        ],
+    }
+    if message.reply_to:
+        payload["reply_to"] = {"email": message.reply_to}
+    if message.headers:
+        payload["headers"] = dict(message.headers)
+    if message.categories:
+        payload["categories"] = list(message.categories)
+    if message.custom_args:
+        payload["custom_args"] = dict(message.custom_args)
+    return payload
+
+
+def _encode(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+class SendGridTransport:
+    """Sends batches through SendGrid's v3 API; the API key never leaves the client's header."""
+
+    name = "sendgrid"
+    max_batch = 1000
+
+    def __init__(
+        self,
+        api_key: str,
+        host: str = "https://api.sendgrid.com",
+        timeout: float = 30.0,
+        *,
+        clock: Callable[[], float] = time.time,
+        activity_settle: float = ACTIVITY_SETTLE_SECONDS,
+    ) -> None:
+        if not api_key:
+            raise ValueError("SENDGRID_API_KEY is empty")
+        _hide_secrets.secrets.add(api_key)
+        self._secret = api_key
+        self._client = SendGridAPIClient(api_key=api_key, host=host)
+        self.host = host
+        self.timeout = timeout
+        self._clock = clock
+        self._activity_settle = activity_settle
+        # batch key → when this process last put it on the wire (see lookup_batch)
+        self._attempted: dict[str, float] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SendGridTransport:
+        if settings.sendgrid_api_key is None or not settings.sendgrid_api_key.get_secret_value():
+            raise ValueError(
+                "DIGEST_TRANSPORT=sendgrid needs an API key: set SENDGRID_API_KEY "
+                "(or use DIGEST_TRANSPORT=outbox to write .eml files instead)"
+            )
+        return cls(
+            settings.sendgrid_api_key.get_secret_value(),
+            host=settings.sendgrid_host,
+            timeout=settings.sendgrid_timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"SendGridTransport(host={self.host!r})"
+
+    # ------------------------------------------------------------------ sending
+
+    def recipients_per_batch(self, message: Message) -> int:
+        base = len(_encode(build_payload(_without_recipients(message))).encode())
+        room = (MAX_REQUEST_BYTES - base) // PER_RECIPIENT_BYTES
+        if room < 1:
+            raise PermanentError(
+                f"the issue is too large for SendGrid: {base} bytes before any recipient "
+                f"(the limit digest keeps to is {MAX_REQUEST_BYTES} bytes a request)"
+            )
+        return min(self.max_batch, room)
+
+    def payload_size(self, message: Message) -> int:
+        return len(_encode(build_payload(message)).encode())
+
+    def send(self, message: Message) -> SendResult:
+        if not 1 <= len(message.recipients) <= self.max_batch:
+            raise ValueError(f"a SendGrid request takes 1 to {self.max_batch} recipients")
+        body = _encode(build_payload(message))
+        size = len(body.encode())
+        if size > MAX_REQUEST_BYTES:
+            raise PermanentError(
+                f"request of {size} bytes is over the {MAX_REQUEST_BYTES}-byte limit"
+            )
+        if message.batch_key is not None:
+            self._attempted[message.batch_key] = self._clock()
+        try:
+            # Handing python_http_client a ready JSON string with a non-bare JSON content type
+            # makes it send the string as it is instead of encoding the payload a second time.
+            response = self._client.client.mail.send.post(
+                request_body=body, request_headers=dict(_JSON_HEADERS), timeout=self.timeout
+            )
+        except HTTPError as exc:
+            raise self._http_error(exc) from None
+        except urllib.error.URLError as exc:
+            # urllib wraps only failures while connecting or writing the request: the body
+            # never reached SendGrid whole, so it cannot have been accepted.
+            raise RetryableError(
+                f"cannot reach SendGrid: {self._redact(str(exc.reason))}"
+            ) from None
+        except (TimeoutError, http.client.HTTPException, OSError) as exc:
+            # The request was written; the answer timed out or the connection died while we
+            # waited. SendGrid may well have accepted the batch.
+            kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
+            raise RetryableError(
+                f"SendGrid's answer {kind} after the request was sent "
+                f"({type(exc).__name__}: {self._redact(str(exc))})",
+                maybe_delivered=True,
+            ) from None
+        headers = response.headers
+        message_id = headers.get("X-Message-Id") if headers is not None else None
+        return SendResult(message_id=message_id)
+
+    def _http_error(self, exc: HTTPError) -> Exception:
+        status = int(getattr(exc, "status_code", 0) or 0)
+        detail = self._redact(_error_text(exc))
+        if status == 429:
+            return RetryableError(
+                f"SendGrid rate limit (429): {detail}", retry_after=self._retry_after(exc)
+            )
+        if status >= 500:
+            return RetryableError(f"SendGrid server error ({status}): {detail}")
+        return PermanentError(f"SendGrid refused the request ({status}): {detail}")
+
+    def _retry_after(self, exc: HTTPError) -> float | None:
+        headers = getattr(exc, "headers", None)
+        if headers is None:
+            return None
+        reset = headers.get("X-RateLimit-Reset")
+        if reset is not None:
+            try:
+                return max(0.0, float(reset) - self._clock())
+            except ValueError:
+                pass
+        after = headers.get("Retry-After")
+        if after is not None:
+            try:
+                return max(0.0, float(after))
+            except ValueError:
+                return None
+        return None
+
+    # ------------------------------------------------------------------ lookup
+
+    def lookup_batch(self, batch_key: str) -> bool | None:
+        """Ask the Email Activity API whether any mail carries `batch_key` in its custom args.
+
+        SendGrid accepts a request whole or not at all, so one message found means the batch
+        went out. "Not found" is trusted only when this process has not sent the batch in the
+        last few minutes (the activity feed lags); errors — including accounts without the
+        Email Activity add-on — mean "cannot tell".
+        """
+        query = f"unique_args['batch_key']=\"{batch_key}\""
+        try:
+            response = self._client.client.messages.get(
+                query_params={"query": query, "limit": 1}, timeout=self.timeout
+            )
+            found = bool((json.loads(response.body or b"{}")).get("messages"))
+        except (HTTPError, OSError, http.client.HTTPException, ValueError) as exc:
+            log_event(
+                log,
+                "sendgrid_lookup_failed",
+                level=logging.WARNING,
+                batch_key=batch_key,
+                error=self._redact(f"{type(exc).__name__}: {_error_text(exc)}"),
+            )
+            return None
+        if found:
+            return True
+        attempted = self._attempted.get(batch_key)
+        if attempted is not None and self._clock() - attempted < self._activity_settle:
+            return None
+        return False
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***")
+
+
+def _without_recipients(message: Message) -> Message:
+    return Message(
+        subject=message.subject,
+        html=message.html,
+        text=message.text,
+        recipients=(),
+        from_email=message.from_email,
+        from_name=message.from_name,
+        reply_to=message.reply_to,
+        headers=message.headers,
+        categories=message.categories,
+        custom_args=message.custom_args,
+        batch_key=message.batch_key,
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    """SendGrid's own words from an error body (`{"errors": [{"message", "field"}]}`)."""
+    body = getattr(exc, "body", None)
+    if not body:
+        return str(exc)
+    try:
+        data = json.loads(body)
+    except (ValueError, TypeError):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        return text[:500]
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not errors:
+        return json.dumps(data)[:500]
+    parts = []
+    for error in errors:
+        field = error.get("field")
+        message = error.get("message", "")
+        parts.append(f"{field}: {message}" if field else str(message))
+    return "; ".join(parts)[:1000]
