@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     misfire_grace_time: int = Field(default=6 * 3600, ge=1)
 
     log_level: str = "INFO"
+    log_format: Literal["logfmt", "json"] = "logfmt"
 
     @classmethod
     def settings_customise_sources(
@@ -121,6 +122,22 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _readable_schedule(cls, value: str) -> str:
+        from digest.schedule import parse_schedule  # here: digest.schedule imports this module
+
+        parse_schedule(value, "UTC")  # raises ScheduleError (a ValueError) saying what is accepted
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        from digest.logs import parse_level
+
+        parse_level(value)
+        return value.strip().upper()
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod
