@@ -293,18 +293,20 @@ def plan_command(
     except ValueError as exc:
         fail(str(exc))
         return
-    table = Table("week", "term", "category", "difficulty", "source", box=None)
-    table.add_column("note", overflow="fold")
+    # Slugs never wrap (they are what `queue add` takes); category and note wrap instead.
+    notes = any(p.note for p in picks)
+    table = Table(box=None)
+    table.add_column("week", no_wrap=True)
+    table.add_column("term", no_wrap=True, min_width=max(len(p.slug) for p in picks))
+    table.add_column("category")
+    table.add_column("difficulty", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    if notes:
+        table.add_column("note", overflow="fold")
     for pick in picks:
         term = gloss[pick.slug]
-        table.add_row(
-            str(pick.week),
-            pick.slug,
-            Text(term.category),
-            term.difficulty,
-            pick.source,
-            Text(pick.note or ""),
-        )
+        row = [str(pick.week), pick.slug, Text(term.category), term.difficulty, pick.source]
+        table.add_row(*row, *([Text(pick.note or "")] if notes else []))
     console.print(table)
 
 

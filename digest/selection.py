@@ -144,7 +144,8 @@ def _rotation_index(glossary: Glossary) -> _RotationIndex:
 def _rotate(glossary: Glossary, history: History, reserved: set[str]) -> str:
     """The automatic pick, by these rules in this order of strength:
 
-    1. Cycles: no term repeats until every term has been featured; then a new cycle starts.
+    1. Cycles: no term repeats until every term has been featured; then a new cycle starts,
+       avoiding for a while the terms that closed the last one.
     2. Category: never the category of the last issue while another is available, and prefer
        categories that keep the rest of the cycle free of back-to-back categories.
     3. Prerequisites: prefer terms whose more basic related terms were featured in this cycle.
@@ -160,26 +161,34 @@ def _rotate(glossary: Glossary, history: History, reserved: set[str]) -> str:
             if len(seen) == len(index.level):
                 seen, cycle = set(), cycle + 1
     last = next((s for _w, s in reversed(history) if s in index.level), None)
+    last_category = index.category[last] if last else None
 
     pool = [s for s in index.level if s not in seen and s not in reserved]
     if not pool:
-        # Every term not yet featured is pinned to a later week: repeat one rather than take a
-        # pin early (which would then repeat on its own week).
+        # Every term not yet featured is pinned to a later week. Repeat the one featured longest
+        # ago rather than take a pin early (which would then repeat on its own week).
         pool = [s for s in index.level if s not in reserved] or list(index.level)
-    if len(pool) > 1 and last in pool:
-        pool.remove(last)  # a new cycle must not open with the term that closed the last one
+        ago = {s: i for i, (_w, s) in enumerate(history)}
+        other = [s for s in pool if index.category[s] != last_category] or pool
+        return min(other, key=lambda s: (ago.get(s, -1), s))
+    # A new cycle starts with terms the old one featured early, not with the ones just featured.
+    span = len(index.level) // 2
+    recent = {s for _w, s in history[max(0, len(history) - span) :]}
+    pool = [s for s in pool if s not in recent] or pool
 
-    categories = _allowed_categories(
-        Counter(index.category[s] for s in pool), index.category.get(last) if last else None
-    )
+    categories = _allowed_categories(Counter(index.category[s] for s in pool), last_category)
     candidates = [s for s in pool if index.category[s] in categories]
 
     done = Counter(index.level[s] for s in seen)
-    total, featured = len(index.level), len(seen)
-    # How far each level is behind its share of the cycle so far (scaled by `total`, integers).
-    behind = {lvl: n * (featured + 1) - done[lvl] * total for lvl, n in index.level_totals.items()}
+    progress = (len(seen) + 1) / len(index.level)
+    # How far each level is behind its share of the cycle so far. The share grows a little
+    # faster for basic terms and slower for advanced ones, so a cycle leans basic early on.
+    behind = {
+        lvl: round(n * progress ** _LEVEL_PACE.get(lvl, 1.0) - done[lvl], 9)
+        for lvl, n in index.level_totals.items()
+    }
 
-    def key(slug: str) -> tuple[bool, int, int, int]:
+    def key(slug: str) -> tuple[bool, float, int, int]:
         unmet = sum(1 for p in index.prerequisites[slug] if p not in seen)
         unlocks = sum(1 for d in index.dependents[slug] if d not in seen)
         return (unmet > 0, -behind[index.level[slug]], unmet, -unlocks)
@@ -187,6 +196,9 @@ def _rotate(glossary: Glossary, history: History, reserved: set[str]) -> str:
     keys = {s: key(s) for s in candidates}
     best = min(keys.values())
     return min((s for s, k in keys.items() if k == best), key=lambda s: _shuffle(cycle, s))
+
+
+_LEVEL_PACE = {0: 0.8, 1: 1.0, 2: 1.25}  # exponents of the share curve per difficulty level
 
 
 def _allowed_categories(counts: Counter[str], last: str | None) -> set[str]:
