@@ -7,6 +7,7 @@ clock — so the same inputs always give byte-identical output.
 from __future__ import annotations
 
 import textwrap
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,11 +105,25 @@ def mjml_to_html(mjml: str, template: str) -> str:
 
 
 def render_template(templates_dir: Path, name: str, context: Mapping[str, object]) -> str:
+    """Render `name`; any template error becomes a RenderError naming the template and line."""
     try:
         return environment(templates_dir).get_template(name).render(**context)
     except jinja2.TemplateError as exc:
-        where = f"{name}:{exc.lineno}" if getattr(exc, "lineno", None) else name
-        raise RenderError(f"{where}: {exc}") from exc
+        raise RenderError(f"{_where(exc, templates_dir, name)}: {exc}") from exc
+
+
+def _where(exc: jinja2.TemplateError, templates_dir: Path, name: str) -> str:
+    """`template:line` of an error. Syntax errors carry it; for errors while rendering (an
+    undefined name, say) Jinja puts the template's own line into the traceback, which may be
+    in a parent or included template rather than `name`."""
+    lineno = getattr(exc, "lineno", None)
+    if lineno:
+        return f"{getattr(exc, 'name', None) or name}:{lineno}"
+    root = str(templates_dir.resolve())
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(root) and frame.filename.endswith(".j2"):
+            return f"{Path(frame.filename).relative_to(root)}:{frame.lineno}"
+    return name
 
 
 def render_mail(
