@@ -310,5 +310,135 @@ def plan_command(
     console.print(table)
 
 
+# --------------------------------------------------------------------------- run, status, issue
+
+issue_app = typer.Typer(
+    help="One issue's life: resume a stopped send, cancel.", no_args_is_help=True
+)
+app.add_typer(issue_app, name="issue")
+
+
+def _ops_settings() -> Settings:
+    """Settings, with structured logging set up as they say (run, status and issue log events)."""
+    from digest.logs import configure_logging
+
+    conf = settings()
+    configure_logging(conf.log_level, conf.log_format)
+    return conf
+
+
+@app.command("run")
+def run_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    now: Annotated[
+        bool, typer.Option("--now", help="Also run the weekly job once, right after start.")
+    ] = False,
+) -> None:
+    """Serve the web app and run the weekly job in one process; SIGTERM or Ctrl-C stops it cleanly."""
+    from digest.schedule import serve
+
+    serve(_ops_settings(), host=host, port=port, fire_now=now)
+
+
+@app.command("status")
+def status_command() -> None:
+    """Show when the weekly job fires next, the latest issue and its deliveries, and subscribers."""
+    from datetime import UTC
+
+    from digest.status import gather_status
+
+    conf = settings()
+    report = gather_status(engine(), conf, db.utcnow())
+    rows: list[tuple[str, str]] = [("schedule", f"{report.schedule} ({report.timezone})")]
+    if report.next_fire is None:
+        rows.append(("next run", "never (the schedule has no future fire time)"))
+    else:
+        local = report.next_fire.strftime("%a %Y-%m-%d %H:%M %Z")
+        utc = report.next_fire.astimezone(UTC).strftime("%H:%M UTC")
+        note = ""
+        if report.overdue:
+            note = "  (overdue: no `digest run` is running, or it is firing now)"
+        elif not report.scheduled:
+            note = "  (computed: `digest run` has not stored the job yet)"
+        rows.append(("next run", f"{local} ({utc}){note}"))
+    if report.issue is None:
+        rows.append(("issue", "none yet"))
+    else:
+        issue = report.issue.issue
+        state = issue.status + (f": {issue.status_reason}" if issue.status_reason else "")
+        rows.append(("issue", f"{issue.week} {issue.featured_slug} — {state}"))
+        counts = report.issue.deliveries
+        shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+        rows.append(("deliveries", shown))
+    rows.append(("queue", f"{report.queue_length} term{'s' * (report.queue_length != 1)}"))
+    people = ", ".join(f"{n} {status}" for status, n in sorted(report.subscribers.items()))
+    rows.append(("subscribers", people or "none"))
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, value in rows:
+        table.add_row(label, Text(value))
+    console.print(table)
+
+
+@issue_app.command("resume")
+def issue_resume(week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")]) -> None:
+    """Send a paused issue on from where it stopped; nobody gets it twice. Ctrl-C pauses again."""
+    import signal
+    import threading
+
+    from digest.delivery.sender import SendError
+    from digest.issues import InvalidTransition
+    from digest.schedule import send_week
+
+    wk = _parse_week_arg(week)
+    conf = _ops_settings()
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        result = send_week(conf, wk, stop=stop)
+    except (InvalidTransition, SendError) as exc:
+        fail(str(exc))
+        return
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    summary = result.summary
+    assert summary is not None
+    console.print(
+        f"{wk}: {summary.status} — {summary.sent} sent, {summary.skipped} skipped, "
+        f"{summary.failed} failed this run; {summary.total_sent} sent in all"
+        + (f" ({summary.reason})" if summary.reason else ""),
+        markup=False,
+    )
+    if summary.status != "sent":
+        raise typer.Exit(1)
+
+
+@issue_app.command("cancel")
+def issue_cancel(
+    week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")],
+    reason: Annotated[str, typer.Option(help="Why; shown by `digest status`.")] = "cancelled",
+) -> None:
+    """Mark an issue failed so no job sends it (planned, built, sending or paused)."""
+    from digest.issues import InvalidTransition, transition
+
+    wk = _parse_week_arg(week)
+    try:
+        issue = transition(engine(), wk, "failed", reason)
+    except InvalidTransition as exc:
+        fail(str(exc))
+        return
+    console.print(f"{issue.week}: failed ({issue.status_reason})", markup=False)
+
+
+def _parse_week_arg(text: str) -> IsoWeek:
+    try:
+        return parse_week(text)
+    except ValueError as exc:
+        fail(str(exc))
+        raise
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

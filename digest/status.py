@@ -1,0 +1,89 @@
+"""What `digest status` shows: when the job fires next, where the latest issue stands, and how
+many subscribers and queued terms there are — gathered from the database in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Engine, Float, MetaData, Table, Unicode, func, inspect, select
+
+from digest.config import Settings
+from digest.db import deliveries, queue, subscribers
+from digest.issues import IssueRecord, list_issues
+from digest.schedule import JOB_ID, JOBS_TABLE, next_fire_time, parse_schedule
+
+__all__ = ["IssueSummary", "StatusReport", "gather_status"]
+
+
+@dataclass(frozen=True, slots=True)
+class IssueSummary:
+    issue: IssueRecord
+    deliveries: dict[str, int]  # ledger status → count (claimed, sent, failed, skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    schedule: str
+    timezone: str
+    next_fire: datetime | None  # in the configured zone
+    # True when next_fire comes from the scheduler's stored job (what will really happen);
+    # False when no scheduler has run against this database yet and it is computed.
+    scheduled: bool
+    issue: IssueSummary | None
+    # The stored run time has passed: no scheduler is running (it fires on the next start,
+    # within the grace window), or it is firing right now.
+    overdue: bool
+    queue_length: int
+    subscribers: dict[str, int] = field(default_factory=dict)
+
+
+def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusReport:
+    trigger = parse_schedule(settings.schedule, settings.zone)
+    stored = _stored_next_run(engine)
+    next_fire = stored or next_fire_time(trigger, now)
+    latest = list_issues(engine, limit=1)
+    with engine.connect() as conn:
+        issue = None
+        if latest:
+            counts = conn.execute(
+                select(deliveries.c.status, func.count())
+                .where(deliveries.c.issue_id == latest[0].id)
+                .group_by(deliveries.c.status)
+            )
+            issue = IssueSummary(latest[0], {status: n for status, n in counts})
+        queued = conn.execute(select(func.count()).select_from(queue)).scalar_one()
+        people = conn.execute(
+            select(subscribers.c.status, func.count()).group_by(subscribers.c.status)
+        )
+        by_status = {status: n for status, n in people}
+    return StatusReport(
+        schedule=settings.schedule,
+        timezone=settings.timezone,
+        next_fire=next_fire.astimezone(settings.zone) if next_fire else None,
+        scheduled=stored is not None,
+        overdue=stored is not None and stored < now,
+        issue=issue,
+        queue_length=queued,
+        subscribers=by_status,
+    )
+
+
+def _stored_next_run(engine: Engine) -> datetime | None:
+    """The weekly job's next run time as the scheduler stored it, if a scheduler ever ran.
+
+    Read straight from APScheduler's table (id and next_run_time, a UTC timestamp) rather than
+    through a job store, which would unpickle the job and need a running scheduler.
+    """
+    if not inspect(engine).has_table(JOBS_TABLE):
+        return None
+    jobs = Table(
+        JOBS_TABLE,
+        MetaData(),
+        Column("id", Unicode(191), primary_key=True),
+        Column("next_run_time", Float(25)),
+    )
+    with engine.connect() as conn:
+        stamp = conn.execute(select(jobs.c.next_run_time).where(jobs.c.id == JOB_ID)).scalar()
+    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
