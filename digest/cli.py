@@ -239,14 +239,22 @@ def queue_list() -> None:
         console.print("the queue is empty")
         return
     this_week = _this_week()
-    table = Table("#", "slug", "title", "pinned", "note", box=None)
+    notes = any(e.note for e in entries)
+    table = Table(box=None)
+    table.add_column("#", justify="right")
+    table.add_column("slug", no_wrap=True)
+    table.add_column("title")
+    table.add_column("pinned", no_wrap=True)
+    if notes:
+        table.add_column("note", overflow="fold")
     for entry in entries:
         term = gloss.get(entry.slug)
-        title = term.title if term else "(not in the glossary: skipped)"
+        title = term.title if term else "(gone from the glossary: skipped)"
         pinned = str(entry.week) if entry.week else ""
         if entry.week is not None and entry.week < this_week:
-            pinned += " (missed: waits its turn)"
-        table.add_row(str(entry.position), entry.slug, Text(title), pinned, Text(entry.note or ""))
+            pinned += " (missed)"  # waits its turn like an unpinned entry
+        row = [str(entry.position), entry.slug, Text(title), pinned]
+        table.add_row(*row, *([Text(entry.note or "")] if notes else []))
     console.print(table)
 
 
