@@ -217,7 +217,7 @@ def _names(glossary: Glossary) -> dict[str, str]:
 
 
 def _did_you_mean(wanted: str, names: dict[str, str]) -> str:
-    close = difflib.get_close_matches(wanted.strip().casefold(), list(names), n=6, cutoff=0.6)
+    close = difflib.get_close_matches(wanted.strip().casefold(), list(names), n=6, cutoff=0.75)
     slugs = list(dict.fromkeys(names[c] for c in close))[:3]
     return f"; did you mean {_or_list(slugs)}?" if slugs else ""
 

@@ -449,14 +449,17 @@ def test_a_pick_over_10000_terms_and_5000_past_issues_is_fast():
     week = IsoWeek(1930, 1) + 5000
     started = time.perf_counter()
     pick = pick_featured(glossary, history, [], week)
-    cold = time.perf_counter() - started
-    started = time.perf_counter()
-    assert pick_featured(glossary, history, [], week) == pick
     related = related_concepts(glossary, glossary[pick.slug])
-    warm = time.perf_counter() - started
+    cold = time.perf_counter() - started
     assert len(related) == 4
-    assert cold < 0.5, f"first pick (builds the index) took {cold:.3f}s"
-    assert warm < 0.1, f"pick + related took {warm:.3f}s"
+    assert cold < 0.5, f"first pick + related (they build their indexes) took {cold:.3f}s"
+    warm = []
+    for _ in range(3):  # best of three, so a busy machine does not fail the test
+        started = time.perf_counter()
+        assert pick_featured(glossary, history, [], week) == pick
+        assert related_concepts(glossary, glossary[pick.slug]) == related
+        warm.append(time.perf_counter() - started)
+    assert min(warm) < 0.1, f"pick + related took {min(warm):.3f}s"
 
 
 # --------------------------------------------------------------------------- digest plan
