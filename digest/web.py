@@ -1,0 +1,410 @@
+"""The web service: subscribe form, confirm and unsubscribe links, archive, feed, health check.
+
+Built to be safe against mail scanners and curious clients: no GET changes anything, token links
+answer with a button (POST), subscribe answers the same whether or not an address is known, and
+every page carries security headers (a nonce CSP, no-referrer so tokens do not leak).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from digest import db, issues, render, subscribers
+from digest.config import Settings, get_settings
+from digest.feed import render_feed
+from digest.tokens import BadToken
+from digest.weeks import parse_week
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+CHECK_INBOX = (
+    "Thanks! If this address is not subscribed yet, a confirmation link is on its way. "
+    "Open it to start receiving the newsletter."
+)
+JSON_TYPES = ("application/json",)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app; the database engine is made and migrated when the app starts."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = db.make_engine(settings.database_url)
+        await run_in_threadpool(db.upgrade, engine)
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title=settings.newsletter_name,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    # Per app, so each app (and each test) counts on its own; in memory, so several workers
+    # each allow the limit (good enough against a script hammering one process).
+    app.state.limiter = MovingWindowRateLimiter(MemoryStorage())
+    app.add_middleware(_SecurityHeaders)
+    _add_routes(app, settings)
+    _add_error_pages(app, settings)
+    _include_webhook(app)
+    return app
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _add_routes(app: FastAPI, settings: Settings) -> None:
+    rate = RateLimitItemPerMinute(max(settings.subscribe_rate_limit, 1))
+
+    @app.get("/", response_class=HTMLResponse)
+    def subscribe_form(request: Request) -> Response:
+        return _page(request, settings, "subscribe", email="", name="", error=None)
+
+    @app.post("/subscribe")
+    async def subscribe(request: Request, background: BackgroundTasks) -> Response:
+        wants_json = _is_json(request)
+        limiter: MovingWindowRateLimiter = request.app.state.limiter
+        client = request.client.host if request.client else "unknown"
+        if settings.subscribe_rate_limit > 0 and not limiter.hit(rate, client):
+            reset = limiter.get_window_stats(rate, client).reset_time
+            retry_after = str(max(1, math.ceil(reset - time.time())))
+            message = "Too many subscribe requests from your network; try again in a minute."
+            headers = {"Retry-After": retry_after}
+            if wants_json:
+                return JSONResponse({"error": message}, status_code=429, headers=headers)
+            page = _page(request, settings, "subscribe", email="", name="", error=message)
+            page.status_code = 429
+            page.headers.update(headers)
+            return page
+
+        try:
+            fields = await (_json_fields(request) if wants_json else _form_fields(request))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        engine: Engine = request.app.state.engine
+        try:
+            result = await run_in_threadpool(
+                lambda: subscribers.subscribe(
+                    engine,
+                    settings,
+                    fields["email"],
+                    name=fields["name"],
+                    timezone=fields["timezone"],
+                    source="web",
+                    now=db.utcnow(),
+                    send=False,
+                )
+            )
+        except subscribers.InvalidSubscriber as exc:
+            message = _invalid_message(exc)
+            if wants_json:
+                return JSONResponse({"error": message, "field": exc.field}, status_code=422)
+            page = _page(
+                request,
+                settings,
+                "subscribe",
+                email=fields["email"],
+                name=fields["name"],
+                error=message,
+            )
+            page.status_code = 422
+            return page
+        # Sent after the answer has gone out, so how long a send takes (or whether one happens
+        # at all) cannot be read off the response time.
+        background.add_task(_send_confirmation, engine, settings, result)
+        if wants_json:
+            return JSONResponse({"status": "ok", "message": CHECK_INBOX})
+        return _message(request, settings, "Check your inbox", CHECK_INBOX)
+
+    @app.get("/confirm/{token}", response_class=HTMLResponse)
+    def confirm_page(request: Request, token: str) -> Response:
+        try:
+            found = subscribers.subscriber_from_token(
+                request.app.state.engine, settings, "confirm", token
+            )
+        except BadToken as exc:
+            return _bad_link(request, settings, str(exc))
+        if found is None:
+            return _bad_link(request, settings, "this link is not valid")
+        if found.status == "active":
+            return _message(request, settings, "You are subscribed", _CONFIRMED)
+        if found.status != "pending":
+            return _bad_link(request, settings, _CANCELLED)
+        return _page(request, settings, "confirm")
+
+    @app.post("/confirm/{token}", response_class=HTMLResponse)
+    def confirm(request: Request, token: str) -> Response:
+        try:
+            subscribers.confirm(request.app.state.engine, settings, token, now=db.utcnow())
+        except BadToken as exc:
+            return _bad_link(request, settings, str(exc))
+        return _message(request, settings, "You are subscribed", _CONFIRMED)
+
+    @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
+    def unsubscribe_page(request: Request, token: str) -> Response:
+        try:
+            found = subscribers.subscriber_from_token(
+                request.app.state.engine, settings, "unsubscribe", token
+            )
+        except BadToken as exc:
+            return _bad_link(request, settings, str(exc))
+        if found is None or found.status not in ("pending", "active"):
+            return _message(request, settings, "You are unsubscribed", _UNSUBSCRIBED)
+        return _page(request, settings, "unsubscribe", address=_mask(found.email))
+
+    @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
+    def unsubscribe(request: Request, token: str) -> Response:
+        # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" (or nothing) and
+        # expect 200 with no further step, so the body is not even read.
+        try:
+            subscribers.unsubscribe(request.app.state.engine, settings, token, now=db.utcnow())
+        except BadToken as exc:
+            return _bad_link(request, settings, str(exc))
+        return _message(request, settings, "You are unsubscribed", _UNSUBSCRIBED)
+
+    @app.get("/issues/", response_class=HTMLResponse)
+    def archive_index(request: Request) -> Response:
+        records = issues.list_issues(request.app.state.engine, statuses=["sent"])
+        return HTMLResponse(render.archive_index(settings, records))
+
+    @app.get("/issues/{week}", response_class=HTMLResponse)
+    def archive_page(request: Request, week: str) -> Response:
+        try:
+            iso_week = parse_week(week)
+        except ValueError:
+            raise StarletteHTTPException(404) from None
+        record = issues.get_issue(request.app.state.engine, iso_week)
+        if record is None or record.status != "sent":
+            raise StarletteHTTPException(404)
+        return HTMLResponse(render.archive_page(settings, record))
+
+    @app.get("/feed.xml")
+    def feed(request: Request) -> Response:
+        records = issues.list_issues(
+            request.app.state.engine, statuses=["sent"], limit=settings.feed_items
+        )
+        return Response(
+            render_feed(settings, records, db.utcnow()),
+            media_type="application/rss+xml; charset=utf-8",
+        )
+
+    @app.get("/healthz")
+    def healthz(request: Request) -> Response:
+        try:
+            ok = db.ping(request.app.state.engine)
+        except Exception as exc:  # any driver error means "not healthy", never a stack trace
+            log.warning("health check: database unreachable: %s", type(exc).__name__)
+            ok = False
+        if not ok:
+            return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+
+_CONFIRMED = "Your subscription is confirmed. The next issue will arrive in your inbox."
+_UNSUBSCRIBED = "This address will get no more issues. You can subscribe again any time."
+_CANCELLED = (
+    "this subscription was cancelled after the link was sent; subscribe again to get a new link"
+)
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+def _is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() in JSON_TYPES
+
+
+async def _form_fields(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {key: _text(form.get(key)) for key in ("email", "name", "timezone")}
+
+
+async def _json_fields(request: Request) -> dict[str, str]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ValueError("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError('send a JSON object such as {"email": "ann@example.org"}')
+    fields: dict[str, str] = {}
+    for key in ("email", "name", "timezone"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+        fields[key] = value or ""
+    return fields
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _invalid_message(exc: subscribers.InvalidSubscriber) -> str:
+    if exc.field == "email":
+        return f"That email address is not valid: {exc.reason}"
+    return f"The {exc.field} is not valid: {exc.reason}"
+
+
+def _mask(email: str) -> str:
+    """`a…@example.org`: enough to recognise one's address, not to read it off a shared link."""
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}…@{domain}"
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def _page(request: Request, settings: Settings, page: str, /, **context: Any) -> HTMLResponse:
+    template = render.environment(settings.templates_dir).get_template(f"web/{page}.html.j2")
+    html = template.render(
+        newsletter_name=settings.newsletter_name,
+        base_url=settings.base_url,
+        language=settings.language,
+        csp_nonce=request.state.csp_nonce,
+        **context,
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def _message(
+    request: Request,
+    settings: Settings,
+    heading: str,
+    message: str,
+    *,
+    error: bool = False,
+    status_code: int = 200,
+) -> HTMLResponse:
+    page = _page(request, settings, "message", heading=heading, message=message, error=error)
+    page.status_code = status_code
+    return page
+
+
+def _bad_link(request: Request, settings: Settings, reason: str) -> HTMLResponse:
+    return _message(
+        request,
+        settings,
+        "This link does not work",
+        reason[:1].upper() + reason[1:] + ".",
+        error=True,
+        status_code=400,
+    )
+
+
+def _add_error_pages(app: FastAPI, settings: Settings) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return _message(
+                request,
+                settings,
+                "Not found",
+                "There is no page at this address.",
+                error=True,
+                status_code=404,
+            )
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _message(
+            request,
+            settings,
+            "Something went wrong",
+            "Something went wrong on our side. Please try again later.",
+            error=True,
+            status_code=500,
+        )
+
+
+def _send_confirmation(
+    engine: Engine, settings: Settings, subscription: subscribers.Subscription
+) -> None:
+    try:
+        subscribers.send_confirmation(engine, settings, subscription)
+    except Exception as exc:  # after the answer: nothing to tell the person, so tell the log
+        # They saw "check your inbox"; the resend slot is freed, so submitting again retries.
+        log.error("confirmation mail not sent: %s: %s", type(exc).__name__, exc)
+
+
+# --------------------------------------------------------------------------- headers
+
+
+class _SecurityHeaders:
+    """Adds security headers to every response and a fresh CSP nonce to every request.
+
+    A plain ASGI middleware (not BaseHTTPMiddleware), so background tasks still run after the
+    response has gone out.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        nonce = secrets.token_urlsafe(16)
+        scope.setdefault("state", {})["csp_nonce"] = nonce
+        policy = (
+            "default-src 'none'; "
+            f"script-src 'nonce-{nonce}'; "
+            "style-src 'unsafe-inline'; "
+            "img-src 'self' https: data:; "
+            "form-action 'self'; "
+            "base-uri 'none'; "
+            "frame-ancestors 'none'"
+        )
+        extra = [
+            (b"content-security-policy", policy.encode()),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"x-frame-options", b"DENY"),
+        ]
+
+        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _include_webhook(app: FastAPI) -> None:
+    """Mount the mail provider's event webhook when `digest.delivery.webhook` is installed."""
+    if importlib.util.find_spec("digest.delivery.webhook") is None:
+        return
+    module = importlib.import_module("digest.delivery.webhook")
+    router = getattr(module, "router", None)
+    if router is not None:
+        app.include_router(router)
