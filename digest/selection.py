@@ -60,7 +60,9 @@ def pick_featured(
     past = sorted(((w, s) for w, s in history if w < week), key=lambda item: item[0])
     # What is left in the queue is pinned to later weeks: the rotation must not take it early.
     reserved = {e.slug for e in entries}
-    return Pick(week, _rotate(glossary, past, reserved), "rotation")
+    # …and should not match the category of next week's pin, or the two would run back to back.
+    pinned_next = next((e.slug for e in entries if e.week == week + 1), None)
+    return Pick(week, _rotate(glossary, past, reserved, pinned_next), "rotation")
 
 
 def plan(
@@ -141,13 +143,16 @@ def _rotation_index(glossary: Glossary) -> _RotationIndex:
     return index
 
 
-def _rotate(glossary: Glossary, history: History, reserved: set[str]) -> str:
+def _rotate(
+    glossary: Glossary, history: History, reserved: set[str], pinned_next: str | None = None
+) -> str:
     """The automatic pick, by these rules in this order of strength:
 
     1. Cycles: no term repeats until every term has been featured; then a new cycle starts,
        avoiding for a while the terms that closed the last one.
-    2. Category: never the category of the last issue while another is available, and prefer
-       categories that keep the rest of the cycle free of back-to-back categories.
+    2. Category: never the category of the last issue (nor of next week's pin) while another is
+       available, and only categories that keep the rest of the cycle free of back-to-back
+       categories when that is still possible.
     3. Prerequisites: prefer terms whose more basic related terms were featured in this cycle.
     4. Difficulty balance: prefer the level furthest behind its share of the glossary.
     5. Then terms that unlock the most advanced terms, then a per-cycle stable shuffle.
@@ -176,7 +181,10 @@ def _rotate(glossary: Glossary, history: History, reserved: set[str]) -> str:
     recent = {s for _w, s in history[max(0, len(history) - span) :]}
     pool = [s for s in pool if s not in recent] or pool
 
-    categories = _allowed_categories(Counter(index.category[s] for s in pool), last_category)
+    counts = Counter(index.category[s] for s in pool)
+    categories = _allowed_categories(counts, last_category)
+    if pinned_next is not None:
+        categories = categories - {index.category[pinned_next]} or categories
     candidates = [s for s in pool if index.category[s] in categories]
 
     done = Counter(index.level[s] for s in seen)

@@ -170,6 +170,14 @@ def test_the_same_category_never_runs_two_weeks_when_another_is_available(make_t
     assert back_to_back(glossary, picks) == 0
 
 
+def test_the_rotation_avoids_the_category_of_next_weeks_pin(five):
+    for pinned in five:
+        for history in ([], [(W - 1, "endive")], [(W - 2, "apple"), (W - 1, "carrot")]):
+            queue = [QueueEntry(pinned.slug, W + 1, None, 1)]
+            pick = pick_featured(five, history, queue, W)
+            assert five[pick.slug].category != pinned.category, (pinned.slug, history)
+
+
 def test_the_rotation_looks_ahead_so_a_cycle_does_not_end_in_a_forced_repeat(make_terms):
     # A greedy rotation starts with the beginner (cat B) terms and is then left with A, A, A.
     glossary = glossary_of(
