@@ -314,7 +314,12 @@ def test_sixty_weeks_over_the_starter_glossary_never_repeat_or_run_a_category_tw
     assert back_to_back(glossary, picks) == 0  # …and avoided
     three_cycles = plan(glossary, [], [], IsoWeek(2026, 1), 3 * n)
     for start in (0, n, 2 * n):
-        assert sorted(slugs(three_cycles[start : start + n])) == glossary.slugs
+        cycle = slugs(three_cycles[start : start + n])
+        assert sorted(cycle) == glossary.slugs
+        for i, slug in enumerate(cycle):  # and basics first: no term before its prerequisites
+            term = glossary[slug]
+            basics = {s for s in glossary.neighbours(slug) if glossary[s].level < term.level}
+            assert basics <= set(cycle[:i]), (slug, basics - set(cycle[:i]))
     assert back_to_back(glossary, three_cycles) == 0
 
 
