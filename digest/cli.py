@@ -8,6 +8,7 @@ into text.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -446,6 +447,92 @@ def _parse_week_arg(text: str) -> IsoWeek:
     except ValueError as exc:
         fail(str(exc))
         raise
+
+
+# --------------------------------------------------------------------------- build and preview
+
+
+def _week_or_this(week: str | None) -> IsoWeek:
+    return _parse_week_arg(week) if week is not None else _this_week()
+
+
+@app.command("build")
+def build_command(
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 [default: this week].")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the files to.")] = Path(
+        "build"
+    ),
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build again, until sending has started.")
+    ] = False,
+) -> None:
+    """Build the week's issue; write the mail, its archive page, the archive index and feed."""
+    from digest.build import build_site
+    from digest.checks import QualityError
+    from digest.issues import InvalidTransition, get_issue
+    from digest.render import RenderError
+
+    wk = _week_or_this(week)
+    conf, gloss, eng = settings(), glossary(), engine()
+    before = get_issue(eng, wk)
+    try:
+        output = build_site(eng, conf, gloss, wk, out, now=db.utcnow(), rebuild=rebuild)
+    except (QualityError, RenderError, InvalidTransition, ValueError) as exc:
+        fail(str(exc))
+        return
+    record = output.record
+    if before is not None and before.built_at == record.built_at:
+        console.print(f"{wk}: already {record.status}: {record.featured_slug} (--rebuild to redo)")
+    else:
+        console.print(f"{wk}: built: {record.featured_slug} ({record.pick_source})")
+    console.print(f"subject: {record.subject}", markup=False, soft_wrap=True)
+    console.print(f"html: {len((record.html or '').encode()) / 1024:.1f} KB")
+    for path in output.files:
+        console.print(str(path), markup=False, soft_wrap=True)
+
+
+def _gui_browser() -> bool:
+    """Whether webbrowser would open a window. Without a display it falls back to console
+    browsers (lynx, w3m) that take over the terminal, so then the path is printed instead."""
+    if os.environ.get("BROWSER"):
+        return True
+    if os.name == "posix" and not sys.platform.startswith("darwin"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+@app.command("preview")
+def preview_command(
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 [default: this week].")
+    ] = None,
+) -> None:
+    """Render the week's issue into a temporary folder and open it; nothing is stored."""
+    import tempfile
+    import webbrowser
+
+    from digest.build import preview_issue, write_build
+    from digest.render import RenderError
+
+    wk = _week_or_this(week)
+    conf, gloss, eng = settings(), glossary(), engine()
+    try:
+        rendered, problems = preview_issue(eng, conf, gloss, wk, now=db.utcnow())
+    except (RenderError, ValueError) as exc:
+        fail(str(exc))
+        return
+    out = Path(tempfile.mkdtemp(prefix=f"digest-preview-{wk}-"))
+    write_build(out, rendered)
+    for problem in problems:
+        err.print(f"warning: {problem}", markup=False, soft_wrap=True)
+    console.print(f"{wk}: {rendered.subject}", markup=False, soft_wrap=True)
+    email = out / "email.html"
+    if _gui_browser() and webbrowser.open(email.as_uri()):
+        console.print(f"opened {email}", markup=False, soft_wrap=True)
+    else:
+        console.print(f"preview: {email}", markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

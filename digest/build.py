@@ -1,0 +1,299 @@
+"""Building an issue: pick → snapshot → render → quality gates → stored as "built"; and the files.
+
+The snapshot frozen here is what every later view (a resend, the archive, the feed) renders from,
+so they show exactly what went out even after the glossary changes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from digest.checks import QualityError, check_email, check_page
+from digest.config import Settings
+from digest.feed import render_feed
+from digest.glossary import Glossary
+from digest.issues import (
+    TRANSITIONS,
+    InvalidTransition,
+    IssueRecord,
+    featured_history,
+    get_issue,
+    list_issues,
+    save_built,
+)
+from digest.news import NewsItem, fetch_news
+from digest.queue import consume, list_queue
+from digest.render import RenderedIssue, archive_index, render_issue, term_url
+from digest.selection import Pick, PickSource, pick_featured, related_concepts
+from digest.weeks import IsoWeek
+
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "BuildOutput",
+    "RenderedIssue",
+    "build_issue",
+    "build_site",
+    "check_rendered",
+    "make_snapshot",
+    "preview_issue",
+    "render_issue",
+    "write_build",
+]
+
+SNAPSHOT_VERSION = 1
+# An issue in one of these states already has its content; a build leaves it alone.
+_HAS_CONTENT = frozenset({"built", "sending", "sent", "paused"})
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOutput:
+    record: IssueRecord
+    rendered: RenderedIssue
+    files: list[Path]
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+def make_snapshot(
+    settings: Settings,
+    glossary: Glossary,
+    pick: Pick,
+    news: Sequence[NewsItem] | Sequence[dict[str, str]] = (),
+) -> dict[str, Any]:
+    """The JSON-able record of everything the issue shows: the featured term, its related
+    concepts, the news and how it was picked. Only the term and its neighbours are touched, so
+    the cost does not grow with the glossary."""
+    term = glossary[pick.slug]
+    related = related_concepts(glossary, term, settings.related_count)
+    return {
+        "version": SNAPSHOT_VERSION,
+        "week": str(pick.week),
+        "term": {
+            "slug": term.slug,
+            "title": term.title,
+            "summary": term.summary,
+            "definition": term.definition,
+            "category": term.category,
+            "difficulty": term.difficulty,
+            "added": str(term.added),
+            "aliases": [{"name": a.name, "lang": a.lang} for a in term.aliases],
+            "sources": [{"title": s.title, "url": s.url} for s in term.sources],
+            "sections": [
+                {"title": s.title, "markdown": s.markdown, "html": s.html} for s in term.sections
+            ],
+            "url": term_url(settings, term.slug),
+        },
+        "related": [
+            {
+                "slug": other.slug,
+                "title": other.title,
+                "summary": other.summary,
+                "url": term_url(settings, other.slug),
+            }
+            for other in related
+        ],
+        "news": [n.to_dict() if isinstance(n, NewsItem) else dict(n) for n in news],
+        "pick": {"source": pick.source, "note": pick.note},
+    }
+
+
+def _choose(engine: Engine, glossary: Glossary, week: IsoWeek) -> tuple[Pick, bool]:
+    """(the pick, whether it is new). A week that already has an issue keeps its term when
+    rebuilt — its queue entry was consumed on the first build, so re-picking would silently
+    feature something else — unless an editor has since pinned a term to that very week."""
+    pick = pick_featured(glossary, featured_history(engine), list_queue(engine), week)
+    existing = get_issue(engine, week)
+    if existing is None or pick.source == "pin" or existing.featured_slug not in glossary:
+        return pick, True
+    note = (existing.snapshot or {}).get("pick", {}).get("note")
+    source: PickSource = "rotation"
+    if existing.pick_source in ("pin", "queue"):
+        source = existing.pick_source  # type: ignore[assignment]
+    return Pick(week, existing.featured_slug, source, note), False
+
+
+# --------------------------------------------------------------------------- build
+
+
+def check_rendered(rendered: RenderedIssue) -> list[str]:
+    """Every quality-gate problem of a rendered issue: the mail parts and the public page."""
+    return [
+        *check_email(rendered.html, rendered.text),
+        *(f"archive page: {p}" for p in check_page(rendered.archive_html)),
+    ]
+
+
+def build_issue(
+    engine: Engine,
+    settings: Settings,
+    glossary: Glossary,
+    week: IsoWeek,
+    *,
+    now: datetime,
+    news: Sequence[NewsItem] | None = None,
+    rebuild: bool = False,
+) -> IssueRecord:
+    """Build `week`'s issue and store it as "built"; return the stored issue.
+
+    An issue that is already built (or sending, sent, paused) is returned unchanged unless
+    `rebuild`, which only works until sending starts. With `news=None` the news feeds in the
+    settings are fetched (only when the issue is actually built); pass a list, even an empty
+    one, to choose the news yourself. Raises `QualityError` listing every failed gate,
+    `RenderError` for a broken template, `InvalidTransition` for a frozen issue.
+    """
+    existing = get_issue(engine, week)
+    if existing is not None and existing.status in _HAS_CONTENT and not rebuild:
+        return existing
+    if existing is not None and existing.status not in TRANSITIONS["built"]:
+        raise InvalidTransition(
+            f"issue {week} is {existing.status}; its content is frozen once sending starts"
+        )
+    pick, fresh = _choose(engine, glossary, week)
+    if news is None:
+        news = fetch_news(settings, now)
+    snapshot = make_snapshot(settings, glossary, pick, news)
+    rendered = render_issue(snapshot, settings)
+    problems = check_rendered(rendered)
+    if problems:
+        raise QualityError(f"issue {week} ({pick.slug})", problems)
+    record = save_built(
+        engine,
+        week=week,
+        featured_slug=pick.slug,
+        related_slugs=[r["slug"] for r in snapshot["related"]],
+        pick_source=pick.source,
+        subject=rendered.subject,
+        preheader=rendered.preheader,
+        html=rendered.html,
+        text=rendered.text,
+        archive_html=rendered.archive_html,
+        snapshot=snapshot,
+        now=now,
+    )
+    # After the save: should this fail, the entry stays queued and is featured again, which is
+    # better than a consumed entry that never went out. `consume` is idempotent.
+    if fresh and pick.source in ("pin", "queue"):
+        consume(engine, pick.slug)
+    return record
+
+
+def _rendered_from(record: IssueRecord, settings: Settings) -> RenderedIssue:
+    """What a stored issue rendered to. Mail and page are the stored strings (what went out);
+    only the MJML, which is not stored, is rendered again from the frozen snapshot."""
+    if not record.snapshot or record.html is None or record.text is None:
+        raise ValueError(f"issue {record.week} has no content (status {record.status})")
+    again = render_issue(record.snapshot, settings)
+    return RenderedIssue(
+        week=record.week,
+        subject=record.subject or again.subject,
+        preheader=record.preheader or again.preheader,
+        mjml=again.mjml,
+        html=record.html,
+        text=record.text,
+        archive_html=record.archive_html or again.archive_html,
+    )
+
+
+def preview_issue(
+    engine: Engine,
+    settings: Settings,
+    glossary: Glossary,
+    week: IsoWeek,
+    *,
+    now: datetime,
+    news: Sequence[NewsItem] | None = None,
+) -> tuple[RenderedIssue, list[str]]:
+    """(the issue as it would be built, its quality-gate problems) — nothing is stored or
+    consumed. A week that already has content shows that content. `news` as in build_issue."""
+    existing = get_issue(engine, week)
+    if existing is not None and existing.status in _HAS_CONTENT and existing.snapshot:
+        rendered = _rendered_from(existing, settings)
+    else:
+        pick, _fresh = _choose(engine, glossary, week)
+        if news is None:
+            news = fetch_news(settings, now)
+        rendered = render_issue(make_snapshot(settings, glossary, pick, news), settings)
+    return rendered, check_rendered(rendered)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_build(
+    out_dir: Path,
+    rendered: RenderedIssue,
+    feed_xml: str | None = None,
+    archive_index_html: str | None = None,
+) -> list[Path]:
+    """Write the issue's files under `out_dir`; return their paths.
+
+    email.html, email.txt, email.mjml, issues/<week>/index.html, and when given feed.xml and
+    issues/index.html. Each file is replaced atomically, so a web server reading the folder
+    never sees half a file.
+    """
+    files = {
+        "email.html": rendered.html,
+        "email.txt": rendered.text,
+        "email.mjml": rendered.mjml,
+        f"issues/{rendered.week}/index.html": rendered.archive_html,
+    }
+    if feed_xml is not None:
+        files["feed.xml"] = feed_xml
+    if archive_index_html is not None:
+        files["issues/index.html"] = archive_index_html
+    written: list[Path] = []
+    for name, content in files.items():
+        path = Path(out_dir) / name
+        _write_atomic(path, content.encode("utf-8"))
+        written.append(path)
+    return written
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are public files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_site(
+    engine: Engine,
+    settings: Settings,
+    glossary: Glossary,
+    week: IsoWeek,
+    out_dir: Path,
+    *,
+    now: datetime,
+    rebuild: bool = False,
+) -> BuildOutput:
+    """`digest build`: build (or reuse) `week`'s issue and write it with the feed and archive.
+
+    The feed and the archive index list the sent issues plus this one, newest first.
+    """
+    record = build_issue(engine, settings, glossary, week, now=now, rebuild=rebuild)
+    rendered = _rendered_from(record, settings)
+    public = {r.week: r for r in list_issues(engine, statuses=["sent"])}
+    public[record.week] = record
+    records = sorted(public.values(), key=lambda r: r.week, reverse=True)
+    files = write_build(
+        out_dir,
+        rendered,
+        feed_xml=render_feed(settings, records, now),
+        archive_index_html=archive_index(settings, records),
+    )
+    return BuildOutput(record=record, rendered=rendered, files=files)
