@@ -1,0 +1,786 @@
+"""The send loop and its ledger: every subscriber gets a built issue once, across crashes.
+
+A batch is claimed in `deliveries` (committed) before the transport sees it and recorded after;
+a run that finds claimed-but-unrecorded batches asks the transport whether they went out.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from digest import subscribers as subscriber_links
+from digest.config import Settings
+from digest.db import deliveries, subscribers, utcnow
+from digest.delivery.base import (
+    PLACEHOLDERS,
+    Message,
+    PermanentError,
+    Recipient,
+    RetryableError,
+    SendResult,
+    Transport,
+)
+from digest.issues import IssueRecord, claim_send, get_issue, release_send, transition
+from digest.logs import get_logger, log_event
+from digest.weeks import IsoWeek
+
+__all__ = [
+    "SendError",
+    "SendPlan",
+    "SendStatus",
+    "SendSummary",
+    "batch_key",
+    "plan_send",
+    "send_issue",
+    "send_test",
+]
+
+log = get_logger("digest.delivery.sender")
+
+SendStatus = Literal["sent", "paused", "failed", "busy"]
+SENDABLE = ("built", "sending", "paused", "failed", "sent")
+
+
+class SendError(Exception):
+    """The issue cannot be sent as asked (missing, not built, or a bad test address)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendSummary:
+    """What one `send_issue` run did; counts are this run's, `total_sent` is the ledger's."""
+
+    sent: int
+    skipped: int
+    failed: int
+    batches: int
+    api_calls: int
+    duration: float
+    status: SendStatus
+    # recipients of batches the provider may or may not have accepted, not re-sent (policy skip)
+    uncertain: int = 0
+    reason: str | None = None
+    total_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    """What `digest send --dry-run` reports: who would get the issue, and the first request."""
+
+    recipients: int
+    already_done: int
+    batch_size: int
+    batches: int
+    first_batch_bytes: int
+
+
+def batch_key(issue: IssueRecord, batch: int) -> str:
+    """The name a batch carries at the provider (custom arg `batch_key`, outbox file names).
+
+    Derived from stored facts only — week, the send's start and the batch number — so a run
+    that resumes after a crash names a batch exactly as the run that claimed it did.
+    """
+    assert issue.send_started_at is not None
+    return f"{issue.week}-{int(issue.send_started_at.timestamp())}-{batch:06d}"
+
+
+# --------------------------------------------------------------------------- recipients
+
+
+def _recipient_conditions(issue: IssueRecord, cutoff: datetime) -> list[ColumnElement[bool]]:
+    """Who may get `issue`: the one place the audience is defined (time zones would go here).
+
+    Active, confirmed before the send began (later sign-ups wait for next week), and without a
+    ledger row for this issue yet. Paused subscribers are included: they get a `skipped` row.
+    """
+    already = exists().where(
+        deliveries.c.issue_id == issue.id, deliveries.c.subscriber_id == subscribers.c.id
+    )
+    return [
+        subscribers.c.status == "active",
+        subscribers.c.confirmed_at.is_not(None),
+        subscribers.c.confirmed_at <= cutoff,
+        ~already,
+    ]
+
+
+def _recipient_query(issue: IssueRecord, cutoff: datetime, after: int, limit: int) -> Select[Any]:
+    """The next page of recipients by keyset (id > after): never the whole list in memory."""
+    return (
+        select(
+            subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.paused_until
+        )
+        .where(*_recipient_conditions(issue, cutoff), subscribers.c.id > after)
+        .order_by(subscribers.c.id)
+        .limit(limit)
+    )
+
+
+def _count_recipients(engine: Engine, issue: IssueRecord, cutoff: datetime, now: datetime) -> int:
+    """Recipients still to be claimed who would actually be sent to (not paused)."""
+    not_paused = or_(subscribers.c.paused_until.is_(None), subscribers.c.paused_until <= now)
+    query = select(func.count()).where(*_recipient_conditions(issue, cutoff), not_paused)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _recipient(settings: Settings, subscriber_id: int, email: str, name: str | None) -> Recipient:
+    unsubscribe_url = subscriber_links.unsubscribe_url(settings, subscriber_id, email)
+    preferences_url = subscriber_links.preferences_url(settings, subscriber_id, email)
+    list_unsubscribe = f"<{unsubscribe_url}>"
+    if settings.unsubscribe_mailto:
+        mailbox = settings.unsubscribe_mailto.removeprefix("mailto:")
+        list_unsubscribe += f", <mailto:{mailbox}?subject=unsubscribe>"
+    return Recipient(
+        email=email,
+        name=name,
+        substitutions={
+            PLACEHOLDERS["unsubscribe_url"]: unsubscribe_url,
+            PLACEHOLDERS["preferences_url"]: preferences_url,
+            PLACEHOLDERS["name"]: name or "",
+            PLACEHOLDERS["name_html"]: html.escape(name or ""),
+        },
+        # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" to the https URL.
+        headers={
+            "List-Unsubscribe": list_unsubscribe,
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+        custom_args={"subscriber_id": str(subscriber_id)},
+    )
+
+
+def _message(
+    settings: Settings,
+    issue: IssueRecord,
+    recipients: Sequence[Recipient],
+    key: str | None,
+    *,
+    subject_prefix: str = "",
+) -> Message:
+    if issue.html is None or issue.text is None or issue.subject is None:
+        raise SendError(f"issue {issue.week} has no rendered content; build it first")
+    custom_args = {"issue_week": str(issue.week)}
+    if key is not None:
+        custom_args["batch_key"] = key
+    return Message(
+        subject=subject_prefix + issue.subject,
+        html=issue.html,
+        text=issue.text,
+        recipients=recipients,
+        from_email=settings.sender_email,
+        from_name=settings.sender_name,
+        reply_to=settings.reply_to,
+        categories=("digest", f"digest-{issue.week}"),
+        custom_args=custom_args,
+        batch_key=key,
+    )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _LostLease(Exception):
+    """Another process took over the send (our lease lapsed, or it claimed our rows)."""
+
+
+class _Uncertain(Exception):
+    """The transport cannot tell whether a batch went out, and the policy says do not resend."""
+
+
+@dataclass
+class _Outcome:
+    status: SendStatus | None = None  # None: keep going
+    reason: str | None = None
+
+
+@dataclass
+class _Run:
+    engine: Engine
+    settings: Settings
+    transport: Transport
+    issue: IssueRecord
+    now: datetime
+    owner: str
+    lease: timedelta
+    stop: threading.Event | None
+    progress: Callable[[int, int], None] | None
+    sleep: Callable[[float], None]
+    clock: Callable[[], datetime]
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    batches: int = 0
+    api_calls: int = 0
+    done: int = 0
+    total: int = 0
+    per_batch: int = 1000
+    next_batch: int = 1
+    _renewed: float = field(default=0.0)
+
+    @property
+    def week(self) -> IsoWeek:
+        return self.issue.week
+
+    @property
+    def cutoff(self) -> datetime:
+        assert self.issue.send_started_at is not None
+        return self.issue.send_started_at
+
+    # ---------------------------------------------------------------- driving
+
+    def execute(self) -> _Outcome:
+        try:
+            template = _message(self.settings, self.issue, (), None)
+            self.per_batch = min(
+                self.settings.batch_size, self.transport.recipients_per_batch(template)
+            )
+        except PermanentError as exc:
+            return self._fail_issue(str(exc))
+        with self.engine.connect() as conn:
+            self.done = int(
+                conn.execute(
+                    select(func.count()).where(deliveries.c.issue_id == self.issue.id)
+                ).scalar_one()
+            )
+            self.next_batch = 1 + int(
+                conn.execute(
+                    select(func.coalesce(func.max(deliveries.c.batch), 0)).where(
+                        deliveries.c.issue_id == self.issue.id
+                    )
+                ).scalar_one()
+            )
+        self.total = self.done + _count_recipients(self.engine, self.issue, self.cutoff, self.now)
+        self._report()
+
+        for batch in self._open_batches():
+            outcome = self._resume_batch(batch)
+            if outcome.status is not None:
+                return outcome
+
+        after = 0
+        while True:
+            if self.stop is not None and self.stop.is_set():
+                return self._pause("stopped on request; run `digest send` again to resume")
+            self._renew_lease()
+            claimed = self._claim_next(after)
+            if claimed is None:
+                break
+            batch, recipients, after = claimed
+            if recipients:
+                outcome = self._deliver(batch, recipients)
+                if outcome.status is not None:
+                    return outcome
+            self._report()
+        return self._finish()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done, max(self.total, self.done))
+
+    def _renew_lease(self) -> None:
+        if not claim_send(self.engine, self.week, self.owner, self.lease):
+            raise _LostLease()
+
+    # ---------------------------------------------------------------- claiming
+
+    def _claim_next(self, after: int) -> tuple[int, list[Recipient], int] | None:
+        """Claim the next page of subscribers as one batch, in one committed transaction."""
+        query = _recipient_query(self.issue, self.cutoff, after, self.per_batch)
+        batch = self.next_batch
+        claimed_at = self.clock()
+        rows: list[dict[str, Any]] = []
+        recipients: list[Recipient] = []
+        try:
+            with self.engine.begin() as conn:
+                page = conn.execute(query).all()
+                if not page:
+                    return None
+                for sid, email, name, paused_until in page:
+                    paused = paused_until is not None and paused_until > self.now
+                    rows.append(
+                        {
+                            "issue_id": self.issue.id,
+                            "subscriber_id": sid,
+                            "batch": batch,
+                            "status": "skipped" if paused else "claimed",
+                            "attempts": 0,
+                            "error": f"paused until {paused_until.isoformat()}" if paused else None,
+                            "claimed_at": claimed_at,
+                        }
+                    )
+                    if not paused:
+                        recipients.append(_recipient(self.settings, sid, email, name))
+                conn.execute(insert(deliveries), rows)
+        except IntegrityError:
+            # Only a second sender inserting the same (issue, subscriber) gets here.
+            raise _LostLease() from None
+        self.next_batch += 1
+        paused_count = len(rows) - len(recipients)
+        self.skipped += paused_count
+        self.done += paused_count
+        return batch, recipients, page[-1][0]
+
+    def _open_batches(self) -> list[int]:
+        """Batches a run before this one left claimed (in flight) or failed."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(deliveries.c.batch)
+                    .where(
+                        deliveries.c.issue_id == self.issue.id,
+                        deliveries.c.status.in_(("claimed", "failed")),
+                    )
+                    .group_by(deliveries.c.batch)
+                    .order_by(deliveries.c.batch)
+                ).scalars()
+            )
+
+    def _resume_batch(self, batch: int) -> _Outcome:
+        """Settle a batch an earlier run left open: record it, re-send it, or give it up."""
+        self._renew_lease()
+        key = batch_key(self.issue, batch)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.status,
+                    subscribers.c.id,
+                    subscribers.c.email,
+                    subscribers.c.name,
+                    subscribers.c.status,
+                    subscribers.c.paused_until,
+                )
+                .select_from(deliveries.outerjoin(subscribers))
+                .where(
+                    deliveries.c.issue_id == self.issue.id,
+                    deliveries.c.batch == batch,
+                    deliveries.c.status.in_(("claimed", "failed")),
+                )
+                .order_by(deliveries.c.subscriber_id)
+            ).all()
+        if any(row[1] == "claimed" for row in rows):
+            # The run that claimed it died between the provider and the ledger: ask.
+            went_out = self.transport.lookup_batch(key)
+            log_event(log, "batch_lookup", week=str(self.week), batch_key=key, found=went_out)
+            if went_out:
+                self._mark(batch, "sent", error=None)
+                return _Outcome()
+            if went_out is None and self.settings.ambiguous_batches == "skip":
+                self._give_up_uncertain(batch, "a run before this one was cut off mid-request")
+                return _Outcome()
+        # Not sent (or policy says resend): re-check each subscriber, then send what is left.
+        skip: list[dict[str, Any]] = []
+        recipients: list[Recipient] = []
+        for row_id, _status, sid, email, name, sub_status, paused_until in rows:
+            if sid is None or sub_status != "active":
+                skip.append({"row_id": row_id, "err": f"subscriber is {sub_status or 'erased'}"})
+            elif paused_until is not None and paused_until > self.now:
+                skip.append({"row_id": row_id, "err": f"paused until {paused_until.isoformat()}"})
+            else:
+                recipients.append(_recipient(self.settings, sid, email, name))
+        with self.engine.begin() as conn:
+            if skip:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == bindparam("row_id"))
+                    .values(status="skipped", error=bindparam("err")),
+                    skip,
+                )
+            conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.issue_id == self.issue.id,
+                    deliveries.c.batch == batch,
+                    deliveries.c.status == "failed",
+                )
+                .values(status="claimed", error=None, claimed_at=self.clock())
+            )
+        self.skipped += len(skip)
+        self.done += len(skip)
+        if not recipients:
+            return _Outcome()
+        return self._deliver(batch, recipients)
+
+    # ---------------------------------------------------------------- delivering
+
+    def _deliver(self, batch: int, recipients: list[Recipient]) -> _Outcome:
+        key = batch_key(self.issue, batch)
+        message = _message(self.settings, self.issue, recipients, key)
+        maybe_delivered = False
+
+        def attempt() -> SendResult:
+            nonlocal maybe_delivered
+            self._renew_lease()
+            if maybe_delivered:
+                went_out = self.transport.lookup_batch(key)
+                if went_out:
+                    return SendResult(message_id=None)
+                if went_out is None and self.settings.ambiguous_batches == "skip":
+                    raise _Uncertain()
+                maybe_delivered = False
+            self.api_calls += 1
+            try:
+                return self.transport.send(message)
+            except RetryableError as exc:
+                maybe_delivered = maybe_delivered or exc.maybe_delivered
+                log_event(
+                    log,
+                    "batch_retry",
+                    week=str(self.week),
+                    batch_key=key,
+                    error=str(exc),
+                    retry_after=exc.retry_after,
+                )
+                raise
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self.settings.max_retries + 1) | self._should_stop,
+            wait=self._wait,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        self.batches += 1
+        try:
+            result = retrying(attempt)
+        except RetryableError as exc:
+            if not maybe_delivered:
+                # It certainly did not go out: let the next run claim these subscribers afresh.
+                self._release(batch)
+            return self._pause(f"{exc} (batch {batch}; run `digest send` again to resume)")
+        except PermanentError as exc:
+            self._mark(batch, "failed", error=str(exc))
+            return self._fail_issue(str(exc))
+        except _Uncertain:
+            self._give_up_uncertain(batch, "the request timed out or its connection dropped")
+            return _Outcome()
+        self._mark(batch, "sent", error=None, message_id=result.message_id)
+        return _Outcome()
+
+    def _wait(self, state: RetryCallState) -> float:
+        """A 429's reset time when given; otherwise exponential backoff with full jitter."""
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            return exc.retry_after
+        jitter = wait_random_exponential(
+            multiplier=self.settings.retry_base_delay, max=self.settings.retry_max_delay
+        )
+        return float(jitter(state))
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        if self.stop is not None and self.stop.is_set():
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        # A rate limit that resets further off than our longest wait: pause instead of hanging.
+        return (
+            isinstance(exc, RetryableError)
+            and exc.retry_after is not None
+            and exc.retry_after > self.settings.retry_max_delay
+        )
+
+    # ---------------------------------------------------------------- recording
+
+    def _mark(
+        self, batch: int, status: str, *, error: str | None, message_id: str | None = None
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "error": error}
+        if status == "sent":
+            values |= {"sent_at": self.clock(), "message_id": message_id}
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.issue_id == self.issue.id,
+                    deliveries.c.batch == batch,
+                    deliveries.c.status == "claimed",
+                )
+                .values(attempts=deliveries.c.attempts + 1, **values)
+            )
+        count = result.rowcount
+        if status == "sent":
+            self.sent += count
+        elif status == "failed":
+            self.failed += count
+        self.done += count
+
+    def _release(self, batch: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(deliveries).where(
+                    deliveries.c.issue_id == self.issue.id,
+                    deliveries.c.batch == batch,
+                    deliveries.c.status == "claimed",
+                )
+            )
+
+    def _give_up_uncertain(self, batch: int, why: str) -> None:
+        error = (
+            f"uncertain: {why} and the provider cannot say whether batch "
+            f"{batch_key(self.issue, batch)} went out; not re-sent (DIGEST_AMBIGUOUS_BATCHES=skip)"
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.issue_id == self.issue.id,
+                    deliveries.c.batch == batch,
+                    deliveries.c.status == "claimed",
+                )
+                .values(status="skipped", error=error)
+            )
+        self.uncertain += result.rowcount
+        self.done += result.rowcount
+        log_event(
+            log, "batch_uncertain", week=str(self.week), batch=batch, recipients=result.rowcount
+        )
+
+    # ---------------------------------------------------------------- ending
+
+    def _pause(self, reason: str) -> _Outcome:
+        transition(self.engine, self.week, "paused", reason, now=self.clock())
+        return _Outcome("paused", reason)
+
+    def _fail_issue(self, reason: str) -> _Outcome:
+        transition(self.engine, self.week, "failed", reason, now=self.clock())
+        return _Outcome("failed", reason)
+
+    def _finish(self) -> _Outcome:
+        with self.engine.connect() as conn:
+            open_rows = conn.execute(
+                select(func.count()).where(
+                    deliveries.c.issue_id == self.issue.id,
+                    deliveries.c.status.in_(("claimed", "failed")),
+                )
+            ).scalar_one()
+        if open_rows:  # pragma: no cover - every path above settles its batch first
+            return self._pause(f"{open_rows} deliveries are still open")
+        transition(self.engine, self.week, "sent", now=self.clock())
+        return _Outcome("sent")
+
+
+def _default_owner() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _lease(settings: Settings) -> timedelta:
+    # A lease shorter than one attempt plus one backoff would lapse while we still send.
+    return timedelta(
+        seconds=max(settings.send_lease, settings.sendgrid_timeout + settings.retry_max_delay)
+    )
+
+
+def _sendable(engine: Engine, week: IsoWeek) -> IssueRecord:
+    issue = get_issue(engine, week)
+    if issue is None:
+        raise SendError(f"there is no issue for {week}; build it first (`digest build`)")
+    if issue.status not in SENDABLE:
+        raise SendError(f"issue {week} is {issue.status}; only a built issue can be sent")
+    if issue.html is None or issue.text is None or issue.subject is None:
+        raise SendError(f"issue {week} has no rendered content; build it first (`digest build`)")
+    return issue
+
+
+def _total_sent(engine: Engine, issue: IssueRecord) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(
+                    deliveries.c.issue_id == issue.id, deliveries.c.status == "sent"
+                )
+            ).scalar_one()
+        )
+
+
+def send_issue(
+    engine: Engine,
+    settings: Settings,
+    transport: Transport,
+    week: IsoWeek,
+    *,
+    now: datetime | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    owner: str | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> SendSummary:
+    """Send (or resume sending) `week`'s built issue to every eligible subscriber, once.
+
+    Returns status "sent" when every eligible subscriber has a final ledger row, "paused" when
+    the provider stayed unavailable (or `stop` was set) — run again to resume —, "failed" when
+    the provider refused the request outright, and "busy" when another process holds the send.
+    `sleep` waits between retries (tests pass a fake; `stop` cuts the wait short).
+    """
+    started = time.monotonic()
+    fixed_now = now
+    now = now or utcnow()
+    owner = owner or _default_owner()
+    issue = _sendable(engine, week)
+
+    def summary(
+        status: SendStatus, run: _Run | None = None, reason: str | None = None
+    ) -> SendSummary:
+        return SendSummary(
+            sent=run.sent if run else 0,
+            skipped=run.skipped if run else 0,
+            failed=run.failed if run else 0,
+            batches=run.batches if run else 0,
+            api_calls=run.api_calls if run else 0,
+            duration=time.monotonic() - started,
+            status=status,
+            uncertain=run.uncertain if run else 0,
+            reason=reason,
+            total_sent=_total_sent(engine, issue),
+        )
+
+    if issue.status == "sent":
+        return summary("sent", reason="already sent")
+    lease = _lease(settings)
+    if not claim_send(engine, week, owner, lease):
+        return summary("busy", reason="another process is sending this issue")
+    if sleep is None:
+        sleep = stop.wait if stop is not None else time.sleep
+    run: _Run | None = None
+    try:
+        issue = transition(engine, week, "sending", now=now)
+        run = _Run(
+            engine=engine,
+            settings=settings,
+            transport=transport,
+            issue=issue,
+            now=now,
+            owner=owner,
+            lease=lease,
+            stop=stop,
+            progress=progress,
+            sleep=sleep,  # type: ignore[arg-type]
+            clock=(lambda: fixed_now) if fixed_now is not None else utcnow,  # type: ignore[return-value]
+        )
+        outcome = run.execute()
+    except _LostLease:
+        return summary("busy", run, "another process took over this send")
+    finally:
+        release_send(engine, week, owner)
+    assert outcome.status is not None
+    result = summary(outcome.status, run, outcome.reason)
+    log_event(
+        log,
+        "send_run",
+        week=str(week),
+        status=result.status,
+        sent=result.sent,
+        skipped=result.skipped,
+        failed=result.failed,
+        uncertain=result.uncertain,
+        api_calls=result.api_calls,
+        seconds=round(result.duration, 3),
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- dry run, test send
+
+
+def plan_send(
+    engine: Engine,
+    settings: Settings,
+    transport: Transport,
+    week: IsoWeek,
+    *,
+    now: datetime | None = None,
+) -> SendPlan:
+    """Count who would get `week`'s issue and size the first request; sends and claims nothing."""
+    now = now or utcnow()
+    issue = _sendable(engine, week)
+    cutoff = issue.send_started_at or now
+    per_batch = min(
+        settings.batch_size,
+        transport.recipients_per_batch(_message(settings, issue, (), None)),
+    )
+    count = _count_recipients(engine, issue, cutoff, now)
+    with engine.connect() as conn:
+        done = int(
+            conn.execute(select(func.count()).where(deliveries.c.issue_id == issue.id)).scalar_one()
+        )
+        page = conn.execute(
+            _recipient_query(issue, cutoff, 0, per_batch).where(
+                or_(subscribers.c.paused_until.is_(None), subscribers.c.paused_until <= now)
+            )
+        ).all()
+    first_bytes = 0
+    if page:
+        recipients = [_recipient(settings, sid, email, name) for sid, email, name, _ in page]
+        # A stand-in key of the real key's length, so the size is the real one.
+        key = f"{issue.week}-{int(cutoff.timestamp())}-{1:06d}"
+        first_bytes = transport.payload_size(_message(settings, issue, recipients, key))
+    return SendPlan(
+        recipients=count,
+        already_done=done,
+        batch_size=per_batch,
+        batches=-(-count // per_batch),
+        first_batch_bytes=first_bytes,
+    )
+
+
+def send_test(
+    engine: Engine,
+    settings: Settings,
+    transport: Transport,
+    week: IsoWeek,
+    address: str,
+) -> SendResult:
+    """Send `week`'s issue to one address with "[TEST] " before the subject; the ledger is untouched.
+
+    A subscriber's own address gets their real links; any other address gets links signed for
+    it (they lead to "not subscribed" pages, but look and measure like the real ones).
+    """
+    try:
+        email = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise SendError(f"{address!r} is not a valid address: {exc}") from None
+    issue = _sendable(engine, week)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(subscribers.c.id, subscribers.c.name).where(
+                func.lower(subscribers.c.email) == email.lower()
+            )
+        ).first()
+    sid, name = (int(row[0]), row[1]) if row else (0, None)
+    message = _message(
+        settings, issue, [_recipient(settings, sid, email, name)], None, subject_prefix="[TEST] "
+    )
+    return transport.send(message)
