@@ -396,7 +396,8 @@ def _build(engine: Engine, settings: Settings, week: IsoWeek, now: datetime) -> 
         issue = stored
     log_event(
         _log,
-        "issue_built",
+        # build_issue stamps built_at with our `now` only when it (re)built the issue.
+        "issue_built" if issue.built_at == now else "issue_reused",
         week=str(week),
         status=issue.status,
         featured=issue.featured_slug,

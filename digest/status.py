@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Engine, Float, MetaData, Table, Unicode, func, inspect, select
 
 from digest.config import Settings
-from digest.db import deliveries, queue, subscribers
+from digest.db import deliveries, queue
 from digest.issues import IssueRecord, list_issues
 from digest.schedule import JOB_ID, JOBS_TABLE, next_fire_time, parse_schedule
+from digest.subscribers import count_by_status
+from digest.weeks import current_week
 
 __all__ = ["IssueSummary", "StatusReport", "gather_status"]
 
@@ -43,7 +45,10 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
     trigger = parse_schedule(settings.schedule, settings.zone)
     stored = _stored_next_run(engine)
     next_fire = stored or next_fire_time(trigger, now)
-    latest = list_issues(engine, limit=1)
+    # The current week's issue, else the last one before it; one built ahead is not "current".
+    this_week = current_week(now, settings.zone)
+    every = list_issues(engine)
+    latest = [i for i in every if i.week <= this_week] or every
     with engine.connect() as conn:
         issue = None
         if latest:
@@ -54,10 +59,7 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
             )
             issue = IssueSummary(latest[0], {status: n for status, n in counts})
         queued = conn.execute(select(func.count()).select_from(queue)).scalar_one()
-        people = conn.execute(
-            select(subscribers.c.status, func.count()).group_by(subscribers.c.status)
-        )
-        by_status = {status: n for status, n in people}
+    by_status = count_by_status(engine)
     return StatusReport(
         schedule=settings.schedule,
         timezone=settings.timezone,
