@@ -449,6 +449,140 @@ def _parse_week_arg(text: str) -> IsoWeek:
         raise
 
 
+# --------------------------------------------------------------------------- send
+
+
+@app.command("send")
+def send_command(
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 [default: this week].")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Count who would get it, size the first request; send nothing."
+        ),
+    ] = False,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", metavar="ADDRESS", help="Send one '[TEST]' copy to ADDRESS; not recorded."
+        ),
+    ] = None,
+) -> None:
+    """Send the week's issue to every subscriber once (building it first if needed).
+
+    Safe to run again: a paused or interrupted send resumes where it stopped, and nobody gets the
+    issue twice. Ctrl-C finishes the current batch and pauses. Exit status: 0 sent, 2 paused or
+    busy in another process (run again), 1 failed.
+    """
+    import signal
+    import threading
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from digest.delivery import TransportError, make_transport
+    from digest.delivery.sender import SendError, plan_send, send_issue, send_test
+
+    if dry_run and to:
+        fail("--dry-run and --to do not go together: a test send sends one mail")
+    conf = settings()
+    wk = _week_option("--week", week) or _this_week()
+    eng = engine()
+    try:
+        transport = make_transport(conf)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    _build_if_needed(eng, conf, wk)
+    try:
+        if to:
+            result = send_test(eng, conf, transport, wk, to)
+            console.print(
+                f"{wk}: test copy sent to {to} via {transport.name}"
+                + (f" (message id {result.message_id})" if result.message_id else ""),
+                markup=False,
+            )
+            return
+        if dry_run:
+            plan_ = plan_send(eng, conf, transport, wk)
+            console.print(
+                f"{wk}: {plan_.recipients:,} subscriber{'s' * (plan_.recipients != 1)} would get "
+                f"this issue via {transport.name} ({plan_.already_done:,} already handled), in "
+                f"{plan_.batches:,} batch{'es' * (plan_.batches != 1)} of up to "
+                f"{plan_.batch_size:,}; first request {plan_.first_batch_bytes:,} bytes",
+                markup=False,
+            )
+            return
+    except (SendError, TransportError) as exc:
+        fail(str(exc))
+        return
+
+    stop = threading.Event()
+    handlers = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    )
+    task = bar.add_task(f"sending {wk}", total=None)
+    try:
+        with bar:
+            summary = send_issue(
+                eng,
+                conf,
+                transport,
+                wk,
+                stop=stop,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except SendError as exc:
+        fail(str(exc))
+        return
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    counts = f"sent {summary.sent:,}, skipped {summary.skipped:,}, failed {summary.failed:,}"
+    if summary.uncertain:
+        counts += f", uncertain {summary.uncertain:,} (not re-sent; see docs/delivery.md)"
+    console.print(
+        f"{wk}: {counts} in {summary.duration:.1f} s "
+        f"({summary.batches} batch{'es' * (summary.batches != 1)}, {summary.api_calls} "
+        f"request{'s' * (summary.api_calls != 1)}); {summary.total_sent:,} sent in all",
+        markup=False,
+    )
+    if summary.status == "sent":
+        console.print(f"{wk}: sent" + (f" ({summary.reason})" if summary.reason else ""))
+        return
+    if summary.status == "failed":
+        fail(f"{wk}: failed: {summary.reason}")
+    err.print(f"{wk}: {summary.status}: {summary.reason}; run `digest send --week {wk}` again")
+    raise typer.Exit(2)
+
+
+def _build_if_needed(eng: Engine, conf: Settings, wk: IsoWeek) -> None:
+    """Build the week's issue when there is none yet (or only a plan), as `digest build` would."""
+    from digest.build import build_issue
+    from digest.issues import get_issue
+
+    issue = get_issue(eng, wk)
+    if issue is not None and issue.html is not None:
+        return
+    try:
+        build_issue(eng, conf, glossary(), wk, now=db.utcnow())
+    except typer.Exit:
+        raise
+    except Exception as exc:  # the build's own errors say what is wrong; show them as they are
+        fail(f"cannot build the issue for {wk}: {exc}")
+    console.print(f"{wk}: built")
+
+
 # --------------------------------------------------------------------------- build and preview
 
 
