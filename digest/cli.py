@@ -669,5 +669,174 @@ def preview_command(
         console.print(f"preview: {email}", markup=False, soft_wrap=True)
 
 
+# --------------------------------------------------------------------------- subscribers and serve
+
+subscribers_app = typer.Typer(
+    help="Subscribers: add, import, export, list, count, remove (GDPR erase).",
+    no_args_is_help=True,
+)
+app.add_typer(subscribers_app, name="subscribers")
+
+
+def _status_option(status: str | None) -> str | None:
+    from digest.subscribers import STATUSES
+
+    if status is not None and status not in STATUSES:
+        fail(f"no status {status!r}; statuses: {', '.join(STATUSES)}")
+    return status
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    email: str,
+    name: Annotated[str | None, typer.Option("--name", help="Display name (optional).")] = None,
+    confirmed: Annotated[
+        bool,
+        typer.Option(
+            "--confirmed", help="They already opted in: add as active, send no confirmation."
+        ),
+    ] = False,
+) -> None:
+    """Add a subscriber; without --confirmed they get a confirmation mail first."""
+    from digest.subscribers import AlreadySuppressed, InvalidSubscriber, add_confirmed, subscribe
+
+    conf, eng = settings(), engine()
+    try:
+        if confirmed:
+            sub, changed = add_confirmed(eng, email, name=name, source="cli", now=db.utcnow())
+            done = "added as active" if changed else "already active; nothing changed"
+            console.print(f"{sub.email}: {done}", markup=False)
+            return
+        result = subscribe(eng, conf, email, name=name, source="cli", now=db.utcnow())
+    except (InvalidSubscriber, AlreadySuppressed) as exc:
+        fail(str(exc))
+        return
+    except Exception as exc:  # the transport's error: the subscriber is stored, the mail is not
+        fail(f"confirmation mail not sent: {type(exc).__name__}: {exc}")
+        return
+    sub = result.subscriber
+    if result.mail is not None:
+        console.print(f"{sub.email}: pending; confirmation mail sent", markup=False)
+    elif sub.status == "pending":
+        when = f"{sub.confirm_sent_at:%Y-%m-%d %H:%M} UTC"
+        console.print(
+            f"{sub.email}: pending; a confirmation mail went out at {when}, so none was sent "
+            f"now (at most one per {conf.confirm_resend_interval} s)",
+            markup=False,
+        )
+    else:
+        console.print(f"{sub.email}: already {sub.status}; no mail sent", markup=False)
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a header row.")
+    ],
+    confirmed: Annotated[
+        bool,
+        typer.Option(
+            "--confirmed", help="They already opted in: rows without a status are active."
+        ),
+    ] = False,
+) -> None:
+    """Import email[,name][,status][,timezone] rows; bad rows are listed, good ones imported.
+
+    No mail is sent. Unsubscribed, bounced and complained addresses are never brought back, so
+    importing the same file twice changes nothing the second time.
+    """
+    from digest.subscribers import import_csv
+
+    eng = engine()
+    try:
+        with open(file, encoding="utf-8-sig", newline="") as fh:
+            report = import_csv(eng, fh, confirmed=confirmed, now=db.utcnow())
+    except UnicodeDecodeError as exc:
+        fail(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing imported")
+        return
+    for problem in report.errors:
+        err.print(f"{file}:{problem.line}: {problem.message}", markup=False, soft_wrap=True)
+    errors = len(report.errors)
+    console.print(
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"kept unsubscribed/bounced/complained {report.kept_suppressed}, "
+        f"{errors} error{'s' * (errors != 1)}",
+        markup=False,
+    )
+    if errors:
+        raise typer.Exit(1)
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+) -> None:
+    """Write subscribers as CSV (email,name,status,timezone) to stdout; import reads it back."""
+    from digest.subscribers import export_csv
+
+    export_csv(engine(), sys.stdout, _status_option(status))  # type: ignore[arg-type]
+
+
+@subscribers_app.command("list")
+def subscribers_list(
+    status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+) -> None:
+    """List subscribers: id, email, name, status, time zone, created."""
+    from digest.subscribers import list_subscribers
+
+    rows = list_subscribers(engine(), _status_option(status))  # type: ignore[arg-type]
+    table = Table("id", "email", "name", "status", "timezone", "created", box=None)
+    for sub in rows:
+        table.add_row(
+            str(sub.id),
+            Text(sub.email),
+            Text(sub.name or ""),
+            sub.status,
+            sub.timezone or "",
+            f"{sub.created_at:%Y-%m-%d}",
+        )
+    console.print(table)
+    console.print(f"{len(rows)} subscriber{'s' * (len(rows) != 1)}")
+
+
+@subscribers_app.command("count")
+def subscribers_count() -> None:
+    """How many subscribers there are in each status."""
+    from digest.subscribers import count_by_status
+
+    counts = count_by_status(engine())
+    for status, n in counts.items():
+        console.print(f"{status:<13}{n:>8}", markup=False)
+    console.print(f"{'total':<13}{sum(counts.values()):>8}", markup=False)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(email: str) -> None:
+    """Erase a subscriber and their personal data (GDPR); delivery counts are kept."""
+    from digest.subscribers import erase
+
+    if not erase(engine(), email):
+        fail(f"no subscriber {email.strip()!r}")
+    console.print(
+        f"removed {email.strip()}; delivery records keep their counts without the address",
+        markup=False,
+    )
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the web service (subscribe, confirm, unsubscribe, archive, feed) with uvicorn."""
+    import uvicorn
+
+    from digest.web import create_app
+
+    conf = settings()
+    console.print(f"serving {conf.newsletter_name} on http://{host}:{port}/", markup=False)
+    uvicorn.run(create_app(conf), host=host, port=port)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
