@@ -31,7 +31,16 @@ from digest.delivery import make_transport
 from digest.delivery.sender import send_issue
 from digest.glossary import load_glossary
 from digest.issues import get_issue
-from digest.schedule import JOB_ID, JOBS_TABLE, run_weekly, scheduled_week
+from digest.schedule import (
+    JOB_ID,
+    JOBS_TABLE,
+    make_scheduler,
+    run_weekly,
+    scheduled_week,
+    start_scheduler,
+)
+from digest.status import gather_status
+from digest.weeks import IsoWeek
 
 REPO = Path(__file__).resolve().parent.parent
 DIGEST = str(REPO / ".venv" / "bin" / "digest")
@@ -380,3 +389,53 @@ def test_resume_of_a_week_without_an_issue_says_so(engine, settings_env):
     result = runner.invoke(app, ["issue", "resume", "2026-17"])
     assert result.exit_code == 1
     assert "must be an ISO week like 2026-W17" in result.output
+
+
+# --------------------------------------------------------------------------- the stored job
+
+
+def test_the_stored_weekly_job_overdue_within_grace_sends_the_week_of_its_fire_on_start(
+    engine, settings_env, outbox, monkeypatch
+):
+    readers = add_subscribers(engine, 3)
+    fired_at = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+    monkeypatch.setenv("DIGEST_SCHEDULE", _recent_schedule(1))
+    monkeypatch.setenv("DIGEST_MISFIRE_GRACE_TIME", str(2 * 3600))
+    get_settings.cache_clear()
+    settings = get_settings()
+    # A scheduler stored the real job, then the machine was off while its fire time passed.
+    scheduler = make_scheduler(settings)
+    start_scheduler(scheduler, settings)
+    scheduler.pause()
+    scheduler.modify_job(JOB_ID, next_run_time=fired_at)
+    scheduler.shutdown()
+
+    scheduler = make_scheduler(settings)
+    start_scheduler(scheduler, settings)
+    try:
+        week = IsoWeek.of(fired_at)
+        assert wait_until(lambda: _status(engine, week) == "sent", timeout=60)
+    finally:
+        scheduler.shutdown()
+    assert mail_per_address(outbox) == dict.fromkeys(readers, 1)
+
+    report = gather_status(engine, settings, db.utcnow())
+    assert report.scheduled and not report.overdue
+    assert report.next_fire == fired_at + timedelta(days=7)
+    assert report.issue is not None and report.issue.issue.week == week
+    assert report.issue.deliveries == {"sent": 3}
+
+
+def test_status_says_when_the_stored_run_is_overdue(engine, settings_env):
+    settings = get_settings()
+    scheduler = make_scheduler(settings)
+    start_scheduler(scheduler, settings)
+    scheduler.pause()
+    past = db.utcnow() - timedelta(days=1)
+    scheduler.modify_job(JOB_ID, next_run_time=past)
+    scheduler.shutdown()
+    report = gather_status(engine, settings, db.utcnow())
+    assert report.scheduled and report.overdue
+    assert abs(report.next_fire - past) < timedelta(milliseconds=1)  # a float timestamp
+    result = runner.invoke(app, ["status"])
+    assert "overdue: no `digest run` is running" in " ".join(result.output.split())
