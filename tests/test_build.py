@@ -419,3 +419,50 @@ def test_cli_preview_prints_the_path_without_a_browser(cli_env, monkeypatch):
     assert opened == []  # no display: a console browser would take over the terminal
     path = next(line for line in result.output.splitlines() if line.endswith("email.html"))
     assert Path(path.split()[-1]).is_file()
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def test_a_week_renders_in_well_under_a_second_with_10000_terms(settings):
+    """Pick + snapshot + email + text + archive page + a 20-item feed, warm. Rendering touches
+    only the featured term and its neighbours, so the glossary's size must not show."""
+    import random
+    import time
+
+    from digest.glossary import Glossary, Section, Source, Term
+    from digest.render import render_issue
+    from digest.selection import pick_featured
+    from tests.test_render import record_of
+
+    rng = random.Random(7)
+    body = "Words about the term and how it relates to others. " * 30
+    glossary = Glossary(
+        Term(
+            slug=f"term-{i}",
+            title=f"Term {i}",
+            summary=f"Summary of term {i}.",
+            definition=f"Term {i} is defined here.",
+            category=f"Category {i % 12}",
+            difficulty=("beginner", "intermediate", "advanced")[i % 3],
+            added=IsoWeek(2026, 1 + i % 50),
+            related=tuple(f"term-{j}" for j in rng.sample(range(10_000), 3) if j != i),
+            sources=(Source("A source", "https://example.org/source"),),
+            sections=tuple(Section(t, body) for t in ("Why it matters", "How it works", "Example")),
+        )
+        for i in range(10_000)
+    )
+    history = [(W48 - k, f"term-{k * 37}") for k in range(1, 60)]
+
+    def one_week() -> None:
+        pick = pick_featured(glossary, history, [], W48)
+        snapshot = make_snapshot(settings, glossary, pick)
+        rendered = render_issue(snapshot, settings)
+        assert rendered.archive_html
+        records = [record_of(snapshot, week=W48 - k) for k in range(settings.feed_items)]
+        assert render_feed(settings, records, NOW).count("<item>") == settings.feed_items
+
+    one_week()  # warm: indexes built once per glossary, templates compiled
+    started = time.perf_counter()
+    one_week()
+    assert time.perf_counter() - started < 1.0
