@@ -11,9 +11,10 @@ import json
 import os
 import re
 import uuid
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from digest.db import utcnow
@@ -33,8 +34,10 @@ def _fill(template: str, recipient: Recipient) -> str:
 def build_mime(message: Message, recipient: Recipient) -> EmailMessage:
     """The MIME message one recipient would get: multipart/alternative, text first."""
     mime = EmailMessage(policy=SMTP)
-    mime["From"] = formataddr((message.from_name or "", message.from_email))
-    mime["To"] = formataddr((recipient.name or "", recipient.email))
+    # Address objects, not formataddr strings: a non-ASCII name holding "<" or "," would be
+    # encoded, then decoded and re-parsed as a second address when the string is assigned.
+    mime["From"] = Address(display_name=message.from_name or "", addr_spec=message.from_email)
+    mime["To"] = Address(display_name=recipient.name or "", addr_spec=recipient.email)
     mime["Subject"] = _fill(message.subject, recipient)
     mime["Date"] = format_datetime(utcnow())
     mime["Message-ID"] = make_msgid(domain=message.from_email.rpartition("@")[2] or None)

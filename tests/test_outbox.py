@@ -1,0 +1,147 @@
+"""The outbox transport: .eml files a mail client (and Python's email package) reads as sent mail."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from digest.config import Settings
+from digest.delivery.base import Message, Recipient
+from digest.delivery.outbox import OutboxTransport
+from digest.delivery.sender import send_issue
+from tests.test_sender import NOW, WEEK, build_issue, seed_subscribers
+
+
+def _read(path: Path) -> EmailMessage:
+    with open(path, "rb") as fh:
+        parsed = email.message_from_binary_file(fh, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _message(recipients: list[Recipient], key: str | None = "2026-W10-1-000001") -> Message:
+    return Message(
+        subject="Attention, %%name%%",
+        html="<p>Hi %%name_html%% <a href='%%unsubscribe_url%%'>unsubscribe</a></p>",
+        text="Hi %%name%%\nUnsubscribe: %%unsubscribe_url%%\n",
+        recipients=recipients,
+        from_email="digest@example.org",
+        from_name="AI Term of the Week",
+        custom_args={"issue_week": "2026-W10"},
+        batch_key=key,
+    )
+
+
+def _recipient(i: int, name: str = "Ann") -> Recipient:
+    url = f"https://digest.example.org/unsubscribe/token{i}"
+    return Recipient(
+        email=f"reader{i}@example.org",
+        name=name,
+        substitutions={
+            "%%unsubscribe_url%%": url,
+            "%%name%%": name,
+            "%%name_html%%": name.replace("&", "&amp;").replace("<", "&lt;"),
+        },
+        headers={
+            "List-Unsubscribe": f"<{url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+        custom_args={"subscriber_id": str(i)},
+    )
+
+
+def test_sent_issue_files_parse_as_multipart_alternative_with_list_unsubscribe(
+    engine: Engine, settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = Settings(unsubscribe_mailto="leave@digest.example.org")
+    seed_subscribers(engine, 3, name="Zoë <& Co>")
+    build_issue(engine)
+    outbox = tmp_path / "outbox"
+
+    send_issue(engine, settings, OutboxTransport(outbox), WEEK, now=NOW)
+
+    files = sorted(outbox.glob("*.eml"))
+    assert len(files) == 3
+    addresses = set()
+    for path in files:
+        mail = _read(path)
+        addresses.add(mail["To"].addresses[0].addr_spec)
+        assert mail.get_content_type() == "multipart/alternative"
+        text, html = mail.iter_parts()
+        assert text.get_content_type() == "text/plain"
+        assert html.get_content_type() == "text/html"
+        assert mail["Subject"] == "Attention, Zoë <& Co>"
+        assert mail["To"].addresses[0].display_name == "Zoë <& Co>"
+        assert mail["From"].addresses[0].addr_spec == settings.sender_email
+        unsubscribe = mail["List-Unsubscribe"]
+        assert unsubscribe.startswith(f"<{settings.base_url}/unsubscribe/")
+        assert unsubscribe.endswith(", <mailto:leave@digest.example.org?subject=unsubscribe>")
+        assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        url = unsubscribe[1:].split(">", 1)[0]
+        assert url in text.get_content()
+        assert f'href="{url}"' in html.get_content() or f"href='{url}'" in html.get_content()
+        assert "Hello Zoë &lt;&amp; Co&gt;," in html.get_content()
+        assert "%%" not in text.get_content() + html.get_content()
+        assert mail["X-Digest-Issue-Week"] == str(WEEK)
+        assert mail["X-Digest-Batch-Key"].startswith(f"{WEEK}-")
+    assert addresses == {f"reader{i}@example.org" for i in range(3)}
+
+
+def test_writing_a_batch_again_replaces_its_files_instead_of_adding_copies(tmp_path: Path) -> None:
+    outbox = OutboxTransport(tmp_path)
+    message = _message([_recipient(i) for i in range(4)])
+
+    outbox.send(message)
+    outbox.send(message)
+
+    assert len(list(tmp_path.glob("*.eml"))) == 4
+
+
+def test_lookup_reports_a_batch_only_once_all_its_files_are_written(tmp_path: Path) -> None:
+    outbox = OutboxTransport(tmp_path)
+    key = "2026-W10-1-000007"
+    assert outbox.lookup_batch(key) is False
+
+    outbox.send(_message([_recipient(1)], key))
+
+    assert outbox.lookup_batch(key) is True
+    assert outbox.lookup_batch("2026-W10-1-000008") is False
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_one_off_mail_without_batch_key_gets_a_fresh_file_each_time(tmp_path: Path) -> None:
+    outbox = OutboxTransport(tmp_path)
+    message = _message([_recipient(1)], key=None)
+
+    outbox.send(message)
+    outbox.send(message)
+
+    assert len(list(tmp_path.glob("*.eml"))) == 2
+    assert not (tmp_path / ".batches").exists()
+
+
+def test_batch_key_that_is_not_a_safe_file_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not safe as a file name"):
+        OutboxTransport(tmp_path).send(_message([_recipient(1)], key="../escape"))
+
+
+def test_header_injection_through_a_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="line breaks"):
+        _recipient(1, name="Ann\r\nBcc: victim@example.org")
+
+
+def test_payload_size_is_what_the_files_weigh(tmp_path: Path) -> None:
+    outbox = OutboxTransport(tmp_path)
+    message = _message([_recipient(i) for i in range(3)])
+
+    size = outbox.payload_size(message)
+    outbox.send(message)
+
+    written = sum(p.stat().st_size for p in tmp_path.glob("*.eml"))
+    # Date and Message-ID differ from one rendering to the next by a few bytes at most.
+    assert abs(size - written) < 3 * 10
