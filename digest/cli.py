@@ -723,6 +723,7 @@ def subscribers_add(
             f"{sub.email}: pending; a confirmation mail went out at {when}, so none was sent "
             f"now (at most one per {conf.confirm_resend_interval} s)",
             markup=False,
+            soft_wrap=True,
         )
     else:
         console.print(f"{sub.email}: already {sub.status}; no mail sent", markup=False)
@@ -762,6 +763,7 @@ def subscribers_import(
         f"kept unsubscribed/bounced/complained {report.kept_suppressed}, "
         f"{errors} error{'s' * (errors != 1)}",
         markup=False,
+        soft_wrap=True,
     )
     if errors:
         raise typer.Exit(1)
@@ -820,6 +822,7 @@ def subscribers_remove(email: str) -> None:
     console.print(
         f"removed {email.strip()}; delivery records keep their counts without the address",
         markup=False,
+        soft_wrap=True,
     )
 
 
