@@ -502,6 +502,7 @@ def send_command(
                 f"{wk}: test copy sent to {to} via {transport.name}"
                 + (f" (message id {result.message_id})" if result.message_id else ""),
                 markup=False,
+                soft_wrap=True,
             )
             return
         if dry_run:
@@ -512,6 +513,7 @@ def send_command(
                 f"{plan_.batches:,} batch{'es' * (plan_.batches != 1)} of up to "
                 f"{plan_.batch_size:,}; first request {plan_.first_batch_bytes:,} bytes",
                 markup=False,
+                soft_wrap=True,
             )
             return
     except (SendError, TransportError) as exc:
@@ -556,13 +558,18 @@ def send_command(
         f"({summary.batches} batch{'es' * (summary.batches != 1)}, {summary.api_calls} "
         f"request{'s' * (summary.api_calls != 1)}); {summary.total_sent:,} sent in all",
         markup=False,
+        soft_wrap=True,
     )
     if summary.status == "sent":
         console.print(f"{wk}: sent" + (f" ({summary.reason})" if summary.reason else ""))
         return
     if summary.status == "failed":
         fail(f"{wk}: failed: {summary.reason}")
-    err.print(f"{wk}: {summary.status}: {summary.reason}; run `digest send --week {wk}` again")
+    err.print(
+        f"{wk}: {summary.status}: {summary.reason}; run `digest send --week {wk}` again",
+        markup=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(2)
 
 
