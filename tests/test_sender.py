@@ -820,3 +820,96 @@ def test_send_killed_at_any_point_resumes_every_subscriber_exactly_once(
     assert len(deliveries_seen) == 1000
     assert set(deliveries_seen.values()) == {1}
     assert ledger(engine) == {"sent": 1000}
+
+
+# --------------------------------------------------------------------------- digest send
+
+
+def _cli(settings_env: dict[str, str], sendgrid: SendGridTestServer, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from digest.cli import app
+
+    env = {
+        "DIGEST_TRANSPORT": "sendgrid",
+        "SENDGRID_API_KEY": sendgrid.api_key,
+        "DIGEST_SENDGRID_HOST": sendgrid.url,
+        "DIGEST_SENDGRID_TIMEOUT": "0.5",
+        "DIGEST_RETRY_BASE_DELAY": "0",
+        "DIGEST_RETRY_MAX_DELAY": "0",
+        "DIGEST_MAX_RETRIES": "1",
+    }
+    return CliRunner().invoke(app, ["send", *args], env=env)
+
+
+def test_cli_send_reports_the_summary_and_exits_0(
+    engine: Engine, settings_env: dict[str, str], sendgrid: SendGridTestServer
+) -> None:
+    seed_subscribers(engine, 12)
+    build_issue(engine)
+
+    result = _cli(settings_env, sendgrid, "--week", str(WEEK))
+
+    assert result.exit_code == 0, result.output
+    assert "sent 12, skipped 0, failed 0" in result.output
+    assert "(1 batch, 1 request); 12 sent in all" in result.output
+    assert len(sendgrid.deliveries()) == 12
+
+
+def test_cli_send_exits_2_when_paused_and_1_when_refused(
+    engine: Engine, settings_env: dict[str, str], sendgrid: SendGridTestServer
+) -> None:
+    seed_subscribers(engine, 3)
+    build_issue(engine)
+    sendgrid.fail_next(*[{"kind": "status", "status": 503}] * 2)
+
+    paused = _cli(settings_env, sendgrid, "--week", str(WEEK))
+    sendgrid.fail_next({"kind": "status", "status": 403, "message": "access forbidden"})
+    refused = _cli(settings_env, sendgrid, "--week", str(WEEK))
+
+    assert paused.exit_code == 2, paused.output
+    assert "paused" in paused.output and "again" in paused.output
+    assert refused.exit_code == 1, refused.output
+    assert "(403): access forbidden" in refused.output
+
+
+def test_cli_dry_run_prints_the_count_and_first_request_size(
+    engine: Engine, settings_env: dict[str, str], sendgrid: SendGridTestServer
+) -> None:
+    seed_subscribers(engine, 1200)
+    build_issue(engine)
+
+    result = _cli(settings_env, sendgrid, "--week", str(WEEK), "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert "1,200 subscribers would get this issue via sendgrid" in result.output
+    assert "in 2 batches of up to 1,000; first request" in result.output
+    assert sendgrid.stats()["requests"] == 0
+
+
+def test_cli_to_sends_one_test_copy(
+    engine: Engine, settings_env: dict[str, str], sendgrid: SendGridTestServer
+) -> None:
+    seed_subscribers(engine, 3)
+    build_issue(engine)
+
+    result = _cli(settings_env, sendgrid, "--week", str(WEEK), "--to", "editor@example.org")
+
+    assert result.exit_code == 0, result.output
+    assert "test copy sent to editor@example.org" in result.output
+    assert sendgrid.deliveries() == {"editor@example.org": 1}
+    assert ledger(engine) == {}
+
+
+def test_cli_send_builds_the_issue_first_when_there_is_none(
+    engine: Engine, settings_env: dict[str, str], sendgrid: SendGridTestServer
+) -> None:
+    seed_subscribers(engine, 2)
+
+    result = _cli(settings_env, sendgrid, "--week", str(WEEK))
+
+    assert result.exit_code == 0, result.output
+    assert f"{WEEK}: built" in result.output
+    issue = get_issue(engine, WEEK)
+    assert issue is not None and issue.status == "sent"
+    assert len(sendgrid.deliveries()) == 2
