@@ -37,6 +37,8 @@ RESERVED_HEADERS = {
     "x-sg-id", "x-sg-eid", "received", "dkim-signature", "content-type",
     "content-transfer-encoding", "to", "from", "subject", "reply-to", "cc", "bcc",
 }  # fmt: skip
+# RFC 8058 wants an https URI; plain http is let through for local base URLs.
+_LIST_UNSUBSCRIBE_RE = re.compile(r"^<https?://[^>]+>(, <mailto:[^>]+>)?$")
 _LOOKUP_RE = re.compile(r"^unique_args\['batch_key'\]=\"([^\"]+)\"$")
 _AUTH_ERROR = "The provided authorization grant is invalid, expired, or revoked"
 
@@ -113,7 +115,7 @@ def check_mail_send(payload: Any) -> list[tuple[str | None, str]]:
         ):
             problems.append((f"{where}.substitutions", "Substitutions must be string to string."))
             subs = {}
-        if len(json.dumps(subs).encode()) > MAX_SUBSTITUTION_BYTES:
+        if sum(len(k) + len(v) + 6 for k, v in subs.items()) > MAX_SUBSTITUTION_BYTES:
             problems.append((f"{where}.substitutions", "Substitutions are limited to 10000 bytes per personalization."))  # fmt: skip
         missing = [m for m in used if m not in subs]
         if missing:
@@ -129,7 +131,7 @@ def check_mail_send(payload: Any) -> list[tuple[str | None, str]]:
                 problems.append((f"{where}.headers", f"{key} must be a one-line string."))
         if needs_unsubscribe:
             unsubscribe = str(headers.get("List-Unsubscribe", ""))
-            if not re.match(r"^<https://[^>]+>(, <mailto:[^>]+>)?$", unsubscribe):
+            if not _LIST_UNSUBSCRIBE_RE.match(unsubscribe):
                 problems.append((f"{where}.headers", "List-Unsubscribe: <https://…> is missing"))
             if headers.get("List-Unsubscribe-Post") != "List-Unsubscribe=One-Click":
                 problems.append((f"{where}.headers", "List-Unsubscribe-Post is missing"))
