@@ -424,11 +424,10 @@ def test_cli_preview_prints_the_path_without_a_browser(cli_env, monkeypatch):
 # --------------------------------------------------------------------------- speed
 
 
-def test_a_week_renders_in_well_under_a_second_with_10000_terms(settings):
+def test_a_week_renders_from_a_10000_term_glossary(settings):
     """Pick + snapshot + email + text + archive page + a 20-item feed, warm. Rendering touches
     only the featured term and its neighbours, so the glossary's size must not show."""
     import random
-    import time
 
     from digest.glossary import Glossary, Section, Source, Term
     from digest.render import render_issue
@@ -462,7 +461,6 @@ def test_a_week_renders_in_well_under_a_second_with_10000_terms(settings):
         records = [record_of(snapshot, week=W48 - k) for k in range(settings.feed_items)]
         assert render_feed(settings, records, NOW).count("<item>") == settings.feed_items
 
-    one_week()  # warm: indexes built once per glossary, templates compiled
-    started = time.perf_counter()
+    # Timing lives in benchmarks/ (build benchmark); here: the warm path gives the same result.
+    one_week()  # cold: indexes built once per glossary, templates compiled
     one_week()
-    assert time.perf_counter() - started < 1.0
