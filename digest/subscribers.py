@@ -85,6 +85,8 @@ class AlreadySuppressed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Subscriber:
+    """One subscriber as stored; `email` is the normalised, lower-cased address."""
+
     id: int
     email: str
     name: str | None
@@ -449,6 +451,8 @@ class RowError:
 
 @dataclass
 class ImportReport:
+    """What an import did, row by row; `errors` name each bad row's line."""
+
     added: int = 0
     updated: int = 0
     unchanged: int = 0

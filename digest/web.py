@@ -40,11 +40,11 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-CHECK_INBOX = (
+_CHECK_INBOX = (
     "Thanks! If this address is not subscribed yet, a confirmation link is on its way. "
     "Open it to start receiving the newsletter."
 )
-JSON_TYPES = ("application/json",)
+_JSON_TYPES = ("application/json",)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -142,8 +142,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         # at all) cannot be read off the response time.
         background.add_task(_send_confirmation, engine, settings, result)
         if wants_json:
-            return JSONResponse({"status": "ok", "message": CHECK_INBOX})
-        return _message(request, settings, "Check your inbox", CHECK_INBOX)
+            return JSONResponse({"status": "ok", "message": _CHECK_INBOX})
+        return _message(request, settings, "Check your inbox", _CHECK_INBOX)
 
     @app.get("/confirm/{token}", response_class=HTMLResponse)
     def confirm_page(request: Request, token: str) -> Response:
@@ -240,7 +240,7 @@ _CANCELLED = (
 
 
 def _is_json(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower() in JSON_TYPES
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() in _JSON_TYPES
 
 
 async def _form_fields(request: Request) -> dict[str, str]:
