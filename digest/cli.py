@@ -393,7 +393,10 @@ def status_command() -> None:
 
 @issue_app.command("resume")
 def issue_resume(week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")]) -> None:
-    """Send a paused issue on from where it stopped; nobody gets it twice. Ctrl-C pauses again."""
+    """Send a paused issue on from where it stopped; nobody gets it twice. Ctrl-C pauses again.
+
+    Exit status: 0 sent, 2 paused or busy in another process, 1 failed.
+    """
     import signal
     import threading
 
@@ -420,8 +423,8 @@ def issue_resume(week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W
         + (f" ({summary.reason})" if summary.reason else ""),
         markup=False,
     )
-    if summary.status != "sent":
-        raise typer.Exit(1)
+    if summary.status != "sent":  # the same exit codes as `digest send`
+        raise typer.Exit(1 if summary.status == "failed" else 2)
 
 
 @issue_app.command("cancel")
