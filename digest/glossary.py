@@ -7,6 +7,7 @@ the file, the line and the field, so an editor fixes them all at once instead of
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,14 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from markdown_it import MarkdownIt
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from digest.weeks import IsoWeek, parse_week
 
@@ -37,8 +45,12 @@ Difficulty = Literal["beginner", "intermediate", "advanced"]
 DIFFICULTY_RANK: dict[str, int] = {"beginner": 0, "intermediate": 1, "advanced": 2}
 REQUIRED_SECTIONS = ("Why it matters", "How it works", "Example")
 
-_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_LANG_RE = re.compile(r"^[a-z]{2,3}$")
+# Used with fullmatch: `$` alone also matches before a trailing newline ("nl\n").
+_SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_LANG_RE = re.compile(r"[a-z]{2,3}")
+# Embedding, override and isolate controls reorder how text is shown ("Trojan Source"): a
+# title could read differently in the mail than in the file. Marks (LRM/RLM) stay allowed.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _HEADING_RE = re.compile(r"^##[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE_RE = re.compile(r"^(```|~~~)")
 
@@ -225,7 +237,46 @@ class Glossary:
 
 # --------------------------------------------------------------------------- front matter schema
 
-_Line = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, pattern=r"^[^\n]*$")]
+
+def _shown(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters, so one error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _visible_text(value: str, *, one_line: bool) -> str:
+    """Refuse what would break a mail header or hide text: control characters (and in
+    one-line fields line breaks and tabs), bidirectional overrides, and values with nothing
+    visible in them (a lone zero-width space)."""
+    for ch in value:
+        kind = unicodedata.category(ch)
+        if one_line and kind in ("Cc", "Zl", "Zp"):
+            raise ValueError(
+                "must be one line: line breaks, tabs and control characters are not allowed "
+                f"(found U+{ord(ch):04X})"
+            )
+        if kind == "Cc" and not ch.isspace():
+            raise ValueError(f"control characters are not allowed (found U+{ord(ch):04X})")
+        if ch in _BIDI_CONTROLS:
+            raise ValueError(
+                f"bidirectional override characters are not allowed (found U+{ord(ch):04X})"
+            )
+    if all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in value):
+        raise ValueError("must contain visible text")
+    return value
+
+
+def _one_line(value: str) -> str:
+    return _visible_text(value, one_line=True)
+
+
+def _paragraph(value: str) -> str:
+    return _visible_text(value, one_line=False)
+
+
+_Line = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_one_line)
+]
 
 
 class _AliasIn(BaseModel):
@@ -236,8 +287,10 @@ class _AliasIn(BaseModel):
     @field_validator("lang")
     @classmethod
     def _lang(cls, value: str | None) -> str | None:
-        if value is not None and not _LANG_RE.match(value):
-            raise ValueError(f"must be a 2- or 3-letter language code like 'nl' (got {value!r})")
+        if value is not None and not _LANG_RE.fullmatch(value):
+            raise ValueError(
+                f"must be a 2- or 3-letter language code like 'nl' (got {_shown(value)})"
+            )
         return value
 
 
@@ -250,7 +303,7 @@ class _SourceIn(BaseModel):
     @classmethod
     def _https(cls, value: str) -> str:
         if not re.match(r"^https://[^\s/$.?#][^\s]*$", value):
-            raise ValueError(f"must be an https:// URL (got {value!r})")
+            raise ValueError(f"must be an https:// URL (got {_shown(value)})")
         return value
 
 
@@ -260,7 +313,9 @@ class _FrontMatter(BaseModel):
     slug: str | None = None
     summary: Annotated[_Line, StringConstraints(max_length=200)]
     definition: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=600)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=600),
+        AfterValidator(_paragraph),
     ]
     aliases: list[_AliasIn] = []
     category: Annotated[_Line, StringConstraints(max_length=60)]
@@ -303,7 +358,7 @@ def _pydantic_message(err: Any) -> str:
         return f"must be a mapping (got {type(err.get('input')).__name__})"
     if kind == "literal_error":
         got = err.get("input")
-        return f"must be one of beginner, intermediate, advanced (got {got!r})"
+        return f"must be one of beginner, intermediate, advanced (got {_shown(got)})"
     message = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
@@ -326,25 +381,75 @@ def _split_front_matter(text: str) -> tuple[str, str, int] | None:
     return None
 
 
-def _node_line(node: yaml.Node | None, loc: tuple[Any, ...], first_line: int) -> int | None:
+def _yaml_problem(exc: yaml.YAMLError, front: str) -> tuple[int, str]:
+    """(file line, one-line reason) of a YAML error; the front matter starts on line 2."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.reader.ReaderError):
+        # Raised for characters YAML forbids; it has a position, not a mark or a problem.
+        line = front.count("\n", 0, max(exc.position, 0)) + 2
+        char = exc.character
+        code = ord(char) if isinstance(char, str) and len(char) == 1 else char
+        if isinstance(code, int):
+            return line, f"character U+{code:04X} is not allowed in YAML"
+        return line, str(exc.reason)
+    line = _line_at(front, mark, 2) if mark is not None else 2
+    problem = getattr(exc, "problem", None) or str(exc).split("\n", 1)[0]
+    problem = " ".join(str(problem).split())
+    return line, problem if len(problem) <= 200 else problem[:199] + "…"
+
+
+def _line_at(text: str, mark: Any, first_line: int) -> int:
+    """The file line of a YAML mark. Not `mark.line`: YAML also breaks lines at U+2028, U+0085
+    and a lone CR, which editors show inside one line, so its count drifts from the file's."""
+    return text.count("\n", 0, mark.index) + first_line
+
+
+def _duplicate_keys(
+    node: yaml.Node | None, where: str = "", seen: set[int] | None = None
+) -> Iterator[tuple[str, str, Any]]:
+    """(location prefix, key, mark) of every key repeated within one YAML mapping."""
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:  # anchors can make the tree a graph, even a cycle
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key != "<<":
+                if key in keys:
+                    shown = key if len(key) <= 40 else key[:39] + "…"
+                    yield where, shown, key_node.start_mark
+                keys.add(key)
+                yield from _duplicate_keys(value_node, f"{where}{key}.", seen)
+            else:
+                yield from _duplicate_keys(value_node, where, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{where.rstrip('.')}[{i}].", seen)
+
+
+def _node_line(
+    node: yaml.Node | None, loc: tuple[Any, ...], first_line: int, text: str
+) -> int | None:
     """Walk a composed YAML node along a pydantic error location to the line it came from."""
     if node is None:
         return first_line
-    line = node.start_mark.line + first_line
+    line = _line_at(text, node.start_mark, first_line)
     for part in loc:
         if isinstance(node, yaml.MappingNode) and isinstance(part, str):
             match = next((kv for kv in node.value if kv[0].value == part), None)
             if match is None:
                 return line
             node = match[1]
-            line = match[0].start_mark.line + first_line
+            line = _line_at(text, match[0].start_mark, first_line)
             if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-                line = node.start_mark.line + first_line
+                line = _line_at(text, node.start_mark, first_line)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part >= len(node.value):
                 return line
             node = node.value[part]
-            line = node.start_mark.line + first_line
+            line = _line_at(text, node.start_mark, first_line)
         else:
             break
     return line
@@ -435,8 +540,8 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
         return None, [GlossaryError(path, 1, "front matter", message)]
     front, body, body_line = split
     errors: list[GlossaryError] = []
-    if not _SLUG_RE.match(slug):
-        message = f"file name {path.name!r} is not a slug (lower-case a-z, 0-9 and '-')"
+    if not _SLUG_RE.fullmatch(slug):
+        message = f"file name {_shown(path.name)} is not a slug (lower-case a-z, 0-9 and '-')"
         errors.append(GlossaryError(path, None, "slug", message))
     try:
         loader = _Loader(front)
@@ -446,9 +551,7 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 2
-        problem = getattr(exc, "problem", None) or str(exc)
+        line, problem = _yaml_problem(exc, front)
         return None, [
             *errors,
             GlossaryError(path, line, "front matter", f"invalid YAML: {problem}"),
@@ -460,7 +563,13 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
         ]
 
     def line_of(*loc: Any) -> int | None:
-        return _node_line(node, loc, 2)
+        return _node_line(node, loc, 2, front)
+
+    # YAML keeps the last of two equal keys without a word; an editor who wrote `title:` twice
+    # must hear which one would be lost.
+    for where, key, mark in _duplicate_keys(node):
+        message = "listed twice; the later value would silently replace the earlier one"
+        errors.append(GlossaryError(path, _line_at(front, mark, 2), where + key, message))
 
     parsed = _Parsed(path, slug, None, [("slug", slug, None)], [])
     if isinstance(data.get("title"), str):
@@ -480,7 +589,7 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
         if other == slug:
             errors.append(GlossaryError(path, line, "related", "a term cannot relate to itself"))
         elif other in seen:
-            errors.append(GlossaryError(path, line, "related", f"{other!r} is listed twice"))
+            errors.append(GlossaryError(path, line, "related", f"{_shown(other)} is listed twice"))
         else:
             parsed.related.append((other, line))
         seen.add(other)
@@ -497,7 +606,7 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
             errors.append(GlossaryError(path, line_of(*loc), name or "front matter", message))
         return parsed, errors
     if meta.slug is not None and meta.slug != slug:
-        message = f"{meta.slug!r} does not match the file name {slug!r}"
+        message = f"{_shown(meta.slug)} does not match the file name {slug!r}"
         errors.append(GlossaryError(path, line_of("slug"), "slug", message))
     if errors:
         return parsed, errors
@@ -531,7 +640,8 @@ def _cross_check(parsed: list[_Parsed]) -> list[GlossaryError]:
     for p in parsed:
         for other, line in p.related:
             if other not in slugs:
-                errors.append(GlossaryError(p.path, line, "related", f"unknown term {other!r}"))
+                message = f"unknown term {_shown(other)}"
+                errors.append(GlossaryError(p.path, line, "related", message))
         own: set[str] = set()
         for kind, value, line in p.names:
             if kind != "alias":
@@ -539,9 +649,10 @@ def _cross_check(parsed: list[_Parsed]) -> list[GlossaryError]:
             key = value.casefold()
             owner = owners.get(key)
             if key in own:
-                errors.append(GlossaryError(p.path, line, "aliases", f"{value!r} is listed twice"))
+                message = f"{_shown(value)} is listed twice"
+                errors.append(GlossaryError(p.path, line, "aliases", message))
             elif owner is not None and owner != p.slug:
-                message = f"{value!r} is already used by term {owner!r}"
+                message = f"{_shown(value)} is already used by term {owner!r}"
                 errors.append(GlossaryError(p.path, line, "aliases", message))
             else:
                 owners[key] = p.slug

@@ -9,16 +9,21 @@ tokens expire; unsubscribe tokens do not (old mails must keep working). Retired 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Literal
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadData, BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from digest.config import Settings
 
 __all__ = ["BadToken", "Purpose", "TokenData", "make_token", "read_token"]
 
 Purpose = Literal["confirm", "unsubscribe", "preferences"]
+
+# payload.timestamp.signature in URL-safe base64 (a leading "." marks a compressed payload).
+_TOKEN_RE = re.compile(r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 class BadToken(Exception):
@@ -45,6 +50,24 @@ def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(keys, salt=f"digest.{purpose}")
 
 
+def _canonical(token: str) -> bool:
+    """Only the exact string `make_token` wrote verifies.
+
+    itsdangerous decodes leniently: it drops non-ASCII characters, accepts padding and ignores
+    the unused low bits of a segment's last character, so without this check many altered
+    strings would open the same link (and a lone surrogate would raise UnicodeEncodeError).
+    """
+    if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+        return False
+    try:
+        return all(
+            base64_encode(base64_decode(part)).decode("ascii") == part
+            for part in token.removeprefix(".").split(".")
+        )
+    except BadData:
+        return False
+
+
 def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, email: str) -> str:
     return _serializer(settings, purpose).dumps([subscriber_id, email_fingerprint(email)])
 
@@ -53,6 +76,8 @@ def read_token(
     settings: Settings, purpose: Purpose, token: str, max_age: int | None = None
 ) -> TokenData:
     """Verify `token` for `purpose`; `max_age` in seconds (None: never expires)."""
+    if not _canonical(token):
+        raise BadToken("this link is not valid")
     try:
         data = _serializer(settings, purpose).loads(token, max_age=max_age)
     except SignatureExpired:

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 __all__ = ["IsoWeek", "current_week", "parse_week"]
 
-_WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
+# ASCII digits only: `\d` alone would take "２０２６-W10" and print it back as "2026-W10".
+_WEEK_RE = re.compile(r"(\d{4})-W(\d{2})", re.ASCII)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -56,9 +57,12 @@ class IsoWeek:
 
 def parse_week(text: str) -> IsoWeek:
     """Parse `YYYY-Www`; raise ValueError with a message fit to show a user."""
-    match = _WEEK_RE.match(text.strip()) if isinstance(text, str) else None
+    match = _WEEK_RE.fullmatch(text.strip()) if isinstance(text, str) else None
     if not match:
-        raise ValueError(f"must be an ISO week like 2026-W17 (got {text!r})")
+        shown = repr(text)
+        if len(shown) > 40:  # a pasted paragraph should not drown the message
+            shown = shown[:39] + "…"
+        raise ValueError(f"must be an ISO week like 2026-W17 (got {shown})")
     year, week = int(match.group(1)), int(match.group(2))
     try:
         return IsoWeek(year, week)

@@ -165,3 +165,36 @@ def make_terms(tmp_path: Path) -> Callable[[dict[str, str]], Path]:
         return folder
 
     return write
+
+
+# ----- hypothesis profiles (fuzz tests)
+
+
+def _load_hypothesis_profile() -> None:
+    """Profile "ci" (the default) is reproducible and bounded; "thorough" digs deeper.
+
+    Pick one with HYPOTHESIS_PROFILE=thorough.
+
+    Tests that set their own `max_examples` scale it by `fuzz_examples()` in test_fuzz.py, so
+    the thorough profile multiplies every property's budget, not only the unbounded ones.
+    """
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "ci",
+        max_examples=200,
+        derandomize=True,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "thorough",
+        max_examples=4000,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_load_hypothesis_profile()
