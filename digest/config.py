@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     misfire_grace_time: int = Field(default=6 * 3600, ge=1)
 
     log_level: str = "INFO"
+
+    # Read once per Settings object: a send signs two tokens per recipient.
+    _generated_key: str | None = PrivateAttr(default=None)
     log_format: Literal["logfmt", "json"] = "logfmt"
 
     @classmethod
@@ -139,6 +142,17 @@ class Settings(BaseSettings):
         parse_level(value)
         return value.strip().upper()
 
+    @field_validator(
+        "sender_email", "sender_name", "reply_to", "newsletter_name", "unsubscribe_mailto"
+    )
+    @classmethod
+    def _one_header_line(cls, value: str | None) -> str | None:
+        # These end up in From, Reply-To, Subject and List-Unsubscribe headers: refused here, at
+        # start-up, rather than by the first Message built from them (every subscribe a 500).
+        if value is not None and any(ch in value for ch in "\r\n\0"):
+            raise ValueError("line breaks are not allowed: the value goes into mail headers")
+        return value
+
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
@@ -154,12 +168,19 @@ class Settings(BaseSettings):
         """
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
+        if self._generated_key is None:
+            self._generated_key = self._read_or_create_key_file()
+        return self._generated_key
+
+    def _read_or_create_key_file(self) -> str:
         path = self.secret_key_file
-        if path.exists():
-            return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            # Another process (or an earlier run) made it first: everyone signs with that one.
+            return path.read_text().strip()
         with os.fdopen(fd, "w") as fh:
             fh.write(key + "\n")
         return key

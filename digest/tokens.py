@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from itsdangerous import BadData, BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -46,8 +47,14 @@ def email_fingerprint(email: str) -> str:
 
 def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
     # itsdangerous signs with the last key and accepts any of them.
-    keys = list(reversed(settings.verification_keys()))
-    return URLSafeTimedSerializer(keys, salt=f"digest.{purpose}")
+    return _cached_serializer(tuple(reversed(settings.verification_keys())), purpose)
+
+
+@lru_cache(maxsize=32)
+def _cached_serializer(keys: tuple[str, ...], purpose: Purpose) -> URLSafeTimedSerializer:
+    # A send makes two tokens per recipient; building the serializer (and its derived keys)
+    # once per key set instead of per token is a measurable share of a million-reader send.
+    return URLSafeTimedSerializer(list(keys), salt=f"digest.{purpose}")
 
 
 def _canonical(token: str) -> bool:
