@@ -251,7 +251,7 @@ async def _form_fields(request: Request) -> dict[str, str]:
 async def _json_fields(request: Request) -> dict[str, str]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # json.loads gives up on "[[[[…" with RecursionError
         raise ValueError("the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ValueError('send a JSON object such as {"email": "ann@example.org"}')
