@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     schedule: str = Field(default="mon 09:00", description="'<day_of_week> HH:MM', cron style")
     timezone: str = "UTC"
     misfire_grace_time: int = Field(default=6 * 3600, ge=1)
+    # Send at the schedule's weekday and hour in each reader's own time zone (docs/reader-
+    # experience.md); off: everyone at once, at the schedule's time in `timezone`.
+    local_time_delivery: bool = False
 
     log_level: str = "INFO"
 
