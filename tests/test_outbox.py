@@ -14,7 +14,7 @@ from digest.config import Settings
 from digest.delivery.base import Message, Recipient
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
-from tests.test_sender import NOW, WEEK, build_issue, seed_subscribers
+from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 
 
 def _read(path: Path) -> EmailMessage:

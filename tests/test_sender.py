@@ -6,21 +6,19 @@ SendGrid transport talking HTTP to the local SendGrid test server.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from digest.config import Settings
-from digest.db import deliveries, issues, subscribers
+from digest.db import deliveries, subscribers
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import (
     SendError,
@@ -32,93 +30,23 @@ from digest.delivery.sender import (
     send_test,
 )
 from digest.delivery.sendgrid import SendGridTransport
-from digest.issues import IssueRecord, claim_send, get_issue, save_built, transition
+from digest.issues import IssueRecord, claim_send, get_issue, transition
 from digest.tokens import read_token
-from digest.weeks import IsoWeek
 from tests.sendgrid_server import SendGridTestServer
-
-REPO = Path(__file__).resolve().parent.parent
-WEEK = IsoWeek(2026, 10)
-NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-JOINED = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
-
-HTML = (
-    "<!doctype html><html lang='en'><body><p>Hello %%name_html%%,</p>"
-    "<p>This week: attention.</p>"
-    "<p><a href='%%preferences_url%%'>Preferences</a> · "
-    "<a href='%%unsubscribe_url%%'>Unsubscribe</a></p></body></html>"
+from tests.sending import (
+    NOW,
+    REPO,
+    WEEK,
+    FakeSleep,
+    build_issue,
+    cli_env,
+    lease_runs_out,
+    ledger,
+    seed_subscribers,
+    sendgrid_transport,
+    start_send,
+    wait_for,
 )
-TEXT = "Hello %%name%%,\n\nThis week: attention.\n\nUnsubscribe: %%unsubscribe_url%%\n"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def seed_subscribers(
-    engine: Engine,
-    count: int,
-    *,
-    prefix: str = "reader",
-    status: str = "active",
-    confirmed_at: datetime | None = JOINED,
-    paused_until: datetime | None = None,
-    name: str | None = "Reader",
-) -> list[int]:
-    """Insert subscribers directly (as an import would) and return their ids in order."""
-    rows = [
-        {
-            "email": f"{prefix}{i}@example.org",
-            "name": name,
-            "status": status,
-            "source": "import",
-            "created_at": JOINED - timedelta(days=1),
-            "confirmed_at": confirmed_at,
-            "paused_until": paused_until,
-            "updated_at": JOINED,
-        }
-        for i in range(count)
-    ]
-    with engine.begin() as conn:
-        conn.execute(insert(subscribers), rows)
-        return list(
-            conn.execute(
-                select(subscribers.c.id)
-                .where(subscribers.c.email.like(f"{prefix}%@example.org"))
-                .order_by(subscribers.c.id)
-            ).scalars()
-        )
-
-
-def build_issue(engine: Engine, week: IsoWeek = WEEK) -> IssueRecord:
-    return save_built(
-        engine,
-        week=week,
-        featured_slug="attention",
-        related_slugs=["transformer"],
-        pick_source="queue",
-        subject="Attention, %%name%%",
-        preheader="The term of the week",
-        html=HTML,
-        text=TEXT,
-        archive_html="<p>archive</p>",
-        snapshot={},
-        now=NOW - timedelta(hours=1),
-    )
-
-
-def ledger(engine: Engine, week: IsoWeek = WEEK) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(deliveries.c.status, func.count())
-            .select_from(deliveries.join(issues))
-            .where(issues.c.week == str(week))
-            .group_by(deliveries.c.status)
-        ).all()
-    return {status: count for status, count in rows}
-
-
-def sendgrid_transport(server: SendGridTestServer, **kwargs: Any) -> SendGridTransport:
-    return SendGridTransport(server.api_key, host=server.url, timeout=0.5, **kwargs)
 
 
 @pytest.fixture
@@ -137,16 +65,6 @@ def settings(settings_env: dict[str, str]) -> Settings:
 def sendgrid() -> Iterator[SendGridTestServer]:
     with SendGridTestServer() as server:
         yield server
-
-
-class FakeSleep:
-    """Stands in for time.sleep: remembers what the sender asked to wait, waits for nothing."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 # --------------------------------------------------------------------------- the happy path
@@ -717,50 +635,6 @@ def test_test_send_refuses_a_malformed_address(engine: Engine, settings: Setting
 # --------------------------------------------------------------------------- crash and resume
 
 
-def _cli_env(settings_env: dict[str, str], sendgrid: SendGridTestServer) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
-    env |= settings_env
-    env |= {
-        "DIGEST_TRANSPORT": "sendgrid",
-        "SENDGRID_API_KEY": sendgrid.api_key,
-        "DIGEST_SENDGRID_HOST": sendgrid.url,
-        "DIGEST_SENDGRID_TIMEOUT": "30",
-        "DIGEST_BATCH_SIZE": "100",
-        "DIGEST_RETRY_BASE_DELAY": "0.01",
-        "DIGEST_RETRY_MAX_DELAY": "0.05",
-        "PYTHONPATH": str(REPO),
-    }
-    return env
-
-
-def _start_send(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "digest.cli", "send", "--week", str(WEEK)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the sending process")
-        time.sleep(0.02)
-
-
-def _lease_runs_out(engine: Engine) -> None:
-    """What waiting out a killed sender's lease amounts to (without waiting minutes)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(issues)
-            .where(issues.c.week == str(WEEK))
-            .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
-        )
-
-
 @pytest.mark.slow
 def test_send_killed_after_sendgrid_accepted_a_batch_resumes_without_duplicates(
     engine: Engine, settings_env: dict[str, str], sendgrid: SendGridTestServer
@@ -768,14 +642,14 @@ def test_send_killed_after_sendgrid_accepted_a_batch_resumes_without_duplicates(
     seed_subscribers(engine, 450)
     build_issue(engine)
     sendgrid.fail_next(*[{"kind": "ok"}] * 2, {"kind": "hang", "seconds": 60, "accept": True})
-    env = _cli_env(settings_env, sendgrid)
+    env = cli_env(settings_env, sendgrid)
 
-    proc = _start_send(env)
-    _wait_for(lambda: sendgrid.stats()["accepted"] >= 3)
+    proc = start_send(env)
+    wait_for(lambda: sendgrid.stats()["accepted"] >= 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert ledger(engine) == {"sent": 200, "claimed": 100}
-    _lease_runs_out(engine)
+    lease_runs_out(engine)
 
     done = subprocess.run(
         [sys.executable, "-m", "digest.cli", "send", "--week", str(WEEK)],
@@ -801,13 +675,13 @@ def test_send_killed_at_any_point_resumes_every_subscriber_exactly_once(
     seed_subscribers(engine, 1000)
     build_issue(engine)
     sendgrid.state.delay = 0.05  # a slow provider widens the window a kill can land in
-    env = _cli_env(settings_env, sendgrid)
+    env = cli_env(settings_env, sendgrid)
 
-    proc = _start_send(env)
-    _wait_for(lambda: sendgrid.stats()["requests"] >= after_accepted)
+    proc = start_send(env)
+    wait_for(lambda: sendgrid.stats()["requests"] >= after_accepted)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    _lease_runs_out(engine)
+    lease_runs_out(engine)
     sendgrid.state.delay = 0.0
 
     done = subprocess.run(

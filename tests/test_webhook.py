@@ -25,7 +25,7 @@ from digest.delivery.sender import send_issue
 from digest.delivery.webhook import handle_events
 from digest.issues import get_issue
 from digest.web import create_app
-from tests.test_sender import NOW, WEEK, build_issue, seed_subscribers
+from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"

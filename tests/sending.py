@@ -1,0 +1,193 @@
+"""Helpers shared by the send tests: subscribers, a built issue, the ledger, `digest send` runs.
+
+Used by test_sender, test_crash, test_faults, test_check (and the outbox and webhook tests); the
+issue they build is small but passes `digest check`, as a real build would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from digest.db import deliveries, issues, subscribers
+from digest.delivery.sendgrid import SendGridTransport
+from digest.issues import IssueRecord, save_built
+from digest.weeks import IsoWeek
+from tests.sendgrid_server import SendGridTestServer
+
+__all__ = [
+    "HTML",
+    "JOINED",
+    "NOW",
+    "REPO",
+    "TEXT",
+    "WEEK",
+    "FakeSleep",
+    "build_issue",
+    "cli_env",
+    "lease_runs_out",
+    "ledger",
+    "seed_subscribers",
+    "sendgrid_transport",
+    "start_send",
+    "wait_for",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+WEEK = IsoWeek(2026, 10)
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+JOINED = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
+
+HTML = (
+    "<!doctype html><html lang='en'><body><p>Hello %%name_html%%,</p>"
+    "<p>This week: attention, the mechanism that lets a model weigh every word of its input "
+    "against every other word.</p>"
+    "<p><a href='https://glossary.example.org/attention'>Read the whole entry</a></p>"
+    "<p><a href='%%preferences_url%%'>Preferences</a> · "
+    "<a href='%%unsubscribe_url%%'>Unsubscribe</a></p></body></html>"
+)
+TEXT = (
+    "Hello %%name%%,\n\nThis week: attention, the mechanism that lets a model weigh every word "
+    "of its input against every other word when it builds the meaning of a sentence.\n\n"
+    "Read the whole entry:\nhttps://glossary.example.org/attention\n\n"
+    "Preferences: %%preferences_url%%\nUnsubscribe: %%unsubscribe_url%%\n"
+)
+
+
+def seed_subscribers(
+    engine: Engine,
+    count: int,
+    *,
+    prefix: str = "reader",
+    status: str = "active",
+    confirmed_at: datetime | None = JOINED,
+    paused_until: datetime | None = None,
+    name: str | None = "Reader",
+) -> list[int]:
+    """Insert subscribers directly (as an import would) and return their ids in order."""
+    rows = [
+        {
+            "email": f"{prefix}{i}@example.org",
+            "name": name,
+            "status": status,
+            "source": "import",
+            "created_at": JOINED - timedelta(days=1),
+            "confirmed_at": confirmed_at,
+            "paused_until": paused_until,
+            "updated_at": JOINED,
+        }
+        for i in range(count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(subscribers), rows)
+        return list(
+            conn.execute(
+                select(subscribers.c.id)
+                .where(subscribers.c.email.like(f"{prefix}%@example.org"))
+                .order_by(subscribers.c.id)
+            ).scalars()
+        )
+
+
+def build_issue(engine: Engine, week: IsoWeek = WEEK) -> IssueRecord:
+    """Store a small built issue for `week` (no glossary, no rendering: fast)."""
+    return save_built(
+        engine,
+        week=week,
+        featured_slug="attention",
+        related_slugs=["transformer"],
+        pick_source="queue",
+        subject="Attention, %%name%%",
+        preheader="The term of the week",
+        html=HTML,
+        text=TEXT,
+        archive_html="<p>archive</p>",
+        snapshot={},
+        now=NOW - timedelta(hours=1),
+    )
+
+
+def ledger(engine: Engine, week: IsoWeek = WEEK) -> dict[str, int]:
+    """The week's deliveries counted by status."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.status, func.count())
+            .select_from(deliveries.join(issues))
+            .where(issues.c.week == str(week))
+            .group_by(deliveries.c.status)
+        ).all()
+    return {status: count for status, count in rows}
+
+
+def sendgrid_transport(server: SendGridTestServer, **kwargs: Any) -> SendGridTransport:
+    return SendGridTransport(server.api_key, host=server.url, timeout=0.5, **kwargs)
+
+
+class FakeSleep:
+    """Stands in for time.sleep: remembers what the sender asked to wait, waits for nothing."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+# --------------------------------------------------------------------------- `digest send` runs
+
+
+def cli_env(
+    settings_env: dict[str, str], sendgrid: SendGridTestServer, **extra: str
+) -> dict[str, str]:
+    """The environment of a `digest send` subprocess sending through the test server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
+    env |= settings_env
+    env |= {
+        "DIGEST_TRANSPORT": "sendgrid",
+        "SENDGRID_API_KEY": sendgrid.api_key,
+        "DIGEST_SENDGRID_HOST": sendgrid.url,
+        "DIGEST_SENDGRID_TIMEOUT": "30",
+        "DIGEST_BATCH_SIZE": "100",
+        "DIGEST_RETRY_BASE_DELAY": "0.01",
+        "DIGEST_RETRY_MAX_DELAY": "0.05",
+        "PYTHONPATH": str(REPO),
+    }
+    env |= extra
+    return env
+
+
+def start_send(env: dict[str, str], week: IsoWeek = WEEK) -> subprocess.Popen[bytes]:
+    """Start `digest send --week W` in a subprocess (output captured, merged)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest.cli", "send", "--week", str(week)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the sending process")
+        time.sleep(0.02)
+
+
+def lease_runs_out(engine: Engine, week: IsoWeek = WEEK) -> None:
+    """What waiting out a killed sender's lease amounts to (without waiting minutes)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(issues)
+            .where(issues.c.week == str(week))
+            .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
