@@ -631,12 +631,17 @@ def _cross_check(parsed: list[_Parsed]) -> list[GlossaryError]:
     """Checks that need the whole folder: related slugs exist, names are unique."""
     errors: list[GlossaryError] = []
     slugs = {p.slug for p in parsed}
-    owners: dict[str, str] = {}
-    # Slugs and titles claim their names first, so an alias never steals another term's title.
+    # Slugs claim their names first (file names are unique), then titles, then aliases: an
+    # alias never steals a title, and two terms never answer to one name in `Glossary.lookup`.
+    owners: dict[str, str] = {p.slug.casefold(): p.slug for p in parsed}
     for p in parsed:
-        for kind, value, _line in p.names:
-            if kind != "alias":
-                owners.setdefault(value.casefold(), p.slug)
+        for kind, value, line in p.names:
+            if kind != "title":
+                continue
+            owner = owners.setdefault(value.casefold(), p.slug)
+            if owner != p.slug:
+                message = f"{_shown(value)} is already used by term {owner!r}"
+                errors.append(GlossaryError(p.path, line, "title", message))
     for p in parsed:
         for other, line in p.related:
             if other not in slugs:

@@ -281,6 +281,43 @@ def test_structured_but_wrong_front_matter_is_reported_never_raised(text):
     check_loaded_or_reported(text)
 
 
+@st.composite
+def term_folders(draw: st.DrawFn) -> dict[str, str]:
+    """2-5 term files that relate to each other, some broken, some sharing names."""
+    slugs = draw(st.lists(_slugs, min_size=2, max_size=5, unique=True))
+    shared = ["Attention", "attention ", slugs[0], "RAG"]
+    files: dict[str, str] = {}
+    for slug in slugs:
+        _slug, front, sections = draw(valid_terms())
+        front.pop("slug", None)
+        front["related"] = draw(st.lists(st.sampled_from([*slugs, "missing-term"]), max_size=3))
+        if draw(st.integers(0, 3)) == 0:
+            front["title"] = draw(st.sampled_from(shared))
+        if draw(st.integers(0, 3)) == 0:
+            front["aliases"] = [{"name": draw(st.sampled_from(shared))}]
+        if draw(st.integers(0, 4)) == 0:
+            front[draw(st.sampled_from(_FIELDS))] = draw(_yaml_values)
+        files[slug] = term_file(front, sections)
+    return files
+
+
+@PURE
+@given(term_folders())
+def test_a_folder_loads_exactly_its_clean_terms_and_every_name_finds_its_own_term(files):
+    folder = Path(tempfile.mkdtemp(prefix="fuzz-folder-"))
+    for slug, text in files.items():
+        (folder / f"{slug}.md").write_text(text, encoding="utf-8")
+    glossary, errors = read_glossary(folder)
+    note(f"errors: {[str(e) for e in errors]}")
+    broken = {e.path.stem for e in errors}
+    assert broken <= set(files)
+    assert set(glossary.slugs) == set(files) - broken
+    for term in glossary:
+        assert set(term.related) <= set(files) - {term.slug}
+        for name in (term.slug, *term.names):
+            assert glossary.lookup(name) is term, name
+
+
 _yamlish = st.lists(
     st.sampled_from([*"abc: -[]{}&*!|>'\"%@`#,?\n\t\r\\", "---", "...", "##", "\u2028"]),
     max_size=100,
@@ -930,3 +967,16 @@ def test_a_line_break_in_the_sender_name_setting_is_refused_before_any_subscribe
     # It used to load, and every subscribe then failed building the confirmation Message (500).
     with pytest.raises(ValueError, match="line breaks are not allowed"):
         Settings(sender_name="Digest\r\nBcc: victim@evil.example")
+
+
+def test_a_title_already_used_as_another_terms_slug_or_title_is_reported(make_terms):
+    def term(title: str) -> str:
+        return _valid_front(title=title)
+
+    folder = make_terms({"alpha": term("Alpha"), "beta": term("ALPHA"), "gamma": term("beta")})
+    glossary, errors = read_glossary(folder)
+    assert [str(e).removeprefix(f"{folder}/") for e in errors] == [
+        "beta.md:2: title: 'ALPHA' is already used by term 'alpha'",
+        "gamma.md:2: title: 'beta' is already used by term 'beta'",
+    ]
+    assert glossary.slugs == ["alpha"]
