@@ -54,6 +54,7 @@ __all__ = [
     "subscribe",
     "subscriber_from_token",
     "unsubscribe",
+    "unsubscribe_subscriber",
     "unsubscribe_url",
 ]
 
@@ -332,13 +333,23 @@ def unsubscribe(
     found = subscriber_from_token(engine, settings, "unsubscribe", token)
     if found is None:
         return None
+    return unsubscribe_subscriber(engine, found.id, now=now)
+
+
+def unsubscribe_subscriber(
+    engine: Engine, subscriber_id: int, *, now: datetime
+) -> Subscriber | None:
+    """Unsubscribe a pending or active subscriber the caller has already identified (an
+    unsubscribe or preferences link); idempotent, and bounced or complained stay as they are."""
     with engine.begin() as conn:
         conn.execute(
             update(subscribers)
-            .where(subscribers.c.id == found.id, subscribers.c.status.in_(["pending", "active"]))
+            .where(
+                subscribers.c.id == subscriber_id, subscribers.c.status.in_(["pending", "active"])
+            )
             .values(status="unsubscribed", unsubscribed_at=now, updated_at=now)
         )
-        return get_subscriber(conn, found.id)
+        return get_subscriber(conn, subscriber_id)
 
 
 def mark_status(
