@@ -1,19 +1,31 @@
-"""Quality gates: what a rendered issue must satisfy before it is stored and sent.
+"""Quality gates: what a rendered issue, its per-recipient messages and the feed must satisfy.
 
 Pure functions returning every problem found (an empty list means fine), so a build reports all
-of them at once. HTML is read with the stdlib's html.parser, never with regular expressions.
+of them at once. HTML is read with the stdlib's html.parser, never with regular expressions;
+the feed with feedparser. `digest.preflight` gathers their inputs from the database.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
-from digest.delivery.base import PLACEHOLDERS
+import feedparser
 
-__all__ = ["GMAIL_CLIP_BYTES", "QualityError", "check_email", "check_page"]
+from digest.config import Settings
+from digest.delivery.base import PLACEHOLDERS, Message, Recipient
+from digest.tokens import BadToken, Purpose, read_token
+
+__all__ = [
+    "GMAIL_CLIP_BYTES",
+    "QualityError",
+    "check_email",
+    "check_feed",
+    "check_message",
+    "check_page",
+]
 
 # Gmail cuts messages larger than 102 KB behind a "[Message clipped]" link, which hides the
 # footer — and the unsubscribe link with it.
@@ -155,3 +167,118 @@ def _check_text(text: str, allowed_markers: Collection[str]) -> list[str]:
 def check_page(html: str) -> list[str]:
     """Problems with a public web page (archive): no per-subscriber marker may appear at all."""
     return _check_html(_scan(html), allowed_markers=())
+
+
+# --------------------------------------------------------------------------- per-recipient mail
+
+_ANGLE_RE = re.compile(r"<([^<>]*)>")
+_ONE_CLICK = "List-Unsubscribe=One-Click"
+# RFC 8058 wants https for one-click; plain http is accepted only for a local trial run.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def check_message(settings: Settings, message: Message) -> list[str]:
+    """Problems with the mail each recipient of `message` would get, as the transport sends it.
+
+    Per recipient: every marker the subject and bodies use has a value; the HTML stays under
+    Gmail's clip size with their values filled in; List-Unsubscribe holds their own https
+    unsubscribe URL (and nothing malformed) and List-Unsubscribe-Post asks for one-click; the
+    unsubscribe and preferences URLs carry tokens that verify for them under `settings`.
+    Recipients are named by subscriber id, never by address (this output ends up in logs).
+    """
+    if not message.recipients:
+        return ["the message has no recipients to check"]
+    bodies = {"subject": message.subject, "html": message.html, "text": message.text}
+    used = {name: set(_MARKER_RE.findall(body)) for name, body in bodies.items()}
+    problems: list[str] = []
+    for recipient in message.recipients:
+        who = f"recipient {recipient.custom_args.get('subscriber_id', '?')}"
+        subs = recipient.substitutions
+        for name, markers in used.items():
+            missing = sorted(markers - set(subs))
+            if missing:
+                problems.append(f"{who}: {name}: no value for {', '.join(missing)}")
+        size = len(_fill(message.html, subs).encode("utf-8"))
+        if size > GMAIL_CLIP_BYTES:
+            problems.append(
+                f"{who}: html is {size / 1024:.1f} KB with their links filled in; Gmail clips "
+                f"mail over {GMAIL_CLIP_BYTES // 1024} KB"
+            )
+        problems.extend(f"{who}: {p}" for p in _check_unsubscribe_headers(recipient))
+        for purpose in ("unsubscribe", "preferences"):
+            url = subs.get(PLACEHOLDERS[f"{purpose}_url"])
+            if url is not None:
+                problems.extend(
+                    f"{who}: {p}" for p in _check_link(settings, purpose, url, recipient)
+                )
+    return problems
+
+
+def _fill(body: str, values: Mapping[str, str]) -> str:
+    # One pass, as the providers substitute: a value is never scanned for markers again.
+    return _MARKER_RE.sub(lambda m: values.get(m[0], m[0]), body)
+
+
+def _check_unsubscribe_headers(recipient: Recipient) -> list[str]:
+    header = recipient.headers.get("List-Unsubscribe")
+    if not header:
+        return ["no List-Unsubscribe header"]
+    problems: list[str] = []
+    targets = _ANGLE_RE.findall(header)
+    if not targets or ", ".join(f"<{t}>" for t in targets) != header.strip():
+        problems.append(f"List-Unsubscribe is not a list of <URI>s: {header!r}")
+    web = [t for t in targets if urlsplit(t).scheme in ("http", "https")]
+    if not web:
+        problems.append("List-Unsubscribe has no http(s) URL (one-click needs one)")
+    else:
+        parts = urlsplit(web[0])
+        if parts.scheme != "https" and parts.hostname not in _LOCAL_HOSTS:
+            problems.append(f"List-Unsubscribe URL is not https (RFC 8058): {parts.scheme}://…")
+        if web[0] != recipient.substitutions.get(PLACEHOLDERS["unsubscribe_url"]):
+            problems.append("List-Unsubscribe URL differs from the unsubscribe link in the mail")
+    for target in targets:
+        if target.startswith("mailto:") and "@" not in target:
+            problems.append(f"List-Unsubscribe mailto has no address: {target!r}")
+    if recipient.headers.get("List-Unsubscribe-Post") != _ONE_CLICK:
+        problems.append(f"List-Unsubscribe-Post is not {_ONE_CLICK!r}")
+    return problems
+
+
+def _check_link(settings: Settings, purpose: Purpose, url: str, recipient: Recipient) -> list[str]:
+    prefix = f"{settings.base_url}/{purpose}/"
+    if not url.startswith(prefix):
+        return [f"{purpose} link does not start with {prefix}"]
+    try:
+        token = read_token(settings, purpose, url.removeprefix(prefix))
+    except BadToken as exc:
+        return [f"{purpose} link does not verify: {exc}"]
+    problems: list[str] = []
+    if str(token.subscriber_id) != recipient.custom_args.get("subscriber_id", "0"):
+        problems.append(f"{purpose} link names subscriber {token.subscriber_id}")
+    if not token.matches(recipient.email):
+        problems.append(f"{purpose} link was signed for another address")
+    return problems
+
+
+# --------------------------------------------------------------------------- feed
+
+
+def check_feed(xml: str, expected_link: str | None = None) -> list[str]:
+    """Problems with an RSS feed: it must parse cleanly (feedparser's bozo flag stays 0), give
+    every item a guid, no guid twice, and list `expected_link` (the issue's page) when given."""
+    parsed = feedparser.parse(xml)
+    problems: list[str] = []
+    if parsed.bozo:
+        problems.append(f"feed: not well-formed: {parsed.get('bozo_exception')}")
+    seen: set[str] = set()
+    for index, entry in enumerate(parsed.entries, 1):
+        guid = entry.get("id")
+        if not guid:
+            problems.append(f"feed: item {index} has no guid")
+        elif guid in seen:
+            problems.append(f"feed: guid {guid} appears more than once")
+        else:
+            seen.add(guid)
+    if expected_link is not None and expected_link not in {e.get("link") for e in parsed.entries}:
+        problems.append(f"feed: no item links to {expected_link}")
+    return problems

@@ -109,7 +109,7 @@ def build_issue(engine: Engine, week: IsoWeek = WEEK) -> IssueRecord:
         preheader="The term of the week",
         html=HTML,
         text=TEXT,
-        archive_html="<p>archive</p>",
+        archive_html="<!doctype html><html lang='en'><body><p>Attention</p></body></html>",
         snapshot={},
         now=NOW - timedelta(hours=1),
     )

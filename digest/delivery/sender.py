@@ -6,7 +6,9 @@ a run that finds claimed-but-unrecorded batches asks the transport whether they 
 
 from __future__ import annotations
 
+import contextlib
 import html
+import logging
 import os
 import socket
 import threading
@@ -52,7 +54,14 @@ from digest.delivery.base import (
     SendResult,
     Transport,
 )
-from digest.issues import IssueRecord, claim_send, get_issue, release_send, transition
+from digest.issues import (
+    InvalidTransition,
+    IssueRecord,
+    claim_send,
+    get_issue,
+    release_send,
+    transition,
+)
 from digest.logs import get_logger, log_event
 from digest.weeks import IsoWeek
 
@@ -63,6 +72,7 @@ __all__ = [
     "SendSummary",
     "batch_key",
     "plan_send",
+    "sample_message",
     "send_issue",
     "send_test",
 ]
@@ -651,6 +661,27 @@ def _sendable(engine: Engine, week: IsoWeek) -> IssueRecord:
     return issue
 
 
+def _preflight(engine: Engine, settings: Settings, issue: IssueRecord, now: datetime) -> str | None:
+    """The issue check's problems as one reason (kept on the still-built issue), or None."""
+    from digest.preflight import check_issue  # it builds its sample messages with this module
+
+    problems = check_issue(engine, settings, issue.week, now=now)
+    if not problems:
+        return None
+    shown = "; ".join(problems[:5]) + ("; …" if len(problems) > 5 else "")
+    reason = (
+        f"the issue check found {len(problems)} problem{'s' * (len(problems) != 1)}: {shown} "
+        f"(run `digest check --week {issue.week}`)"
+    )
+    if issue.status == "built":
+        # built → built keeps it sendable and shows the reason in `digest status`; if another
+        # process moved it on meanwhile, that run decides.
+        with contextlib.suppress(InvalidTransition):
+            transition(engine, issue.week, "built", reason, now=now)
+    log_event(log, "send_refused", level=logging.WARNING, week=str(issue.week), problems=problems)
+    return reason
+
+
 def _total_sent(engine: Engine, issue: IssueRecord) -> int:
     with engine.connect() as conn:
         return int(
@@ -673,13 +704,20 @@ def send_issue(
     progress: Callable[[int, int], None] | None = None,
     owner: str | None = None,
     sleep: Callable[[float], None] | None = None,
+    check: bool = True,
 ) -> SendSummary:
     """Send (or resume sending) `week`'s built issue to every eligible subscriber, once.
 
     Returns status "sent" when every eligible subscriber has a final ledger row, "paused" when
     the provider stayed unavailable (or `stop` was set) — run again to resume —, "failed" when
-    the provider refused the request outright, and "busy" when another process holds the send.
-    `sleep` waits between retries (tests pass a fake; `stop` cuts the wait short).
+    the provider refused the request outright or the issue check found problems, and "busy"
+    when another process holds the send. `sleep` waits between retries (tests pass a fake;
+    `stop` cuts the wait short).
+
+    Before the first batch of a send, `digest.preflight.check_issue` runs (unless `check` is
+    False): with any problem nothing is claimed or sent, the issue stays "built" with the
+    problems as its reason, and the summary is "failed". A send that has started is not
+    checked again: its content is frozen, so the rest of the list gets what the first got.
     """
     started = time.monotonic()
     fixed_now = now
@@ -705,6 +743,10 @@ def send_issue(
 
     if issue.status == "sent":
         return summary("sent", reason="already sent")
+    if check and issue.send_started_at is None:
+        refusal = _preflight(engine, settings, issue, now)
+        if refusal:
+            return summary("failed", reason=refusal)
     lease = _lease(settings)
     if not claim_send(engine, week, owner, lease):
         return summary("busy", reason="another process is sending this issue")
@@ -790,6 +832,34 @@ def plan_send(
         batches=-(-count // per_batch),
         first_batch_bytes=first_bytes,
     )
+
+
+def sample_message(
+    engine: Engine,
+    settings: Settings,
+    week: IsoWeek,
+    *,
+    limit: int = 20,
+    now: datetime | None = None,
+) -> Message:
+    """The next batch's `Message` as `send_issue` would build it, for its first `limit`
+    recipients; claims and sends nothing. When nobody is left to send to, one stand-in
+    recipient (subscriber id 0, `sample@example.org`) takes their place, so there is always a
+    real message to check (`digest check`)."""
+    now = now or utcnow()
+    issue = _sendable(engine, week)
+    cutoff = issue.send_started_at or now
+    with engine.connect() as conn:
+        page = conn.execute(
+            _recipient_query(issue, cutoff, 0, limit).where(
+                or_(subscribers.c.paused_until.is_(None), subscribers.c.paused_until <= now)
+            )
+        ).all()
+    recipients = [_recipient(settings, sid, email, name) for sid, email, name, _ in page]
+    if not recipients:
+        recipients = [_recipient(settings, 0, "sample@example.org", "Sample Reader")]
+    key = f"{issue.week}-{int(cutoff.timestamp())}-{1:06d}"
+    return _message(settings, issue, recipients, key)
 
 
 def send_test(

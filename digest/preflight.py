@@ -1,0 +1,67 @@
+"""The check a built issue passes before it is sent (`digest check`, the build, the send).
+
+It gathers what the pure gates in `digest.checks` look at — the stored mail and page, the first
+batch's real per-recipient messages from the sender's own code, the feed — from the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from digest.checks import check_email, check_feed, check_message, check_page
+from digest.config import Settings
+from digest.db import utcnow
+from digest.delivery.sender import SendError, sample_message
+from digest.feed import render_feed
+from digest.issues import get_issue, list_issues
+from digest.render import archive_url
+from digest.weeks import IsoWeek
+
+__all__ = ["SAMPLE_SIZE", "check_issue"]
+
+# Recipients of the first batch whose messages are built and checked: enough to catch a
+# per-subscriber fault (a name, an address) without signing a thousand tokens.
+SAMPLE_SIZE = 20
+
+
+def check_issue(
+    engine: Engine,
+    settings: Settings,
+    week: IsoWeek,
+    *,
+    now: datetime | None = None,
+    sample: int = SAMPLE_SIZE,
+) -> list[str]:
+    """Every problem that should stop `week`'s issue from going out; an empty list means fine.
+
+    - the mail: HTML under Gmail's clip size, `lang` set, links absolute, images with alt, a
+      non-trivial text part, the unsubscribe link in both parts (`checks.check_email`);
+    - its archive page (`checks.check_page`);
+    - the messages of the first batch for up to `sample` subscribers (a stand-in when there are
+      none), built by the sender: List-Unsubscribe and List-Unsubscribe-Post on each, every
+      marker given a value, unsubscribe and preferences links that verify (`checks.check_message`);
+    - the RSS feed with this issue in it parses cleanly with unique guids (`checks.check_feed`).
+    """
+    now = now or utcnow()
+    issue = get_issue(engine, week)
+    if issue is None:
+        return [f"there is no issue for {week}; build it first (`digest build`)"]
+    if issue.html is None or issue.text is None or issue.subject is None:
+        return [f"issue {week} is {issue.status} and has no content; build it first"]
+    problems = list(check_email(issue.html, issue.text))
+    if issue.archive_html is not None:
+        problems.extend(f"archive page: {p}" for p in check_page(issue.archive_html))
+    try:
+        message = sample_message(engine, settings, week, limit=sample, now=now)
+    except (SendError, ValueError) as exc:  # ValueError: a header the Message refused
+        problems.append(f"cannot build the messages: {exc}")
+    else:
+        problems.extend(check_message(settings, message))
+    public = {r.week: r for r in list_issues(engine, statuses=["sent"], limit=settings.feed_items)}
+    public[issue.week] = issue
+    feed = render_feed(settings, list(public.values()), now)
+    expected = archive_url(settings, week) if issue.snapshot else None
+    problems.extend(check_feed(feed, expected))
+    return problems
