@@ -30,6 +30,7 @@ from digest.issues import (
     save_built,
 )
 from digest.news import NewsItem, fetch_news
+from digest.preflight import check_issue
 from digest.queue import consume, list_queue
 from digest.render import RenderedIssue, archive_index, render_issue, term_url
 from digest.selection import Pick, PickSource, pick_featured, related_concepts
@@ -283,9 +284,18 @@ def build_site(
 ) -> BuildOutput:
     """`digest build`: build (or reuse) `week`'s issue and write it with the feed and archive.
 
-    The feed and the archive index list the sent issues plus this one, newest first.
+    The feed and the archive index list the sent issues plus this one, newest first. An issue
+    whose send has not started is then checked as `digest send` will check it
+    (`preflight.check_issue`): with any problem, `QualityError` lists them all and no files are
+    written; the issue stays stored as built, and the send refuses it until they are fixed.
     """
     record = build_issue(engine, settings, glossary, week, now=now, rebuild=rebuild)
+    if record.send_started_at is None:
+        problems = check_issue(engine, settings, week, now=now)
+        if problems:
+            raise QualityError(
+                f"issue {week} (stored as built; `digest send` refuses it)", problems
+            )
     rendered = _rendered_from(record, settings)
     public = {r.week: r for r in list_issues(engine, statuses=["sent"])}
     public[record.week] = record

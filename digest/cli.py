@@ -851,5 +851,30 @@ def serve_command(
     uvicorn.run(create_app(conf), host=host, port=port)
 
 
+# --------------------------------------------------------------------------- check
+
+
+@app.command("check")
+def check_command(
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 [default: this week].")
+    ] = None,
+) -> None:
+    """Check the week's built issue as `digest send` will; exit 1 listing every problem.
+
+    The mail (size, lang, absolute links, image alt text, the text part), its archive page, the
+    first batch's real messages (List-Unsubscribe headers, markers, signed links) and the feed.
+    """
+    from digest.preflight import check_issue
+
+    wk = _week_or_this(week)
+    problems = check_issue(engine(), settings(), wk, now=db.utcnow())
+    for problem in problems:
+        console.print(f"- {problem}", markup=False, soft_wrap=True)
+    if problems:
+        fail(f"{wk}: {len(problems)} problem{'s' * (len(problems) != 1)}")
+    console.print(f"{wk}: no problems found", markup=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
