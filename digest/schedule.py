@@ -12,11 +12,12 @@ import logging
 import re
 import signal
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from digest import db
@@ -41,21 +42,31 @@ if TYPE_CHECKING:
 __all__ = [
     "JOBS_TABLE",
     "JOB_ID",
+    "TICK_MINUTES",
     "WEEKLY_JOB",
+    "LocalSend",
     "ScheduleError",
     "WeeklyResult",
+    "ZoneSlot",
     "due_fire_time",
     "install_weekly_job",
+    "job_trigger",
+    "local_send_time",
+    "local_time_tick",
     "make_scheduler",
     "next_fire_time",
     "parse_schedule",
+    "plan_local_sends",
+    "reader_zones",
     "request_shutdown",
     "run_weekly",
     "scheduled_week",
     "send_week",
     "serve",
     "start_scheduler",
+    "week_fire",
     "weekly_job",
+    "zone_slots",
 ]
 
 JOB_ID = "digest-weekly-issue"
@@ -244,7 +255,7 @@ def install_weekly_job(scheduler: BaseScheduler, settings: Settings, func: str =
     drop a fire that came due while nothing ran; so an overdue stored run time is carried over,
     and the scheduler then judges it against the grace window (run once, or skip and log).
     """
-    trigger = parse_schedule(settings.schedule, settings.zone)
+    trigger = job_trigger(settings)
     overdue: dict[str, Any] = {}
     try:
         stored = scheduler.get_job(JOB_ID, jobstore="default")
@@ -320,6 +331,9 @@ def weekly_job(week: str | None = None) -> None:
     """
     try:
         settings = get_settings()
+        if week is None and settings.local_time_delivery:
+            local_time_tick(settings, stop=_shutdown)
+            return
         now = db.utcnow()
         target = parse_week(week) if week else scheduled_week(settings, now)
         run_weekly(settings, target, now=now, stop=_shutdown)
@@ -405,12 +419,20 @@ def _build(engine: Engine, settings: Settings, week: IsoWeek, now: datetime) -> 
 
 
 def _send(
-    engine: Engine, settings: Settings, week: IsoWeek, stop: threading.Event | None
+    engine: Engine,
+    settings: Settings,
+    week: IsoWeek,
+    stop: threading.Event | None,
+    *,
+    now: datetime | None = None,
+    zones: frozenset[str | None] | None = None,
 ) -> WeeklyResult:
     from digest.delivery import make_transport
     from digest.delivery.sender import send_issue
 
-    summary = send_issue(engine, settings, make_transport(settings), week, stop=stop)
+    summary = send_issue(
+        engine, settings, make_transport(settings), week, stop=stop, now=now, zones=zones
+    )
     issue = get_issue(engine, week)
     log_event(
         _log,
@@ -429,6 +451,177 @@ def _send(
 def request_shutdown() -> None:
     """Ask a running weekly job to stop after its current batch (SIGTERM does this)."""
     _shutdown.set()
+
+
+# --------------------------------------------------------------------------- local-time delivery
+
+# Every zone's offset from UTC is a whole number of quarter hours (India +5:30, Nepal +5:45), so a
+# tick every 15 minutes on the schedule's own minute lands exactly on each zone's send time.
+TICK_MINUTES = 15
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSlot:
+    """When the readers with one stored time zone get a week's issue (local-time delivery)."""
+
+    zone: str | None  # subscribers.timezone as stored; None: not set, DIGEST_TIMEZONE applies
+    tz_name: str  # the IANA zone the time is read in (DIGEST_TIMEZONE for unknown names)
+    send_at: datetime  # aware, in that zone
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSend:
+    """One week's local-time send seen at one moment: its zones, earliest first, and the due ones."""
+
+    week: IsoWeek
+    slots: tuple[ZoneSlot, ...]
+    due: frozenset[str | None]  # stored zone values whose send time has come
+
+    @property
+    def final(self) -> bool:
+        """Every zone's time has come: this send may finish the issue."""
+        return len(self.due) == len(self.slots)
+
+
+def job_trigger(settings: Settings) -> CronTrigger:
+    """The stored job's trigger: the schedule, or with local-time delivery a 15-minute tick.
+
+    The tick runs on the schedule's minute modulo 15 (09:10 → :10, :25, :40, :55 UTC), so no
+    zone waits for its time to be noticed.
+    """
+    trigger = parse_schedule(settings.schedule, settings.zone)
+    if not settings.local_time_delivery:
+        return trigger
+    sample = trigger.get_next_fire_time(None, datetime(2000, 1, 3, tzinfo=UTC))
+    offset = sample.minute % TICK_MINUTES if sample is not None else 0
+    return CronTrigger(minute=f"{offset}-59/{TICK_MINUTES}", timezone=UTC)
+
+
+def week_fire(settings: Settings, week: IsoWeek) -> datetime | None:
+    """The schedule's first fire inside `week` (in DIGEST_TIMEZONE): when its issue is due.
+
+    A schedule firing on several days still sends one issue a week, at the first of them; a
+    monthly crontab has weeks without any (None).
+    """
+    trigger = parse_schedule(settings.schedule, settings.zone)
+    fire = trigger.get_next_fire_time(None, week.starts_at(settings.zone))
+    if fire is None or fire >= (week + 1).starts_at(settings.zone):
+        return None
+    return fire  # type: ignore[no-any-return]
+
+
+def local_send_time(fire: datetime, zone: ZoneInfo) -> datetime:
+    """`fire`'s wall-clock date and time read in `zone`: Monday 09:00 in Amsterdam becomes
+    Monday 09:00 in Tokyo. A time that a DST change skips falls just after the gap, once."""
+    return datetime.combine(fire.date(), fire.time(), tzinfo=zone)
+
+
+def zone_slots(
+    settings: Settings, fire: datetime, zones: Iterable[str | None]
+) -> tuple[ZoneSlot, ...]:
+    """Each stored zone's send time for the week of `fire`, earliest first."""
+    slots = []
+    for stored in set(zones):
+        name = _zone_name(stored, settings)
+        slots.append(ZoneSlot(stored, name, local_send_time(fire, ZoneInfo(name))))
+    return tuple(sorted(slots, key=lambda s: (s.send_at, s.zone or "")))
+
+
+def plan_local_sends(
+    settings: Settings, zones: Iterable[str | None], now: datetime
+) -> list[LocalSend]:
+    """The weeks that have a zone due at `now`, with which zones: what one tick should do.
+
+    Pure. A week's send times span at most 26 hours (UTC-12 to UTC+14) around its fire in
+    DIGEST_TIMEZONE, so only last week, this week and next week can have a zone due now (the
+    earliest zones start next week's issue while it is still Sunday in DIGEST_TIMEZONE). With
+    no readers at all the configured zone stands in, so the issue is still sent and archived.
+    """
+    audience = set(zones) or {None}
+    this_week = current_week(now, settings.zone)
+    plans: list[LocalSend] = []
+    for week in (this_week - 1, this_week, this_week + 1):
+        fire = week_fire(settings, week)
+        if fire is None:
+            continue
+        slots = zone_slots(settings, fire, audience)
+        due = frozenset(s.zone for s in slots if s.send_at <= now)
+        if due:
+            plans.append(LocalSend(week, slots, due))
+    return plans
+
+
+def reader_zones(engine: Engine) -> list[str | None]:
+    """The distinct time zones active readers have stored (None for readers without one)."""
+    query = select(db.subscribers.c.timezone).where(db.subscribers.c.status == "active").distinct()
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
+def local_time_tick(
+    settings: Settings, now: datetime | None = None, *, stop: threading.Event | None = None
+) -> list[WeeklyResult]:
+    """One tick of local-time delivery: send each open week's issue to the readers whose local
+    send time has come, building it first at the earliest zone's time.
+
+    The ledger keeps every reader to one delivery, whichever tick (or zone) reaches them first,
+    so a reader who moves to another zone mid-week still gets the issue once. Only the tick at
+    or after the last zone's time sends unrestricted and may mark the issue sent. A week none of
+    whose zones came due within `misfire_grace_time` of the last one is not started late.
+    `now` as in `send_issue`: None reads the clock, a value freezes it (tests).
+    """
+    moment = now or db.utcnow()
+    if stop is not None and stop.is_set():
+        log_event(_log, "job_skipped", reason="shutting down")
+        return []
+    grace = timedelta(seconds=settings.misfire_grace_time)
+    engine = db.make_engine(settings.database_url)
+    results: list[WeeklyResult] = []
+    try:
+        for plan in plan_local_sends(settings, reader_zones(engine), moment):
+            issue = get_issue(engine, plan.week)
+            if issue is not None and issue.status in ("sent", "failed"):
+                continue  # quietly: every tick of the week sees last week's sent issue
+            started = issue is not None and issue.status in ("sending", "paused")
+            late_by = moment - (plan.slots[-1].send_at + grace)
+            if not started and late_by > timedelta(0):
+                if late_by <= timedelta(minutes=TICK_MINUTES):  # log it once, not every tick
+                    log_event(
+                        _log,
+                        "job_missed",
+                        level=logging.WARNING,
+                        week=str(plan.week),
+                        scheduled_for=plan.slots[0].send_at,
+                        late_by=str(moment - plan.slots[0].send_at),
+                    )
+                continue
+            log_event(
+                _log,
+                "job_fired",
+                week=str(plan.week),
+                zones_due=len(plan.due),
+                zones=len(plan.slots),
+            )
+            if issue is None or issue.status in ("planned", "built"):
+                issue = _build(engine, settings, plan.week, moment)
+                if issue.status in ("sent", "failed"):
+                    continue
+            zones = None if plan.final else plan.due
+            results.append(_send(engine, settings, plan.week, stop, now=now, zones=zones))
+    finally:
+        engine.dispose()
+    return results
+
+
+def _zone_name(stored: str | None, settings: Settings) -> str:
+    """The IANA zone a stored value means; an empty or unknown one means DIGEST_TIMEZONE."""
+    if stored:
+        try:
+            ZoneInfo(stored)
+            return stored
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return settings.timezone
 
 
 # --------------------------------------------------------------------------- digest run

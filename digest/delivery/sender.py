@@ -27,6 +27,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    false,
     func,
     insert,
     or_,
@@ -70,16 +71,22 @@ __all__ = [
     "SendPlan",
     "SendStatus",
     "SendSummary",
+    "Zones",
     "batch_key",
     "plan_send",
+    "retry_failed",
     "sample_message",
     "send_issue",
     "send_test",
+    "subscriber_recipient",
 ]
 
 log = get_logger("digest.delivery.sender")
 
-SendStatus = Literal["sent", "paused", "failed", "busy"]
+# "waiting": a local-time send did the zones due so far; later zones' readers are still to come.
+SendStatus = Literal["sent", "paused", "failed", "busy", "waiting"]
+# Stored `subscribers.timezone` values (None: not set) a local-time send is restricted to.
+Zones = frozenset[str | None]
 SENDABLE = ("built", "sending", "paused", "failed", "sent")
 
 
@@ -128,45 +135,58 @@ def batch_key(issue: IssueRecord, batch: int) -> str:
 # --------------------------------------------------------------------------- recipients
 
 
-def _recipient_conditions(issue: IssueRecord, cutoff: datetime) -> list[ColumnElement[bool]]:
-    """Who may get `issue`: the one place the audience is defined (time zones would go here).
-
-    Active, confirmed before the send began (later sign-ups wait for next week), and without a
-    ledger row for this issue yet. Paused subscribers are included: they get a `skipped` row.
-    """
+def _recipient_conditions(
+    issue: IssueRecord, cutoff: datetime, zones: Zones | None = None
+) -> list[ColumnElement[bool]]:
+    """Who may get `issue`: the audience (below) without a ledger row for this issue yet."""
     already = exists().where(
         deliveries.c.issue_id == issue.id, deliveries.c.subscriber_id == subscribers.c.id
     )
-    return [*_audience_conditions(cutoff), ~already]
+    return [*_audience_conditions(cutoff, zones), ~already]
 
 
-def _audience_conditions(cutoff: datetime) -> list[ColumnElement[bool]]:
-    return [
+def _audience_conditions(cutoff: datetime, zones: Zones | None = None) -> list[ColumnElement[bool]]:
+    """The one place the audience is defined: active, confirmed before the send began (later
+    sign-ups wait for next week) and, for a local-time send, with a stored time zone in `zones`
+    (None there stands for readers without one). Paused subscribers are included: they get a
+    `skipped` row."""
+    conditions = [
         subscribers.c.status == "active",
         subscribers.c.confirmed_at.is_not(None),
         subscribers.c.confirmed_at <= cutoff,
     ]
+    if zones is not None:
+        named = sorted(z for z in zones if z is not None)
+        in_zone = [subscribers.c.timezone.in_(named)] if named else []
+        if None in zones:
+            in_zone.append(subscribers.c.timezone.is_(None))
+        conditions.append(or_(*in_zone) if in_zone else false())
+    return conditions
 
 
-def _recipient_query(issue: IssueRecord, cutoff: datetime, after: int, limit: int) -> Select[Any]:
+def _recipient_query(
+    issue: IssueRecord, cutoff: datetime, after: int, limit: int, zones: Zones | None = None
+) -> Select[Any]:
     """The next page of recipients by keyset (id > after): never the whole list in memory."""
     return (
         select(
             subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.paused_until
         )
-        .where(*_recipient_conditions(issue, cutoff), subscribers.c.id > after)
+        .where(*_recipient_conditions(issue, cutoff, zones), subscribers.c.id > after)
         .order_by(subscribers.c.id)
         .limit(limit)
     )
 
 
-def _page_query(cutoff: datetime, after: int, limit: int) -> Select[Any]:
+def _page_query(
+    cutoff: datetime, after: int, limit: int, zones: Zones | None = None
+) -> Select[Any]:
     """The next page of the audience by keyset (id > after), ledger not consulted (see below)."""
     return (
         select(
             subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.paused_until
         )
-        .where(*_audience_conditions(cutoff), subscribers.c.id > after)
+        .where(*_audience_conditions(cutoff, zones), subscribers.c.id > after)
         .order_by(subscribers.c.id)
         .limit(limit)
     )
@@ -185,10 +205,12 @@ def _already_claimed(issue: IssueRecord, first: int, last: int) -> Select[Any]:
     )
 
 
-def _count_recipients(engine: Engine, issue: IssueRecord, cutoff: datetime, now: datetime) -> int:
+def _count_recipients(
+    engine: Engine, issue: IssueRecord, cutoff: datetime, now: datetime, zones: Zones | None = None
+) -> int:
     """Recipients still to be claimed who would actually be sent to (not paused)."""
     not_paused = or_(subscribers.c.paused_until.is_(None), subscribers.c.paused_until <= now)
-    query = select(func.count()).where(*_recipient_conditions(issue, cutoff), not_paused)
+    query = select(func.count()).where(*_recipient_conditions(issue, cutoff, zones), not_paused)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
@@ -289,6 +311,10 @@ class _Run:
     per_batch: int = 1000
     next_batch: int = 1
     _renewed: float = field(default=0.0)
+    # A local-time send's zones (None: everyone); only an unrestricted run may finish the issue.
+    zones: Zones | None = None
+    # `retry_failed`: re-send failed rows only, and never move the issue (see that function).
+    retry: bool = False
 
     @property
     def week(self) -> IsoWeek:
@@ -322,7 +348,9 @@ class _Run:
                     )
                 ).scalar_one()
             )
-        self.total = self.done + _count_recipients(self.engine, self.issue, self.cutoff, self.now)
+        self.total = self.done + _count_recipients(
+            self.engine, self.issue, self.cutoff, self.now, self.zones
+        )
         self._report()
 
         for batch in self._open_batches():
@@ -358,7 +386,7 @@ class _Run:
 
     def _claim_next(self, after: int) -> tuple[int, list[Recipient], int] | None:
         """Claim the next page of subscribers as one batch, in one committed transaction."""
-        query = _page_query(self.cutoff, after, self.per_batch)
+        query = _page_query(self.cutoff, after, self.per_batch, self.zones)
         batch = self.next_batch
         claimed_at = self.clock()
         rows: list[dict[str, Any]] = []
@@ -401,7 +429,28 @@ class _Run:
         self.done += paused_count
         return batch, recipients, page[-1][0]
 
-    def _open_batches(self) -> list[int]:
+    def retry_failed(self) -> _Outcome:
+        """Send the batches whose rows failed again, and nothing else: nobody new is claimed."""
+        batches = self._open_batches(("failed",))
+        with self.engine.connect() as conn:
+            self.total = int(
+                conn.execute(
+                    select(func.count()).where(
+                        deliveries.c.issue_id == self.issue.id, deliveries.c.status == "failed"
+                    )
+                ).scalar_one()
+            )
+        self._report()
+        for batch in batches:
+            if self.stop is not None and self.stop.is_set():
+                return self._pause("stopped on request; run the retry again to finish it")
+            outcome = self._resume_batch(batch)
+            if outcome.status is not None:
+                return outcome
+            self._report()
+        return _Outcome("sent")
+
+    def _open_batches(self, statuses: tuple[str, ...] = ("claimed", "failed")) -> list[int]:
         """Batches a run before this one left claimed (in flight) or failed."""
         with self.engine.connect() as conn:
             return list(
@@ -409,7 +458,7 @@ class _Run:
                     select(deliveries.c.batch)
                     .where(
                         deliveries.c.issue_id == self.issue.id,
-                        deliveries.c.status.in_(("claimed", "failed")),
+                        deliveries.c.status.in_(statuses),
                     )
                     .group_by(deliveries.c.batch)
                     .order_by(deliveries.c.batch)
@@ -585,6 +634,10 @@ class _Run:
         self.done += count
 
     def _release(self, batch: int) -> None:
+        if self.retry:
+            # The rows were failed before this retry and certainly did not go out now either.
+            self._mark(batch, "failed", error="the provider stayed unavailable during a retry")
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 delete(deliveries).where(
@@ -618,11 +671,13 @@ class _Run:
     # ---------------------------------------------------------------- ending
 
     def _pause(self, reason: str) -> _Outcome:
-        transition(self.engine, self.week, "paused", reason, now=self.clock())
+        if not self.retry:
+            transition(self.engine, self.week, "paused", reason, now=self.clock())
         return _Outcome("paused", reason)
 
     def _fail_issue(self, reason: str) -> _Outcome:
-        transition(self.engine, self.week, "failed", reason, now=self.clock())
+        if not self.retry:
+            transition(self.engine, self.week, "failed", reason, now=self.clock())
         return _Outcome("failed", reason)
 
     def _finish(self) -> _Outcome:
@@ -635,6 +690,8 @@ class _Run:
             ).scalar_one()
         if open_rows:  # pragma: no cover - every path above settles its batch first
             return self._pause(f"{open_rows} deliveries are still open")
+        if self.zones is not None:  # later zones' readers are still to come: stays "sending"
+            return _Outcome("waiting", "sent to the time zones due so far")
         transition(self.engine, self.week, "sent", now=self.clock())
         return _Outcome("sent")
 
@@ -705,6 +762,7 @@ def send_issue(
     owner: str | None = None,
     sleep: Callable[[float], None] | None = None,
     check: bool = True,
+    zones: Zones | None = None,
 ) -> SendSummary:
     """Send (or resume sending) `week`'s built issue to every eligible subscriber, once.
 
@@ -718,6 +776,10 @@ def send_issue(
     False): with any problem nothing is claimed or sent, the issue stays "built" with the
     problems as its reason, and the summary is "failed". A send that has started is not
     checked again: its content is frozen, so the rest of the list gets what the first got.
+
+    `zones` restricts the run to readers with these stored time zones (local-time delivery);
+    such a run ends "waiting" instead of "sent" and leaves the issue `sending`, since only the
+    unrestricted run after the last zone's time may finish it.
     """
     started = time.monotonic()
     fixed_now = now
@@ -767,6 +829,7 @@ def send_issue(
             progress=progress,
             sleep=sleep,  # type: ignore[arg-type]
             clock=(lambda: fixed_now) if fixed_now is not None else utcnow,  # type: ignore[return-value]
+            zones=zones,
         )
         outcome = run.execute()
     except _LostLease:
@@ -786,6 +849,95 @@ def send_issue(
         uncertain=result.uncertain,
         api_calls=result.api_calls,
         seconds=round(result.duration, 3),
+    )
+    return result
+
+
+def retry_failed(
+    engine: Engine,
+    settings: Settings,
+    transport: Transport,
+    week: IsoWeek,
+    *,
+    now: datetime | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    owner: str | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> SendSummary:
+    """Send `week`'s issue again to the readers whose delivery failed, and to nobody else.
+
+    Their ledger rows go failed → claimed → sent (or failed again) through the same claim, send
+    and record steps as a send; readers who have since unsubscribed, bounced, paused or been
+    erased become `skipped`. Rows that are sent, skipped or in flight are never touched, and
+    nobody new is claimed. The issue's state is left as it is: a retry is about rows, not the
+    issue, so a `sent` issue stays sent (its sent_at, archive and feed do not move) and a failed
+    or paused one keeps waiting for `digest send` to finish its other readers. It holds the send
+    lease like a send, so it never runs beside one ("busy"). Status "sent" means every failed
+    row was dealt with; "paused" and "failed" say the provider still would not take them.
+    """
+    started = time.monotonic()
+    fixed_now = now
+    now = now or utcnow()
+    owner = owner or _default_owner()
+    issue = _sendable(engine, week)
+    lease = _lease(settings)
+    if not claim_send(engine, week, owner, lease):
+        return SendSummary(
+            sent=0,
+            skipped=0,
+            failed=0,
+            batches=0,
+            api_calls=0,
+            duration=time.monotonic() - started,
+            status="busy",
+            reason="another process is sending this issue",
+            total_sent=_total_sent(engine, issue),
+        )
+    run = _Run(
+        engine=engine,
+        settings=settings,
+        transport=transport,
+        issue=issue,
+        now=now,
+        owner=owner,
+        lease=lease,
+        stop=stop,
+        progress=progress,
+        sleep=sleep or (stop.wait if stop is not None else time.sleep),  # type: ignore[arg-type]
+        clock=(lambda: fixed_now) if fixed_now is not None else utcnow,  # type: ignore[return-value]
+        retry=True,
+    )
+    try:
+        outcome = run.retry_failed()
+    except _LostLease:
+        outcome = _Outcome("busy", "another process took over this send")
+    finally:
+        release_send(engine, week, owner)
+    assert outcome.status is not None
+    after = get_issue(engine, week)
+    reason = outcome.reason or f"the issue stays {after.status if after else issue.status}"
+    result = SendSummary(
+        sent=run.sent,
+        skipped=run.skipped,
+        failed=run.failed,
+        batches=run.batches,
+        api_calls=run.api_calls,
+        duration=time.monotonic() - started,
+        status=outcome.status,
+        uncertain=run.uncertain,
+        reason=reason,
+        total_sent=_total_sent(engine, issue),
+    )
+    log_event(
+        log,
+        "retry_failed_run",
+        week=str(week),
+        status=result.status,
+        sent=result.sent,
+        skipped=result.skipped,
+        failed=result.failed,
+        api_calls=result.api_calls,
     )
     return result
 
@@ -860,6 +1012,14 @@ def sample_message(
         recipients = [_recipient(settings, 0, "sample@example.org", "Sample Reader")]
     key = f"{issue.week}-{int(cutoff.timestamp())}-{1:06d}"
     return _message(settings, issue, recipients, key)
+
+
+def subscriber_recipient(
+    settings: Settings, subscriber_id: int, email: str, name: str | None
+) -> Recipient:
+    """A subscriber as a recipient of any list mail (the weekly issue, the welcome mail): their
+    own unsubscribe and preference links in the placeholders, and RFC 8058 one-click headers."""
+    return _recipient(settings, subscriber_id, email, name)
 
 
 def send_test(
