@@ -25,6 +25,7 @@ from digest.delivery.sender import _recipient, sample_message, send_issue
 from digest.glossary import Glossary
 from digest.issues import get_issue, save_built
 from digest.preflight import check_issue
+from digest.schedule import run_weekly
 from tests.sending import HTML, NOW, TEXT, WEEK, build_issue, ledger, seed_subscribers
 
 runner = CliRunner()
@@ -281,6 +282,23 @@ def test_digest_build_refuses_an_issue_the_send_would_refuse(
     assert not (tmp_path / "out").exists()
     issue = get_issue(engine, WEEK)
     assert issue is not None and issue.status == "built"
+
+
+def test_the_weekly_job_builds_but_does_not_send_an_issue_that_fails_the_check(
+    engine: Engine, settings_env: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed_subscribers(engine, 3)
+    public_http = Settings(base_url="http://digest.example.org")
+
+    result = run_weekly(public_http, WEEK, now=NOW)
+
+    assert result.status == "built"
+    assert result.summary is not None and result.summary.status == "failed"
+    assert "List-Unsubscribe URL is not https" in (result.summary.reason or "")
+    issue = get_issue(engine, WEEK)
+    assert issue is not None and issue.status_reason == result.summary.reason
+    assert ledger(engine) == {} and not (tmp_path / "outbox").exists()
+    assert [r.levelname for r in caplog.records if r.getMessage() == "send_refused"] == ["WARNING"]
 
 
 # --------------------------------------------------------------------------- digest check
