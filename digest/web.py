@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
@@ -26,7 +28,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from digest import db, issues, render, subscribers
+from digest import db, issues, preferences, render, subscribers
 from digest.config import Settings, get_settings
 from digest.feed import render_feed
 from digest.tokens import BadToken
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = MovingWindowRateLimiter(MemoryStorage())
     app.add_middleware(_SecurityHeaders)
     _add_routes(app, settings)
+    _add_preference_routes(app, settings)
     _add_error_pages(app, settings)
     _include_webhook(app)
     return app
@@ -162,11 +165,17 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         return _page(request, settings, "confirm")
 
     @app.post("/confirm/{token}", response_class=HTMLResponse)
-    def confirm(request: Request, token: str) -> Response:
+    def confirm(request: Request, token: str, background: BackgroundTasks) -> Response:
+        now = db.utcnow()
+        engine: Engine = request.app.state.engine
         try:
-            subscribers.confirm(request.app.state.engine, settings, token, now=db.utcnow())
+            found = subscribers.confirm(engine, settings, token, now=now)
         except BadToken as exc:
             return _bad_link(request, settings, str(exc))
+        # confirmed_at is this request's `now` only for the request that activated the
+        # subscription: pressing the button again (or a racing second press) welcomes no one.
+        if found.confirmed_at == now:
+            background.add_task(_send_welcome, engine, settings, found.id, now)
         return _message(request, settings, "You are subscribed", _CONFIRMED)
 
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
@@ -355,6 +364,179 @@ def _send_confirmation(
     except Exception as exc:  # after the answer: nothing to tell the person, so tell the log
         # They saw "check your inbox"; the resend slot is freed, so submitting again retries.
         log.error("confirmation mail not sent: %s: %s", type(exc).__name__, exc)
+
+
+def _send_welcome(engine: Engine, settings: Settings, subscriber_id: int, now: datetime) -> None:
+    try:
+        preferences.send_welcome(engine, settings, subscriber_id, now)
+    except Exception as exc:  # after the answer, like the confirmation mail: tell the log
+        log.error("welcome mail not sent: %s: %s", type(exc).__name__, exc)
+
+
+# --------------------------------------------------------------------------- preference centre
+
+_ERASED = (
+    "Everything we kept about you is deleted, and nothing more is sent to this address. "
+    "Thanks for reading."
+)
+
+
+def _add_preference_routes(app: FastAPI, settings: Settings) -> None:
+    """/preferences/{token}: the page (GET, changes nothing) and one POST per change.
+
+    The signed token is the only key: it never expires and works only while it names the
+    subscriber's current address, so a link in an old mail stays theirs alone.
+    """
+
+    def reader(request: Request, token: str) -> subscribers.Subscriber | Response:
+        try:
+            found = subscribers.subscriber_from_token(
+                request.app.state.engine, settings, "preferences", token
+            )
+        except BadToken as exc:
+            return _bad_link(request, settings, str(exc))
+        if found is None:
+            return _bad_link(request, settings, "this link is not valid")
+        return found
+
+    @app.get("/preferences/{token}", response_class=HTMLResponse)
+    def preferences_page(request: Request, token: str) -> Response:
+        found = reader(request, token)
+        if isinstance(found, Response):
+            return found
+        return _preferences(request, settings, token, found)
+
+    @app.post("/preferences/{token}", response_class=HTMLResponse)
+    def preferences_save(
+        request: Request,
+        token: str,
+        name: Annotated[str, Form()] = "",
+        timezone: Annotated[str, Form()] = "",
+    ) -> Response:
+        found = reader(request, token)
+        if isinstance(found, Response):
+            return found
+        now = db.utcnow()
+        try:
+            saved = preferences.update_profile(
+                request.app.state.engine, found.id, name=name, timezone=timezone, now=now
+            )
+        except subscribers.InvalidSubscriber as exc:
+            return _preferences(request, settings, token, found, error=_invalid_message(exc))
+        when = preferences.delivery_time(settings, saved.timezone, now)
+        notice = f"Saved. A new issue arrives {when}."
+        return _preferences(request, settings, token, saved, notice=notice)
+
+    @app.post("/preferences/{token}/pause", response_class=HTMLResponse)
+    def preferences_pause(
+        request: Request, token: str, weeks: Annotated[str, Form()] = ""
+    ) -> Response:
+        found = reader(request, token)
+        if isinstance(found, Response):
+            return found
+        now = db.utcnow()
+        try:
+            count = int(weeks) if weeks.strip().isdigit() else 0
+            paused = preferences.pause(request.app.state.engine, found.id, count, now=now)
+        except subscribers.InvalidSubscriber as exc:
+            return _preferences(
+                request, settings, token, found, error=exc.reason[:1].upper() + exc.reason[1:]
+            )
+        until = preferences.pause_end(settings, paused, now)
+        notice = f"Paused: no issues until {until}. You can resume any time."
+        return _preferences(request, settings, token, paused, notice=notice)
+
+    @app.post("/preferences/{token}/resume", response_class=HTMLResponse)
+    def preferences_resume(request: Request, token: str) -> Response:
+        found = reader(request, token)
+        if isinstance(found, Response):
+            return found
+        resumed = preferences.resume(request.app.state.engine, found.id, now=db.utcnow())
+        notice = "Resumed: the next issue comes as usual."
+        return _preferences(request, settings, token, resumed, notice=notice)
+
+    @app.post("/preferences/{token}/unsubscribe", response_class=HTMLResponse)
+    def preferences_unsubscribe(request: Request, token: str) -> Response:
+        found = reader(request, token)
+        if isinstance(found, Response):
+            return found
+        gone = preferences.unsubscribe(request.app.state.engine, found.id, now=db.utcnow())
+        return _preferences(request, settings, token, gone or found, notice=_UNSUBSCRIBED)
+
+    @app.post("/preferences/{token}/export")
+    def preferences_export(request: Request, token: str) -> Response:
+        found = reader(request, token)
+        if isinstance(found, Response):
+            return found
+        data = preferences.export_data(request.app.state.engine, found.id)
+        if data is None:
+            return _bad_link(request, settings, "this link is not valid")
+        return Response(
+            json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+            media_type="application/json",
+            headers={
+                "Content-Disposition": 'attachment; filename="my-digest-data.json"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    @app.post("/preferences/{token}/erase", response_class=HTMLResponse)
+    def preferences_erase(
+        request: Request, token: str, confirm: Annotated[str, Form()] = ""
+    ) -> Response:
+        found = reader(request, token)
+        if isinstance(found, Response):
+            return found
+        if confirm != "yes":  # the first press only asks: erasing cannot be undone
+            return _page(
+                request,
+                settings,
+                "preferences_erase",
+                address=_mask(found.email),
+                action=_preferences_action(request, token),
+            )
+        preferences.erase_data(request.app.state.engine, found.id)
+        return _message(request, settings, "Your data is erased", _ERASED)
+
+
+def _preferences_action(request: Request, token: str) -> str:
+    # From the root, not relative: the page is also shown at /preferences/<token>/pause etc.
+    return f"{request.scope.get('root_path', '')}/preferences/{token}"
+
+
+def _preferences(
+    request: Request,
+    settings: Settings,
+    token: str,
+    subscriber: subscribers.Subscriber,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+) -> HTMLResponse:
+    now = db.utcnow()
+    zones = preferences.time_zones()
+    if subscriber.timezone and subscriber.timezone not in zones:  # a legacy name from an import
+        zones = (subscriber.timezone, *zones)
+    page = _page(
+        request,
+        settings,
+        "preferences",
+        subscriber=subscriber,
+        address=_mask(subscriber.email),
+        name=subscriber.name or "",
+        timezone=subscriber.timezone or "",
+        zones=zones,
+        default_zone=settings.timezone,
+        delivery=preferences.delivery_time(settings, subscriber.timezone, now),
+        paused_until=preferences.pause_end(settings, subscriber, now),
+        max_pause=preferences.MAX_PAUSE_WEEKS,
+        action=_preferences_action(request, token),
+        notice=notice,
+        error=error,
+    )
+    if error:
+        page.status_code = 422
+    return page
 
 
 # --------------------------------------------------------------------------- headers
