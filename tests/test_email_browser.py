@@ -7,18 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from digest.render import render_issue
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_render import settings_for, snapshot_of, tricky_glossary
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WIDTHS = [375, 600]
 
 
@@ -26,7 +19,7 @@ WIDTHS = [375, 600]
 def browser() -> Iterator[object]:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 

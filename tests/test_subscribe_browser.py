@@ -6,59 +6,22 @@ outbox with Python's email package, and the database is checked after every step
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
 from digest import db
-from digest.config import Settings, get_settings
+from digest.config import get_settings
 from digest.subscribers import Subscriber, get_subscriber
 from digest.tokens import make_token
-from digest.web import create_app
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, PERSON, serving
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-# A person's browser does not announce automation; Playwright's Chromium does.
-PERSON = "Object.defineProperty(Navigator.prototype, 'webdriver', { get: () => false });"
 ANN = "ann@example.org"
-
-
-@contextmanager
-def serving(base: Settings) -> Iterator[Settings]:
-    """Run the app under uvicorn on a free port; yields settings whose base_url points at it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    settings = base.model_copy(update={"base_url": f"http://127.0.0.1:{sock.getsockname()[1]}"})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield settings
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def wait_for_mail(outbox: Path, timeout: float = 10) -> bytes:
@@ -94,7 +57,7 @@ def test_a_person_subscribes_confirms_and_unsubscribes_in_chromium(settings_env,
         serving(get_settings()) as settings,
         sync_playwright() as p,
     ):
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             person = browser.new_context(timezone_id="Europe/Amsterdam")
             person.add_init_script(PERSON)
