@@ -53,6 +53,7 @@ _LANG_RE = re.compile(r"[a-z]{2,3}")
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _HEADING_RE = re.compile(r"^##[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE_RE = re.compile(r"^(```|~~~)")
+_HEADING_LINE_RE = re.compile(_HEADING_RE.pattern, re.MULTILINE)  # for a whole body at once
 
 try:  # libyaml is ~10x faster; it matters for 10,000-term glossaries.
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
@@ -244,10 +245,23 @@ def _shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# Every character `_visible_text` may refuse: Cc (exactly U+0000–U+001F and U+007F–U+009F,
+# fixed by Unicode's stability policy), Zl, Zp and the bidi controls. Most values hold none, and
+# one regex search over them is far cheaper than a category lookup per character.
+_SUSPECT_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(sorted(_BIDI_CONTROLS)) + "]")
+
+
 def _visible_text(value: str, *, one_line: bool) -> str:
     """Refuse what would break a mail header or hide text: control characters (and in
     one-line fields line breaks and tabs), bidirectional overrides, and values with nothing
     visible in them (a lone zero-width space)."""
+    if (
+        _SUSPECT_RE.search(value) is None
+        and value
+        and not value[0].isspace()
+        and unicodedata.category(value[0]) != "Cf"
+    ):
+        return value  # the common case: nothing to refuse, and visible from the start
     for ch in value:
         kind = unicodedata.category(ch)
         if one_line and kind in ("Cc", "Zl", "Zp"):
@@ -429,6 +443,51 @@ def _duplicate_keys(
             yield from _duplicate_keys(item, f"{where.rstrip('.')}[{i}].", seen)
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+
+class _NotPlain(Exception):
+    """The YAML uses anchors, merge keys, non-string keys or explicit tags."""
+
+
+def _plain_data(loader: yaml.SafeLoader, root: yaml.Node) -> tuple[Any, bool]:
+    """(data, whether some mapping repeats a key) of a composed document, built directly.
+
+    For front matter without anchors, merge keys, non-string keys or unusual tags — every real
+    term file — this gives what `construct_document` gives, several times faster: that goes
+    through a generic, state-keeping constructor for every string. Raises `_NotPlain` for
+    anything else, and the caller constructs that the general way.
+    """
+    seen: set[int] = set()
+    repeated = False
+
+    def build(node: yaml.Node) -> Any:
+        nonlocal repeated
+        if id(node) in seen:  # an alias: the composer hands out the anchored node again
+            raise _NotPlain
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _STR_TAG:
+                return node.value
+            return loader.construct_object(node, deep=True)  # ints, booleans, nulls, dates
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
+            return [build(item) for item in node.value]
+        if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
+            mapping: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+                    raise _NotPlain
+                key = key_node.value
+                repeated = repeated or key in mapping
+                mapping[key] = build(value_node)
+            return mapping
+        raise _NotPlain
+
+    return build(root), repeated
+
+
 def _node_line(
     node: yaml.Node | None, loc: tuple[Any, ...], first_line: int, text: str
 ) -> int | None:
@@ -455,11 +514,34 @@ def _node_line(
     return line
 
 
-def _split_sections(
-    body: str, body_line: int, path: Path
-) -> tuple[list[Section], list[GlossaryError]]:
-    sections: list[Section] = []
-    errors: list[GlossaryError] = []
+def _item_lines(root: yaml.Node | None, key: str, text: str) -> list[int]:
+    """`_node_line(root, (key, i), 2, text)` for every item i of the top-level sequence `key`,
+    in one pass instead of one walk from the root per item ([] when `key` is no sequence)."""
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    match = next((kv for kv in root.value if kv[0].value == key), None)
+    if match is None or not isinstance(match[1], yaml.SequenceNode):
+        return []
+    return [_line_at(text, item.start_mark, 2) for item in match[1].value]
+
+
+def _section_parts(body: str) -> tuple[list[tuple[str, str]], int | None]:
+    """((title, markdown) of each `## ` section, offset of the first line of text before the
+    first heading or None). Without code fences (nearly every term) the headings are found by one
+    regex over the whole body; with fences, line by line, as a `## ` inside one is no heading."""
+    if "```" not in body and "~~~" not in body:
+        heads = list(_HEADING_LINE_RE.finditer(body))
+        lead = body[: heads[0].start()] if heads else body
+        if lead.strip():
+            return [], lead.count("\n", 0, len(lead) - len(lead.lstrip()))
+        if not heads:
+            return [], None
+        ends = [head.start() for head in heads[1:]] + [len(body)]
+        return [
+            (head.group(1).strip(), body[head.end() : end].strip())
+            for head, end in zip(heads, ends, strict=True)
+        ], None
+    parts: list[tuple[str, str]] = []
     title: str | None = None
     buf: list[str] = []
     in_fence = False
@@ -469,24 +551,28 @@ def _split_sections(
         heading = None if in_fence else _HEADING_RE.match(raw)
         if heading:
             if title is not None:
-                sections.append(Section(title, "\n".join(buf).strip()))
+                parts.append((title, "\n".join(buf).strip()))
             title, buf = heading.group(1).strip(), []
         elif title is None:
             if raw.strip():
-                errors.append(
-                    GlossaryError(
-                        path,
-                        body_line + offset,
-                        "body",
-                        "text before the first '## ' section (the definition belongs in the "
-                        "front matter)",
-                    )
-                )
-                return sections, errors
+                return parts, offset
         else:
             buf.append(raw)
     if title is not None:
-        sections.append(Section(title, "\n".join(buf).strip()))
+        parts.append((title, "\n".join(buf).strip()))
+    return parts, None
+
+
+def _split_sections(
+    body: str, body_line: int, path: Path
+) -> tuple[list[Section], list[GlossaryError]]:
+    parts, stray = _section_parts(body)
+    sections = [Section(title, markdown) for title, markdown in parts]
+    errors: list[GlossaryError] = []
+    if stray is not None:
+        message = "text before the first '## ' section (the definition belongs in the front matter)"
+        errors.append(GlossaryError(path, body_line + stray, "body", message))
+        return sections, errors
     present = {s.title.casefold() for s in sections}
     missing = [name for name in REQUIRED_SECTIONS if name.casefold() not in present]
     if missing:
@@ -547,7 +633,10 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
         loader = _Loader(front)
         try:
             node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
+            try:
+                data, repeated = _plain_data(loader, node) if node is not None else (None, False)
+            except _NotPlain:
+                data, repeated = loader.construct_document(node), True
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
@@ -567,7 +656,7 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
 
     # YAML keeps the last of two equal keys without a word; an editor who wrote `title:` twice
     # must hear which one would be lost.
-    for where, key, mark in _duplicate_keys(node):
+    for where, key, mark in _duplicate_keys(node) if repeated else ():
         message = "listed twice; the later value would silently replace the earlier one"
         errors.append(GlossaryError(path, _line_at(front, mark, 2), where + key, message))
 
@@ -575,17 +664,20 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
     if isinstance(data.get("title"), str):
         parsed.names.append(("title", data["title"].strip(), line_of("title")))
     raw_aliases = data.get("aliases")
+    lines = _item_lines(node, "aliases", front)
     for i, alias in enumerate(raw_aliases if isinstance(raw_aliases, list) else []):
         name = alias.get("name") if isinstance(alias, dict) else alias
         if isinstance(name, str) and name.strip():
-            parsed.names.append(("alias", name.strip(), line_of("aliases", i)))
+            line = lines[i] if i < len(lines) else line_of("aliases", i)
+            parsed.names.append(("alias", name.strip(), line))
     raw_related = data.get("related")
+    lines = _item_lines(node, "related", front)
     seen: set[str] = set()
     for i, other in enumerate(raw_related if isinstance(raw_related, list) else []):
         if not isinstance(other, str):
             continue
         other = other.strip()
-        line = line_of("related", i)
+        line = lines[i] if i < len(lines) else line_of("related", i)
         if other == slug:
             errors.append(GlossaryError(path, line, "related", "a term cannot relate to itself"))
         elif other in seen:
