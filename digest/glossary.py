@@ -391,7 +391,8 @@ def _split_front_matter(text: str) -> tuple[str, str, int] | None:
         return None
     for i in range(1, len(lines)):
         if lines[i].rstrip() in ("---", "..."):
-            return "\n".join(lines[1:i]), "\n".join(lines[i + 1 :]), i + 2
+            # A file ending at the closing fence has no line i + 2; point at the fence instead.
+            return "\n".join(lines[1:i]), "\n".join(lines[i + 1 :]), min(i + 2, len(lines))
     return None
 
 
@@ -418,6 +419,15 @@ def _line_at(text: str, mark: Any, first_line: int) -> int:
     return text.count("\n", 0, mark.index) + first_line
 
 
+def _key_name(key: object) -> str:
+    """A key as an error's field shows it: as written when it is a plain name, else quoted with
+    its escapes visible and cut short, so a key holding a line break cannot split the line."""
+    text = str(key)
+    if text and text.isprintable() and text.strip() == text and len(text) <= 40:
+        return text
+    return _shown(key, 40)
+
+
 def _duplicate_keys(
     node: yaml.Node | None, where: str = "", seen: set[int] | None = None
 ) -> Iterator[tuple[str, str, Any]]:
@@ -432,10 +442,9 @@ def _duplicate_keys(
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key is not None and key != "<<":
                 if key in keys:
-                    shown = key if len(key) <= 40 else key[:39] + "…"
-                    yield where, shown, key_node.start_mark
+                    yield where, _key_name(key), key_node.start_mark
                 keys.add(key)
-                yield from _duplicate_keys(value_node, f"{where}{key}.", seen)
+                yield from _duplicate_keys(value_node, f"{where}{_key_name(key)}.", seen)
             else:
                 yield from _duplicate_keys(value_node, where, seen)
     elif isinstance(node, yaml.SequenceNode):
@@ -693,7 +702,8 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
     except ValidationError as exc:
         for problem in exc.errors():
             loc = tuple(problem["loc"])
-            name = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+            name = "".join(f"[{p}]" if isinstance(p, int) else f".{_key_name(p)}" for p in loc)
+            name = name.lstrip(".")
             message = _pydantic_message(problem)
             errors.append(GlossaryError(path, line_of(*loc), name or "front matter", message))
         return parsed, errors

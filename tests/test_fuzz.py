@@ -277,6 +277,7 @@ def wrong_front_matter(draw: st.DrawFn) -> str:
 @given(wrong_front_matter())
 @example("---\ntitle: x\n\x00\n---\n")  # a control character YAML refuses: one-line message
 @example("---\nadded: " + "9" * 5000 + "-W01\n---\n")  # a huge value: a readable message
+@example('---\n"\\n\\n": 1\n---\n')  # a key with line breaks: still a one-line error
 def test_structured_but_wrong_front_matter_is_reported_never_raised(text):
     check_loaded_or_reported(text)
 
@@ -336,6 +337,7 @@ _yamlish = st.lists(
 @example(b"\xff\xfe---\n")  # not UTF-8
 @example("\ufeff---\n---\n")  # a BOM, then an empty document
 @example("---\n" + "[" * 5000 + "\n---\n")  # nesting deeper than YAML allows
+@example("---\n?\n---")  # no body and no final newline: the line must exist
 def test_random_text_as_a_term_file_is_reported_never_raised(content):
     check_loaded_or_reported(content)
 
@@ -726,7 +728,11 @@ def web(settings_env: dict[str, str]) -> Iterator[TestClient]:
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
     ),
@@ -980,3 +986,15 @@ def test_a_title_already_used_as_another_terms_slug_or_title_is_reported(make_te
         "gamma.md:2: title: 'beta' is already used by term 'beta'",
     ]
     assert glossary.slugs == ["alpha"]
+
+
+def test_an_unknown_key_with_a_line_break_is_shown_quoted_on_one_line():
+    text = _valid_front().replace("related: []\n", 'related: []\n"note\\nBcc": 1\n')
+    assert _errors(text) == ["10: 'note\\nBcc': unknown field"]
+
+
+def test_a_file_that_ends_at_the_closing_fence_reports_the_missing_sections_on_a_real_line():
+    errors = _errors(_valid_front().split("\n---\n")[0] + "\n---")
+    assert errors == [
+        "13: body: missing sections: '## Why it matters', '## How it works', '## Example'"
+    ]
