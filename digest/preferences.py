@@ -8,7 +8,7 @@ Library functions taking the engine, the settings and `now`; `digest.web` serves
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -253,12 +253,9 @@ def export_data(engine: Engine, subscriber_id: int) -> dict[str, Any] | None:
     if history is None:
         return None
     return {
-        "subscriber": _jsonable(asdict(history.subscriber)),
-        "deliveries": [
-            _jsonable({k: v for k, v in asdict(d).items() if k != "events"})
-            for d in history.deliveries
-        ],
-        "events": [_jsonable(asdict(e)) for e in history.events],
+        "subscriber": _jsonable(history.subscriber),
+        "deliveries": [_jsonable(d, leave_out="events") for d in history.deliveries],
+        "events": [_jsonable(e) for e in history.events],
     }
 
 
@@ -280,9 +277,11 @@ def _update(engine: Engine, subscriber_id: int, values: Mapping[str, Any]) -> Su
     return current
 
 
-def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
+def _jsonable(record: Any, leave_out: str = "") -> dict[str, Any]:
+    """A dataclass's fields as JSON values: datetimes in ISO 8601, weeks as `2026-W10`."""
     out: dict[str, Any] = {}
-    for key, value in data.items():
+    for key in (f.name for f in fields(record) if f.name != leave_out):
+        value = getattr(record, key)
         if isinstance(value, datetime):
             out[key] = value.isoformat()
         elif value is not None and not isinstance(value, str | int | float | bool):
