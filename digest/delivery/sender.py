@@ -34,7 +34,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -739,6 +739,25 @@ def _preflight(engine: Engine, settings: Settings, issue: IssueRecord, now: date
     return reason
 
 
+def _database_gone(
+    engine: Engine, week: IsoWeek, exc: OperationalError, lease: timedelta
+) -> _Outcome:
+    """Pause a run whose database stayed locked past its busy timeout, or went away.
+
+    Nothing is lost: a batch the provider took is still `claimed` and the next run asks the
+    provider about it. If the database is still out, the pause itself cannot be written; the
+    issue stays `sending` and its lease lapses after `lease`, when a new run takes over.
+    """
+    reason = (
+        f"the database was unavailable ({str(exc.orig).strip() or type(exc.orig).__name__}); "
+        f"run `digest send` again to resume (it says busy for up to {lease.total_seconds():.0f} s)"
+    )
+    log_event(log, "send_database_error", level=logging.ERROR, week=str(week), error=str(exc.orig))
+    with contextlib.suppress(OperationalError, InvalidTransition):
+        transition(engine, week, "paused", reason)
+    return _Outcome("paused", reason)
+
+
 def _total_sent(engine: Engine, issue: IssueRecord) -> int:
     with engine.connect() as conn:
         return int(
@@ -788,7 +807,11 @@ def send_issue(
     issue = _sendable(engine, week)
 
     def summary(
-        status: SendStatus, run: _Run | None = None, reason: str | None = None
+        status: SendStatus,
+        run: _Run | None = None,
+        reason: str | None = None,
+        *,
+        total: int | None = None,
     ) -> SendSummary:
         return SendSummary(
             sent=run.sent if run else 0,
@@ -800,7 +823,7 @@ def send_issue(
             status=status,
             uncertain=run.uncertain if run else 0,
             reason=reason,
-            total_sent=_total_sent(engine, issue),
+            total_sent=_total_sent(engine, issue) if total is None else total,
         )
 
     if issue.status == "sent":
@@ -834,8 +857,13 @@ def send_issue(
         outcome = run.execute()
     except _LostLease:
         return summary("busy", run, "another process took over this send")
+    except OperationalError as exc:
+        outcome = _database_gone(engine, week, exc, lease)
+        # The database may still be out: report this run's own count instead of asking it.
+        return summary("paused", run, outcome.reason, total=run.sent if run else 0)
     finally:
-        release_send(engine, week, owner)
+        with contextlib.suppress(OperationalError):  # still out: the lease lapses by itself
+            release_send(engine, week, owner)
     assert outcome.status is not None
     result = summary(outcome.status, run, outcome.reason)
     log_event(
