@@ -549,14 +549,16 @@ def _read_rows(
         )
     seen: dict[str, int] = {}
     while True:
+        # A quoted cell may span lines; a row is reported on the line where it starts, which is
+        # where an editor finds it (`line_num` after reading is the line where it ends).
+        line = reader.line_num + 1
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            report.errors.append(RowError(reader.line_num, f"not valid CSV: {exc}"))
+            report.errors.append(RowError(line, f"not valid CSV: {exc}"))
             return
-        line = reader.line_num
         if not any(c.strip() for c in cells):
             continue  # blank lines are not rows
         if len(cells) != len(header):

@@ -626,11 +626,11 @@ def _expected(rows: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], se
     for row in rows:
         if row["kind"] == "good":
             if row["key"] in keep:
-                bad.add(row["lines"][1])
+                bad.add(row["lines"][0])
             else:
                 keep[row["key"]] = row
         elif row["kind"] not in ("garbage", "blank"):
-            bad.add(row["lines"][1])
+            bad.add(row["lines"][0])  # where the row starts, though a quoted cell spans lines
     return keep, bad
 
 
@@ -653,7 +653,7 @@ def test_csv_import_keeps_good_rows_reports_bad_ones_by_line_and_is_idempotent(e
     assert bad <= reported
     # Garbage rows land on one side or the other, never both and never nowhere.
     data_rows = [r for r in rows if r["kind"] != "blank"]
-    garbage_lines = {r["lines"][1] for r in data_rows if r["kind"] == "garbage"}
+    garbage_lines = {r["lines"][0] for r in data_rows if r["kind"] == "garbage"}
     assert reported - bad <= garbage_lines
     assert len(report.errors) == len(reported)  # one error per bad row
     counted = report.added + report.updated + report.unchanged + report.kept_suppressed
@@ -998,3 +998,15 @@ def test_a_file_that_ends_at_the_closing_fence_reports_the_missing_sections_on_a
     assert errors == [
         "13: body: missing sections: '## Why it matters', '## How it works', '## Example'"
     ]
+
+
+def test_a_bad_row_spanning_lines_is_reported_where_it_starts(engine):
+    _clear(engine)
+    text = (
+        'email,name\nann@example.org,Ann\nbob@example.org,"Bob\nBcc: x@evil.example"\nc@x.org,C\n'
+    )
+    report = import_csv(engine, io.StringIO(text, newline=""), now=NOW)
+    assert [str(e) for e in report.errors] == [
+        "line 3: name: line breaks and control characters are not allowed"
+    ]
+    assert report.added == 2
