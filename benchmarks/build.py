@@ -1,0 +1,176 @@
+"""The build benchmark: load a glossary of N terms cold (a fresh process), then build weekly
+issues warm — pick, snapshot, render email + text + archive page, quality gates, RSS, archive
+index, stored and written to disk, exactly as `digest build` does — and say where the time goes.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from benchmarks.common import ChildRun, base_env, run_child
+from benchmarks.data import write_glossary
+from digest import db
+from digest.build import build_site, check_rendered, make_snapshot
+from digest.config import Settings
+from digest.feed import render_feed
+from digest.glossary import load_glossary
+from digest.issues import featured_history, list_issues, transition
+from digest.queue import list_queue
+from digest.render import render_issue
+from digest.selection import pick_featured
+from digest.weeks import IsoWeek
+
+__all__ = ["BuildResult", "run_build"]
+
+FIRST_WEEK = IsoWeek(2025, 1)
+
+# Runs in a fresh interpreter: the import of digest.glossary is part of what a cold load costs.
+_COLD_LOAD = """
+import json, sys, time
+started = time.perf_counter()
+from digest.glossary import load_glossary
+imported = time.perf_counter()
+glossary = load_glossary(sys.argv[1])
+loaded = time.perf_counter()
+print(json.dumps({"terms": len(glossary), "import": imported - started, "load": loaded - imported}))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    terms: int
+    write_seconds: float  # writing the synthetic term files (not a goal; for context)
+    cold: ChildRun  # the whole child process: interpreter, imports, load
+    cold_import: float
+    cold_load: float
+    first_build: float  # the first build in a process: templates compiled, indexes made
+    warm_builds: tuple[float, ...]  # build_site for one week each, after the first
+    stages: dict[str, float]  # one warm week, stage by stage (pure functions)
+    history: int  # sent issues before the measured weeks
+    load_profile: str
+    build_profile: str
+
+    @property
+    def warm_median(self) -> float:
+        return statistics.median(self.warm_builds)
+
+
+def _top(profile: cProfile.Profile, limit: int = 12) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    stats.strip_dirs().sort_stats("tottime").print_stats(limit)
+    lines = out.getvalue().splitlines()
+    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+    return "\n".join(line for line in lines[start:] if line.strip())
+
+
+def _settings(workdir: Path, database_url: str) -> Settings:
+    env = base_env(workdir, database_url)
+    return Settings(
+        database_url=database_url,
+        terms_dir=workdir / "terms",
+        secret_key=env["DIGEST_SECRET_KEY"],
+        base_url=env["DIGEST_BASE_URL"],
+        site_url=env["DIGEST_SITE_URL"],
+    )
+
+
+def run_build(
+    workdir: Path, terms: int, *, seed: int, history: int = 20, warm_weeks: int = 5
+) -> BuildResult:
+    """Measure the cold load and warm weekly builds for a synthetic glossary of `terms` terms."""
+    run_dir = workdir / f"build-{terms}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = run_dir / "terms"
+    started = time.perf_counter()
+    if not folder.exists():
+        write_glossary(folder, terms, seed)
+    write_seconds = time.perf_counter() - started
+
+    database_url = f"sqlite:///{run_dir / 'digest.db'}"
+    cold = run_child(["-c", _COLD_LOAD, str(folder)], base_env(run_dir, database_url))
+    if cold.returncode != 0:
+        raise RuntimeError(f"cold load failed: {cold.stderr.strip()[-500:]}")
+    cold_times = json.loads(cold.stdout)
+
+    profile = cProfile.Profile()
+    profile.enable()
+    glossary = load_glossary(folder)
+    profile.disable()
+    load_profile = _top(profile)
+
+    settings = _settings(run_dir, database_url)
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    out_dir = run_dir / "site"
+    now = datetime(2026, 4, 20, 8, 0, tzinfo=UTC)
+    try:
+        # A past: `history` issues built and sent, so rotation, feed and archive have work.
+        first = time.perf_counter()
+        for k in range(history + 1):
+            week = FIRST_WEEK + k
+            build_site(engine, settings, glossary, week, out_dir, now=now)
+            if k == 0:
+                first_build = time.perf_counter() - first
+            if k < history:
+                sent_at = now - timedelta(weeks=history - k)
+                transition(engine, week, "sending", now=sent_at)
+                transition(engine, week, "sent", now=sent_at)
+
+        warm: list[float] = []
+        build_profile = cProfile.Profile()
+        for k in range(warm_weeks):
+            week = FIRST_WEEK + history + 1 + k
+            began = time.perf_counter()
+            if k == warm_weeks - 1:
+                build_profile.enable()
+            build_site(engine, settings, glossary, week, out_dir, now=now)
+            build_profile.disable()
+            warm.append(time.perf_counter() - began)
+
+        stages = _stages(engine, settings, glossary, FIRST_WEEK + history + 1 + warm_weeks, now)
+    finally:
+        engine.dispose()
+    return BuildResult(
+        terms=terms,
+        write_seconds=write_seconds,
+        cold=cold,
+        cold_import=cold_times["import"],
+        cold_load=cold_times["load"],
+        first_build=first_build,
+        warm_builds=tuple(warm),
+        stages=stages,
+        history=history,
+        load_profile=load_profile,
+        build_profile=_top(build_profile),
+    )
+
+
+def _stages(engine, settings, glossary, week, now) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """One more week, stage by stage, through the same pure functions build_site calls."""
+    marks = [time.perf_counter()]
+    history, queue = featured_history(engine), list_queue(engine)
+    records = list_issues(engine, statuses=["sent"])
+    marks.append(time.perf_counter())
+    pick = pick_featured(glossary, history, queue, week)
+    marks.append(time.perf_counter())
+    snapshot = make_snapshot(settings, glossary, pick, [])
+    marks.append(time.perf_counter())
+    rendered = render_issue(snapshot, settings)
+    marks.append(time.perf_counter())
+    problems = check_rendered(rendered)
+    marks.append(time.perf_counter())
+    render_feed(settings, records, now)
+    marks.append(time.perf_counter())
+    if problems:
+        raise RuntimeError(f"the benchmark issue fails its quality gates: {problems}")
+    names = ("read history", "pick", "snapshot", "render", "gates", "feed")
+    return {name: marks[i + 1] - marks[i] for i, name in enumerate(names)}
