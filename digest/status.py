@@ -10,19 +10,38 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Engine, Float, MetaData, Table, Unicode, func, inspect, select
 
 from digest.config import Settings
-from digest.db import deliveries, queue
+from digest.db import deliveries, queue, subscribers
 from digest.issues import IssueRecord, list_issues
-from digest.schedule import JOB_ID, JOBS_TABLE, next_fire_time, parse_schedule
+from digest.schedule import (
+    JOB_ID,
+    JOBS_TABLE,
+    next_fire_time,
+    parse_schedule,
+    reader_zones,
+    week_fire,
+    zone_slots,
+)
 from digest.subscribers import count_by_status
 from digest.weeks import current_week
 
-__all__ = ["IssueSummary", "StatusReport", "gather_status"]
+__all__ = ["IssueSummary", "StatusReport", "ZoneProgress", "gather_status"]
 
 
 @dataclass(frozen=True, slots=True)
 class IssueSummary:
     issue: IssueRecord
     deliveries: dict[str, int]  # ledger status → count (claimed, sent, failed, skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneProgress:
+    """Local-time delivery of the issue shown, for the readers with one stored time zone."""
+
+    zone: str  # the IANA zone their send time is in
+    stored: str | None  # the value readers have stored; None: not set (DIGEST_TIMEZONE)
+    send_at: datetime  # their local send time, in `zone`
+    readers: int  # active readers with this zone now
+    sent: int  # of this issue's `sent` ledger rows, those of readers now in this zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +58,8 @@ class StatusReport:
     overdue: bool
     queue_length: int
     subscribers: dict[str, int] = field(default_factory=dict)
+    # With local-time delivery: the shown issue's progress per time zone, earliest first.
+    zones: list[ZoneProgress] = field(default_factory=list)
 
 
 def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusReport:
@@ -60,6 +81,9 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
             issue = IssueSummary(latest[0], {status: n for status, n in counts})
         queued = conn.execute(select(func.count()).select_from(queue)).scalar_one()
     by_status = count_by_status(engine)
+    zones = []
+    if settings.local_time_delivery and issue is not None:
+        zones = _zone_progress(engine, settings, issue.issue)
     return StatusReport(
         schedule=settings.schedule,
         timezone=settings.timezone,
@@ -69,7 +93,35 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
         issue=issue,
         queue_length=queued,
         subscribers=by_status,
+        zones=zones,
     )
+
+
+def _zone_progress(engine: Engine, settings: Settings, issue: IssueRecord) -> list[ZoneProgress]:
+    fire = week_fire(settings, issue.week)
+    if fire is None:
+        return []
+    tz = subscribers.c.timezone
+    with engine.connect() as conn:
+        readers = dict(
+            conn.execute(
+                select(tz, func.count()).where(subscribers.c.status == "active").group_by(tz)
+            ).all()
+        )
+        sent = dict(
+            conn.execute(
+                select(tz, func.count())
+                .select_from(deliveries.join(subscribers))
+                .where(deliveries.c.issue_id == issue.id, deliveries.c.status == "sent")
+                .group_by(tz)
+            ).all()
+        )
+    return [
+        ZoneProgress(
+            slot.tz_name, slot.zone, slot.send_at, readers.get(slot.zone, 0), sent.get(slot.zone, 0)
+        )
+        for slot in zone_slots(settings, fire, reader_zones(engine) or [None])
+    ]
 
 
 def _stored_next_run(engine: Engine) -> datetime | None:
