@@ -1,0 +1,251 @@
+"""Crash tests: `digest send` killed with SIGKILL at random points still gets every active reader
+the issue exactly once — counted at the (local) SendGrid, and the ledger agrees.
+
+A real `digest send` subprocess sends a few thousand readers through the SendGrid transport to
+tests/sendgrid_server.py, is killed at a seeded random moment (while starting, claiming, with a
+request at SendGrid, or recording), and is started again once its lease has lapsed, as an
+operator or `digest run` would. With SendGrid's batch lookup working, the default ambiguity
+policy (skip) never has to guess, so there may be no gaps either.
+
+DIGEST_CRASH_TRIALS (default 6, the CI budget; 20 for a full run) issues are sent per backend,
+with the kill schedule drawn from DIGEST_CRASH_SEED (default fixed), so a failure replays.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, select
+
+from digest.db import deliveries, issues, subscribers
+from digest.weeks import IsoWeek
+from tests.sendgrid_server import SendGridTestServer
+from tests.sending import (
+    REPO,
+    WEEK,
+    build_issue,
+    cli_env,
+    ledger,
+    seed_subscribers,
+    start_send,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+TRIALS = int(os.environ.get("DIGEST_CRASH_TRIALS", "6"))
+SEED = int(os.environ.get("DIGEST_CRASH_SEED", "20260302"))
+READERS = 2000
+BATCH = 100
+BATCHES = READERS // BATCH
+ACTIVE = {f"reader{i}@example.org" for i in range(READERS)}
+
+
+@pytest.fixture
+def sendgrid() -> Iterator[SendGridTestServer]:
+    with SendGridTestServer() as server:
+        server.state.keep_payloads = 0  # 2,000 readers a trial: keep counts, not bodies
+        yield server
+
+
+@pytest.fixture
+def env(settings_env: dict[str, str], sendgrid: SendGridTestServer) -> dict[str, str]:
+    # A short lease (1 s, the request timeout plus the longest backoff) so a killed sender's
+    # claim lapses quickly; the restarted run really waits for it, as it would in production.
+    return cli_env(
+        settings_env,
+        sendgrid,
+        DIGEST_BATCH_SIZE=str(BATCH),
+        DIGEST_SENDGRID_TIMEOUT="1",
+        DIGEST_SEND_LEASE="1",
+    )
+
+
+@pytest.fixture
+def readers(engine: Engine) -> None:
+    seed_subscribers(engine, READERS)
+    seed_subscribers(engine, 5, prefix="gone", status="unsubscribed")
+    seed_subscribers(engine, 5, prefix="pending", status="pending", confirmed_at=None)
+    seed_subscribers(engine, 5, prefix="bounced", status="bounced")
+
+
+@dataclass
+class Tally:
+    """What a crash loop saw, over all its trials."""
+
+    trials: int = 0
+    kills: int = 0
+    lookups: int = 0  # batches a restarted run had to ask SendGrid about
+    duplicates: int = 0
+    gaps: int = 0
+    ledger_disagreements: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"trials={self.trials} kills={self.kills} lookups={self.lookups} "
+            f"duplicates={self.duplicates} gaps={self.gaps} "
+            f"ledger_disagreements={self.ledger_disagreements} seed={SEED}"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _kill_at_random(
+    proc: subprocess.Popen[bytes], server: SendGridTestServer, rng: random.Random
+) -> bool:
+    """SIGKILL `proc` at a random moment; False when it finished first."""
+    if rng.random() < 0.25:
+        # Anywhere from start-up (imports, migrations, the issue check) into the first batches.
+        deadline = time.monotonic() + rng.uniform(0.0, 1.5)
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+    else:
+        # After a random number of this run's requests, then a little more: the kill lands
+        # while claiming, with a request at SendGrid, or between its answer and the ledger.
+        start = server.stats()["requests"]
+        left = BATCHES - server.stats()["accepted"]
+        target = start + rng.randrange(0, max(1, left))
+        while server.stats()["requests"] <= target and proc.poll() is None:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.06))
+    if proc.poll() is not None:
+        return False
+    proc.kill()
+    proc.wait(timeout=10)
+    return True
+
+
+def _wait_out_the_lease(engine: Engine, week: IsoWeek) -> None:
+    """Wait as long as a killed sender's lease still runs, and no longer."""
+    with engine.connect() as conn:
+        until = conn.execute(
+            select(issues.c.claimed_until).where(issues.c.week == str(week))
+        ).scalar_one_or_none()
+    if until is not None:
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+        time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.05)
+
+
+def _run_to_the_end(env: dict[str, str], week: IsoWeek) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "digest.cli", "send", "--week", str(week)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _ledger_sent(engine: Engine, week: IsoWeek) -> set[str]:
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                select(subscribers.c.email)
+                .select_from(deliveries.join(issues).join(subscribers))
+                .where(issues.c.week == str(week), deliveries.c.status == "sent")
+            ).scalars()
+        )
+
+
+def _count(tally: Tally, engine: Engine, server: SendGridTestServer, week: IsoWeek) -> None:
+    """Compare what SendGrid received for `week` with who should have, and with the ledger."""
+    received = server.deliveries()
+    duplicates = sorted(e for e, n in received.items() if n > 1)
+    gaps = sorted(ACTIVE - set(received))
+    strangers = sorted(set(received) - ACTIVE)
+    recorded = _ledger_sent(engine, week)
+    disagreements = recorded.symmetric_difference(received)
+    tally.duplicates += len(duplicates)
+    tally.gaps += len(gaps) + len(strangers)
+    tally.ledger_disagreements += len(disagreements)
+    tally.lookups += server.stats()["lookups"]
+    if duplicates or gaps or strangers or disagreements:
+        tally.notes.append(
+            f"{week}: duplicates {duplicates[:3]}, gaps {gaps[:3]}, strangers {strangers[:3]}, "
+            f"ledger differs for {sorted(disagreements)[:3]}; ledger {ledger(engine, week)}"
+        )
+
+
+# --------------------------------------------------------------------------- the crash loop
+
+
+def test_a_send_killed_at_random_points_reaches_every_reader_exactly_once(
+    engine: Engine,
+    env: dict[str, str],
+    sendgrid: SendGridTestServer,
+    readers: None,
+) -> None:
+    rng = random.Random(f"{SEED}-{engine.dialect.name}")
+    sendgrid.state.delay = 0.02  # a request spends a moment at SendGrid: kills land inside it
+    tally = Tally()
+
+    for trial in range(TRIALS):
+        week = WEEK + trial
+        build_issue(engine, week)
+        sendgrid.state.reset()
+        sendgrid.state.delay = 0.02
+        for _ in range(rng.randint(1, 3)):  # this issue's run is killed up to three times
+            if not _kill_at_random(start_send(env, week), sendgrid, rng):
+                break
+            tally.kills += 1
+            _wait_out_the_lease(engine, week)
+        _run_to_the_end(env, week)
+        tally.trials += 1
+        _count(tally, engine, sendgrid, week)
+        assert ledger(engine, week) == {"sent": READERS}
+
+    print(f"\ncrash loop ({engine.dialect.name}): {tally}")
+    assert (tally.duplicates, tally.gaps, tally.ledger_disagreements) == (0, 0, 0), tally.notes
+    assert tally.trials == TRIALS and tally.kills >= TRIALS // 2
+
+
+def test_two_senders_started_together_send_each_reader_once_even_when_killed(
+    engine: Engine,
+    env: dict[str, str],
+    sendgrid: SendGridTestServer,
+    readers: None,
+) -> None:
+    rng = random.Random(f"{SEED}-pair-{engine.dialect.name}")
+    sendgrid.state.delay = 0.1  # slow enough that the second sender starts while the first sends
+    build_issue(engine)
+    tally = Tally()
+
+    # Round one: both start at the same moment; one sends, the other finds it busy and stops.
+    # Then the one that sends is killed mid-send.
+    pair = [start_send(env), start_send(env)]
+    enough = rng.randint(2, BATCHES // 2)
+    wait_for(
+        lambda: any(p.poll() is not None for p in pair) and sendgrid.stats()["accepted"] >= enough
+    )
+    outputs = []
+    for proc in pair:
+        if proc.poll() is None:
+            proc.kill()
+            tally.kills += 1
+        out, _ = proc.communicate(timeout=10)
+        outputs.append((proc.returncode, out.decode()))
+    busy = [out for code, out in outputs if code == 2 and "another process" in out]
+    assert len(busy) == 1 and tally.kills == 1, outputs
+    _wait_out_the_lease(engine, WEEK)
+
+    # Round two: both start together again; one resumes to the end, the other is busy (or, if
+    # it came late, finds the issue already sent).
+    pair = [start_send(env), start_send(env)]
+    outputs = [(p.wait(timeout=180), p.communicate()[0].decode()) for p in pair]
+    assert sorted(code for code, _ in outputs) in ([0, 0], [0, 2]), outputs
+    assert any(code == 0 and "already sent" not in out for code, out in outputs), outputs
+
+    tally.trials = 1
+    _count(tally, engine, sendgrid, WEEK)
+    assert (tally.duplicates, tally.gaps, tally.ledger_disagreements) == (0, 0, 0), tally.notes
+    assert ledger(engine) == {"sent": READERS}
