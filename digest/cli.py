@@ -478,6 +478,13 @@ def send_command(
             "--to", metavar="ADDRESS", help="Send one '[TEST]' copy to ADDRESS; not recorded."
         ),
     ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="Send again only to readers whose delivery failed; the issue's state stays.",
+        ),
+    ] = False,
 ) -> None:
     """Send the week's issue to every subscriber once (building it first if needed).
 
@@ -495,6 +502,8 @@ def send_command(
 
     if dry_run and to:
         fail("--dry-run and --to do not go together: a test send sends one mail")
+    if retry_failed and (dry_run or to):
+        fail("--retry-failed goes alone: it re-sends the failed deliveries of an issue")
     conf = settings()
     wk = _week_option("--week", week) or _this_week()
     eng = engine()
@@ -502,6 +511,9 @@ def send_command(
         transport = make_transport(conf)
     except ValueError as exc:
         fail(str(exc))
+        return
+    if retry_failed:
+        _retry_failed(eng, conf, wk)
         return
     _build_if_needed(eng, conf, wk)
     try:
@@ -882,24 +894,100 @@ def check_command(
     console.print(f"{wk}: no problems found", markup=False)
 
 
-@db_app.command("backup")
-def db_backup(
-    path: Annotated[Path, typer.Argument(help="Where to write the copy, e.g. backups/digest.db.")],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace PATH if it exists.")
-    ] = False,
-) -> None:
-    """Copy the SQLite database to PATH while digest keeps running (PostgreSQL: use pg_dump)."""
-    from digest.backup import BackupError, backup_database
+# --------------------------------------------------------------------------- deliveries
 
+
+@app.command("deliveries")
+def deliveries_command(
+    email: Annotated[
+        str | None, typer.Argument(help="A reader's address: what they received and when.")
+    ] = None,
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 [default: this week].")
+    ] = None,
+) -> None:
+    """The delivery log: an issue's deliveries by status, or one reader's history.
+
+    Without EMAIL: counts for the week's issue (bounced = readers with a bounce or drop event
+    for it, or who got it and are bounced now). With EMAIL: each issue they were due, its
+    status, when it went out, the provider's message id and events (--week: only that week).
+    """
+    from digest.delivery.log import issue_deliveries, reader_log
+
+    wk = _week_option("--week", week)
+    eng = engine()
+    if email is None:
+        wk = wk or _this_week()
+        counts = issue_deliveries(eng, wk)
+        if counts is None:
+            fail(f"there is no issue for {wk}")
+            return
+        console.print(f"{wk}: issue {counts.issue_status}", markup=False)
+        shown = [("sent", counts.sent), ("failed", counts.failed), ("skipped", counts.skipped)]
+        shown += [("bounced", counts.bounced)]
+        if counts.claimed:
+            shown.append(("in flight", counts.claimed))
+        for label, n in shown:
+            console.print(f"{label:<13}{n:>8}", markup=False)
+        return
+    history = reader_log(eng, email)
+    if history is None:
+        fail(f"no subscriber {email.strip()!r}")
+        return
+    sub = history.subscriber
+    console.print(f"{sub.email}: {sub.status}", markup=False)
+    rows = [d for d in history.deliveries if wk is None or d.week == wk]
+    if not rows:
+        console.print("no deliveries" + (f" for {wk}" if wk else ""))
+    for d in rows:  # one line each, never cut: message ids are for pasting into the provider
+        line = f"{d.week}  {d.status:<7}  "
+        line += f"{d.sent_at:%Y-%m-%d %H:%M} UTC" if d.sent_at else "not sent"
+        if d.message_id:
+            line += f"  id {d.message_id}"
+        if d.events:
+            line += "  events: " + ", ".join(
+                f"{e.kind} {e.occurred_at:%Y-%m-%d %H:%M}" for e in d.events
+            )
+        if d.error:
+            line += f"  ({d.error})"
+        console.print(line, markup=False, soft_wrap=True)
+    loose = [e for e in history.events if e.week is None]
+    for event in loose:
+        detail = f" ({event.detail})" if event.detail else ""
+        console.print(
+            f"event: {event.kind} {event.occurred_at:%Y-%m-%d %H:%M}{detail}",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _retry_failed(eng: Engine, conf: Settings, wk: IsoWeek) -> None:
+    """`digest send --retry-failed`: re-send failed rows only; exit codes as `digest send`."""
+    import signal
+    import threading
+
+    from digest.delivery import make_transport
+    from digest.delivery.sender import SendError, retry_failed
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        size = backup_database(engine(), path, overwrite=overwrite)
-    except BackupError as exc:
+        summary = retry_failed(eng, conf, make_transport(conf), wk, stop=stop)
+    except SendError as exc:
         fail(str(exc))
         return
+    finally:
+        signal.signal(signal.SIGINT, previous)
     console.print(
-        f"backed up the database to {path} ({size:,} bytes)", markup=False, soft_wrap=True
+        f"{wk}: retried failed deliveries: sent {summary.sent:,}, skipped {summary.skipped:,}, "
+        f"failed {summary.failed:,}; {summary.total_sent:,} sent in all ({summary.reason})",
+        markup=False,
+        soft_wrap=True,
     )
+    if summary.status == "failed":
+        raise typer.Exit(1)
+    if summary.status != "sent":
+        raise typer.Exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover
