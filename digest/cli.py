@@ -894,6 +894,26 @@ def check_command(
     console.print(f"{wk}: no problems found", markup=False)
 
 
+@db_app.command("backup")
+def db_backup(
+    path: Annotated[Path, typer.Argument(help="Where to write the copy, e.g. backups/digest.db.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace PATH if it exists.")
+    ] = False,
+) -> None:
+    """Copy the SQLite database to PATH while digest keeps running (PostgreSQL: use pg_dump)."""
+    from digest.backup import BackupError, backup_database
+
+    try:
+        size = backup_database(engine(), path, overwrite=overwrite)
+    except BackupError as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"backed up the database to {path} ({size:,} bytes)", markup=False, soft_wrap=True
+    )
+
+
 # --------------------------------------------------------------------------- deliveries
 
 
