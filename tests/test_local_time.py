@@ -298,3 +298,28 @@ def test_the_weekly_job_reads_the_setting_from_the_environment(settings_env, mon
     monkeypatch.setenv("DIGEST_LOCAL_TIME_DELIVERY", "true")
     get_settings.cache_clear()
     assert get_settings().local_time_delivery is True
+
+
+def test_the_scheduled_job_runs_the_tick_when_local_time_delivery_is_on(
+    settings_env, engine, monkeypatch
+):
+    from digest.schedule import weekly_job
+    from digest.weeks import current_week
+
+    # A weekly crontab whose fire was an hour ago: its zone (the newsletter's) is due now.
+    fired = datetime.now(UTC) - timedelta(hours=1)
+    schedule = f"{fired.minute} {fired.hour} * * {(fired.weekday() + 1) % 7}"
+    monkeypatch.setenv("DIGEST_SCHEDULE", schedule)
+    monkeypatch.setenv("DIGEST_LOCAL_TIME_DELIVERY", "true")
+    get_settings.cache_clear()
+    reader, _ = add_confirmed(engine, "utc@example.org", now=fired - timedelta(days=1))
+    # Los Angeles is eight hours behind UTC: its readers' time has not come yet.
+    later, _ = add_confirmed(engine, "la@example.org", timezone=LA, now=JOINED)
+
+    weekly_job()
+
+    issue = get_issue(engine, current_week(fired))
+    assert issue is not None and issue.status == "sending"
+    assert set(sent_at(engine)) == {reader.id}
+    assert outbox_counts(get_settings()) == {reader.email: 1}
+    assert later.email not in outbox_counts(get_settings())
