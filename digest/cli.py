@@ -382,10 +382,8 @@ def status_command() -> None:
         rows.append(("deliveries", shown))
     for n, zone in enumerate(report.zones):  # local-time delivery: one line per time zone
         name = zone.zone if zone.stored is not None else f"{zone.zone} (not set)"
-        when = zone.send_at.strftime("%a %H:%M %Z")
-        utc = zone.send_at.astimezone(UTC).strftime("%a %H:%M UTC")
-        progress = f"{zone.sent} of {zone.readers} reader{'s' * (zone.readers != 1)} sent"
-        rows.append(("zones" if n == 0 else "", f"{name}  {when} ({utc})  {progress}"))
+        when = f"{zone.send_at:%a %H:%M} ({zone.send_at.astimezone(UTC):%a %H:%M} UTC)"
+        rows.append(("zones" if n == 0 else "", f"{name}  {when}  {zone.sent}/{zone.readers} sent"))
     rows.append(("queue", f"{report.queue_length} term{'s' * (report.queue_length != 1)}"))
     people = ", ".join(f"{n} {status}" for status, n in sorted(report.subscribers.items()))
     rows.append(("subscribers", people or "none"))

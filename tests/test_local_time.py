@@ -323,3 +323,23 @@ def test_the_scheduled_job_runs_the_tick_when_local_time_delivery_is_on(
     assert set(sent_at(engine)) == {reader.id}
     assert outbox_counts(get_settings()) == {reader.email: 1}
     assert later.email not in outbox_counts(get_settings())
+
+
+def test_digest_status_lists_each_zone_with_its_local_time_and_progress(
+    settings, engine, readers, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from digest.cli import app
+
+    drive(settings, TOKYO_9, AMS_9)
+    monkeypatch.setenv("DIGEST_TIMEZONE", AMS)
+    monkeypatch.setenv("DIGEST_LOCAL_TIME_DELIVERY", "1")
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    start = lines.index("zones        Asia/Tokyo  Mon 09:00 (Mon 00:00 UTC)  1/1 sent")
+    assert lines[start + 1 : start + 3] == [
+        "Europe/Amsterdam  Mon 09:00 (Mon 08:00 UTC)  1/1 sent",
+        "America/Los_Angeles  Mon 09:00 (Mon 17:00 UTC)  0/1 sent",
+    ]
