@@ -427,6 +427,13 @@ def _run(args: argparse.Namespace) -> Report:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     _judge(report, plan)
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1) * 0.5:
+        report.notes.append(
+            f"the machine was busy (load average {load:.2f} at the end on {os.cpu_count()} cores): "
+            "other processes competed for the CPU, so wall times are inflated; the CPU columns "
+            "are steadier"
+        )
     _print(report, time.perf_counter() - started)
     return report
 

@@ -27,6 +27,7 @@ __all__ = [
     "ChildRun",
     "FakeSendGrid",
     "base_env",
+    "peak_rss_kib",
     "postgres_schema",
     "run_child",
 ]
@@ -81,7 +82,9 @@ def run_child(args: list[str], env: dict[str, str], timeout: float = 900.0) -> C
             [sys.executable, *args], env=env, cwd=REPO, stdin=stdin, stdout=out, stderr=err
         )
         deadline = started + timeout
+        peak_kib = 0
         while True:
+            peak_kib = max(peak_kib, peak_rss_kib(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -97,11 +100,25 @@ def run_child(args: list[str], env: dict[str, str], timeout: float = 900.0) -> C
         return ChildRun(
             seconds=seconds,
             cpu=usage.ru_utime + usage.ru_stime,
-            peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports KiB
+            # ru_maxrss only where /proc is missing: Linux carries the parent's RSS at fork over
+            # into the child's ru_maxrss, so it would report this (large) process, not the child.
+            peak_rss_mb=(peak_kib or usage.ru_maxrss) / 1024,
             returncode=proc.returncode,
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
         )
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The child's own peak resident set (VmHWM, reset at exec), in KiB; 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 @contextmanager
