@@ -681,18 +681,25 @@ def _start_opt_in(
         try:
             with engine.begin() as conn:
                 existing = get_subscriber(conn, address)
+                new_row = insert(subscribers).values(
+                    email=address,
+                    name=name,
+                    status="pending",
+                    source=source,
+                    timezone=timezone,
+                    created_at=now,
+                    updated_at=now,
+                )
+                if existing is None and engine.dialect.insert_returning:
+                    # A new address is born with its claim: no other request can hold one on a
+                    # row that did not exist (a racing insert of the same address fails and
+                    # retries below). Read and insert, instead of read, insert, read, claim, read.
+                    row = conn.execute(
+                        new_row.values(confirm_sent_at=now).returning(*subscribers.c)
+                    ).one()
+                    return Subscriber.from_row(row), None
                 if existing is None:
-                    conn.execute(
-                        insert(subscribers).values(
-                            email=address,
-                            name=name,
-                            status="pending",
-                            source=source,
-                            timezone=timezone,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    )
+                    conn.execute(new_row)
                 elif existing.status == "unsubscribed":
                     # Back through confirmation; the row now describes the new opt-in.
                     conn.execute(
