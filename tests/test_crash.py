@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, select
@@ -37,6 +36,7 @@ from tests.sending import (
     seed_subscribers,
     start_send,
     wait_for,
+    wait_out_the_lease,
 )
 
 pytestmark = pytest.mark.slow
@@ -125,18 +125,6 @@ def _kill_at_random(
     return True
 
 
-def _wait_out_the_lease(engine: Engine, week: IsoWeek) -> None:
-    """Wait as long as a killed sender's lease still runs, and no longer."""
-    with engine.connect() as conn:
-        until = conn.execute(
-            select(issues.c.claimed_until).where(issues.c.week == str(week))
-        ).scalar_one_or_none()
-    if until is not None:
-        if until.tzinfo is None:
-            until = until.replace(tzinfo=UTC)
-        time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.05)
-
-
 def _run_to_the_end(env: dict[str, str], week: IsoWeek) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "digest.cli", "send", "--week", str(week)],
@@ -198,7 +186,7 @@ def test_a_send_killed_at_random_points_reaches_every_reader_exactly_once(
             if not _kill_at_random(start_send(env, week), sendgrid, rng):
                 break
             tally.kills += 1
-            _wait_out_the_lease(engine, week)
+            wait_out_the_lease(engine, week)
         _run_to_the_end(env, week)
         tally.trials += 1
         _count(tally, engine, sendgrid, week)
@@ -236,7 +224,7 @@ def test_two_senders_started_together_send_each_reader_once_even_when_killed(
         outputs.append((proc.returncode, out.decode()))
     busy = [out for code, out in outputs if code == 2 and "another process" in out]
     assert len(busy) == 1 and tally.kills == 1, outputs
-    _wait_out_the_lease(engine, WEEK)
+    wait_out_the_lease(engine, WEEK)
 
     # Round two: both start together again; one resumes to the end, the other is busy (or, if
     # it came late, finds the issue already sent).

@@ -24,7 +24,7 @@ from digest.delivery.sender import SendSummary, send_issue
 from digest.delivery.sendgrid import SendGridTransport
 from digest.issues import get_issue
 from tests.sendgrid_server import SendGridTestServer
-from tests.sending import NOW, WEEK, build_issue, ledger, seed_subscribers
+from tests.sending import NOW, WEEK, build_issue, ledger, seed_subscribers, wait_out_the_lease
 
 READERS = 500  # five batches of 100
 EMAILS = {f"reader{i}@example.org" for i in range(READERS)}
@@ -37,15 +37,22 @@ def settings(settings_env: dict[str, str]) -> Settings:
         max_retries=2,
         retry_base_delay=0.01,
         retry_max_delay=2.0,  # long enough to wait out a 429 whose reset is a second away
-        sendgrid_timeout=0.3,
+        sendgrid_timeout=1.0,  # well above a loaded machine's answer time: only hangs time out
         send_lease=1.0,
     )
 
 
-@pytest.fixture
-def sendgrid() -> Iterator[SendGridTestServer]:
+@pytest.fixture(scope="module")
+def sendgrid_server() -> Iterator[SendGridTestServer]:
+    # One server for the module (stopping one takes half a second), reset for every test.
     with SendGridTestServer() as server:
         yield server
+
+
+@pytest.fixture
+def sendgrid(sendgrid_server: SendGridTestServer) -> SendGridTestServer:
+    sendgrid_server.state.reset()
+    return sendgrid_server
 
 
 @pytest.fixture
@@ -91,9 +98,9 @@ PASSING = {
     "429 with X-RateLimit-Reset": ({"kind": "status", "status": 429, "reset_in": 1}, 1, 0),
     "500": ({"kind": "status", "status": 500}, 1, 0),
     "503": ({"kind": "status", "status": 503}, 1, 0),
-    "hang past the timeout, not taken": ({"kind": "hang", "seconds": 1.0}, 1, 1),
+    "hang past the timeout, not taken": ({"kind": "hang", "seconds": 1.5}, 1, 1),
     "hang past the timeout after taking it": (
-        {"kind": "hang", "seconds": 1.0, "accept": True}, 0, 1
+        {"kind": "hang", "seconds": 1.5, "accept": True}, 0, 1
     ),
     "connection closed before answering": ({"kind": "drop"}, 1, 1),
     "connection closed mid-response after taking it": ({"kind": "drop", "accept": True}, 0, 1),
@@ -128,7 +135,7 @@ def test_a_passing_fault_is_retried_and_nobody_is_lost_or_doubled(
 LASTING = {
     "500": ({"kind": "status", "status": 500}, "SendGrid server error (500)"),
     "503": ({"kind": "status", "status": 503}, "SendGrid server error (503)"),
-    "hang past the timeout": ({"kind": "hang", "seconds": 1.0}, "SendGrid's answer timed out"),
+    "hang past the timeout": ({"kind": "hang", "seconds": 1.5}, "SendGrid's answer timed out"),
     "connection closed mid-response": ({"kind": "drop"}, "SendGrid's answer failed"),
 }
 
@@ -300,11 +307,12 @@ def test_a_lock_longer_than_the_bound_pauses_and_the_batch_in_flight_is_not_rese
     assert sendgrid.stats()["accepted"] == 3
     holder.join()
     # The pause could not be written while the lock lasted: the issue is still `sending` and
-    # its lease lapses by itself (send_lease, 1 s here) before a new run may take over.
+    # its lease lapses by itself (3 s here: the timeout plus the longest backoff) before a new
+    # run may take over.
     issue = get_issue(engine, WEEK)
     assert issue is not None and issue.status == "sending"
     assert ledger(engine) == {"sent": 200, "claimed": 100}
-    time.sleep(settings.send_lease)
+    wait_out_the_lease(engine)
     sendgrid.state.delay = 0.0
 
     resumed = send(engine, settings, sendgrid)
