@@ -122,6 +122,24 @@ def valid_terms(draw: st.DrawFn) -> tuple[str, dict[str, Any], list[tuple[str, s
     return slug, front, sections
 
 
+_SECTIONS = [("Why it matters", "x"), ("How it works", "y"), ("Example", "z")]
+# Few letters, so names collide often, with a casefold trap: "ß", "ẞ" and "ss" are one name.
+_names = st.text("abAB ßẞs-", min_size=1, max_size=6).filter(lambda s: s.strip())
+
+
+@st.composite
+def simple_terms(draw: st.DrawFn) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """A valid term built cheaply, for properties about structure rather than field content."""
+    aliases = draw(st.lists(_names, max_size=2, unique_by=lambda n: n.strip().casefold()))
+    front = {
+        "title": draw(_names), "summary": "One line.", "definition": "A test term.",
+        "aliases": [{"name": name} for name in aliases], "category": "Fundamentals",
+        "difficulty": draw(st.sampled_from(["beginner", "advanced"])), "added": "2026-W10",
+        "related": [], "sources": [{"title": "A source", "url": "https://example.org/s"}],
+    }  # fmt: skip
+    return front, list(_SECTIONS)
+
+
 def term_file(front: dict[str, Any], sections: list[tuple[str, str]]) -> str:
     dumped = yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10_000)
     body = "\n\n".join(f"## {title}\n\n{text}" for title, text in sections)
@@ -144,7 +162,8 @@ def check_loaded_or_reported(content: str | bytes) -> None:
     line (one that exists) and a one-line message of readable length — and nothing raises."""
     path, glossary, errors = _read_one(content)
     lines = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-    line_count = len(re.split(r"\r\n|\n", lines))
+    # Lines as the loader reads them (universal newlines: a lone CR ends a line too).
+    line_count = len(re.split(r"\r\n|\r|\n", lines))
     note(f"errors: {[str(e) for e in errors]}")
     if errors:
         assert len(glossary) == 0
@@ -249,7 +268,10 @@ _YAML_TRICKS = [
 @st.composite
 def wrong_front_matter(draw: st.DrawFn) -> str:
     """A term file whose front matter is structured but wrong in one or more ways."""
-    _slug, front, sections = draw(valid_terms())
+    if draw(st.integers(0, 3)) == 0:  # now and then a rich base; mostly a cheap one
+        _slug, front, sections = draw(valid_terms())
+    else:
+        front, sections = draw(simple_terms())
     for _ in range(draw(st.integers(1, 3))):
         action = draw(st.sampled_from(["drop", "retype", "odd", "extra", "nest"]))
         key = draw(st.sampled_from(_FIELDS))
@@ -289,8 +311,7 @@ def term_folders(draw: st.DrawFn) -> dict[str, str]:
     shared = ["Attention", "attention ", slugs[0], "RAG"]
     files: dict[str, str] = {}
     for slug in slugs:
-        _slug, front, sections = draw(valid_terms())
-        front.pop("slug", None)
+        front, sections = draw(simple_terms())
         front["related"] = draw(st.lists(st.sampled_from([*slugs, "missing-term"]), max_size=3))
         if draw(st.integers(0, 3)) == 0:
             front["title"] = draw(st.sampled_from(shared))
@@ -302,7 +323,7 @@ def term_folders(draw: st.DrawFn) -> dict[str, str]:
     return files
 
 
-@PURE
+@settings(max_examples=fuzz_examples(100))
 @given(term_folders())
 def test_a_folder_loads_exactly_its_clean_terms_and_every_name_finds_its_own_term(files):
     folder = Path(tempfile.mkdtemp(prefix="fuzz-folder-"))
@@ -338,6 +359,7 @@ _yamlish = st.lists(
 @example("\ufeff---\n---\n")  # a BOM, then an empty document
 @example("---\n" + "[" * 5000 + "\n---\n")  # nesting deeper than YAML allows
 @example("---\n?\n---")  # no body and no final newline: the line must exist
+@example("---\r\r\x1f\n---")  # lone CRs end lines, for the loader as for the count here
 def test_random_text_as_a_term_file_is_reported_never_raised(content):
     check_loaded_or_reported(content)
 
@@ -598,7 +620,9 @@ def csv_files(draw: st.DrawFn) -> tuple[str, bool, list[str], list[dict[str, Any
         if kind == "columns":
             values = [*values, "extra"] if draw(st.booleans()) or len(values) == 1 else values[:-1]
         elif kind == "garbage":
-            values = draw(st.lists(st.text(max_size=20), min_size=1, max_size=5))
+            # No bare CR: csv.writer leaves it unquoted, and it would end the row early.
+            cell = st.text(st.characters(exclude_characters="\r"), max_size=20)
+            values = draw(st.lists(cell, min_size=1, max_size=5))
         elif kind == "blank":
             values = [" "] * len(header)
         if not any(v.strip() for v in values):
