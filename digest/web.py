@@ -436,7 +436,10 @@ def _add_preference_routes(app: FastAPI, settings: Settings) -> None:
             return found
         now = db.utcnow()
         try:
-            count = int(weeks) if weeks.strip().isdigit() else 0
+            # isdigit() alone takes "²" (int() then raises) and 5,000-digit numbers (int() refuses
+            # those too): both were 500s. Anything else is 0, which pause() refuses clearly.
+            text = weeks.strip()
+            count = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else 0
             paused = preferences.pause(request.app.state.engine, found.id, count, now=now)
         except subscribers.InvalidSubscriber as exc:
             return _preferences(

@@ -877,14 +877,15 @@ def test_the_answer_is_the_same_whether_or_not_the_address_is_known(web, address
 @STATEFUL
 @given(
     st.sampled_from(["get", "post"]),
-    st.sampled_from(["confirm", "unsubscribe", "issues"]),
+    st.sampled_from(["/confirm/*", "/unsubscribe/*", "/issues/*", "/preferences/*",
+                     "/preferences/*/pause", "/preferences/*/erase", "/preferences/*/export"]),
     st.text(min_size=1, max_size=80)
     | st.binary(min_size=1, max_size=40).map(lambda b: b.decode("latin-1")),
-)
-@example("get", "issues", "9999-W99")
-@example("post", "confirm", "a.b.c")
+)  # fmt: skip
+@example("get", "/issues/*", "9999-W99")
+@example("post", "/confirm/*", "a.b.c")
 def test_links_with_any_token_or_week_answer_a_page_not_a_server_error(web, method, route, junk):
-    response = getattr(web, method)(f"/{route}/{quote(junk, safe='')}")
+    response = getattr(web, method)(route.replace("*", quote(junk, safe="")))
     assert response.status_code in (200, 400, 404, 405), response.text[:300]
     if response.status_code != 405:
         assert "Traceback" not in response.text and response.text.strip()
@@ -1034,3 +1035,27 @@ def test_a_bad_row_spanning_lines_is_reported_where_it_starts(engine):
         "line 3: name: line breaks and control characters are not allowed"
     ]
     assert report.added == 2
+
+
+_form_text = st.text(max_size=40) | st.sampled_from(
+    ["²", "9" * 5000, "12", "13", "0", "-1", " 3 ", "Europe/Amsterdam", "localtime", "Ann\r\nBcc: x",
+     "yes", "\x00", "x" * 300]
+)  # fmt: skip
+
+
+@STATEFUL
+@given(
+    st.sampled_from(["", "/pause", "/resume", "/unsubscribe", "/export", "/erase"]),
+    st.dictionaries(st.sampled_from(["name", "timezone", "weeks", "confirm"]), _form_text),
+)
+@example("/pause", {"weeks": "²"})  # isdigit() but not int(): was a 500
+@example("/pause", {"weeks": "9" * 5000})  # past int()'s digit limit: was a 500
+def test_any_preferences_form_gets_a_page_not_a_server_error(web, action, form):
+    engine = web.app.state.engine
+    _set_status(engine, "ann@example.org", "active")
+    [ann] = list_subscribers(engine)
+    token = make_token(web.app.state.settings, "preferences", ann.id, ann.email)
+    response = web.post(f"/preferences/{token}{action}", data=form)
+    event(f"{action or '/'} {response.status_code}")
+    assert response.status_code in (200, 422), response.text[:300]
+    assert "Traceback" not in response.text and response.text.strip()
