@@ -566,3 +566,24 @@ def test_a_failed_confirmation_mail_logs_no_key(engine, sendgrid_settings, caplo
     assert "confirmation mail not sent" in caplog.text
     assert KEY not in caplog.text
     assert KEY not in _database_text(engine)
+
+
+@pytest.mark.parametrize("action", ["", "/pause", "/unsubscribe", "/export", "/erase"])
+def test_preference_links_are_bound_to_their_purpose_subscriber_and_key(
+    client, engine, settings, two_pending, action
+):
+    ann, bob = two_pending
+    other_key = settings.model_copy(
+        update={"secret_key": SecretStr("someone-elses-key"), "old_secret_keys": []}
+    )
+    refused = {
+        "the confirm purpose": make_token(settings, "confirm", ann.id, ann.email),
+        "the unsubscribe purpose": make_token(settings, "unsubscribe", ann.id, ann.email),
+        "another subscriber's id": make_token(settings, "preferences", bob.id, ann.email),
+        "another key": make_token(other_key, "preferences", ann.id, ann.email),
+    }
+    for why, token in refused.items():
+        answer = client.post(f"/preferences/{token}{action}", data={"weeks": "2", "confirm": "yes"})
+        assert answer.status_code == 400, why
+        assert "ann@" not in answer.text and "a…@example.org" not in answer.text, why
+    assert _statuses(engine) == {"ann@example.org": "pending", "bob@example.org": "pending"}
