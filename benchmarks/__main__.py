@@ -171,6 +171,8 @@ def _build_table(results: list[BuildResult]) -> str:
         [
             f"{r.terms:,}",
             f"{r.cold.seconds:.2f}",
+            f"{r.cold_fastest.seconds:.2f}",
+            f"{r.cold.cpu:.2f}",
             f"{r.cold_import:.2f}",
             f"{r.cold_load:.2f}",
             f"{r.cold.peak_rss_mb:.0f}",
@@ -185,7 +187,9 @@ def _build_table(results: list[BuildResult]) -> str:
     return _table(
         [
             "terms",
-            "cold s",
+            "cold s (median of 3)",
+            "fastest s",
+            "cold CPU s",
             "import s",
             "load s",
             "RSS MB",
@@ -525,6 +529,7 @@ def _json(report: Report) -> dict[str, Any]:
             {
                 "terms": b.terms,
                 "cold": child(b.cold),
+                "cold_fastest": child(b.cold_fastest),
                 "cold_import": b.cold_import,
                 "cold_load": b.cold_load,
                 "first_build": b.first_build,

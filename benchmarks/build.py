@@ -48,7 +48,8 @@ print(json.dumps({"terms": len(glossary), "import": imported - started, "load": 
 class BuildResult:
     terms: int
     write_seconds: float  # writing the synthetic term files (not a goal; for context)
-    cold: ChildRun  # the whole child process: interpreter, imports, load
+    cold: ChildRun  # the whole child process (interpreter, imports, load); the median run
+    cold_fastest: ChildRun
     cold_import: float
     cold_load: float
     first_build: float  # the first build in a process: templates compiled, indexes made
@@ -84,7 +85,13 @@ def _settings(workdir: Path, database_url: str) -> Settings:
 
 
 def run_build(
-    workdir: Path, terms: int, *, seed: int, history: int = 20, warm_weeks: int = 5
+    workdir: Path,
+    terms: int,
+    *,
+    seed: int,
+    history: int = 20,
+    warm_weeks: int = 5,
+    cold_runs: int = 3,
 ) -> BuildResult:
     """Measure the cold load and warm weekly builds for a synthetic glossary of `terms` terms."""
     run_dir = workdir / f"build-{terms}"
@@ -96,10 +103,15 @@ def run_build(
     write_seconds = time.perf_counter() - started
 
     database_url = f"sqlite:///{run_dir / 'digest.db'}"
-    cold = run_child(["-c", _COLD_LOAD, str(folder)], base_env(run_dir, database_url))
-    if cold.returncode != 0:
-        raise RuntimeError(f"cold load failed: {cold.stderr.strip()[-500:]}")
-    cold_times = json.loads(cold.stdout)
+    colds: list[tuple[ChildRun, dict[str, float]]] = []
+    for _ in range(cold_runs):
+        run = run_child(["-c", _COLD_LOAD, str(folder)], base_env(run_dir, database_url))
+        if run.returncode != 0:
+            raise RuntimeError(f"cold load failed: {run.stderr.strip()[-500:]}")
+        colds.append((run, json.loads(run.stdout)))
+    # The median run is the one judged; the fastest says what a quiet machine does.
+    colds.sort(key=lambda item: item[0].seconds)
+    cold, cold_times = colds[len(colds) // 2]
 
     profile = cProfile.Profile()
     profile.enable()
@@ -143,6 +155,7 @@ def run_build(
         terms=terms,
         write_seconds=write_seconds,
         cold=cold,
+        cold_fastest=colds[0][0],
         cold_import=cold_times["import"],
         cold_load=cold_times["load"],
         first_build=first_build,
