@@ -43,29 +43,26 @@ class Plan:
     sqlite_sizes: tuple[int, ...]
     postgres_sizes: tuple[int, ...]
     glossary_sizes: tuple[int, ...]
-    web_workers: tuple[int, ...]
+    web_runs: tuple[tuple[int, int], ...]  # (uvicorn workers, client connections)
     web_seconds: float
     web_warmup: float
-    web_connections: int
 
 
 FULL = Plan(
     sqlite_sizes=(10_000, 100_000, 1_000_000),
     postgres_sizes=(100_000,),
     glossary_sizes=(100, 1_000, 10_000),
-    web_workers=(1, 2),
+    web_runs=((1, 4), (1, 8), (2, 8)),
     web_seconds=15.0,
     web_warmup=3.0,
-    web_connections=8,
 )
 QUICK = Plan(
     sqlite_sizes=(10_000,),
     postgres_sizes=(10_000,),
     glossary_sizes=(100, 1_000),
-    web_workers=(1,),
+    web_runs=((1, 8),),
     web_seconds=4.0,
     web_warmup=1.0,
-    web_connections=8,
 )
 
 
@@ -366,7 +363,7 @@ def _judge(report: Report, plan: Plan) -> None:
             )
         )
     for w in report.web:
-        label = f"{w.workers} worker{'s' * (w.workers != 1)}"
+        label = f"{w.workers} worker{'s' * (w.workers != 1)}, {w.connections} connections"
         goals.append(
             (
                 f"POST /subscribe ≥ {WEB_RATE}/s ({label})",
@@ -414,14 +411,15 @@ def _run(args: argparse.Namespace) -> Report:
                 _say(f"build: {terms:,} terms …")
                 report.build.append(run_build(workdir, terms, seed=args.seed))
         if "web" in only:
-            for workers in plan.web_workers:
+            for workers, connections in plan.web_runs:
                 _say(
-                    f"web: POST /subscribe, {workers} uvicorn worker(s), {plan.web_seconds:.0f} s …"
+                    f"web: POST /subscribe, {workers} uvicorn worker(s), {connections} "
+                    f"connections, {plan.web_seconds:.0f} s …"
                 )
                 report.web.append(
                     run_web(
                         workdir,
-                        connections=plan.web_connections,
+                        connections=connections,
                         warmup=plan.web_warmup,
                         duration=plan.web_seconds,
                         workers=workers,

@@ -201,7 +201,7 @@ def run_web(
     workers: int = 1,
 ) -> WebResult:
     """Start uvicorn on a fresh SQLite database and measure POST /subscribe."""
-    run_dir = workdir / f"web-{workers}"
+    run_dir = workdir / f"web-{workers}-{connections}"
     run_dir.mkdir(parents=True, exist_ok=True)
     database_url = f"sqlite:///{run_dir / 'digest.db'}"
     engine = db.make_engine(database_url)
