@@ -1008,5 +1008,54 @@ def _retry_failed(eng: Engine, conf: Settings, wk: IsoWeek) -> None:
         raise typer.Exit(2)
 
 
+# --------------------------------------------------------------------------- demo
+
+DEMO_READERS = (
+    ("ada@example.com", "Ada"),
+    ("grace@example.com", "Grace"),
+    ("alan@example.com", "Alan"),
+)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Seed three demo readers, then build and send this week's issue (the weekly job, now).
+
+    On the embedded defaults that means SQLite under subscribers/ and .eml files in outbox/,
+    so a fresh checkout shows the whole pipeline without an API key. Safe to run again: the
+    readers are added once and an issue is never sent twice.
+    """
+    import contextlib
+
+    from digest.issues import get_issue
+    from digest.schedule import run_weekly
+    from digest.subscribers import AlreadySuppressed, add_confirmed
+
+    conf = settings()
+    eng = engine()
+    now = db.utcnow()
+    for email, name in DEMO_READERS:
+        with contextlib.suppress(AlreadySuppressed):
+            add_confirmed(eng, email, name=name, source="demo", now=now)
+    week = current_week(now, conf.zone)
+    result = run_weekly(conf, week, now=now)
+    issue = get_issue(eng, week)
+    featured = issue.featured_slug if issue else "-"
+    console.print(f"{week}: featured {featured}; issue {result.status}", markup=False)
+    if result.summary is not None:
+        s = result.summary
+        console.print(
+            f"sent {s.sent:,}, skipped {s.skipped:,}, failed {s.failed:,} "
+            f"({s.total_sent:,} sent in all) in {s.duration:.2f}s",
+            markup=False,
+        )
+    if conf.transport == "outbox":
+        files = sorted(Path(conf.outbox_dir).glob("*.eml"))
+        console.print(f"{len(files)} message(s) in {conf.outbox_dir}/", markup=False)
+    if issue is None or issue.status not in ("sent", "sending"):
+        reason = issue.status_reason if issue else "no issue was built"
+        fail(f"the issue was not sent: {reason}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

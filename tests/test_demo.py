@@ -1,0 +1,33 @@
+"""`digest demo`: the README's main job, on a fresh database and outbox."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from digest.cli import DEMO_READERS, app
+
+runner = CliRunner()
+
+
+def test_demo_sends_this_weeks_issue_to_the_demo_readers_once(settings_env):
+    outbox = Path(settings_env["DIGEST_OUTBOX_DIR"])
+    first = runner.invoke(app, ["demo"])
+    assert first.exit_code == 0, first.output
+    assert "issue sent" in first.output
+    files = sorted(outbox.glob("*.eml"))
+    assert len(files) == len(DEMO_READERS)
+    recipients = set()
+    for path in files:
+        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        recipients.add(message["To"].addresses[0].addr_spec)
+        assert message["Subject"].startswith("Term of the week: ")
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert recipients == {address for address, _name in DEMO_READERS}
+
+    again = runner.invoke(app, ["demo"])
+    assert again.exit_code == 0, again.output
+    assert len(list(outbox.glob("*.eml"))) == len(DEMO_READERS)
