@@ -15,11 +15,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 
 from digest import db
-from digest.config import get_settings
+from digest.config import Settings, get_settings
 from digest.glossary import Glossary, load_glossary
+from digest.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 STARTER_TERMS = REPO / "terms"
@@ -198,3 +200,16 @@ def _load_hypothesis_profile() -> None:
 
 
 _load_hypothesis_profile()
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str]) -> Settings:
+    """The settings `settings_env` points at (tmp database, outbox, fixed secret)."""
+    return get_settings()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The web app on those settings, through Starlette's test client."""
+    with TestClient(create_app(settings)) as c:
+        yield c

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from html import unescape
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from digest.build import build_issue as build_real_issue
-from digest.config import Settings, get_settings
+from digest.config import Settings
 from digest.db import deliveries, events
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
@@ -25,22 +23,10 @@ from digest.delivery.webhook import handle_events
 from digest.preferences import export_data, pause, resume, time_zones, update_profile
 from digest.subscribers import InvalidSubscriber, Subscriber, add_confirmed, get_subscriber
 from digest.tokens import make_token, read_token
-from digest.web import create_app
 from digest.weeks import IsoWeek
 from tests.sending import NOW, WEEK, build_issue, ledger
 
 ANN = "ann@example.org"
-
-
-@pytest.fixture
-def settings(settings_env: dict[str, str]) -> Settings:
-    return get_settings()
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 @pytest.fixture

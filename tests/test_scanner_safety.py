@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -18,12 +17,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from digest.build import build_issue
-from digest.config import Settings, get_settings
 from digest.db import deliveries, events, issues, queue, subscribers
 from digest.delivery import make_transport
 from digest.delivery.sender import send_issue
@@ -31,21 +27,9 @@ from digest.delivery.webhook import handle_events
 from digest.queue import add_to_queue
 from digest.subscribers import add_confirmed, get_subscriber, subscribe
 from digest.tokens import make_token
-from digest.web import create_app
 from tests.sending import JOINED, NOW, WEEK
 
 TABLES = (subscribers, deliveries, events, queue, issues)
-
-
-@pytest.fixture
-def settings(settings_env: dict[str, str]) -> Settings:
-    return get_settings()
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 class _Links(HTMLParser):

@@ -20,7 +20,7 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import func, insert, select
 
 from digest import db
-from digest.config import Settings, get_settings
+from digest.config import Settings
 from digest.subscribers import (
     AlreadySuppressed,
     InvalidSubscriber,
@@ -42,11 +42,6 @@ from digest.subscribers import (
 from digest.tokens import BadToken, make_token, read_token
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def settings(settings_env: dict[str, str]) -> Settings:
-    return get_settings()
 
 
 def outbox(settings: Settings) -> list[EmailMessage]:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from digest import db
 from digest.build import build_issue
-from digest.config import Settings, get_settings
+from digest.config import Settings
 from digest.issues import transition
 from digest.subscribers import get_subscriber, mark_status, subscribe
 from digest.tokens import make_token
@@ -29,11 +29,6 @@ from digest.weeks import IsoWeek
 from tests.test_subscribers import signed_ago
 
 ANN = "ann@example.org"
-
-
-@pytest.fixture
-def settings(settings_env: dict[str, str]) -> Settings:
-    return get_settings()
 
 
 @pytest.fixture

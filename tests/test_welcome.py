@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from digest.build import build_issue
 from digest.checks import QualityError, check_email
@@ -23,22 +21,10 @@ from digest.issues import transition
 from digest.preferences import delivery_time, send_welcome, welcome_mail
 from digest.subscribers import add_confirmed, get_subscriber, subscribe, unsubscribe_subscriber
 from digest.tokens import make_token, read_token
-from digest.web import create_app
 from digest.weeks import IsoWeek
 
 WINTER = datetime(2026, 1, 14, 12, 0, tzinfo=UTC)  # a Wednesday, no DST anywhere relevant
 SUMMER = datetime(2026, 7, 15, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def settings(settings_env: dict[str, str]) -> Settings:
-    return get_settings()
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def mails(settings: Settings) -> list[EmailMessage]:
