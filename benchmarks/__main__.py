@@ -403,6 +403,7 @@ def _run(args: argparse.Namespace) -> Report:
     _say(f"machine: {_machine()}")
     _say(f"scratch folder: {workdir}")
     started = time.perf_counter()
+    start_load = os.getloadavg()[0]
     try:
         if "send" in only:
             _run_send(report, plan, workdir, args)
@@ -429,12 +430,11 @@ def _run(args: argparse.Namespace) -> Report:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     _judge(report, plan)
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1) * 0.5:
+    if start_load > (os.cpu_count() or 1) * 0.5:
         report.notes.append(
-            f"the machine was busy (load average {load:.2f} at the end on {os.cpu_count()} cores): "
-            "other processes competed for the CPU, so wall times are inflated; the CPU columns "
-            "are steadier"
+            f"the machine was busy before the run (load average {start_load:.2f} on "
+            f"{os.cpu_count()} cores): if other processes kept competing for the CPU, wall times "
+            "are inflated; the CPU columns are steadier"
         )
     _print(report, time.perf_counter() - started)
     return report
