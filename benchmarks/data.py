@@ -133,15 +133,16 @@ def write_glossary(folder: Path, count: int, seed: int = DEFAULT_SEED) -> Path:
             f"    url: https://example.org/papers/{slug}/{k + 1}\n"
             for k in range(rng.randint(1, 3))
         )
-        how = "\n".join(f"- **{rng.choice(_WORDS)}** — {_sentence(rng)}" for _ in range(3))
+        how = "\n".join(f"- **{rng.choice(_WORDS)}** — {_sentence(rng)}" for _ in range(4))
         body = (
             "## Why it matters\n\n"
             f"{_paragraph(rng, 5, mentions)}\n\n"
-            f"{_paragraph(rng, 3, mentions)}\n\n"
+            f"{_paragraph(rng, 4, mentions)}\n\n"
             "## How it works\n\n"
-            f"{_paragraph(rng, 3, mentions)} The core step is `{rng.choice(_VERBS)}(x)`:\n\n"
+            f"{_paragraph(rng, 4, mentions)} The core step is `{rng.choice(_VERBS)}(x)`:\n\n"
             f"{how}\n\n"
             "## Example\n\n"
+            f"{_paragraph(rng, 2, mentions)}\n\n"
             f"{_paragraph(rng, 4, mentions)} See [the overview](https://example.org/{slug}) "
             "for a worked case.\n"
         )
