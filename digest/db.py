@@ -155,6 +155,9 @@ deliveries = Table(
     Column("sent_at", UTCDateTime()),
     UniqueConstraint("issue_id", "subscriber_id"),
     Index(None, "issue_id", "status"),
+    # Recording a batch as sent updates by (issue, batch): without this index SQLite's planner
+    # may pick a full scan once statistics exist (after an ANALYZE).
+    Index(None, "issue_id", "batch"),
     Index(None, "subscriber_id"),
 )
 
