@@ -51,10 +51,12 @@ err = Console(stderr=True, highlight=False)
 @app.callback()
 def _main(
     terms: Annotated[
-        Path | None, typer.Option("--terms", help="Terms folder [env DIGEST_TERMS_DIR].")
+        Path | None,
+        typer.Option("--terms", help="Terms folder (env DIGEST_TERMS_DIR, default ./terms)."),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="Settings file [default ./digest.toml].")
+        Path | None,
+        typer.Option("--config", help="Settings file (env DIGEST_CONFIG, default ./digest.toml)."),
     ] = None,
 ) -> None:
     # Options become the matching env vars, so one settings object serves library and CLI alike.
@@ -146,7 +148,7 @@ def terms_show(slug: str) -> None:
 @terms_app.command("validate")
 def terms_validate(
     path: Annotated[
-        Path | None, typer.Argument(help="Folder to check [default: terms dir].")
+        Path | None, typer.Argument(help="Folder to check (default: the terms folder).")
     ] = None,
 ) -> None:
     """Check every term file; print each problem as path:line: field: message."""
@@ -289,7 +291,7 @@ def plan_command(
     weeks: Annotated[int, typer.Option("--weeks", min=1, max=520, help="How many weeks.")] = 12,
     start: Annotated[
         str | None,
-        typer.Option("--from", help="First week [default: the first week without an issue]."),
+        typer.Option("--from", help="First week (default: the first week without an issue)."),
     ] = None,
 ) -> None:
     """Show the coming weeks' featured terms (pins, queue, rotation); changes nothing."""
@@ -462,7 +464,7 @@ def _parse_week_arg(text: str) -> IsoWeek:
 @app.command("send")
 def send_command(
     week: Annotated[
-        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 [default: this week].")
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 (default: this week).")
     ] = None,
     dry_run: Annotated[
         bool,
@@ -473,7 +475,9 @@ def send_command(
     to: Annotated[
         str | None,
         typer.Option(
-            "--to", metavar="ADDRESS", help="Send one '[TEST]' copy to ADDRESS; not recorded."
+            "--to",
+            metavar="ADDRESS",
+            help="Send one test copy (subject prefixed [TEST]) to ADDRESS; not recorded.",
         ),
     ] = None,
     retry_failed: Annotated[
@@ -619,7 +623,7 @@ def _week_or_this(week: str | None) -> IsoWeek:
 @app.command("build")
 def build_command(
     week: Annotated[
-        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 [default: this week].")
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder to write the files to.")] = Path(
         "build"
@@ -666,7 +670,7 @@ def _gui_browser() -> bool:
 @app.command("preview")
 def preview_command(
     week: Annotated[
-        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 [default: this week].")
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")
     ] = None,
 ) -> None:
     """Render the week's issue into a temporary folder and open it; nothing is stored."""
@@ -873,7 +877,7 @@ def serve_command(
 @app.command("check")
 def check_command(
     week: Annotated[
-        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 [default: this week].")
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 (default: this week).")
     ] = None,
 ) -> None:
     """Check the week's built issue as `digest send` will; exit 1 listing every problem.
@@ -921,7 +925,7 @@ def deliveries_command(
         str | None, typer.Argument(help="A reader's address: what they received and when.")
     ] = None,
     week: Annotated[
-        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 [default: this week].")
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 (default: this week).")
     ] = None,
 ) -> None:
     """The delivery log: an issue's deliveries by status, or one reader's history.
