@@ -8,7 +8,6 @@ whatever case it was typed in.
 from __future__ import annotations
 
 import csv
-import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from digest.config import Settings
 from digest.db import subscribers
 from digest.delivery import Message, Recipient, make_transport
+from digest.headers import display_name_problem
 from digest.render import render_mail
 from digest.tokens import BadToken, Purpose, make_token, read_token
 
@@ -64,7 +64,6 @@ STATUSES: tuple[str, ...] = get_args(SubscriberStatus)
 # consent (or an operator's erase) brings them back; imports never do.
 SUPPRESSED = frozenset({"unsubscribed", "bounced", "complained"})
 CSV_COLUMNS = ("email", "name", "status", "timezone")
-NAME_MAX = 200
 TIMEZONE_MAX = 64
 # Spreadsheets run a cell starting with one of these as a formula (CSV injection); export
 # prefixes such a cell with an apostrophe and import takes it off again, so files round-trip.
@@ -123,33 +122,44 @@ class Subscription:
 
 
 def normalise_email(raw: str) -> str:
-    """The address as stored: validated (syntax only, no DNS), normalised, lower-cased."""
+    """The address as stored: validated (syntax only, no DNS), normalised, lower-cased.
+
+    An internationalised domain is kept in Unicode (`dave@exämple.com`, typed either way) and
+    goes out in punycode (`digest.headers.ascii_address`). A non-ASCII local part is refused
+    here: it needs SMTPUTF8 end to end, SendGrid drops such mail silently, and an address
+    digest accepted but cannot deliver would look subscribed and never get a mail.
+    """
     text = (raw or "").strip()
     if not text:
         raise InvalidSubscriber("email", "an email address is required")
     try:
-        checked = validate_email(text, check_deliverability=False)
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
-        raise InvalidSubscriber("email", str(exc)) from None
+        message = str(exc)
+        if "before the @-sign" in message and not text.partition("@")[0].isascii():
+            message = (
+                "addresses with non-ASCII characters before the @ (SMTPUTF8) cannot be "
+                "delivered by digest's mail services; please use an ASCII address"
+            )
+        raise InvalidSubscriber("email", message) from None
     return checked.normalized.lower()
 
 
 def clean_name(raw: str | None) -> str | None:
-    """An optional display name: trimmed, at most 200 characters, no line breaks or controls.
+    """An optional display name: trimmed, and refused when it breaks `digest.headers`' rules.
 
-    Names go into mail headers (To:) and greetings, so anything that could break a header or
-    hide text is refused rather than silently stripped.
+    Names go into mail headers (To:), subjects and greetings, so anything that could break a
+    header or hide text is refused rather than silently stripped: controls, line breaks, bidi
+    overrides and RFC 2047 encoded-words (which mail software would decode into them).
     """
     if raw is None:
         return None
     name = raw.strip()
     if not name:
         return None
-    if len(name) > NAME_MAX:
-        raise InvalidSubscriber("name", f"at most {NAME_MAX} characters (got {len(name)})")
-    for ch in name:
-        if unicodedata.category(ch) in {"Cc", "Zl", "Zp"}:
-            raise InvalidSubscriber("name", "line breaks and control characters are not allowed")
+    problem = display_name_problem(name)
+    if problem is not None:
+        raise InvalidSubscriber("name", problem)
     return name
 
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from digest.headers import check_header_value
+
 __all__ = [
     "PLACEHOLDERS",
     "Message",
@@ -31,13 +33,6 @@ PLACEHOLDERS: dict[str, str] = {
     "name": "%%name%%",
     "name_html": "%%name_html%%",
 }
-
-
-def check_header_value(name: str, value: str) -> str:
-    """Refuse CR, LF and NUL in anything that becomes a mail header: no header injection."""
-    if any(ch in value for ch in "\r\n\0"):
-        raise ValueError(f"{name}: line breaks are not allowed in a mail header value")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

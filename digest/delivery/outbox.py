@@ -11,7 +11,7 @@ import json
 import os
 import re
 import uuid
-from email.headerregistry import Address
+from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -19,8 +19,15 @@ from pathlib import Path
 
 from digest.db import utcnow
 from digest.delivery.base import Message, Recipient, SendResult
+from digest.headers import (
+    address_header,
+    ascii_address,
+    list_unsubscribe_header,
+    text_header,
+    verify_header_block,
+)
 
-__all__ = ["OutboxTransport", "build_mime"]
+__all__ = ["OutboxTransport", "build_mime", "mime_bytes"]
 
 _SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 
@@ -31,25 +38,61 @@ def _fill(template: str, recipient: Recipient) -> str:
     return template
 
 
-def build_mime(message: Message, recipient: Recipient) -> EmailMessage:
-    """The MIME message one recipient would get: multipart/alternative, text first."""
-    mime = EmailMessage(policy=SMTP)
-    # Address objects, not formataddr strings: a non-ASCII name holding "<" or "," would be
-    # encoded, then decoded and re-parsed as a second address when the string is assigned.
-    mime["From"] = Address(display_name=message.from_name or "", addr_spec=message.from_email)
-    mime["To"] = Address(display_name=recipient.name or "", addr_spec=recipient.email)
-    mime["Subject"] = _fill(message.subject, recipient)
-    mime["Date"] = format_datetime(utcnow())
-    mime["Message-ID"] = make_msgid(domain=message.from_email.rpartition("@")[2] or None)
+# Header values are written as digest encoded them (`digest.headers`), never re-parsed and
+# re-folded by the email package: that round trip is what decodes an encoded-word into a raw
+# CR/LF (CVE-2024-6923) and what RFC 2047-encodes a long List-Unsubscribe into uselessness.
+_POLICY = SMTP.clone(refold_source="none")
+# Headers the email package itself adds to the top level when the parts are attached.
+_MIME_HEADERS = ("MIME-Version", "Content-Type")
+
+
+def _top_headers(
+    message: Message, recipient: Recipient, now: datetime | None
+) -> list[tuple[str, str]]:
+    domain = ascii_address(message.from_email).rpartition("@")[2] or None
+    headers = [
+        ("From", address_header(message.from_email, message.from_name)),
+        ("To", address_header(recipient.email, recipient.name)),
+        ("Subject", text_header("Subject", _fill(message.subject, recipient))),
+        ("Date", format_datetime(now or utcnow())),
+        ("Message-ID", make_msgid(domain=domain)),
+    ]
     if message.reply_to:
-        mime["Reply-To"] = message.reply_to
+        headers.append(("Reply-To", address_header(message.reply_to)))
     for key, value in {**message.headers, **recipient.headers}.items():
-        mime[key] = value
+        if key.lower() == "list-unsubscribe":
+            headers.append((key, list_unsubscribe_header(value)))
+        else:
+            headers.append((key, text_header(key, value)))
     for key, value in {**message.custom_args, **recipient.custom_args}.items():
-        mime[f"X-Digest-{key.replace('_', '-').title()}"] = value
+        name = f"X-Digest-{key.replace('_', '-').title()}"
+        headers.append((name, text_header(name, value)))
+    return headers
+
+
+def build_mime(
+    message: Message, recipient: Recipient, *, now: datetime | None = None
+) -> EmailMessage:
+    """The MIME message one recipient would get: multipart/alternative, text first.
+
+    Raises `HeaderError` (a ValueError) when a value cannot be written safely, for example
+    `UnsupportedAddress` for a non-ASCII local part; `mime_bytes` also checks the result.
+    """
+    mime = EmailMessage(policy=_POLICY)
+    for name, value in _top_headers(message, recipient, now):
+        mime.set_raw(name, value)
     mime.set_content(_fill(message.text, recipient), subtype="plain", charset="utf-8")
     mime.add_alternative(_fill(message.html, recipient), subtype="html", charset="utf-8")
     return mime
+
+
+def mime_bytes(message: Message, recipient: Recipient, *, now: datetime | None = None) -> bytes:
+    """`build_mime` serialised, with its header block verified as a mail client reads it."""
+    mime = build_mime(message, recipient, now=now)
+    raw = bytes(mime)
+    names = [name for name, _value in mime.items() if name not in _MIME_HEADERS]
+    verify_header_block(raw, [*names, *_MIME_HEADERS])
+    return raw
 
 
 class OutboxTransport:
@@ -81,7 +124,7 @@ class OutboxTransport:
                 final = self.directory / f"{prefix}-{index:04d}.eml"
             else:
                 final = self.directory / f"{prefix}-{_address_tag(recipient.email)}.eml"
-            _write_atomically(final, bytes(build_mime(message, recipient)), durable=False)
+            _write_atomically(final, mime_bytes(message, recipient), durable=False)
         if message.batch_key is not None:
             # One flush for the whole batch instead of an fsync per file: the manifest that
             # says "this batch went out" must not reach the disk before the mails it speaks for.
@@ -101,7 +144,7 @@ class OutboxTransport:
         return self.max_batch
 
     def payload_size(self, message: Message) -> int:
-        return sum(len(bytes(build_mime(message, r))) for r in message.recipients)
+        return sum(len(mime_bytes(message, r)) for r in message.recipients)
 
 
 def _checked_key(batch_key: str) -> str:

@@ -55,6 +55,7 @@ from digest.delivery.base import (
     SendResult,
     Transport,
 )
+from digest.headers import safe_display_name
 from digest.issues import (
     InvalidTransition,
     IssueRecord,
@@ -219,6 +220,9 @@ def _count_recipients(
 
 
 def _recipient(settings: Settings, subscriber_id: int, email: str, name: str | None) -> Recipient:
+    # A name stored before today's rules (an encoded-word, a bidi override) is left out of the
+    # header, subject and greeting instead of stopping the batch: the reader still gets the mail.
+    name = safe_display_name(name)
     unsubscribe_url = subscriber_links.unsubscribe_url(settings, subscriber_id, email)
     preferences_url = subscriber_links.preferences_url(settings, subscriber_id, email)
     list_unsubscribe = f"<{unsubscribe_url}>"

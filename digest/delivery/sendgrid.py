@@ -25,6 +25,7 @@ from digest.delivery.base import (
     RetryableError,
     SendResult,
 )
+from digest.headers import ascii_address, safe_display_name
 from digest.logs import get_logger, log_event
 
 __all__ = ["MAX_REQUEST_BYTES", "SendGridTransport", "build_payload"]
@@ -72,11 +73,16 @@ logging.getLogger("python_http_client.client").addFilter(_hide_secrets)
 
 
 def _address(email: str, name: str | None) -> dict[str, str]:
+    # The domain goes out in punycode, so an IDN reader gets the mail wherever SendGrid relays
+    # it (ascii_address refuses a non-ASCII local part: SendGrid would drop it silently).
+    address = ascii_address(email)
     # SendGrid mis-parses a `to` name holding "," or ";" and drops the mail as an invalid
-    # address, so such names are left out of the header (the greeting still uses them).
+    # address, so such names are left out of the header (the greeting still uses them);
+    # so are names failing digest's header rules (an encoded-word SendGrid would pass on).
+    name = safe_display_name(name)
     if name and not any(ch in name for ch in ",;"):
-        return {"email": email, "name": name}
-    return {"email": email}
+        return {"email": address, "name": name}
+    return {"email": address}
 
 
 def _personalization(recipient: Recipient) -> dict[str, Any]:
@@ -92,7 +98,7 @@ def _personalization(recipient: Recipient) -> dict[str, Any]:
 
 def build_payload(message: Message) -> dict[str, Any]:
     """The v3 mail/send body: one personalization per recipient, text/plain before text/html."""
-    sender: dict[str, str] = {"email": message.from_email}
+    sender: dict[str, str] = {"email": ascii_address(message.from_email)}
     if message.from_name:
         sender["name"] = message.from_name
     payload: dict[str, Any] = {
@@ -105,7 +111,7 @@ def build_payload(message: Message) -> dict[str, Any]:
         ],
     }
     if message.reply_to:
-        payload["reply_to"] = {"email": message.reply_to}
+        payload["reply_to"] = {"email": ascii_address(message.reply_to)}
     if message.headers:
         payload["headers"] = dict(message.headers)
     if message.categories:
