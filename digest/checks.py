@@ -8,7 +8,10 @@ the feed with feedparser. `digest.preflight` gathers their inputs from the datab
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from email.parser import BytesParser
+from email.policy import compat32
+from email.policy import default as default_policy
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -16,6 +19,7 @@ import feedparser
 
 from digest.config import Settings
 from digest.delivery.base import PLACEHOLDERS, Message, Recipient
+from digest.headers import ascii_address
 from digest.tokens import BadToken, Purpose, read_token
 
 __all__ = [
@@ -177,13 +181,21 @@ _ONE_CLICK = "List-Unsubscribe=One-Click"
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def check_message(settings: Settings, message: Message) -> list[str]:
+def check_message(
+    settings: Settings,
+    message: Message,
+    serialise: Callable[[Message, Recipient], bytes] | None = None,
+) -> list[str]:
     """Problems with the mail each recipient of `message` would get, as the transport sends it.
 
     Per recipient: every marker the subject and bodies use has a value; the HTML stays under
     Gmail's clip size with their values filled in; List-Unsubscribe holds their own https
     unsubscribe URL (and nothing malformed) and List-Unsubscribe-Post asks for one-click; the
     unsubscribe and preferences URLs carry tokens that verify for them under `settings`.
+    With `serialise` (the outbox's `mime_bytes`), each message is also written out and read
+    back as a mail client reads it: exactly one `To` holding the recipient's address, no other
+    recipient headers, and a List-Unsubscribe that still holds their `<https://…>` once
+    decoded — the values before serialisation can look right while the wire form is broken.
     Recipients are named by subscriber id, never by address (this output ends up in logs).
     """
     if not message.recipients:
@@ -205,6 +217,8 @@ def check_message(settings: Settings, message: Message) -> list[str]:
                 f"mail over {GMAIL_CLIP_BYTES // 1024} KB"
             )
         problems.extend(f"{who}: {p}" for p in _check_unsubscribe_headers(recipient))
+        if serialise is not None:
+            problems.extend(f"{who}: {p}" for p in _check_serialised(serialise, message, recipient))
         for purpose in ("unsubscribe", "preferences"):
             url = subs.get(PLACEHOLDERS[f"{purpose}_url"])
             if url is not None:
@@ -241,6 +255,40 @@ def _check_unsubscribe_headers(recipient: Recipient) -> list[str]:
             problems.append(f"List-Unsubscribe mailto has no address: {target!r}")
     if recipient.headers.get("List-Unsubscribe-Post") != _ONE_CLICK:
         problems.append(f"List-Unsubscribe-Post is not {_ONE_CLICK!r}")
+    return problems
+
+
+def _check_serialised(
+    serialise: Callable[[Message, Recipient], bytes], message: Message, recipient: Recipient
+) -> list[str]:
+    try:
+        raw = serialise(message, recipient)
+    except ValueError as exc:  # HeaderError, UnsupportedAddress: it could not be written
+        return [f"the message cannot be written: {exc}"]
+    parsed = BytesParser(policy=default_policy).parsebytes(raw, headersonly=True)
+    problems: list[str] = []
+    for extra in ("Cc", "Bcc", "Resent-To", "Resent-Bcc"):
+        if parsed[extra] is not None:
+            problems.append(f"the written message has a {extra} header")
+    to = parsed.get_all("To") or []
+    addresses = [a for header in to for a in getattr(header, "addresses", ())]
+    if len(to) != 1 or len(addresses) != 1:
+        problems.append(f"the written message has {len(addresses)} To address(es), not 1")
+    elif addresses[0].addr_spec.lower() != ascii_address(recipient.email).lower():
+        problems.append("the written To address is not the recipient's")
+    # Raw, only unfolded: clients read List-Unsubscribe as RFC 2369 <URI>s and never decode
+    # encoded-words there (Python's parser would, and hide the fault).
+    raw_header = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)["List-Unsubscribe"]
+    expected = recipient.substitutions.get(PLACEHOLDERS["unsubscribe_url"])
+    if raw_header is None:
+        problems.append("the written message has no List-Unsubscribe header")
+    else:
+        unfolded = re.sub(r"\r?\n(?=[ \t])", "", str(raw_header))
+        if expected is not None and expected not in _ANGLE_RE.findall(unfolded):
+            problems.append(
+                "the written List-Unsubscribe holds no <URL> a mail client can find "
+                f"(it reads {unfolded[:60]!r})"
+            )
     return problems
 
 

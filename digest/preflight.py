@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from digest.checks import check_email, check_feed, check_message, check_page
 from digest.config import Settings
 from digest.db import utcnow
+from digest.delivery.outbox import mime_bytes
 from digest.delivery.sender import SendError, sample_message
 from digest.feed import render_feed
 from digest.issues import get_issue, list_issues
@@ -40,7 +41,8 @@ def check_issue(
     - its archive page (`checks.check_page`);
     - the messages of the first batch for up to `sample` subscribers (a stand-in when there are
       none), built by the sender: List-Unsubscribe and List-Unsubscribe-Post on each, every
-      marker given a value, unsubscribe and preferences links that verify (`checks.check_message`);
+      marker given a value, unsubscribe and preferences links that verify, and each message as
+      written out and read back by a mail client (`checks.check_message`);
     - the RSS feed with this issue in it parses cleanly with unique guids (`checks.check_feed`).
     """
     now = now or utcnow()
@@ -57,7 +59,7 @@ def check_issue(
     except (SendError, ValueError) as exc:  # ValueError: a header the Message refused
         problems.append(f"cannot build the messages: {exc}")
     else:
-        problems.extend(check_message(settings, message))
+        problems.extend(check_message(settings, message, serialise=mime_bytes))
     public = {r.week: r for r in list_issues(engine, statuses=["sent"], limit=settings.feed_items)}
     public[issue.week] = issue
     problems.extend(check_feed(render_feed(settings, list(public.values()), now)))
