@@ -1,6 +1,6 @@
 """The web service: subscribe form, confirm and unsubscribe links, archive, feed, health check.
 
-Built to be safe against mail scanners and curious clients: no GET changes anything,
+Built to be safe against mail scanners and curious clients: no GET (or HEAD) changes anything,
 token links answer with a button (POST), subscribe answers the same whether or not an address is
 known, every page carries security headers (a nonce CSP, no-referrer so tokens do not leak), and
 no request body larger than its route needs is read (413, `max_request_bytes`).
@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.routing import Match
 
 from digest import db, issues, preferences, render, subscribers
 from digest.config import Settings, get_settings
@@ -54,6 +55,7 @@ _JSON_TYPES = ("application/json",)
 # No page takes a file: with max_files 0 a file part is refused at its header, never spooled to
 # disk. Our largest form has three fields. Each part is bounded by the body limit already.
 _FORM_LIMITS: dict[str, int] = {"max_files": 0, "max_fields": 8}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -81,9 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Per app, so each app (and each test) counts on its own; in memory, so several workers
     # each allow the limit (good enough against a script hammering one process).
     app.state.limiter = MovingWindowRateLimiter(MemoryStorage())
-    # The pages live on a router of their own for its defaults: FastAPI counts each body as it
-    # arrives and stops at the limit (a 413 from `_add_error_pages`).
+    # The pages live on a router of their own for its defaults: every GET also answers HEAD, and
+    # FastAPI counts each body as it arrives and stops at the limit (a 413 from `_add_error_pages`).
     pages = APIRouter(
+        route_class=_GetAlsoHead,
         max_body_size=settings.max_request_bytes,
         form_limits=_FORM_LIMITS,
     )
@@ -365,7 +368,12 @@ def _add_error_pages(app: FastAPI, settings: Settings) -> None:
             return _too_large(
                 request.scope.get(MAX_BODY_SIZE_SCOPE_KEY, settings.max_request_bytes)
             )
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path served by
+            # a GET route and a POST route allows both.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -378,6 +386,22 @@ def _add_error_pages(app: FastAPI, settings: Settings) -> None:
             error=True,
             status_code=500,
         )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at this request's path."""
+    allowed = []
+    for method in _METHODS:
+        probe = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": [],
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -584,6 +608,20 @@ def _preferences(
 
 
 # --------------------------------------------------------------------------- routing and limits
+
+
+class _GetAlsoHead(APIRoute):
+    """A route that answers HEAD wherever it answers GET, with the same status and headers.
+
+    Starlette's own routes do this; FastAPI's do not, so every page answered HEAD with 405, and
+    link checkers and mail scanners send HEAD first. The GET handlers change nothing, so neither
+    can HEAD; Starlette's responses leave the body out for HEAD.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if "GET" in self.methods:
+            self.methods.add("HEAD")
 
 
 class _DeclaredBodyLimit:

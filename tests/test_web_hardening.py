@@ -17,19 +17,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from digest import db
+from digest.build import build_issue
 from digest.config import Settings, get_settings
+from digest.issues import transition
 from digest.subscribers import Subscriber, add_confirmed, get_subscriber, subscribe
 from digest.tokens import make_token
 from digest.web import create_app
+from digest.weeks import IsoWeek
 from tests.test_scanner_safety import snapshot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -375,3 +381,83 @@ def test_200_mb_behind_a_false_small_content_length_is_never_read(server):
     assert sent < 50 * MB, sent
     assert after["VmHWM"] - before["VmRSS"] < MEMORY_SLACK, (before, after)
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+# --------------------------------------------------------------------------- HEAD and 405
+
+
+def get_routes(app: Any) -> dict[str, APIRoute]:
+    """Every route of the app that serves GET, by path, inside included routers too."""
+    found: dict[str, APIRoute] = {}
+    pending = list(app.routes)
+    while pending:
+        route = pending.pop()
+        if hasattr(route, "original_router"):  # FastAPI's wrapper for an included router
+            pending.extend(route.original_router.routes)
+        elif isinstance(route, APIRoute) and "GET" in route.methods:
+            found[route.path] = route
+    return found
+
+
+@pytest.fixture
+def sent_week(engine: Engine, settings: Settings, starter_glossary: Any) -> IsoWeek:
+    now = db.utcnow()
+    week = IsoWeek(2026, 18)
+    build_issue(engine, settings, starter_glossary, week, now=now - timedelta(days=1))
+    transition(engine, week, "sending", now=now)
+    transition(engine, week, "sent", now=now)
+    return week
+
+
+def without_nonce(headers: httpx.Headers) -> dict[str, str]:
+    kept = dict(headers)
+    kept.pop("content-security-policy")  # a fresh nonce each response, by design
+    return kept
+
+
+def test_every_get_route_answers_head_with_the_same_status_and_headers_and_no_body(
+    client, engine, settings, ann, bob, sent_week
+):
+    urls = {
+        "/": "/",
+        "/confirm/{token}": f"/confirm/{token(settings, 'confirm', bob)}",
+        "/unsubscribe/{token}": f"/unsubscribe/{token(settings, 'unsubscribe', ann)}",
+        "/preferences/{token}": f"/preferences/{token(settings, 'preferences', ann)}",
+        "/issues/": "/issues/",
+        "/issues/{week}": f"/issues/{sent_week}",
+        "/feed.xml": "/feed.xml",
+        "/healthz": "/healthz",
+    }
+    assert set(get_routes(client.app)) == set(urls), "a new GET route: add a URL for it here"
+    before = snapshot(engine)
+    for url in urls.values():
+        get, head = client.get(url), client.head(url)
+        assert get.status_code == 200, (url, get.status_code)
+        assert head.status_code == get.status_code, url
+        assert without_nonce(head.headers) == without_nonce(get.headers), url
+        assert head.content == b"", url
+    for url in ("/issues/2026-W30", "/confirm/forged"):  # a 404 and a 400 page alike
+        assert client.head(url).status_code == client.get(url).status_code
+    assert snapshot(engine) == before  # HEAD, like GET, changes nothing
+    assert get_subscriber(engine, bob.id).status == "pending"
+
+
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [
+        ("PUT", "/confirm/x", "GET, HEAD, POST"),
+        ("DELETE", "/unsubscribe/x", "GET, HEAD, POST"),
+        ("PATCH", "/preferences/x", "GET, HEAD, POST"),
+        ("GET", "/preferences/x/pause", "POST"),
+        ("HEAD", "/subscribe", "POST"),
+        ("GET", "/subscribe", "POST"),
+        ("POST", "/", "GET, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("POST", "/issues/2026-W18", "GET, HEAD"),
+        ("GET", WEBHOOK, "POST"),
+    ],
+)
+def test_a_405_names_every_method_the_path_serves_in_allow(client, method, path, allow):
+    answer = client.request(method, path)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
