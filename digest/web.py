@@ -138,6 +138,7 @@ def _add_routes(app: APIRouter, settings: Settings) -> None:
             return JSONResponse({"error": str(exc)}, status_code=422)
         engine: Engine = request.app.state.engine
         try:
+            fields = {key: _storable_text(key, value) for key, value in fields.items()}
             result = await run_in_threadpool(
                 lambda: subscribers.subscribe(
                     engine,
@@ -158,8 +159,8 @@ def _add_routes(app: APIRouter, settings: Settings) -> None:
                 request,
                 settings,
                 "subscribe",
-                email=fields["email"],
-                name=fields["name"],
+                email=_printable(fields["email"]),
+                name=_printable(fields["name"]),
                 error=message,
             )
             page.status_code = 422
@@ -298,6 +299,33 @@ async def _json_fields(request: Request) -> dict[str, str]:
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _storable_text(field: str, value: str) -> str:
+    """`value` if it is text every database and mail header can hold, else InvalidSubscriber.
+
+    JSON's `"\\udc00"` escape (and a multipart part declared in a codec such as unicode_escape)
+    decodes to a lone surrogate, which no UTF-8 encoder accepts: it used to pass validation and
+    fail at the INSERT, a 500. A form's invalid UTF-8 (`%ED%B0%80`) arrives as U+FFFD, which
+    would be stored as is; it is refused too, so the sender learns their text did not arrive.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise subscribers.InvalidSubscriber(
+            field, "it holds a lone surrogate code point (such as \\udc00); send valid Unicode text"
+        ) from None
+    if "\ufffd" in value:
+        raise subscribers.InvalidSubscriber(
+            field,
+            "it holds U+FFFD, the mark of bytes that were not valid UTF-8; send the text as UTF-8",
+        )
+    return value
+
+
+def _printable(value: str) -> str:
+    """`value` with what UTF-8 cannot encode replaced, to show a refused value back safely."""
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _invalid_message(exc: subscribers.InvalidSubscriber) -> str:
@@ -482,8 +510,8 @@ def _add_preference_routes(app: APIRouter, settings: Settings) -> None:
             saved = preferences.update_profile(
                 request.app.state.engine,
                 found.id,
-                name=name,
-                timezone=timezone,
+                name=_storable_text("name", name),
+                timezone=_storable_text("timezone", timezone),
                 now=now,
             )
         except subscribers.InvalidSubscriber as exc:

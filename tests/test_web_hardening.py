@@ -461,3 +461,59 @@ def test_a_405_names_every_method_the_path_serves_in_allow(client, method, path,
     answer = client.request(method, path)
     assert answer.status_code == 405
     assert answer.headers["allow"] == allow
+
+
+# --------------------------------------------------------------------------- text
+
+
+@pytest.mark.parametrize("field", ["email", "name", "timezone"])
+def test_a_lone_surrogate_in_a_json_field_is_a_422_naming_the_field(client, engine, field):
+    fields = {"email": '"carol@example.org"', "name": '"Carol"', "timezone": '"UTC"'}
+    fields[field] = '"Carol \\udc00"'  # the JSON escape text, as a client would send it
+    body = "{" + ", ".join(f'"{key}": {value}' for key, value in fields.items()) + "}"
+    answer = client.post("/subscribe", content=body.encode(), headers=JSON)
+    assert answer.status_code == 422
+    subject = "That email address" if field == "email" else f"The {field}"
+    assert answer.json() == {
+        "error": f"{subject} is not valid: it holds a lone surrogate code point (such as "
+        "\\udc00); send valid Unicode text",
+        "field": field,
+    }
+    assert get_subscriber(engine, "carol@example.org") is None
+
+
+UTF8_REFUSED = (
+    "it holds U+FFFD, the mark of bytes that were not valid UTF-8; send the text as UTF-8"
+)
+
+
+@pytest.mark.parametrize("field", ["email", "name"])
+def test_invalid_utf8_in_a_form_field_is_a_422_and_nothing_is_stored(client, engine, field):
+    fields = {"email": "carol%40example.org", "name": "Carol"}
+    fields[field] = "Carol%ED%B0%80"  # the UTF-8 bytes of a surrogate, which UTF-8 forbids
+    body = "&".join(f"{key}={value}" for key, value in fields.items())
+    answer = client.post("/subscribe", content=body.encode(), headers=FORM)
+    assert answer.status_code == 422
+    assert UTF8_REFUSED in answer.text
+    assert get_subscriber(engine, "carol@example.org") is None
+
+
+def test_a_multipart_form_in_a_codec_that_makes_surrogates_is_a_422(client, engine):
+    # Starlette decodes parts in the charset the request names; unicode_escape turns "\udc00"
+    # into a lone surrogate, which used to reach the INSERT.
+    body = multipart({"email": b"carol@example.org", "name": b"Carol \\udc00"})
+    headers = {"content-type": "multipart/form-data; boundary=zzz; charset=unicode_escape"}
+    answer = client.post("/subscribe", content=body, headers=headers)
+    assert answer.status_code == 422
+    assert "it holds a lone surrogate code point" in answer.text
+    assert get_subscriber(engine, "carol@example.org") is None
+
+
+def test_invalid_utf8_in_the_preferences_form_is_a_422_and_the_name_is_kept(
+    client, engine, settings, ann
+):
+    path = f"/preferences/{token(settings, 'preferences', ann)}"
+    answer = client.post(path, content=b"name=Ann%ED%B0%80&timezone=UTC", headers=FORM)
+    assert answer.status_code == 422
+    assert UTF8_REFUSED in answer.text
+    assert get_subscriber(engine, ann.id).name == "Ann"
