@@ -90,6 +90,19 @@ class Settings(BaseSettings):
     confirm_resend_interval: int = Field(default=3600, description="seconds between confirm mails")
     subscribe_rate_limit: int = Field(default=10, description="subscribe requests per IP a minute")
 
+    # Web request bodies, refused with 413 before they are read (docs/operations.md). The largest
+    # form a page sends (a 320-character address and a 200-character name, percent-encoded) is
+    # under 3 KB, so 16 KB never refuses a person and keeps a 200 MB post from filling memory.
+    max_request_bytes: int = Field(
+        default=16 * 1024, ge=4096, description="largest request body a web page accepts, bytes"
+    )
+    # SendGrid posts its Event Webhook batches "within approximately 30 seconds or when the batch
+    # size reaches 768 kilobytes": a batch refused here is retried for a day and then lost, so the
+    # webhook's own limit stays above that size, with room for the event that crosses it.
+    max_webhook_request_bytes: int = Field(
+        default=1024 * 1024, ge=768 * 1024, description="largest SendGrid webhook batch, bytes"
+    )
+
     # Schedule
     schedule: str = Field(default="mon 09:00", description="'<day_of_week> HH:MM', cron style")
     timezone: str = "UTC"

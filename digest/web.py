@@ -1,8 +1,9 @@
 """The web service: subscribe form, confirm and unsubscribe links, archive, feed, health check.
 
-Built to be safe against mail scanners and curious clients: no GET changes anything, token links
-answer with a button (POST), subscribe answers the same whether or not an address is known, and
-every page carries security headers (a nonce CSP, no-referrer so tokens do not leak).
+Built to be safe against mail scanners and curious clients: no GET (or HEAD) changes anything,
+token links answer with a button (POST), subscribe answers the same whether or not an address is
+known, every page carries security headers (a nonce CSP, no-referrer so tokens do not leak), and
+no request body larger than its route needs is read (413, `max_request_bytes`).
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import BackgroundTasks, FastAPI, Form, Request
+from fastapi import APIRouter, BackgroundTasks, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.routing import Match
 
 from digest import db, issues, preferences, render, subscribers
 from digest.config import Settings, get_settings
@@ -47,6 +52,10 @@ _CHECK_INBOX = (
     "Open it to start receiving the newsletter."
 )
 _JSON_TYPES = ("application/json",)
+# No page takes a file: with max_files 0 a file part is refused at its header, never spooled to
+# disk. Our largest form has three fields. Each part is bounded by the body limit already.
+_FORM_LIMITS: dict[str, int] = {"max_files": 0, "max_fields": 8}
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,18 +83,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Per app, so each app (and each test) counts on its own; in memory, so several workers
     # each allow the limit (good enough against a script hammering one process).
     app.state.limiter = MovingWindowRateLimiter(MemoryStorage())
-    app.add_middleware(_SecurityHeaders)
-    _add_routes(app, settings)
-    _add_preference_routes(app, settings)
+    # The pages live on a router of their own for its defaults: every GET also answers HEAD, and
+    # FastAPI counts each body as it arrives and stops at the limit (a 413 from `_add_error_pages`).
+    pages = APIRouter(
+        route_class=_GetAlsoHead,
+        max_body_size=settings.max_request_bytes,
+        form_limits=_FORM_LIMITS,
+    )
+    _add_routes(pages, settings)
+    _add_preference_routes(pages, settings)
+    app.include_router(pages)
     _add_error_pages(app, settings)
-    _include_webhook(app)
+    webhook_paths = _include_webhook(app, settings)
+    # Added first, so it runs inside _SecurityHeaders: its 413s carry the headers too.
+    app.add_middleware(
+        _DeclaredBodyLimit,
+        default=settings.max_request_bytes,
+        per_path=dict.fromkeys(webhook_paths, settings.max_webhook_request_bytes),
+    )
+    app.add_middleware(_SecurityHeaders)
     return app
 
 
 # --------------------------------------------------------------------------- routes
 
 
-def _add_routes(app: FastAPI, settings: Settings) -> None:
+def _add_routes(app: APIRouter, settings: Settings) -> None:
     rate = RateLimitItemPerMinute(max(settings.subscribe_rate_limit, 1))
 
     @app.get("/", response_class=HTMLResponse)
@@ -115,6 +138,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             return JSONResponse({"error": str(exc)}, status_code=422)
         engine: Engine = request.app.state.engine
         try:
+            fields = {key: _storable_text(key, value) for key, value in fields.items()}
             result = await run_in_threadpool(
                 lambda: subscribers.subscribe(
                     engine,
@@ -135,8 +159,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
                 request,
                 settings,
                 "subscribe",
-                email=fields["email"],
-                name=fields["name"],
+                email=_printable(fields["email"]),
+                name=_printable(fields["name"]),
                 error=message,
             )
             page.status_code = 422
@@ -253,7 +277,7 @@ def _is_json(request: Request) -> bool:
 
 
 async def _form_fields(request: Request) -> dict[str, str]:
-    form = await request.form()
+    form = await request.form(**_FORM_LIMITS)
     return {key: _text(form.get(key)) for key in ("email", "name", "timezone")}
 
 
@@ -275,6 +299,33 @@ async def _json_fields(request: Request) -> dict[str, str]:
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _storable_text(field: str, value: str) -> str:
+    """`value` if it is text every database and mail header can hold, else InvalidSubscriber.
+
+    JSON's `"\\udc00"` escape (and a multipart part declared in a codec such as unicode_escape)
+    decodes to a lone surrogate, which no UTF-8 encoder accepts: it used to pass validation and
+    fail at the INSERT, a 500. A form's invalid UTF-8 (`%ED%B0%80`) arrives as U+FFFD, which
+    would be stored as is; it is refused too, so the sender learns their text did not arrive.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise subscribers.InvalidSubscriber(
+            field, "it holds a lone surrogate code point (such as \\udc00); send valid Unicode text"
+        ) from None
+    if "\ufffd" in value:
+        raise subscribers.InvalidSubscriber(
+            field,
+            "it holds U+FFFD, the mark of bytes that were not valid UTF-8; send the text as UTF-8",
+        )
+    return value
+
+
+def _printable(value: str) -> str:
+    """`value` with what UTF-8 cannot encode replaced, to show a refused value back safely."""
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _invalid_message(exc: subscribers.InvalidSubscriber) -> str:
@@ -341,7 +392,16 @@ def _add_error_pages(app: FastAPI, settings: Settings) -> None:
                 error=True,
                 status_code=404,
             )
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        if exc.status_code == 413:  # FastAPI stopped reading a body at the route's limit
+            return _too_large(
+                request.scope.get(MAX_BODY_SIZE_SCOPE_KEY, settings.max_request_bytes)
+            )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path served by
+            # a GET route and a POST route allows both.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -354,6 +414,35 @@ def _add_error_pages(app: FastAPI, settings: Settings) -> None:
             error=True,
             status_code=500,
         )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at this request's path."""
+    allowed = []
+    for method in _METHODS:
+        probe = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": [],
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def _too_large(limit: int) -> JSONResponse:
+    """The one answer to a body over the limit, whichever route and whether declared or counted.
+
+    `Connection: close`, because the rest of the body is never read: the connection cannot carry
+    another request.
+    """
+    return JSONResponse(
+        {"error": f"The request body is too large: this address accepts at most {limit:,} bytes."},
+        status_code=413,
+        headers={"Connection": "close"},
+    )
 
 
 def _send_confirmation(
@@ -381,7 +470,7 @@ _ERASED = (
 )
 
 
-def _add_preference_routes(app: FastAPI, settings: Settings) -> None:
+def _add_preference_routes(app: APIRouter, settings: Settings) -> None:
     """/preferences/{token}: the page (GET, changes nothing) and one POST per change.
 
     The signed token is the only key: it never expires and works only while it names the
@@ -419,7 +508,11 @@ def _add_preference_routes(app: FastAPI, settings: Settings) -> None:
         now = db.utcnow()
         try:
             saved = preferences.update_profile(
-                request.app.state.engine, found.id, name=name, timezone=timezone, now=now
+                request.app.state.engine,
+                found.id,
+                name=_storable_text("name", name),
+                timezone=_storable_text("timezone", timezone),
+                now=now,
             )
         except subscribers.InvalidSubscriber as exc:
             return _preferences(request, settings, token, found, error=_invalid_message(exc))
@@ -542,6 +635,55 @@ def _preferences(
     return page
 
 
+# --------------------------------------------------------------------------- routing and limits
+
+
+class _GetAlsoHead(APIRoute):
+    """A route that answers HEAD wherever it answers GET, with the same status and headers.
+
+    Starlette's own routes do this; FastAPI's do not, so every page answered HEAD with 405, and
+    link checkers and mail scanners send HEAD first. The GET handlers change nothing, so neither
+    can HEAD; Starlette's responses leave the body out for HEAD.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if "GET" in self.methods:
+            self.methods.add("HEAD")
+
+
+class _DeclaredBodyLimit:
+    """Answers 413 at once to a request whose Content-Length is above its route's limit.
+
+    FastAPI's `max_body_size` counts a body as it is received and stops at the limit, which
+    covers chunked bodies; but a declared length it checks only when the route reads the body or
+    answers, so a route that reads none (confirm, unsubscribe) would act first and then answer
+    413. Here nothing runs and nothing is read. Before routing, so the limit is found by path:
+    `per_path` for the few routes with their own (the SendGrid webhook), else `default`.
+    """
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        default: int,
+        per_path: Mapping[str, int],
+    ) -> None:
+        self.app = app
+        self.default = default
+        self.per_path = per_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"].removeprefix(scope.get("root_path", ""))
+            limit = self.per_path.get(path, self.default)
+            declared = Headers(scope=scope).get("content-length", "")
+            # A malformed length never reaches here from uvicorn (h11 answers 400 itself).
+            if declared.isdigit() and int(declared) > limit:
+                await _too_large(limit)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 # --------------------------------------------------------------------------- headers
 
 
@@ -585,11 +727,16 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _include_webhook(app: FastAPI) -> None:
-    """Mount the mail provider's event webhook when `digest.delivery.webhook` is installed."""
+def _include_webhook(app: FastAPI, settings: Settings) -> set[str]:
+    """Mount the mail provider's event webhook when `digest.delivery.webhook` is installed.
+
+    Returns its paths: they take batches up to `max_webhook_request_bytes`, not the pages' limit.
+    """
     if importlib.util.find_spec("digest.delivery.webhook") is None:
-        return
+        return set()
     module = importlib.import_module("digest.delivery.webhook")
-    router = getattr(module, "router", None)
-    if router is not None:
-        app.include_router(router)
+    router: APIRouter | None = getattr(module, "router", None)
+    if router is None:
+        return set()
+    app.include_router(router, max_body_size=settings.max_webhook_request_bytes)
+    return {route.path for route in router.routes if isinstance(route, APIRoute)}
