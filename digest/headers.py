@@ -60,7 +60,7 @@ def check_header_value(name: str, value: str) -> str:
 def _unsafe_character(text: str) -> str | None:
     for ch in text:
         if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-            return f"line breaks and control characters are not allowed (found U+{ord(ch):04X})"
+            return "line breaks and control characters are not allowed"
         if ch in _BIDI_CONTROLS:
             return f"bidirectional override characters are not allowed (found U+{ord(ch):04X})"
     return None
