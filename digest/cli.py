@@ -773,25 +773,34 @@ def subscribers_import(
 ) -> None:
     """Import email[,name][,status][,timezone] rows; bad rows are listed, good ones imported.
 
-    No mail is sent. Unsubscribed, bounced and complained addresses are never brought back, so
+    A file that cannot be read to its end (a quote left open, a byte that is not UTF-8) is
+    refused whole: nothing is imported, and the error says which line to fix. No mail is sent. Unsubscribed, bounced and complained addresses are never brought back, so
     importing the same file twice changes nothing the second time.
     """
     from digest.subscribers import import_csv
 
     eng = engine()
-    try:
-        with open(file, encoding="utf-8-sig", newline="") as fh:
-            report = import_csv(eng, fh, confirmed=confirmed, now=db.utcnow())
-    except UnicodeDecodeError as exc:
-        fail(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing imported")
-        return
+    # Binary: import_csv decodes it, so a byte that is not UTF-8 is named by line and offset.
+    with open(file, "rb") as fh:
+        report = import_csv(eng, fh, confirmed=confirmed, now=db.utcnow())
     for problem in report.errors:
-        err.print(f"{file}:{problem.line}: {problem.message}", markup=False, soft_wrap=True)
+        where = f"{file}:{problem.line}: {problem.message}"
+        if problem.end_line is not None:
+            # Two stray quotes pair up and hide the lines between them in one bad row.
+            where += (
+                f" (the row runs on to line {problem.end_line} inside a quoted cell; check the "
+                f"quotes on line {problem.line})"
+            )
+        err.print(where, markup=False, soft_wrap=True)
     errors = len(report.errors)
+    plural = "s" * (errors != 1)
+    if report.refused:
+        # Not the usual "added 0, ..." line: a torn file must not read like a small success.
+        console.print(f"nothing imported, {errors} error{plural}", markup=False)
+        raise typer.Exit(1)
     console.print(
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"kept unsubscribed/bounced/complained {report.kept_suppressed}, "
-        f"{errors} error{'s' * (errors != 1)}",
+        f"kept unsubscribed/bounced/complained {report.kept_suppressed}, {errors} error{plural}",
         markup=False,
         soft_wrap=True,
     )
