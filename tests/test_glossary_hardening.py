@@ -1,12 +1,25 @@
-"""The glossary loader, hardened: which characters a term may carry into the mail.
+"""The glossary loader, hardened: which characters a term may carry into the mail, and which
+entries of the terms folder are read at all.
 
-A term that passes `digest terms validate` renders through MJML: a character MJML (or a reader's
-screen) cannot take is refused at validation, naming its file and line, instead of breaking
-`digest build` later with an error that names no file.
+Two promises. A term that passes `digest terms validate` renders through MJML: a character MJML
+(or a reader's screen) cannot take is refused at validation, naming its file and line, instead
+of breaking `digest build` later with an error that names no file. And only regular files inside
+the folder are read, judged before anything is opened: no symlink out of the folder, no named
+pipe that blocks the reader forever, no device read until memory runs out, no file so large the
+build would spend minutes on it.
+
+Entries that would hang or exhaust a process on a regression are validated in a child process
+with a time and memory limit, so such a regression fails its test instead of hanging the suite.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import stat
+import subprocess
+import sys
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -20,11 +33,11 @@ from typer.testing import CliRunner
 from digest.build import make_snapshot
 from digest.cli import app
 from digest.config import Settings
-from digest.glossary import Glossary, read_glossary
+from digest.glossary import MAX_TERM_BYTES, Glossary, read_glossary
 from digest.render import RenderedIssue, render_issue
 from digest.selection import Pick
 from digest.weeks import IsoWeek
-from tests.conftest import term_text
+from tests.conftest import REPO, term_text
 from tests.test_fuzz import fuzz_examples
 
 runner = CliRunner()
@@ -315,3 +328,205 @@ def test_front_matter_text_that_passes_validation_renders_through_mjml(field, te
     rendered = rendered_issue(glossary)
     for part in (rendered.mjml, rendered.html, rendered.text, rendered.archive_html):
         assert not any(map(must_never_reach_the_mail, part)), part
+
+
+# =========================================================================== which files are read
+
+GUARD_SECONDS = 60
+MEMORY_LIMIT = 512 * 2**20
+SYMLINK = (
+    "file: not a regular file (symlink); links are not followed, so a term cannot come from "
+    "outside the folder: replace the link with the file itself"
+)
+
+
+def not_regular(kind: str) -> str:
+    return (
+        f"file: not a regular file ({kind}); only regular files are read as terms: "
+        "remove it, or rename it so its name does not end in .md"
+    )
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def run_guarded(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python args…` in a child killed after GUARD_SECONDS and held to 512 MB of address space:
+    a regression that opens a named pipe or reads /dev/zero fails the test, never hangs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env["PYTHONPATH"] = str(REPO)
+    try:
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=GUARD_SECONDS,
+            preexec_fn=_limit_memory,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"validation did not finish in {GUARD_SECONDS} s: it blocked on an entry it must not read"
+        )
+
+
+_READ = (
+    "import json, sys\n"
+    "from digest.glossary import read_glossary\n"
+    "glossary, errors = read_glossary(sys.argv[1])\n"
+    "print(json.dumps({'slugs': glossary.slugs, 'errors': [str(e) for e in errors]}))\n"
+)
+
+
+def read_guarded(folder: Path) -> tuple[list[str], list[str]]:
+    """(slugs loaded, errors relative to `folder`) of `read_glossary(folder)`, run guarded."""
+    result = run_guarded("-c", _READ, str(folder))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    return out["slugs"], [e.removeprefix(f"{folder}/") for e in out["errors"]]
+
+
+@pytest.fixture
+def folder(make_terms) -> Path:
+    """Two valid terms that name each other: they must load whatever sits beside them."""
+    return make_terms(
+        {
+            "alpha": term_text("Alpha", related=["beta"]),
+            "beta": term_text("Beta", related=["alpha"]),
+        }
+    )
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A valid term file outside the terms folder."""
+    path = tmp_path / "elsewhere" / "gamma.md"
+    path.parent.mkdir()
+    path.write_text(term_text("Gamma"), encoding="utf-8")
+    return path
+
+
+def test_a_symlink_to_dev_zero_is_refused_without_being_read(folder):
+    os.symlink("/dev/zero", folder / "zero.md")
+    assert read_guarded(folder) == (["alpha", "beta"], [f"zero.md: {SYMLINK}"])
+
+
+def test_a_named_pipe_is_refused_without_being_opened(folder):
+    os.mkfifo(folder / "pipe.md")  # opening it to read would wait for a writer forever
+    assert read_guarded(folder) == (["alpha", "beta"], [f"pipe.md: {not_regular('named pipe')}"])
+
+
+def test_a_device_is_refused_without_being_opened(folder):
+    try:
+        os.mknod(folder / "zero.md", stat.S_IFCHR | 0o600, os.makedev(1, 5))  # /dev/zero
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    assert read_guarded(folder) == (["alpha", "beta"], [f"zero.md: {not_regular('device')}"])
+
+
+def test_a_symlink_to_a_term_outside_the_folder_is_refused(folder, outside):
+    os.symlink(outside, folder / "gamma.md")
+    glossary, _errors = read_glossary(folder)
+    assert errors_of(folder) == [f"gamma.md: {SYMLINK}"]
+    assert glossary.slugs == ["alpha", "beta"]
+
+
+def test_a_symlink_to_a_term_inside_the_folder_is_refused_too(folder):
+    # Every link is refused, not only those leading out: a check of where a link leads can be
+    # raced (the link swapped between check and open), and git keeps a term as a file anyway.
+    os.symlink("alpha.md", folder / "alias.md")
+    assert errors_of(folder) == [f"alias.md: {SYMLINK}"]
+
+
+def test_a_symlink_to_a_directory_is_refused(folder, tmp_path):
+    os.symlink(tmp_path / "elsewhere", folder / "dir.md", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    glossary, _errors = read_glossary(folder)
+    assert errors_of(folder) == [f"dir.md: {SYMLINK}"]
+    assert glossary.slugs == ["alpha", "beta"]
+
+
+def test_a_dangling_symlink_such_as_an_editor_lock_file_is_refused_as_a_symlink(folder):
+    os.symlink("user@host.4242", folder / ".#alpha.md")  # what Emacs leaves while editing
+    assert errors_of(folder) == [f".#alpha.md: {SYMLINK}"]
+
+
+def test_a_directory_named_like_a_term_is_refused(folder):
+    (folder / "notes.md").mkdir()
+    assert errors_of(folder) == [f"notes.md: {not_regular('directory')}"]
+
+
+def oversized(size: int) -> str:
+    """A valid term file of exactly `size` bytes (its Example section padded with words)."""
+    base = term_text("Big")
+    return (
+        base
+        + "word " * ((size - len(base.encode())) // 5)
+        + "x" * ((size - len(base.encode())) % 5)
+    )
+
+
+def test_a_term_over_the_size_limit_is_refused_and_its_neighbours_load(folder):
+    (folder / "big.md").write_text(oversized(300 * 1024), encoding="utf-8")
+    glossary, _errors = read_glossary(folder)
+    assert errors_of(folder) == [
+        "big.md: file: is 307,200 bytes, over the 262,144-byte (256 KB) limit for a term file; "
+        "shorten it"
+    ]
+    assert glossary.slugs == ["alpha", "beta"]
+
+
+def test_a_term_of_exactly_the_size_limit_loads(folder):
+    (folder / "big.md").write_text(oversized(MAX_TERM_BYTES), encoding="utf-8")
+    assert (folder / "big.md").stat().st_size == MAX_TERM_BYTES == 256 * 1024
+    assert read_glossary(folder)[0].slugs == ["alpha", "beta", "big"]
+
+
+def test_the_size_is_judged_before_reading(folder):
+    # 1 GB that takes no disk space: reading it would exceed the child's 512 MB.
+    with open(folder / "huge.md", "wb") as f:
+        f.truncate(2**30)
+    assert read_guarded(folder) == (
+        ["alpha", "beta"],
+        ["huge.md: file: is 1,073,741,824 bytes, over the 262,144-byte (256 KB) limit for a term "
+         "file; shorten it"],
+    )  # fmt: skip
+
+
+def test_hidden_files_are_still_read_and_subfolders_and_readmes_still_skipped(folder):
+    # As before: `*.md` directly in the folder is a term, dot-files included (and so reported
+    # by name); sub-folders are not searched; a README is never read, whatever it is.
+    (folder / ".draft.md").write_text(term_text("Draft"), encoding="utf-8")
+    (folder / "drafts").mkdir()
+    (folder / "drafts" / "gamma.md").write_text(term_text("Gamma"), encoding="utf-8")
+    (folder / "notes.txt").write_text("not a term", encoding="utf-8")
+    os.mkfifo(folder / "README.md")
+    slugs, errors = read_guarded(folder)
+    assert slugs == ["alpha", "beta"]
+    assert errors == [
+        ".draft.md: slug: file name '.draft.md' is not a slug (lower-case a-z, 0-9 and '-')"
+    ]
+
+
+def test_validate_on_the_command_line_lists_every_entry_it_would_not_read_and_exits_1(
+    folder, outside, tmp_path
+):
+    os.symlink("/dev/zero", folder / "zero.md")
+    os.mkfifo(folder / "pipe.md")
+    os.symlink(outside, folder / "gamma.md")
+    os.symlink(tmp_path, folder / "dir.md", target_is_directory=True)
+    (folder / "big.md").write_text(oversized(300 * 1024), encoding="utf-8")
+    result = run_guarded("-m", "digest.cli", "terms", "validate", str(folder))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        f"{folder}/big.md: file: is 307,200 bytes, over the 262,144-byte (256 KB) limit for a "
+        "term file; shorten it",
+        f"{folder}/dir.md: {SYMLINK}",
+        f"{folder}/gamma.md: {SYMLINK}",
+        f"{folder}/pipe.md: {not_regular('named pipe')}",
+        f"{folder}/zero.md: {SYMLINK}",
+        "5 errors in 5 files",
+    ]
