@@ -6,7 +6,10 @@ the file, the line and the field, so an editor fixes them all at once instead of
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from pydantic import (
 from digest.weeks import IsoWeek, parse_week
 
 __all__ = [
+    "MAX_TERM_BYTES",
     "REQUIRED_SECTIONS",
     "Alias",
     "Glossary",
@@ -44,6 +48,11 @@ __all__ = [
 Difficulty = Literal["beginner", "intermediate", "advanced"]
 DIFFICULTY_RANK: dict[str, int] = {"beginner": 0, "intermediate": 1, "advanced": 2}
 REQUIRED_SECTIONS = ("Why it matters", "How it works", "Example")
+# The largest term file read, judged from its size before reading. The longest starter term is
+# under 3 KB and a mail over 102 KB is clipped by Gmail anyway; without a limit a 50 MB file
+# passed validation in a second and then cost the build minutes and gigabytes before a size
+# gate refused it.
+MAX_TERM_BYTES = 256 * 1024
 
 # Used with fullmatch: `$` alone also matches before a trailing newline ("nl\n").
 _SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -245,36 +254,90 @@ def _shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# Every character `_visible_text` may refuse: Cc (exactly U+0000–U+001F and U+007F–U+009F,
-# fixed by Unicode's stability policy), Zl, Zp and the bidi controls. Most values hold none, and
-# one regex search over them is far cheaper than a category lookup per character.
-_SUSPECT_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(sorted(_BIDI_CONTROLS)) + "]")
+# The one rule for the characters a term carries into the mail, in a front-matter field as in
+# the body. MJML reads its input as XML and stops at a character XML forbids (most C0 controls,
+# U+FFFE, U+FFFF) with an error that names no file; the others reach readers unseen or garbled:
+# the other controls, the Unicode noncharacters (U+FDD0–U+FDEF and the last two code points of
+# every plane, "never for interchange"), lone surrogates (PyYAML without libyaml turns the
+# escape `\ud800` into one; MJML cannot encode it) and the bidi controls. Tab and newline are
+# text. Unicode's stability policy fixes all of these code points for good.
+_REFUSED_BMP = (
+    "\x00-\x08\x0b-\x1f\x7f-\x9f"
+    + "".join(sorted(_BIDI_CONTROLS))
+    + "\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+)
+# Speed matters (10,000 terms load in under 2 s): a class of BMP characters costs one table
+# lookup per character, but each astral noncharacter listed would add one more test for every
+# character. So every astral character is a candidate, and the few found (emoji) are judged by
+# code point in `_refused`.
+_CANDIDATE_RE = re.compile(f"[{_REFUSED_BMP}\U00010000-\U0010ffff]")
+# One-line fields go into mail headers and subjects: there tab, newline and the Unicode line and
+# paragraph separators are refused too (every Cc, Zl and Zp character).
+_CANDIDATE_ON_ONE_LINE_RE = re.compile(f"[{_REFUSED_BMP}\t\n\u2028\u2029\U00010000-\U0010ffff]")
+# Bytes that are never part of a refused character: printable ASCII, tab, newline and CR (which
+# the loader turns into newlines).
+_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\r"
+
+
+def _refused(found: Iterable[re.Match[str]]) -> Iterator[re.Match[str]]:
+    """The matches of a `_CANDIDATE…_RE` that the rule refuses: every BMP one, and an astral
+    character only when it is a noncharacter (U+nFFFE, U+nFFFF)."""
+    return (m for m in found if m[0] < "\U00010000" or ord(m[0]) & 0xFFFE == 0xFFFE)
+
+
+def _is_refused(text: str) -> bool:
+    """Whether `text` holds a character the rule refuses."""
+    return next(_refused(_CANDIDATE_RE.finditer(text)), None) is not None
+
+
+def _holds_refused(data: bytes) -> bool:
+    """Whether a term file holds a refused character anywhere, judged in C at memory speed:
+    dropping the plain bytes leaves every other character in order (UTF-8 is self-synchronising,
+    so the rest decodes to exactly those), and that rest is short. `data` is valid UTF-8."""
+    rest = data.translate(None, _PLAIN_BYTES)
+    return bool(rest) and _is_refused(rest.decode())
+
+
+class _RefusedCharacter(ValueError):
+    """A value holds a character the rule refuses; `char` lets the caller find its line."""
+
+    def __init__(self, char: str, message: str) -> None:
+        super().__init__(message)
+        self.char = char
+
+
+def _refusal(char: str, written: str | None = None) -> str:
+    """Why the rule refuses `char`, and what to do: one line."""
+    code = ord(char)
+    if char in _BIDI_CONTROLS:
+        kind = "bidirectional override characters"
+    elif 0xD800 <= code <= 0xDFFF:
+        kind = "unpaired surrogates"
+    elif unicodedata.category(char) == "Cc":
+        kind = "control characters"
+    else:
+        kind = "Unicode noncharacters"
+    found = f"U+{code:04X}" if written is None else f"U+{code:04X}, written {written!r}"
+    return f"{kind} are not allowed (found {found}); remove it"
 
 
 def _visible_text(value: str, *, one_line: bool) -> str:
-    """Refuse what would break a mail header or hide text: control characters (and in
-    one-line fields line breaks and tabs), bidirectional overrides, and values with nothing
-    visible in them (a lone zero-width space)."""
-    if (
-        _SUSPECT_RE.search(value) is None
-        and value
-        and not value[0].isspace()
-        and unicodedata.category(value[0]) != "Cf"
-    ):
-        return value  # the common case: nothing to refuse, and visible from the start
-    for ch in value:
-        kind = unicodedata.category(ch)
-        if one_line and kind in ("Cc", "Zl", "Zp"):
-            raise ValueError(
+    """Refuse what would break a mail header or the MJML, or hide text: the characters the
+    rule refuses (and in one-line fields line breaks and tabs), and values with nothing visible
+    in them (a lone zero-width space)."""
+    pattern = _CANDIDATE_ON_ONE_LINE_RE if one_line else _CANDIDATE_RE
+    bad = None if pattern.search(value) is None else next(_refused(pattern.finditer(value)), None)
+    if bad is not None:
+        char = bad[0]
+        if one_line and unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise _RefusedCharacter(
+                char,
                 "must be one line: line breaks, tabs and control characters are not allowed "
-                f"(found U+{ord(ch):04X})"
+                f"(found U+{ord(char):04X}); remove it",
             )
-        if kind == "Cc" and not ch.isspace():
-            raise ValueError(f"control characters are not allowed (found U+{ord(ch):04X})")
-        if ch in _BIDI_CONTROLS:
-            raise ValueError(
-                f"bidirectional override characters are not allowed (found U+{ord(ch):04X})"
-            )
+        raise _RefusedCharacter(char, _refusal(char))
+    if value and not value[0].isspace() and unicodedata.category(value[0]) != "Cf":
+        return value  # the common case: visible from the start
     if all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in value):
         raise ValueError("must contain visible text")
     return value
@@ -523,6 +586,24 @@ def _node_line(
     return line
 
 
+def _char_line(root: yaml.Node | None, loc: tuple[Any, ...], text: str, char: str) -> int | None:
+    """The file line holding `char` within the YAML value at `loc`: a folded `definition` spans
+    lines, and the error must name the one the character is on. None when it is not there as
+    written (a YAML escape such as `\\e` produced it); the field's line then stands."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            break  # e.g. `name` of an alias written as a bare string: the scalar itself
+    if not isinstance(node, yaml.ScalarNode):
+        return None
+    at = text.find(char, node.start_mark.index, node.end_mark.index)
+    return None if at < 0 else text.count("\n", 0, at) + 2
+
+
 def _item_lines(root: yaml.Node | None, key: str, text: str) -> list[int]:
     """`_node_line(root, (key, i), 2, text)` for every item i of the top-level sequence `key`,
     in one pass instead of one walk from the root per item ([] when `key` is no sequence)."""
@@ -624,6 +705,54 @@ def _split_sections(
     return sections, errors
 
 
+# A numeric character reference, as CommonMark reads one: markdown-it decodes it, so `&#12;`
+# reaches the mail as a raw form feed. (No named entity stands for a refused character.)
+_CHAR_REF_RE = re.compile(r"&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
+
+
+def _lines_of(text: str, first_line: int, offsets: Iterable[int]) -> Iterator[int]:
+    """The file line of each offset into `text` (ascending), counting each stretch once: a body
+    with a bad character on every line must not cost a scan from the start per character."""
+    line, done = first_line, 0
+    for offset in offsets:
+        line += text.count("\n", done, offset)
+        done = offset
+        yield line
+
+
+def _body_character_errors(body: str, body_line: int, path: Path) -> list[GlossaryError]:
+    """Every body line holding a character the rule refuses, one error per line naming the
+    first such character on it."""
+    errors: list[GlossaryError] = []
+    found = list(_refused(_CANDIDATE_RE.finditer(body)))
+    lines = _lines_of(body, body_line, (m.start() for m in found))
+    for bad, line in zip(found, lines, strict=True):
+        if not errors or errors[-1].line != line:
+            errors.append(GlossaryError(path, line, "body", _refusal(bad[0])))
+    return errors
+
+
+def _reference_errors(body: str, body_line: int, path: Path) -> list[GlossaryError]:
+    """Numeric references that the rendered body decodes to a refused character. Only those
+    that reach the HTML count: inside code a reference is shown as written, and markdown-it
+    itself turns the invalid ones (NUL, surrogates, noncharacters, C1) into U+FFFD. Rendering
+    is paid only by the rare body that holds such a reference."""
+    refused: list[tuple[re.Match[str], str]] = []
+    for ref in _CHAR_REF_RE.finditer(body):
+        code = int(ref[1], 16) if ref[1] else int(ref[2])
+        if code <= 0x10FFFF and _is_refused(chr(code)):
+            refused.append((ref, chr(code)))
+    if not refused:
+        return []
+    shown = render_markdown(body)
+    lines = _lines_of(body, body_line, (ref.start() for ref, _char in refused))
+    return [
+        GlossaryError(path, line, "body", _refusal(char, ref[0]))
+        for (ref, char), line in zip(refused, lines, strict=True)
+        if char in shown
+    ]
+
+
 @dataclass
 class _Parsed:
     """What one file yielded: the Term when valid, and the names and links it declares.
@@ -639,16 +768,100 @@ class _Parsed:
     related: list[tuple[str, int | None]]
 
 
+_FILE_KINDS = (
+    (stat.S_ISLNK, "symlink"),
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "named pipe"),
+    (stat.S_ISCHR, "device"),
+    (stat.S_ISBLK, "device"),
+    (stat.S_ISSOCK, "socket"),
+)
+# Never follow a link, never wait on a pipe swapped in between the lstat and the open.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _not_regular(path: Path, mode: int) -> GlossaryError:
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "special file")
+    if kind == "symlink":
+        # Every link, not only those leading out: where a link leads can change between the
+        # check and the open, and a link to /dev/zero or a pipe would hang or exhaust us.
+        advice = (
+            "links are not followed, so a term cannot come from outside the folder: "
+            "replace the link with the file itself"
+        )
+    else:
+        advice = (
+            "only regular files are read as terms: remove it, or rename it so its name does "
+            "not end in .md"
+        )
+    return GlossaryError(path, None, "file", f"not a regular file ({kind}); {advice}")
+
+
+def _too_big(path: Path, size: int) -> GlossaryError:
+    message = (
+        f"is {size:,} bytes, over the {MAX_TERM_BYTES:,}-byte ({MAX_TERM_BYTES // 1024} KB) "
+        "limit for a term file; shorten it"
+    )
+    return GlossaryError(path, None, "file", message)
+
+
+def _term_bytes(path: Path) -> bytes | GlossaryError:
+    """The bytes of `path` when it is a regular file of at most MAX_TERM_BYTES, else the error.
+
+    Judged from `lstat` before anything is opened: opening a named pipe blocks until a writer
+    comes, a device such as /dev/zero reads until memory runs out, a symlink may lead out of
+    the folder, and a huge file would pass only to cost the build minutes. The open then refuses
+    links and never blocks, and what was opened is checked again, so an entry swapped in
+    between (an editor replaces files as it saves) is judged as what it is by then.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return GlossaryError(path, None, "file", f"cannot read: {exc.strerror}")
+    if not stat.S_ISREG(info.st_mode):
+        return _not_regular(path, info.st_mode)
+    if info.st_size > MAX_TERM_BYTES:
+        return _too_big(path, info.st_size)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link made since the lstat
+            return _not_regular(path, stat.S_IFLNK)
+        return GlossaryError(path, None, "file", f"cannot read: {exc.strerror}")
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            return _not_regular(path, opened.st_mode)
+        if opened.st_size > MAX_TERM_BYTES:
+            return _too_big(path, opened.st_size)
+        # The size and a byte more, then on to the end, bounded: a file still growing is read
+        # no further than the limit. (Not MAX_TERM_BYTES at once: that allocates 256 KB a file.)
+        data = os.read(fd, opened.st_size + 1)
+        while len(data) <= MAX_TERM_BYTES and (more := os.read(fd, 65536)):
+            data += more
+    except OSError as exc:
+        return GlossaryError(path, None, "file", f"cannot read: {exc.strerror}")
+    finally:
+        os.close(fd)
+    return data if len(data) <= MAX_TERM_BYTES else _too_big(path, len(data))
+
+
 def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
     """Read one file: what it declares, and every error found in it."""
     slug = path.stem
+    raw = _term_bytes(path)
+    if isinstance(raw, GlossaryError):
+        return None, [raw]
     try:
         # Bytes, then text: what read_text does, without its slower newline-translating reader.
-        text = path.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         return None, [GlossaryError(path, None, "file", f"not valid UTF-8 ({exc.reason})")]
-    except OSError as exc:
-        return None, [GlossaryError(path, None, "file", f"cannot read: {exc.strerror}")]
     text = text.replace("\r\n", "\n").removeprefix("\ufeff")
     split = _split_front_matter(text)
     if split is None:
@@ -718,6 +931,10 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
 
     sections, body_errors = _split_sections(body, body_line, path)
     errors.extend(body_errors)
+    if _holds_refused(raw):  # rare: only then is the body searched line by line
+        errors.extend(_body_character_errors(body, body_line, path))
+    if "&#" in body:
+        errors.extend(_reference_errors(body, body_line, path))
     try:
         meta = _FrontMatter.model_validate(data)
     except ValidationError as exc:
@@ -726,7 +943,11 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
             name = "".join(f"[{p}]" if isinstance(p, int) else f".{_key_name(p)}" for p in loc)
             name = name.lstrip(".")
             message = _pydantic_message(problem)
-            errors.append(GlossaryError(path, line_of(*loc), name or "front matter", message))
+            line = line_of(*loc)
+            refused = problem.get("ctx", {}).get("error")
+            if isinstance(refused, _RefusedCharacter):
+                line = _char_line(node, loc, front, refused.char) or line
+            errors.append(GlossaryError(path, line, name or "front matter", message))
         return parsed, errors
     if meta.slug is not None and meta.slug != slug:
         message = f"{_shown(meta.slug)} does not match the file name {slug!r}"
