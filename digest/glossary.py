@@ -28,6 +28,14 @@ from pydantic import (
     field_validator,
 )
 
+from digest.characters import (
+    CANDIDATE_RE,
+    first_refused,
+    holds_refused,
+    is_refused,
+    refusal,
+    refused,
+)
 from digest.weeks import IsoWeek, parse_week
 
 __all__ = [
@@ -59,7 +67,6 @@ _SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _LANG_RE = re.compile(r"[a-z]{2,3}")
 # Embedding, override and isolate controls reorder how text is shown ("Trojan Source"): a
 # title could read differently in the mail than in the file. Marks (LRM/RLM) stay allowed.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _HEADING_RE = re.compile(r"^##[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE_RE = re.compile(r"^(```|~~~)")
 _HEADING_LINE_RE = re.compile(_HEADING_RE.pattern, re.MULTILINE)  # for a whole body at once
@@ -254,50 +261,6 @@ def _shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# The one rule for the characters a term carries into the mail, in a front-matter field as in
-# the body. MJML reads its input as XML and stops at a character XML forbids (most C0 controls,
-# U+FFFE, U+FFFF) with an error that names no file; the others reach readers unseen or garbled:
-# the other controls, the Unicode noncharacters (U+FDD0–U+FDEF and the last two code points of
-# every plane, "never for interchange"), lone surrogates (PyYAML without libyaml turns the
-# escape `\ud800` into one; MJML cannot encode it) and the bidi controls. Tab and newline are
-# text. Unicode's stability policy fixes all of these code points for good.
-_REFUSED_BMP = (
-    "\x00-\x08\x0b-\x1f\x7f-\x9f"
-    + "".join(sorted(_BIDI_CONTROLS))
-    + "\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
-)
-# Speed matters (10,000 terms load in under 2 s): a class of BMP characters costs one table
-# lookup per character, but each astral noncharacter listed would add one more test for every
-# character. So every astral character is a candidate, and the few found (emoji) are judged by
-# code point in `_refused`.
-_CANDIDATE_RE = re.compile(f"[{_REFUSED_BMP}\U00010000-\U0010ffff]")
-# One-line fields go into mail headers and subjects: there tab, newline and the Unicode line and
-# paragraph separators are refused too (every Cc, Zl and Zp character).
-_CANDIDATE_ON_ONE_LINE_RE = re.compile(f"[{_REFUSED_BMP}\t\n\u2028\u2029\U00010000-\U0010ffff]")
-# Bytes that are never part of a refused character: printable ASCII, tab, newline and CR (which
-# the loader turns into newlines).
-_PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n\r"
-
-
-def _refused(found: Iterable[re.Match[str]]) -> Iterator[re.Match[str]]:
-    """The matches of a `_CANDIDATE…_RE` that the rule refuses: every BMP one, and an astral
-    character only when it is a noncharacter (U+nFFFE, U+nFFFF)."""
-    return (m for m in found if m[0] < "\U00010000" or ord(m[0]) & 0xFFFE == 0xFFFE)
-
-
-def _is_refused(text: str) -> bool:
-    """Whether `text` holds a character the rule refuses."""
-    return next(_refused(_CANDIDATE_RE.finditer(text)), None) is not None
-
-
-def _holds_refused(data: bytes) -> bool:
-    """Whether a term file holds a refused character anywhere, judged in C at memory speed:
-    dropping the plain bytes leaves every other character in order (UTF-8 is self-synchronising,
-    so the rest decodes to exactly those), and that rest is short. `data` is valid UTF-8."""
-    rest = data.translate(None, _PLAIN_BYTES)
-    return bool(rest) and _is_refused(rest.decode())
-
-
 class _RefusedCharacter(ValueError):
     """A value holds a character the rule refuses; `char` lets the caller find its line."""
 
@@ -306,36 +269,19 @@ class _RefusedCharacter(ValueError):
         self.char = char
 
 
-def _refusal(char: str, written: str | None = None) -> str:
-    """Why the rule refuses `char`, and what to do: one line."""
-    code = ord(char)
-    if char in _BIDI_CONTROLS:
-        kind = "bidirectional override characters"
-    elif 0xD800 <= code <= 0xDFFF:
-        kind = "unpaired surrogates"
-    elif unicodedata.category(char) == "Cc":
-        kind = "control characters"
-    else:
-        kind = "Unicode noncharacters"
-    found = f"U+{code:04X}" if written is None else f"U+{code:04X}, written {written!r}"
-    return f"{kind} are not allowed (found {found}); remove it"
-
-
 def _visible_text(value: str, *, one_line: bool) -> str:
     """Refuse what would break a mail header or the MJML, or hide text: the characters the
     rule refuses (and in one-line fields line breaks and tabs), and values with nothing visible
     in them (a lone zero-width space)."""
-    pattern = _CANDIDATE_ON_ONE_LINE_RE if one_line else _CANDIDATE_RE
-    bad = None if pattern.search(value) is None else next(_refused(pattern.finditer(value)), None)
-    if bad is not None:
-        char = bad[0]
+    char = first_refused(value, one_line=one_line)
+    if char is not None:
         if one_line and unicodedata.category(char) in ("Cc", "Zl", "Zp"):
             raise _RefusedCharacter(
                 char,
                 "must be one line: line breaks, tabs and control characters are not allowed "
                 f"(found U+{ord(char):04X}); remove it",
             )
-        raise _RefusedCharacter(char, _refusal(char))
+        raise _RefusedCharacter(char, refusal(char))
     if value and not value[0].isspace() and unicodedata.category(value[0]) != "Cf":
         return value  # the common case: visible from the start
     if all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in value):
@@ -724,11 +670,11 @@ def _body_character_errors(body: str, body_line: int, path: Path) -> list[Glossa
     """Every body line holding a character the rule refuses, one error per line naming the
     first such character on it."""
     errors: list[GlossaryError] = []
-    found = list(_refused(_CANDIDATE_RE.finditer(body)))
+    found = list(refused(CANDIDATE_RE.finditer(body)))
     lines = _lines_of(body, body_line, (m.start() for m in found))
     for bad, line in zip(found, lines, strict=True):
         if not errors or errors[-1].line != line:
-            errors.append(GlossaryError(path, line, "body", _refusal(bad[0])))
+            errors.append(GlossaryError(path, line, "body", refusal(bad[0])))
     return errors
 
 
@@ -740,14 +686,14 @@ def _reference_errors(body: str, body_line: int, path: Path) -> list[GlossaryErr
     refused: list[tuple[re.Match[str], str]] = []
     for ref in _CHAR_REF_RE.finditer(body):
         code = int(ref[1], 16) if ref[1] else int(ref[2])
-        if code <= 0x10FFFF and _is_refused(chr(code)):
+        if code <= 0x10FFFF and is_refused(chr(code)):
             refused.append((ref, chr(code)))
     if not refused:
         return []
     shown = render_markdown(body)
     lines = _lines_of(body, body_line, (ref.start() for ref, _char in refused))
     return [
-        GlossaryError(path, line, "body", _refusal(char, ref[0]))
+        GlossaryError(path, line, "body", refusal(char, ref[0]))
         for (ref, char), line in zip(refused, lines, strict=True)
         if char in shown
     ]
@@ -931,7 +877,7 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
 
     sections, body_errors = _split_sections(body, body_line, path)
     errors.extend(body_errors)
-    if _holds_refused(raw):  # rare: only then is the body searched line by line
+    if holds_refused(raw):  # rare: only then is the body searched line by line
         errors.extend(_body_character_errors(body, body_line, path))
     if "&#" in body:
         errors.extend(_reference_errors(body, body_line, path))

@@ -16,6 +16,8 @@ from email.header import Header
 
 from email_validator import EmailNotValidError, validate_email
 
+from digest.characters import BIDI_CONTROLS, first_refused, refusal
+
 __all__ = [
     "NAME_MAX",
     "HeaderError",
@@ -33,7 +35,6 @@ __all__ = [
 NAME_MAX = 200
 # RFC 5322 §2.1.1: a line MUST be at most 998 characters (78 is only a SHOULD).
 _LINE_MAX = 998
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # An RFC 2047 encoded-word: =?charset?encoding?text?= (the text may be empty).
 _ENCODED_WORD_RE = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 # What needs quoting in a display name sent as a plain ASCII phrase (RFC 5322 specials).
@@ -58,12 +59,14 @@ def check_header_value(name: str, value: str) -> str:
 
 
 def _unsafe_character(text: str) -> str | None:
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
-            return "line breaks and control characters are not allowed"
-        if ch in _BIDI_CONTROLS:
-            return f"bidirectional override characters are not allowed (found U+{ord(ch):04X})"
-    return None
+    char = first_refused(text, one_line=True)
+    if char is None:
+        return None
+    if char in BIDI_CONTROLS:
+        return f"bidirectional override characters are not allowed (found U+{ord(char):04X})"
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        return "line breaks and control characters are not allowed"
+    return refusal(char)
 
 
 def display_name_problem(name: str) -> str | None:
