@@ -80,8 +80,21 @@ class OutboxTransport:
         return self.directory / ".batches"
 
     def send(self, message: Message) -> SendResult:
-        """Write the batch; a reader whose mail cannot be written is refused, not raised."""
-        return self._write(message)
+        """Write the batch; a reader whose mail cannot be written is refused, not raised.
+
+        A folder that cannot be written (read-only, full, removed, a file in its place) is a
+        `RetryableError` naming the folder: the issue pauses like a provider outage instead of
+        crashing with the batch claimed. It counts as "maybe delivered", since some of the
+        batch's files may already be written: its rows stay claimed, so the run that resumes it
+        writes the same file names again (the batch key names them) instead of a new batch
+        adding copies; only the manifest, written last, says the batch went out.
+        """
+        try:
+            return self._write(message)
+        except OSError as exc:
+            raise RetryableError(
+                self._folder_error("write to", exc), maybe_delivered=message.batch_key is not None
+            ) from exc
 
     def _write(self, message: Message) -> SendResult:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -119,8 +132,16 @@ class OutboxTransport:
         return SendResult(message_id=prefix, refused=refused)
 
     def lookup_batch(self, batch_key: str) -> bool | None:
-        """The outbox always knows: a batch went out exactly when its manifest exists."""
-        return (self._manifests / f"{_checked_key(batch_key)}.json").exists()
+        """The outbox always knows: a batch went out exactly when its manifest exists.
+
+        A folder that cannot be read is a `RetryableError` (it can tell again once the folder
+        is back), not "cannot tell", which would have the ambiguity policy write readers off.
+        """
+        path = self._manifests / f"{_checked_key(batch_key)}.json"
+        try:
+            return path.exists()
+        except OSError as exc:
+            raise RetryableError(self._folder_error("read", exc)) from exc
 
     def refused_in_batch(self, message: Message) -> dict[str, str]:
         """Which of `message`'s recipients the outbox refused when it wrote the batch, with why.
@@ -137,9 +158,7 @@ class OutboxTransport:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise RetryableError(
-                f"cannot read the outbox folder {self.directory} ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise RetryableError(self._folder_error("read", exc)) from exc
         except ValueError as exc:
             raise PermanentError(
                 f"the outbox manifest {path} is not valid JSON ({exc}); it is written whole or "
@@ -152,6 +171,12 @@ class OutboxTransport:
             for r in message.recipients
             if (tag := _address_tag(r.email)) in by_tag
         }
+
+    def _folder_error(self, doing: str, exc: OSError) -> str:
+        return (
+            f"cannot {doing} the outbox folder {self.directory} ({type(exc).__name__}: {exc}); "
+            "check that it is a folder digest may write to and that its disk has free space"
+        )
 
     def recipients_per_batch(self, message: Message) -> int:
         return self.max_batch
@@ -233,12 +258,18 @@ def _address_tag(email: str) -> str:
 
 def _write_atomically(path: Path, data: bytes, *, durable: bool) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        # A disk that filled up mid-file leaves no half-written temp file behind.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _sync_all() -> None:
