@@ -338,6 +338,65 @@ def test_a_crash_after_sendgrid_refused_a_whole_batch_records_it_refused_not_unc
     assert len(sendgrid.deliveries()) == 3
 
 
+def test_sendgrid_refuses_a_reader_whose_part_of_the_payload_cannot_be_built(
+    engine: Engine,
+    settings: Settings,
+    sendgrid: SendGridTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from digest.delivery import sendgrid as sendgrid_module
+
+    good = set(seed_subscribers(engine, 4))
+    odd = store_reader_the_door_would_refuse(engine, "ulla@xn--invalid-.example")
+    build_issue(engine)
+    address = sendgrid_module._address
+
+    def strict(email: str, name: str | None) -> dict[str, str]:
+        # Stands in for an address rule of the payload (e.g. an IDN domain that will not
+        # convert to punycode), which raises ValueError for that one recipient.
+        if email == "ulla@xn--invalid-.example":
+            raise ValueError("cannot send to this address: the domain is not valid")
+        return address(email, name)
+
+    monkeypatch.setattr(sendgrid_module, "_address", strict)
+
+    summary = send_issue(engine, settings, sendgrid_transport(sendgrid), WEEK, now=NOW)
+
+    assert (summary.status, summary.sent, summary.refused) == ("sent", 4, 1)
+    assert len(sendgrid.deliveries()) == len(good) == 4
+    assert ledger_rows(engine, [odd]) == {
+        odd: (
+            "refused",
+            "SendGrid cannot take this recipient: cannot send to this address: the domain is "
+            "not valid; correct or remove the address (sending again would refuse it again)",
+        )
+    }
+
+
+def test_sendgrid_fails_the_issue_when_nobodys_part_of_the_payload_can_be_built(
+    engine: Engine,
+    settings: Settings,
+    sendgrid: SendGridTestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from digest.delivery import sendgrid as sendgrid_module
+
+    seed_subscribers(engine, 4)
+    build_issue(engine)
+
+    def broken(email: str, name: str | None) -> dict[str, str]:
+        raise ValueError("a bug that fails every recipient alike")
+
+    monkeypatch.setattr(sendgrid_module, "_address", broken)
+
+    summary = send_issue(engine, settings, sendgrid_transport(sendgrid), WEEK, now=NOW)
+
+    assert summary.status == "failed" and summary.refused == 0
+    assert "not any one address" in (summary.reason or "")
+    assert "refused" not in ledger(engine)
+    assert sendgrid.stats()["requests"] == 0
+
+
 def test_sendgrid_transport_refuses_a_non_ascii_local_part_before_building_the_payload(
     sendgrid: SendGridTestServer,
 ) -> None:

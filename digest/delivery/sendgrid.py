@@ -231,14 +231,28 @@ class SendGridTransport:
     def refused_in_batch(self, message: Message) -> dict[str, str]:
         """The recipients of `message` that `send` leaves out, with why.
 
-        A rule on the address alone, so a run resuming a batch whose answer a crash lost
-        records these readers exactly as `send` refused them.
+        Decided from each recipient alone, so a run resuming a batch whose answer a crash lost
+        records these readers exactly as `send` refused them. A recipient whose part of the
+        payload cannot be built is refused too — unless a stand-in reader fails the same way:
+        then the fault is not in their address, and `PermanentError` stops the send rather
+        than writing every reader off as refused.
         """
         refused: dict[str, str] = {}
         for recipient in message.recipients:
-            reason = _refusal(recipient.email)
+            reason = _refusal(recipient)
             if reason is not None:
                 refused[recipient.email] = reason
+        if refused:
+            stand_in = replace(
+                next(r for r in message.recipients if r.email in refused),
+                email=message.from_email,
+                name=None,
+            )
+            if _refusal(stand_in) is not None:
+                raise PermanentError(
+                    "SendGrid's payload cannot be built for anyone, so the fault is in the "
+                    f"message, not any one address: {_refusal(stand_in)}"
+                )
         return refused
 
     def _http_error(self, exc: HTTPError) -> Exception:
@@ -306,20 +320,25 @@ class SendGridTransport:
         return text.replace(self._secret, "***")
 
 
-def _refusal(address: str) -> str | None:
-    """Why SendGrid cannot take `address`, or None when it can.
+def _refusal(recipient: Recipient) -> str | None:
+    """Why SendGrid cannot take `recipient`, or None when it can.
 
     A non-ASCII local part (before the "@") needs SMTPUTF8, which SendGrid does not offer: it
     accepts the request and drops that recipient silently. A non-ASCII domain is fine once in
-    punycode, so only the local part is checked here.
+    punycode. Anything else that stops this recipient's personalization from being built (a
+    ValueError: an address or header value the payload rules refuse) refuses them too, so
+    one stored value never stops the request for the whole batch.
     """
-    local = address.rpartition("@")[0]
-    if not local.isascii():
+    again = "correct or remove the address (sending again would refuse it again)"
+    if not recipient.email.rpartition("@")[0].isascii():
         return (
             "SendGrid cannot deliver to an address with non-ASCII characters before the @ "
-            "(it would drop the mail without a word); correct or remove the address "
-            "(sending again would refuse it again)"
+            f"(it would drop the mail without a word); {again}"
         )
+    try:
+        _personalization(recipient)
+    except ValueError as exc:
+        return f"SendGrid cannot take this recipient: {exc}; {again}"
     return None
 
 
