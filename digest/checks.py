@@ -19,7 +19,7 @@ import feedparser
 
 from digest.config import Settings
 from digest.delivery.base import PLACEHOLDERS, Message, Recipient
-from digest.headers import ascii_address
+from digest.headers import UnsupportedAddress, ascii_address
 from digest.tokens import BadToken, Purpose, read_token
 
 __all__ = [
@@ -185,6 +185,7 @@ def check_message(
     settings: Settings,
     message: Message,
     serialise: Callable[[Message, Recipient], bytes] | None = None,
+    notes: list[str] | None = None,
 ) -> list[str]:
     """Problems with the mail each recipient of `message` would get, as the transport sends it.
 
@@ -196,6 +197,8 @@ def check_message(
     back as a mail client reads it: exactly one `To` holding the recipient's address, no other
     recipient headers, and a List-Unsubscribe that still holds their `<https://…>` once
     decoded — the values before serialisation can look right while the wire form is broken.
+    A reader whose address no transport can write (`UnsupportedAddress`) is no problem of the
+    issue: the send records them `refused` and goes on, so they are added to `notes` instead.
     Recipients are named by subscriber id, never by address (this output ends up in logs).
     """
     if not message.recipients:
@@ -218,7 +221,13 @@ def check_message(
             )
         problems.extend(f"{who}: {p}" for p in _check_unsubscribe_headers(recipient))
         if serialise is not None:
-            problems.extend(f"{who}: {p}" for p in _check_serialised(serialise, message, recipient))
+            try:
+                found = _check_serialised(serialise, message, recipient)
+            except UnsupportedAddress as exc:
+                if notes is not None:
+                    notes.append(f"{who}: {exc}; the send records them refused and goes on")
+            else:
+                problems.extend(f"{who}: {p}" for p in found)
         for purpose in ("unsubscribe", "preferences"):
             url = subs.get(PLACEHOLDERS[f"{purpose}_url"])
             if url is not None:
@@ -263,7 +272,9 @@ def _check_serialised(
 ) -> list[str]:
     try:
         raw = serialise(message, recipient)
-    except ValueError as exc:  # HeaderError, UnsupportedAddress: it could not be written
+    except UnsupportedAddress:
+        raise
+    except ValueError as exc:  # HeaderError: a value that could not be written
         return [f"the message cannot be written: {exc}"]
     parsed = BytesParser(policy=default_policy).parsebytes(raw, headersonly=True)
     problems: list[str] = []

@@ -574,6 +574,8 @@ def send_command(
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     counts = f"sent {summary.sent:,}, skipped {summary.skipped:,}, failed {summary.failed:,}"
+    if summary.refused:
+        counts += f", refused {summary.refused:,} (`digest deliveries ADDRESS` says why)"
     if summary.uncertain:
         counts += f", uncertain {summary.uncertain:,} (not re-sent; see docs/delivery.md)"
     console.print(
@@ -897,7 +899,10 @@ def check_command(
     from digest.preflight import check_issue
 
     wk = _week_or_this(week)
-    problems = check_issue(engine(), settings(), wk, now=db.utcnow())
+    notes: list[str] = []
+    problems = check_issue(engine(), settings(), wk, now=db.utcnow(), notes=notes)
+    for note in notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     for problem in problems:
         console.print(f"- {problem}", markup=False, soft_wrap=True)
     if problems:
@@ -956,6 +961,8 @@ def deliveries_command(
         console.print(f"{wk}: issue {counts.issue_status}", markup=False)
         shown = [("sent", counts.sent), ("failed", counts.failed), ("skipped", counts.skipped)]
         shown += [("bounced", counts.bounced)]
+        if counts.refused:
+            shown.append(("refused", counts.refused))
         if counts.claimed:
             shown.append(("in flight", counts.claimed))
         for label, n in shown:

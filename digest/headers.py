@@ -105,6 +105,7 @@ def ascii_address(email: str) -> str:
     A non-ASCII local part needs SMTPUTF8 end to end, which SendGrid and many relays do not
     offer (SendGrid drops such mail silently), so it is refused with `UnsupportedAddress`.
     """
+    check_header_value("address", email)
     if email.isascii():
         return email
     try:
@@ -126,7 +127,7 @@ def _phrase(name: str) -> str:
 
 def address_header(email: str, name: str | None = None) -> str:
     """`Name <address>` for From, To and Reply-To, in ASCII, with the address in punycode."""
-    address = ascii_address(check_header_value("address", email.strip()))
+    address = ascii_address(email.strip())
     display = safe_display_name(name)
     if display is None:
         return address

@@ -33,6 +33,7 @@ def check_issue(
     *,
     now: datetime | None = None,
     sample: int = SAMPLE_SIZE,
+    notes: list[str] | None = None,
 ) -> list[str]:
     """Every problem that should stop `week`'s issue from going out; an empty list means fine.
 
@@ -44,6 +45,9 @@ def check_issue(
       marker given a value, unsubscribe and preferences links that verify, and each message as
       written out and read back by a mail client (`checks.check_message`);
     - the RSS feed with this issue in it parses cleanly with unique guids (`checks.check_feed`).
+
+    What is worth saying but must not stop the issue (a sampled reader whose address no
+    transport can write: the send records them refused) is appended to `notes`.
     """
     now = now or utcnow()
     issue = get_issue(engine, week)
@@ -59,7 +63,7 @@ def check_issue(
     except (SendError, ValueError) as exc:  # ValueError: a header the Message refused
         problems.append(f"cannot build the messages: {exc}")
     else:
-        problems.extend(check_message(settings, message, serialise=mime_bytes))
+        problems.extend(check_message(settings, message, serialise=mime_bytes, notes=notes))
     public = {r.week: r for r in list_issues(engine, statuses=["sent"], limit=settings.feed_items)}
     public[issue.week] = issue
     problems.extend(check_feed(render_feed(settings, list(public.values()), now)))

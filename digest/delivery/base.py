@@ -84,9 +84,17 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """What the service said: its message id for the batch, when it gives one."""
+    """What the service said: its message id for the batch, when it gives one, and which
+    recipients the transport would not take, with why.
+
+    A refused recipient was not sent to, and sending again would refuse them again (an address
+    the transport cannot write or the provider would drop): the sender records them as
+    `refused` for that reader alone instead of failing the whole batch, so one bad stored
+    address never blocks everybody else's issue. Keys are `Recipient.email` as given.
+    """
 
     message_id: str | None = None
+    refused: Mapping[str, str] = field(default_factory=dict)
 
 
 class TransportError(Exception):

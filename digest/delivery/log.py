@@ -38,6 +38,9 @@ class IssueDeliveries:
     those who got it (`sent`) and are bounced now (SendGrid often reports a bounce without the
     issue's custom args). A bounced reader is also counted under `sent`: the ledger records what
     digest did, the bounce what the receiving server did next.
+
+    `refused` counts readers the transport could not send to at all (an address it cannot
+    write, or one the provider would drop): final, unlike `failed`, which a later run retries.
     """
 
     week: IsoWeek
@@ -47,6 +50,7 @@ class IssueDeliveries:
     skipped: int
     claimed: int
     bounced: int
+    refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,7 @@ class ReaderDelivery:
     """One issue as it reached (or did not reach) one reader, from the ledger."""
 
     week: IsoWeek
-    status: str  # claimed | sent | failed | skipped
+    status: str  # claimed | sent | failed | skipped | refused
     attempts: int
     error: str | None
     message_id: str | None
@@ -121,6 +125,7 @@ def issue_deliveries(engine: Engine, week: IsoWeek) -> IssueDeliveries | None:
         skipped=int(by_status.get("skipped", 0)),
         claimed=int(by_status.get("claimed", 0)),
         bounced=len(readers),
+        refused=int(by_status.get("refused", 0)),
     )
 
 

@@ -6,11 +6,14 @@ and what it writes is exactly what a mail client would show.
 
 from __future__ import annotations
 
+import contextlib
+import email.errors
 import hashlib
 import json
 import os
 import re
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -18,7 +21,13 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from digest.db import utcnow
-from digest.delivery.base import Message, Recipient, SendResult
+from digest.delivery.base import (
+    Message,
+    PermanentError,
+    Recipient,
+    RetryableError,
+    SendResult,
+)
 from digest.headers import (
     address_header,
     ascii_address,
@@ -114,37 +123,169 @@ class OutboxTransport:
         return self.directory / ".batches"
 
     def send(self, message: Message) -> SendResult:
+        """Write the batch; a reader whose mail cannot be written is refused, not raised.
+
+        A folder that cannot be written (read-only, full, removed, a file in its place) is a
+        `RetryableError` naming the folder: the issue pauses like a provider outage instead of
+        crashing with the batch claimed. It counts as "maybe delivered", since some of the
+        batch's files may already be written: its rows stay claimed, so the run that resumes it
+        writes the same file names again (the batch key names them) instead of a new batch
+        adding copies; only the manifest, written last, says the batch went out.
+        """
+        try:
+            return self._write(message)
+        except OSError as exc:
+            raise RetryableError(
+                self._folder_error("write to", exc), maybe_delivered=message.batch_key is not None
+            ) from exc
+
+    def _write(self, message: Message) -> SendResult:
         self.directory.mkdir(parents=True, exist_ok=True)
         if message.batch_key is None:
             prefix = f"{utcnow().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         else:
             prefix = _checked_key(message.batch_key)
+        refused: dict[str, str] = {}
         for index, recipient in enumerate(message.recipients):
+            try:
+                data = _render(message, recipient)
+            except _Refused as exc:
+                refused[recipient.email] = exc.reason
+                continue
             if message.batch_key is None:
                 final = self.directory / f"{prefix}-{index:04d}.eml"
             else:
                 final = self.directory / f"{prefix}-{_address_tag(recipient.email)}.eml"
-            _write_atomically(final, mime_bytes(message, recipient), durable=False)
+            _write_atomically(final, data, durable=False)
         if message.batch_key is not None:
             # One flush for the whole batch instead of an fsync per file: the manifest that
             # says "this batch went out" must not reach the disk before the mails it speaks for.
             _sync_all()
             self._manifests.mkdir(exist_ok=True)
-            manifest = {"batch_key": prefix, "recipients": len(message.recipients)}
+            manifest = {
+                "batch_key": prefix,
+                "recipients": len(message.recipients),
+                # By address tag, like the file names: what a resume after a crash between
+                # here and the ledger records for these readers (`refused_in_batch`).
+                "refused": {_address_tag(email): why for email, why in refused.items()},
+            }
             _write_atomically(
                 self._manifests / f"{prefix}.json", json.dumps(manifest).encode(), durable=True
             )
-        return SendResult(message_id=prefix)
+        return SendResult(message_id=prefix, refused=refused)
 
     def lookup_batch(self, batch_key: str) -> bool | None:
-        """The outbox always knows: a batch went out exactly when its manifest exists."""
-        return (self._manifests / f"{_checked_key(batch_key)}.json").exists()
+        """The outbox always knows: a batch went out exactly when its manifest exists.
+
+        A folder that cannot be read is a `RetryableError` (it can tell again once the folder
+        is back), not "cannot tell", which would have the ambiguity policy write readers off.
+        """
+        path = self._manifests / f"{_checked_key(batch_key)}.json"
+        try:
+            return path.exists()
+        except OSError as exc:
+            raise RetryableError(self._folder_error("read", exc)) from exc
+
+    def refused_in_batch(self, message: Message) -> dict[str, str]:
+        """Which of `message`'s recipients the outbox refused when it wrote the batch, with why.
+
+        Read from the batch's manifest: a run that died after the outbox wrote a batch but
+        before the ledger heard records these readers exactly as the dead run would have.
+        Nothing when the batch was never written (it is sent again, and refused again).
+        """
+        if message.batch_key is None:
+            return {}
+        path = self._manifests / f"{_checked_key(message.batch_key)}.json"
+        try:
+            manifest = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise RetryableError(self._folder_error("read", exc)) from exc
+        except ValueError as exc:
+            raise PermanentError(
+                f"the outbox manifest {path} is not valid JSON ({exc}); it is written whole or "
+                "not at all, so something else wrote it: delete it to have the batch written "
+                "again"
+            ) from exc
+        by_tag = manifest.get("refused") or {}
+        return {
+            r.email: str(by_tag[tag])
+            for r in message.recipients
+            if (tag := _address_tag(r.email)) in by_tag
+        }
+
+    def _folder_error(self, doing: str, exc: OSError) -> str:
+        return (
+            f"cannot {doing} the outbox folder {self.directory} ({type(exc).__name__}: {exc}); "
+            "check that it is a folder digest may write to and that its disk has free space"
+        )
 
     def recipients_per_batch(self, message: Message) -> int:
         return self.max_batch
 
     def payload_size(self, message: Message) -> int:
-        return sum(len(mime_bytes(message, r)) for r in message.recipients)
+        """What `send` would write: readers it would refuse add nothing."""
+        total = 0
+        for recipient in message.recipients:
+            with contextlib.suppress(_Refused):
+                total += len(_render(message, recipient))
+        return total
+
+
+# What building or serialising one mail raises for a value the email package cannot write under
+# the SMTP policy: header defects (HeaderDefect and its subclasses, such as
+# NonASCIILocalPartDefect, are ValueErrors), UnicodeEncodeError (a ValueError too),
+# HeaderParseError (a MessageError), and IndexError, which the address parser raises for an
+# address ending in "@".
+_UNWRITABLE = (ValueError, email.errors.MessageError, IndexError)
+
+
+class _Refused(Exception):
+    """This one reader's mail cannot be written; `reason` says why, for their ledger row."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _render(message: Message, recipient: Recipient) -> bytes:
+    """`recipient`'s mail as the bytes of its .eml file.
+
+    Raises `_Refused` when the fault is this reader's own (their address or name), and
+    `PermanentError` when the same mail cannot be written for a stand-in reader either: a
+    fault in the message (or in building it) must stop the send, not write off every reader
+    of the list as refused one by one.
+    """
+    try:
+        return mime_bytes(message, recipient)
+    except _UNWRITABLE as exc:
+        error: BaseException = exc
+    stand_in = replace(recipient, email=message.from_email, name=None)
+    try:
+        mime_bytes(message, stand_in)
+    except _UNWRITABLE as exc:
+        raise PermanentError(
+            "the outbox cannot write this mail for anyone, so the fault is in the message, "
+            f"not any one address: {_describe(exc)}"
+        ) from exc
+    try:
+        mime_bytes(message, replace(recipient, name=None))
+        part = "name"
+    except _UNWRITABLE:
+        part = "address"
+    raise _Refused(
+        f"the outbox cannot write a mail to this reader's {part}: {_describe(error)}; "
+        f"correct or remove the {part} (sending again would refuse it again)"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    # NonASCIILocalPartDefect's text ends in a stray ")" of the standard library's own.
+    text = str(exc).strip()
+    if text.endswith(")") and text.count(")") > text.count("("):
+        text = text[:-1]
+    return f"{text} ({type(exc).__name__})"
 
 
 def _checked_key(batch_key: str) -> str:
@@ -160,12 +301,18 @@ def _address_tag(email: str) -> str:
 
 def _write_atomically(path: Path, data: bytes, *, durable: bool) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        # A disk that filled up mid-file leaves no half-written temp file behind.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _sync_all() -> None:

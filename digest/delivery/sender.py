@@ -14,10 +14,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import (
@@ -55,7 +55,7 @@ from digest.delivery.base import (
     SendResult,
     Transport,
 )
-from digest.headers import safe_display_name
+from digest.headers import HeaderError, safe_display_name
 from digest.issues import (
     InvalidTransition,
     IssueRecord,
@@ -68,6 +68,7 @@ from digest.logs import get_logger, log_event
 from digest.weeks import IsoWeek
 
 __all__ = [
+    "RecordsRefusals",
     "SendError",
     "SendPlan",
     "SendStatus",
@@ -110,6 +111,8 @@ class SendSummary:
     uncertain: int = 0
     reason: str | None = None
     total_sent: int = 0
+    # readers the transport could not send to (their address), recorded `refused`: final
+    refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,26 @@ class SendPlan:
     batch_size: int
     batches: int
     first_batch_bytes: int
+
+
+@runtime_checkable
+class RecordsRefusals(Protocol):
+    """A transport that can say which recipients of a batch it already took it refused.
+
+    A run that dies after the transport took a batch but before the ledger heard loses the
+    `SendResult` and with it `refused`; the run that resumes the batch asks this instead, so
+    those readers are recorded `refused` rather than `sent`. The outbox reads the batch's
+    manifest; SendGrid applies its address rule again. A transport without it has every
+    reader of a batch it took recorded as sent, as before refusals existed.
+    """
+
+    def refused_in_batch(self, message: Message) -> Mapping[str, str]: ...
+
+
+def _refused_in_batch(transport: Transport, message: Message) -> Mapping[str, str]:
+    if isinstance(transport, RecordsRefusals):
+        return transport.refused_in_batch(message)
+    return {}
 
 
 def batch_key(issue: IssueRecord, batch: int) -> str:
@@ -308,6 +331,7 @@ class _Run:
     skipped: int = 0
     failed: int = 0
     uncertain: int = 0
+    refused: int = 0
     batches: int = 0
     api_calls: int = 0
     done: int = 0
@@ -395,6 +419,7 @@ class _Run:
         claimed_at = self.clock()
         rows: list[dict[str, Any]] = []
         recipients: list[Recipient] = []
+        refused = 0
         try:
             with self.engine.begin() as conn:
                 page = conn.execute(query).all()
@@ -408,19 +433,31 @@ class _Run:
                     if sid in done:
                         continue
                     paused = paused_until is not None and paused_until > self.now
+                    status, error = "claimed", None
+                    if paused:
+                        status, error = "skipped", f"paused until {paused_until.isoformat()}"
+                    else:
+                        try:
+                            recipients.append(_recipient(self.settings, sid, email, name))
+                        except HeaderError as exc:
+                            # A stored address no mail header can hold (a raw line break):
+                            # final for this reader, and the rest of the batch goes on.
+                            status, error = (
+                                "refused",
+                                f"the stored address cannot be sent to: {exc}",
+                            )
+                            refused += 1
                     rows.append(
                         {
                             "issue_id": self.issue.id,
                             "subscriber_id": sid,
                             "batch": batch,
-                            "status": "skipped" if paused else "claimed",
+                            "status": status,
                             "attempts": 0,
-                            "error": f"paused until {paused_until.isoformat()}" if paused else None,
+                            "error": error,
                             "claimed_at": claimed_at,
                         }
                     )
-                    if not paused:
-                        recipients.append(_recipient(self.settings, sid, email, name))
                 if rows:
                     conn.execute(insert(deliveries), rows)
         except IntegrityError:
@@ -428,9 +465,10 @@ class _Run:
             raise _LostLease() from None
         if rows:
             self.next_batch += 1
-        paused_count = len(rows) - len(recipients)
+        paused_count = len(rows) - len(recipients) - refused
         self.skipped += paused_count
-        self.done += paused_count
+        self.refused += refused
+        self.done += paused_count + refused
         return batch, recipients, page[-1][0]
 
     def retry_failed(self) -> _Outcome:
@@ -494,7 +532,33 @@ class _Run:
             ).all()
         if any(row[1] == "claimed" for row in rows):
             # The run that claimed it died between the provider and the ledger: ask.
-            went_out = self.transport.lookup_batch(key)
+            claimed = [
+                _recipient(self.settings, sid, email, name)
+                for _row_id, status, sid, email, name, _sub, _paused in rows
+                if status == "claimed" and sid is not None
+            ]
+            try:
+                # Readers the transport refused (or would refuse) are settled first, by what
+                # the transport says of this batch: a lookup cannot speak for readers who were
+                # never part of what went out.
+                refused = (
+                    _refused_in_batch(
+                        self.transport, _message(self.settings, self.issue, claimed, key)
+                    )
+                    if claimed
+                    else {}
+                )
+                if refused:
+                    self._record_refused(batch, refused, claimed)
+                    gone = {_subscriber_id(r) for r in claimed if r.email in refused}
+                    rows = [row for row in rows if row[2] not in gone]
+                    if not rows:
+                        return _Outcome()
+                went_out = self.transport.lookup_batch(key)
+            except RetryableError as exc:
+                return self._pause(f"{exc} (batch {batch}; run `digest send` again to resume)")
+            except PermanentError as exc:
+                return self._fail_issue(str(exc))
             log_event(log, "batch_lookup", week=str(self.week), batch_key=key, found=went_out)
             if went_out:
                 self._mark(batch, "sent", error=None)
@@ -548,7 +612,7 @@ class _Run:
             if maybe_delivered:
                 went_out = self.transport.lookup_batch(key)
                 if went_out:
-                    return SendResult(message_id=None)
+                    return SendResult(refused=_refused_in_batch(self.transport, message))
                 if went_out is None and self.settings.ambiguous_batches == "skip":
                     raise _Uncertain()
                 maybe_delivered = False
@@ -588,6 +652,8 @@ class _Run:
         except _Uncertain:
             self._give_up_uncertain(batch, "the request timed out or its connection dropped")
             return _Outcome()
+        if result.refused:
+            self._record_refused(batch, result.refused, recipients)
         self._mark(batch, "sent", error=None, message_id=result.message_id)
         return _Outcome()
 
@@ -636,6 +702,45 @@ class _Run:
         elif status == "failed":
             self.failed += count
         self.done += count
+
+    def _record_refused(
+        self, batch: int, refused: Mapping[str, str], recipients: Sequence[Recipient]
+    ) -> None:
+        """Settle the readers the transport would not take as `refused`, with its reason.
+
+        Final, like `skipped`: it is not `failed`, which a run (and `--retry-failed`) would
+        send again — and the transport would refuse again, so the issue could never finish.
+        """
+        by_reason: dict[str, list[int]] = {}
+        for recipient in recipients:
+            if recipient.email in refused:
+                by_reason.setdefault(refused[recipient.email], []).append(_subscriber_id(recipient))
+        count = 0
+        with self.engine.begin() as conn:
+            for reason, ids in by_reason.items():
+                result = conn.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.issue_id == self.issue.id,
+                        deliveries.c.batch == batch,
+                        deliveries.c.subscriber_id.in_(ids),
+                        deliveries.c.status == "claimed",
+                    )
+                    .values(status="refused", error=reason, attempts=deliveries.c.attempts + 1)
+                )
+                count += result.rowcount
+        self.refused += count
+        self.done += count
+        # Subscriber ids, never addresses: this ends up in logs.
+        log_event(
+            log,
+            "batch_refused",
+            level=logging.WARNING,
+            week=str(self.week),
+            batch_key=batch_key(self.issue, batch),
+            subscriber_ids=sorted(i for ids in by_reason.values() for i in ids),
+            transport=self.transport.name,
+        )
 
     def _release(self, batch: int) -> None:
         if self.retry:
@@ -697,7 +802,33 @@ class _Run:
         if self.zones is not None:  # later zones' readers are still to come: stays "sending"
             return _Outcome("waiting", "sent to the time zones due so far")
         transition(self.engine, self.week, "sent", now=self.clock())
-        return _Outcome("sent")
+        return _Outcome("sent", _refused_reason(self.engine, self.issue, self.transport))
+
+
+def _subscriber_id(recipient: Recipient) -> int:
+    return int(recipient.custom_args["subscriber_id"])
+
+
+def _refused_reason(engine: Engine, issue: IssueRecord, transport: Transport) -> str | None:
+    """What a finished send says about its refused readers (all of them, not this run's)."""
+    with engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                select(deliveries.c.subscriber_id)
+                .where(deliveries.c.issue_id == issue.id, deliveries.c.status == "refused")
+                .order_by(deliveries.c.subscriber_id)
+            ).scalars()
+        )
+    if not ids:
+        return None
+    shown = ", ".join(str(i) if i is not None else "erased" for i in ids[:10])
+    shown += ", …" if len(ids) > 10 else ""
+    many = len(ids) != 1
+    return (
+        f"{len(ids)} reader{'s' * many} refused (subscriber{'s' * many} {shown}): the "
+        f"{transport.name} transport cannot send to {'their addresses' if many else 'the address'}"
+        "; `digest deliveries ID` shows why — correct or remove the address"
+    )
 
 
 def _default_owner() -> str:
@@ -828,6 +959,7 @@ def send_issue(
             uncertain=run.uncertain if run else 0,
             reason=reason,
             total_sent=_total_sent(engine, issue) if total is None else total,
+            refused=run.refused if run else 0,
         )
 
     if issue.status == "sent":
@@ -879,6 +1011,7 @@ def send_issue(
         skipped=result.skipped,
         failed=result.failed,
         uncertain=result.uncertain,
+        refused=result.refused,
         api_calls=result.api_calls,
         seconds=round(result.duration, 3),
     )
@@ -960,6 +1093,7 @@ def retry_failed(
         uncertain=run.uncertain,
         reason=reason,
         total_sent=_total_sent(engine, issue),
+        refused=run.refused,
     )
     log_event(
         log,
@@ -1039,7 +1173,12 @@ def sample_message(
                 or_(subscribers.c.paused_until.is_(None), subscribers.c.paused_until <= now)
             )
         ).all()
-    recipients = [_recipient(settings, sid, email, name) for sid, email, name, _ in page]
+    recipients = []
+    for sid, email, name, _paused in page:
+        # A stored address no header can hold is refused by the send for that reader alone;
+        # it is no fault of the issue, so it is left out of the sample rather than failing it.
+        with contextlib.suppress(HeaderError):
+            recipients.append(_recipient(settings, sid, email, name))
     if not recipients:
         recipients = [_recipient(settings, 0, "sample@example.org", "Sample Reader")]
     key = f"{issue.week}-{int(cutoff.timestamp())}-{1:06d}"
@@ -1081,4 +1220,7 @@ def send_test(
     message = _message(
         settings, issue, [_recipient(settings, sid, email, name)], None, subject_prefix="[TEST] "
     )
-    return transport.send(message)
+    result = transport.send(message)
+    if result.refused:
+        raise SendError(f"{transport.name} refused {email}: {'; '.join(result.refused.values())}")
+    return result

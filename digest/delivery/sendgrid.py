@@ -12,6 +12,7 @@ import logging
 import time
 import urllib.error
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from python_http_client.exceptions import HTTPError
@@ -184,8 +185,20 @@ class SendGridTransport:
         return len(_encode(build_payload(message)).encode())
 
     def send(self, message: Message) -> SendResult:
+        """POST the batch, less the recipients SendGrid cannot take (returned as refused).
+
+        Those are left out before the payload is built: SendGrid accepts the request and
+        then drops such a recipient without a word, so only leaving them out gets them on
+        the ledger as not sent. A batch of refused readers only makes no request at all.
+        """
         if not 1 <= len(message.recipients) <= self.max_batch:
             raise ValueError(f"a SendGrid request takes 1 to {self.max_batch} recipients")
+        refused = self.refused_in_batch(message)
+        if refused:
+            kept = [r for r in message.recipients if r.email not in refused]
+            if not kept:
+                return SendResult(message_id=None, refused=refused)
+            message = replace(message, recipients=kept)
         body = _encode(build_payload(message))
         size = len(body.encode())
         if size > MAX_REQUEST_BYTES:
@@ -219,7 +232,34 @@ class SendGridTransport:
             ) from None
         headers = response.headers
         message_id = headers.get("X-Message-Id") if headers is not None else None
-        return SendResult(message_id=message_id)
+        return SendResult(message_id=message_id, refused=refused)
+
+    def refused_in_batch(self, message: Message) -> dict[str, str]:
+        """The recipients of `message` that `send` leaves out, with why.
+
+        Decided from each recipient alone, so a run resuming a batch whose answer a crash lost
+        records these readers exactly as `send` refused them. A recipient whose part of the
+        payload cannot be built is refused too — unless a stand-in reader fails the same way:
+        then the fault is not in their address, and `PermanentError` stops the send rather
+        than writing every reader off as refused.
+        """
+        refused: dict[str, str] = {}
+        for recipient in message.recipients:
+            reason = _refusal(recipient)
+            if reason is not None:
+                refused[recipient.email] = reason
+        if refused:
+            stand_in = replace(
+                next(r for r in message.recipients if r.email in refused),
+                email=message.from_email,
+                name=None,
+            )
+            if _refusal(stand_in) is not None:
+                raise PermanentError(
+                    "SendGrid's payload cannot be built for anyone, so the fault is in the "
+                    f"message, not any one address: {_refusal(stand_in)}"
+                )
+        return refused
 
     def _http_error(self, exc: HTTPError) -> Exception:
         status = int(getattr(exc, "status_code", 0) or 0)
@@ -284,6 +324,28 @@ class SendGridTransport:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***")
+
+
+def _refusal(recipient: Recipient) -> str | None:
+    """Why SendGrid cannot take `recipient`, or None when it can.
+
+    A non-ASCII local part (before the "@") needs SMTPUTF8, which SendGrid does not offer: it
+    accepts the request and drops that recipient silently. A non-ASCII domain is fine once in
+    punycode. Anything else that stops this recipient's personalization from being built (a
+    ValueError: an address or header value the payload rules refuse) refuses them too, so
+    one stored value never stops the request for the whole batch.
+    """
+    again = "correct or remove the address (sending again would refuse it again)"
+    if not recipient.email.rpartition("@")[0].isascii():
+        return (
+            "SendGrid cannot deliver to an address with non-ASCII characters before the @ "
+            f"(it would drop the mail without a word); {again}"
+        )
+    try:
+        _personalization(recipient)
+    except ValueError as exc:
+        return f"SendGrid cannot take this recipient: {exc}; {again}"
+    return None
 
 
 def _without_recipients(message: Message) -> Message:
