@@ -269,3 +269,16 @@ def test_a_bounced_subscriber_does_not_get_next_weeks_issue(
     assert len(list((tmp_path / "w11").glob("*.eml"))) == 2
     next_issue = get_issue(engine, WEEK + 1)
     assert next_issue is not None and next_issue.status == "sent"
+
+
+def test_an_event_holding_a_lone_surrogate_is_dropped_and_the_rest_of_the_batch_is_kept(
+    engine: Engine,
+) -> None:
+    seed_subscribers(engine, 2)
+    bad = _event("unsubscribe", "reader0@example.org", "bad-id") | {"reason": "\udc00"}
+    good = _event("unsubscribe", "reader1@example.org", "good-id")
+
+    result = handle_events(engine, [bad, good], NOW)
+
+    assert (result.received, result.stored, result.suppressed) == (1, 1, 1)
+    assert [e[0] for e in _events(engine)] == ["good-id"]

@@ -117,7 +117,7 @@ def handle_events(
     Idempotent: SendGrid re-posts a batch it did not see acknowledged, and a re-posted event
     changes nothing. Two deliveries racing on one event are settled by the unique provider id.
     """
-    items = [dict(e) for e in batch if isinstance(e, Mapping)]
+    items = [dict(e) for e in batch if isinstance(e, Mapping) and _storable(e)]
     for attempt in range(2):
         try:
             return _handle(engine, items, now)
@@ -125,6 +125,17 @@ def handle_events(
             if attempt:  # pragma: no cover - a third copy racing in is not worth a loop
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _storable(event: Mapping[str, Any]) -> bool:
+    """Whether the event's text can be stored: a lone surrogate (JSON's "\\udc00") cannot be
+    encoded as UTF-8, and one such event must not fail the batch SendGrid would then re-post
+    for a day; it is dropped instead (SendGrid never sends one)."""
+    try:
+        json.dumps(event, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _handle(engine: Engine, items: list[dict[str, Any]], now: datetime) -> WebhookResult:
