@@ -20,7 +20,7 @@ from digest import subscribers as store
 from digest.checks import QualityError, check_email, check_message
 from digest.config import Settings
 from digest.db import subscribers
-from digest.delivery import PLACEHOLDERS, Message, make_transport
+from digest.delivery import PLACEHOLDERS, Message, send_one_off
 from digest.delivery.log import reader_log
 from digest.delivery.sender import subscriber_recipient
 from digest.issues import list_issues
@@ -196,7 +196,7 @@ def send_welcome(engine: Engine, settings: Settings, subscriber_id: int, now: da
     found = store.get_subscriber(engine, subscriber_id)
     if found is None or found.status != "active":
         return False
-    make_transport(settings).send(welcome_mail(engine, settings, found, now))
+    send_one_off(settings, welcome_mail(engine, settings, found, now))
     return True
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from digest.config import Settings
 from digest.db import subscribers
-from digest.delivery import Message, Recipient, make_transport
+from digest.delivery import Message, Recipient, send_one_off
 from digest.headers import display_name_problem
 from digest.render import render_mail
 from digest.tokens import BadToken, Purpose, make_token, read_token
@@ -294,7 +294,7 @@ def send_confirmation(engine: Engine, settings: Settings, subscription: Subscrip
     if subscription.mail is None:
         return
     try:
-        make_transport(settings).send(subscription.mail)
+        send_one_off(settings, subscription.mail)
     except Exception:  # a provider error, or the outbox folder not writable: same remedy
         # Give back the claim so the person can try again at once instead of waiting an hour.
         sub = subscription.subscriber

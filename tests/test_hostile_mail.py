@@ -24,7 +24,7 @@ from sqlalchemy import insert, select, update
 from digest import db
 from digest.checks import check_message
 from digest.config import Settings, get_settings
-from digest.delivery.base import Message, Recipient
+from digest.delivery.base import Message, PermanentError, Recipient
 from digest.delivery.outbox import OutboxTransport, build_mime, mime_bytes
 from digest.delivery.sender import sample_message, send_issue
 from digest.delivery.sendgrid import build_payload
@@ -39,10 +39,13 @@ from digest.headers import (
 from digest.preflight import check_issue
 from digest.subscribers import (
     InvalidSubscriber,
+    Subscription,
+    _confirmation_mail,
     add_confirmed,
     get_subscriber,
     import_csv,
     normalise_email,
+    send_confirmation,
     subscribe,
 )
 from digest.web import create_app
@@ -432,3 +435,19 @@ def test_an_outbox_send_to_a_list_of_every_hostile_name_and_address_sends_each_g
     wire = {ascii_address(e) for e in good}
     assert received == Counter(dict.fromkeys(wire, 1))
     assert "dave@xn--exmple-cua.com" in received
+
+
+def test_a_confirmation_the_transport_refuses_is_an_error_and_frees_the_resend_slot(
+    engine, settings
+):
+    # Stored before the door refused such addresses: the mail cannot be written, and that
+    # must not look sent.
+    seed_subscribers(engine, 1, status="pending", confirmed_at=None)
+    with engine.begin() as conn:
+        conn.execute(update(db.subscribers).values(email="usér@example.com"))
+    pending = get_subscriber(engine, 1)
+    assert pending is not None
+    subscription = Subscription(pending, _confirmation_mail(settings, pending))
+    with pytest.raises(PermanentError, match="not sent: the outbox cannot write a mail"):
+        send_confirmation(engine, settings, subscription)
+    assert outbox_files(settings) == []

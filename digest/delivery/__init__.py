@@ -33,6 +33,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "make_transport",
+    "send_one_off",
 ]
 
 
@@ -42,3 +43,15 @@ def make_transport(settings: Settings) -> Transport:
 
         return SendGridTransport.from_settings(settings)
     return OutboxTransport(settings.outbox_dir)
+
+
+def send_one_off(settings: Settings, message: Message) -> SendResult:
+    """Send a one-off mail (a confirmation, a welcome) through the configured transport.
+
+    A refused recipient is an error here, not a ledger row: there is no ledger for these
+    mails, and a confirmation that silently never left would look sent to its reader.
+    """
+    result = make_transport(settings).send(message)
+    if result.refused:
+        raise PermanentError("; ".join(f"not sent: {why}" for why in result.refused.values()))
+    return result
