@@ -88,7 +88,7 @@ class IssueRecord:
         data = dict(row._mapping)
         data["week"] = parse_week(data["week"])
         data["related_slugs"] = tuple(data["related_slugs"] or ())
-        data["claimed_owner"] = Owner.from_json(data.get("claimed_owner"))
+        data["claimed_owner"] = _recorded_owner(data["claimed_by"], data.get("claimed_owner"))
         return cls(**data)
 
     @property
@@ -337,7 +337,18 @@ def lease_holder(engine: Engine | Connection, week: IsoWeek) -> LeaseHolder | No
     ).first()
     if row is None or row[0] is None:
         return None
-    return LeaseHolder(row[0], row[1], Owner.from_json(row[2]))
+    return LeaseHolder(row[0], row[1], _recorded_owner(row[0], row[2]))
+
+
+def _recorded_owner(token: str | None, data: object) -> Owner | None:
+    """The process facts stored with the lease, if they are the current holder's.
+
+    A digest from before claimed_owner existed neither writes nor clears it: taking a lapsed
+    lease, it leaves the previous (perhaps dead) holder's facts beside its own token. Judging
+    those would take a live sender's lease, so facts that do not match the token count as none.
+    """
+    owner = Owner.from_json(data)
+    return owner if owner is not None and owner.token == token else None
 
 
 def describe_lease(holder: LeaseHolder, liveness: Liveness | None, now: datetime) -> str:

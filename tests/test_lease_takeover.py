@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 from typer.testing import CliRunner
 
 from digest.cli import app
@@ -881,3 +881,23 @@ def test_digest_run_restarted_after_kill_9_resumes_the_send_as_soon_as_it_starts
     assert len(list(outbox.glob("*.eml"))) == 300
     print(f"\ndigest run: kill -9 to a sent issue after the restart: {elapsed:.1f} s (lease 300 s)")
     assert elapsed < 90
+
+
+def test_a_lease_an_older_digest_took_beside_a_dead_holders_facts_is_waited_out(
+    engine: Engine,
+) -> None:
+    build_issue(engine)
+    _claimed_by(engine, _dead_sender())
+    lease_runs_out(engine)
+    # An older digest takes the lapsed lease: it writes its token and leaves claimed_owner be.
+    with engine.begin() as conn:
+        conn.execute(
+            update(issues)
+            .where(issues.c.week == str(WEEK))
+            .values(claimed_by="old-host:77:abcd1234", claimed_until=datetime.now(UTC) + LEASE)
+        )
+
+    claim = claim_send(engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness)
+
+    assert not claim and claim.liveness is not None and claim.liveness.state == "unknown"
+    assert get_issue(engine, WEEK).lease.owner is None  # type: ignore[union-attr]
