@@ -378,6 +378,8 @@ def status_command() -> None:
     else:
         issue = report.issue.issue
         state = issue.status + (f": {issue.status_reason}" if issue.status_reason else "")
+        if report.issue.lease:  # never just "sending": who holds it, and whether to wait
+            state += f" — {report.issue.lease}"
         rows.append(("issue", f"{issue.week} {issue.featured_slug} — {state}"))
         counts = report.issue.deliveries
         shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
@@ -573,6 +575,8 @@ def send_command(
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+    if summary.took_over:  # a killed sender's lease, taken over without waiting for it
+        console.print(f"{wk}: {summary.took_over}", markup=False, soft_wrap=True)
     counts = f"sent {summary.sent:,}, skipped {summary.skipped:,}, failed {summary.failed:,}"
     if summary.refused:
         counts += f", refused {summary.refused:,} (`digest deliveries ADDRESS` says why)"
@@ -590,11 +594,11 @@ def send_command(
         return
     if summary.status == "failed":
         fail(f"{wk}: failed: {summary.reason}")
-    err.print(
-        f"{wk}: {summary.status}: {summary.reason}; run `digest send --week {wk}` again",
-        markup=False,
-        soft_wrap=True,
-    )
+    again = f"run `digest send --week {wk}` again"
+    if summary.status == "busy":
+        # The holder is alive, on another host, or cannot be checked: its lease decides.
+        again = f"{again} once that process has finished or its lease has run out"
+    err.print(f"{wk}: {summary.status}: {summary.reason}; {again}", markup=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

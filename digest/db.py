@@ -120,6 +120,9 @@ issues = Table(
     # Who holds the send: a unique token per sender process, with a lease that expires.
     Column("claimed_by", String(64)),
     Column("claimed_until", UTCDateTime()),
+    # The holder's process as digest.owner records it (host, boot id, pid namespace, pid, start
+    # time), so a claimant on that host can tell a dead holder from a slow one. NULL: unknown.
+    Column("claimed_owner", JSON),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("built_at", UTCDateTime()),
     Column("send_started_at", UTCDateTime()),

@@ -6,7 +6,8 @@ issue cannot both win, and a move the state machine does not allow is refused wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -14,16 +15,22 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from digest.db import issues, utcnow
+from digest.logs import get_logger, log_event
+from digest.owner import Liveness, Owner
 from digest.weeks import IsoWeek, parse_week
 
 __all__ = [
     "TRANSITIONS",
+    "Claim",
     "InvalidTransition",
     "IssueRecord",
     "IssueStatus",
+    "LeaseHolder",
     "claim_send",
+    "describe_lease",
     "featured_history",
     "get_issue",
+    "lease_holder",
     "list_issues",
     "release_send",
     "save_built",
@@ -43,6 +50,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "failed": frozenset({"planned", "built", "sending", "paused"}),
 }
 FEATURED_STATES = ("built", "sending", "sent", "paused")
+
+log = get_logger("digest.issues")
 
 
 class InvalidTransition(Exception):
@@ -71,13 +80,60 @@ class IssueRecord:
     send_started_at: datetime | None
     sent_at: datetime | None
     updated_at: datetime
+    # The process behind `claimed_by`, when it recorded itself (see digest.owner).
+    claimed_owner: Owner | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> IssueRecord:
         data = dict(row._mapping)
         data["week"] = parse_week(data["week"])
         data["related_slugs"] = tuple(data["related_slugs"] or ())
+        data["claimed_owner"] = _recorded_owner(data["claimed_by"], data.get("claimed_owner"))
         return cls(**data)
+
+    @property
+    def lease(self) -> LeaseHolder | None:
+        """Who holds this issue's send lease, as the row says."""
+        if self.claimed_by is None:
+            return None
+        return LeaseHolder(self.claimed_by, self.claimed_until, self.claimed_owner)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """A send lease as stored: the claim's token, when it lapses, and the process, if recorded."""
+
+    token: str
+    until: datetime | None
+    owner: Owner | None
+
+    def describe(self) -> str:
+        """The holder as "pid P on host H", or its bare token if it recorded no process."""
+        return self.owner.describe() if self.owner is not None else self.token
+
+    def lapsed(self, now: datetime) -> bool:
+        return self.until is None or self.until < now
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `claim_send` did; true when the caller holds the lease now.
+
+    Lost: `holder` is who holds it (None if it was released meanwhile) and `liveness` what was
+    judged about them. Won by a takeover: `holder` is the dead owner whose lease was taken and
+    `liveness` why; the caller must settle that owner's in-flight batch.
+    """
+
+    won: bool
+    holder: LeaseHolder | None = None
+    liveness: Liveness | None = None
+
+    def __bool__(self) -> bool:
+        return self.won
+
+    @property
+    def took_over(self) -> bool:
+        return self.won and self.holder is not None
 
 
 def get_issue(engine: Engine | Connection, week: IsoWeek) -> IssueRecord | None:
@@ -198,37 +254,132 @@ def transition(
 
 
 def claim_send(
-    engine: Engine, week: IsoWeek, owner: str, lease: timedelta, now: datetime | None = None
-) -> bool:
-    """Take the right to send `week`'s issue for `lease`; False when another process holds it.
+    engine: Engine,
+    week: IsoWeek,
+    owner: str | Owner,
+    lease: timedelta,
+    now: datetime | None = None,
+    *,
+    judge_holder: Callable[[Owner | None], Liveness] | None = None,
+) -> Claim:
+    """Take the right to send `week`'s issue for `lease`; a false Claim when another holds it.
 
     A lease, not a lock: a sender killed with SIGKILL cannot release it, so it lapses by itself
-    and the next run takes over. A live sender renews it between batches.
+    and the next run takes over. A live sender renews it between batches (this same call).
+
+    With `judge_holder` (a first claim, not a renewal), a lease still running is taken over at
+    once when its holder is provably gone (`digest.owner.judge`: same host, and that boot or
+    that process is no more). The takeover is a compare-and-swap on the holder's exact
+    `claimed_by` and `claimed_until` as observed, so of two claimants racing for a dead owner's
+    lease only one matches, and an owner that renewed meanwhile (judged wrongly) keeps it.
     """
     now = now or utcnow()
-    result = _execute(
+    values = {"claimed_until": now + lease, **_owner_values(owner)}
+    free = or_(
+        issues.c.claimed_by.is_(None),
+        issues.c.claimed_by == values["claimed_by"],
+        issues.c.claimed_until < now,
+    )
+    claim = update(issues).where(issues.c.week == str(week), free).values(**values)
+    if _execute(engine, claim).rowcount == 1:
+        return Claim(True)
+    holder = lease_holder(engine, week)
+    if holder is None:  # released between the two statements (or there is no such issue)
+        return Claim(_execute(engine, claim).rowcount == 1)
+    if judge_holder is None:
+        return Claim(False, holder)
+    verdict = judge_holder(holder.owner)
+    if not verdict.gone:
+        return Claim(False, holder, verdict)
+    until = (
+        issues.c.claimed_until.is_(None)
+        if holder.until is None
+        else issues.c.claimed_until == holder.until
+    )
+    taken = _execute(
         engine,
         update(issues)
-        .where(
-            issues.c.week == str(week),
-            or_(
-                issues.c.claimed_by.is_(None),
-                issues.c.claimed_by == owner,
-                issues.c.claimed_until < now,
-            ),
-        )
-        .values(claimed_by=owner, claimed_until=now + lease),
+        .where(issues.c.week == str(week), issues.c.claimed_by == holder.token, until)
+        .values(**values),
     )
-    return result.rowcount == 1
+    if taken.rowcount != 1:
+        # Another claimant swapped it first (or the holder moved on): theirs now, not ours.
+        return Claim(False, lease_holder(engine, week))
+    log_event(
+        log,
+        "send_lease_taken_over",
+        level=logging.WARNING,
+        week=str(week),
+        holder=holder.describe(),
+        lease_until=holder.until.isoformat() if holder.until else None,
+        reason=verdict.reason,
+    )
+    return Claim(True, holder, verdict)
 
 
-def release_send(engine: Engine, week: IsoWeek, owner: str) -> None:
+def release_send(engine: Engine, week: IsoWeek, owner: str | Owner) -> None:
+    token = owner.token if isinstance(owner, Owner) else owner
     _execute(
         engine,
         update(issues)
-        .where(issues.c.week == str(week), issues.c.claimed_by == owner)
-        .values(claimed_by=None, claimed_until=None),
+        .where(issues.c.week == str(week), issues.c.claimed_by == token)
+        .values(claimed_by=None, claimed_until=None, claimed_owner=None),
     )
+
+
+def lease_holder(engine: Engine | Connection, week: IsoWeek) -> LeaseHolder | None:
+    """Who holds `week`'s send lease now (None: nobody, or no such issue)."""
+    row = _execute(
+        engine,
+        select(issues.c.claimed_by, issues.c.claimed_until, issues.c.claimed_owner).where(
+            issues.c.week == str(week)
+        ),
+    ).first()
+    if row is None or row[0] is None:
+        return None
+    return LeaseHolder(row[0], row[1], _recorded_owner(row[0], row[2]))
+
+
+def _recorded_owner(token: str | None, data: object) -> Owner | None:
+    """The process facts stored with the lease, if they are the current holder's.
+
+    A digest from before claimed_owner existed neither writes nor clears it: taking a lapsed
+    lease, it leaves the previous (perhaps dead) holder's facts beside its own token. Judging
+    those would take a live sender's lease, so facts that do not match the token count as none.
+    """
+    owner = Owner.from_json(data)
+    return owner if owner is not None and owner.token == token else None
+
+
+def describe_lease(holder: LeaseHolder, liveness: Liveness | None, now: datetime) -> str:
+    """One clause for `digest status` and a busy send: who holds the lease, and for how long.
+
+    Never just "sending": the operator needs to know whether waiting helps and until when.
+    """
+    who = holder.describe()
+    until = holder.until.strftime("%Y-%m-%d %H:%M:%S UTC") if holder.until else "unknown"
+    if holder.lapsed(now):
+        return f"held by {who} until {until}, which has passed"
+    if liveness is None:
+        return f"held by {who} until {until}"
+    if liveness.gone:
+        return f"held by {who}, which is no longer running ({liveness.reason})"
+    if liveness.state == "running":
+        return f"held by {who}, which is running, until {until} (it renews while it sends)"
+    if liveness.state == "elsewhere" and holder.owner is not None:
+        return (
+            f"held by host {holder.owner.host} until {until} (pid {holder.owner.pid} there; "
+            "a process on another machine cannot be checked from here, so its lease is waited out)"
+        )
+    return f"held by {who} until {until} (whether it still runs cannot be told: {liveness.reason})"
+
+
+def _owner_values(owner: str | Owner) -> dict[str, Any]:
+    """The columns a claim writes: the token, and the checkable owner when there is one (a bare
+    token is an owner nobody can check, so its lease is always waited out)."""
+    if isinstance(owner, Owner):
+        return {"claimed_by": owner.token, "claimed_owner": owner.to_json()}
+    return {"claimed_by": owner, "claimed_owner": None}
 
 
 def _execute(engine: Engine | Connection, statement: Any) -> Any:

@@ -32,8 +32,9 @@ from sqlalchemy.exc import IntegrityError
 
 from digest import db
 from digest.config import Settings, get_settings
-from digest.issues import InvalidTransition, IssueRecord, get_issue
+from digest.issues import InvalidTransition, IssueRecord, get_issue, lease_holder
 from digest.logs import get_logger, log_event
+from digest.owner import owner_liveness
 from digest.weeks import IsoWeek, current_week, parse_week
 
 if TYPE_CHECKING:
@@ -641,6 +642,7 @@ def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -
     engine = db.make_engine(settings.database_url)
     db.upgrade(engine)
     interrupted = _interrupted_week(engine, settings, db.utcnow())
+    resume_at = _resume_time(engine, interrupted, db.utcnow()) if interrupted else None
     engine.dispose()
 
     _shutdown.clear()
@@ -671,15 +673,21 @@ def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -
     try:
         start_scheduler(scheduler, settings)
         if fire_now or interrupted is not None:
+            # A dead sender's lease is taken over at once (digest.owner), so "now" resumes it;
+            # one that must be waited out (alive, on another host, not checkable) is tried
+            # again the moment its lease runs out rather than left for next week's fire.
+            later = resume_at if not fire_now else None
             log_event(
                 _log,
                 "job_run_now",
                 reason="--now" if fire_now else "resuming an interrupted send",
                 week=str(interrupted) if interrupted else None,
+                at=later.isoformat() if later else "now",
             )
             scheduler.add_job(
                 WEEKLY_JOB,
                 trigger="date",
+                run_date=later,
                 id=_NOW_JOB_ID,
                 jobstore="memory",
                 replace_existing=True,
@@ -695,6 +703,17 @@ def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log_event(_log, "service_stopped")
+
+
+def _resume_time(engine: Engine, week: IsoWeek, now: datetime) -> datetime | None:
+    """When a restarted `digest run` can resume `week`'s send: None for now (nobody holds it,
+    its lease lapsed, or its holder is provably gone), else just after the holder's lease ends."""
+    holder = lease_holder(engine, week)
+    if holder is None or holder.until is None or holder.lapsed(now):
+        return None
+    if owner_liveness(holder.owner).gone:
+        return None
+    return holder.until + timedelta(seconds=1)
 
 
 def _interrupted_week(engine: Engine, settings: Settings, now: datetime) -> IsoWeek | None:

@@ -11,7 +11,8 @@ from sqlalchemy import Column, Engine, Float, MetaData, Table, Unicode, func, in
 
 from digest.config import Settings
 from digest.db import deliveries, queue, subscribers
-from digest.issues import IssueRecord, list_issues
+from digest.issues import IssueRecord, describe_lease, list_issues
+from digest.owner import Liveness, owner_liveness
 from digest.schedule import (
     JOB_ID,
     JOBS_TABLE,
@@ -24,13 +25,16 @@ from digest.schedule import (
 from digest.subscribers import count_by_status
 from digest.weeks import current_week
 
-__all__ = ["IssueSummary", "StatusReport", "ZoneProgress", "gather_status"]
+__all__ = ["IssueSummary", "StatusReport", "ZoneProgress", "gather_status", "lease_note"]
 
 
 @dataclass(frozen=True, slots=True)
 class IssueSummary:
     issue: IssueRecord
     deliveries: dict[str, int]  # ledger status → count (claimed, sent, failed, skipped)
+    # Who is sending it and what to do: set while it is `sending` or its lease is held.
+    lease: str | None = None
+    liveness: Liveness | None = None  # what this machine can tell about the lease's holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +82,7 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
                 .where(deliveries.c.issue_id == latest[0].id)
                 .group_by(deliveries.c.status)
             )
-            issue = IssueSummary(latest[0], {status: n for status, n in counts})
+            issue = _summary(latest[0], {status: n for status, n in counts}, settings, now)
         queued = conn.execute(select(func.count()).select_from(queue)).scalar_one()
     by_status = count_by_status(engine)
     zones = []
@@ -95,6 +99,34 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
         subscribers=by_status,
         zones=zones,
     )
+
+
+def _summary(
+    issue: IssueRecord, counts: dict[str, int], settings: Settings, now: datetime
+) -> IssueSummary:
+    holder = owner_liveness(issue.claimed_owner) if issue.lease is not None else None
+    note = lease_note(issue, holder, now, local_time=settings.local_time_delivery)
+    return IssueSummary(issue, counts, note, holder)
+
+
+def lease_note(
+    issue: IssueRecord, holder: Liveness | None, now: datetime, *, local_time: bool = False
+) -> str | None:
+    """What `digest status` says after "sending": who holds the send, and whether
+    `digest send` would resume it now or must wait (and until when). None when the issue is
+    not sending and nobody holds its lease."""
+    lease = issue.lease
+    resume = f"`digest send --week {issue.week}` resumes it now"
+    if lease is None:
+        if issue.status != "sending":
+            return None
+        if local_time:
+            return "no process is sending it now; `digest run` sends on at the next zone's time"
+        return f"no process is sending it; {resume}"
+    said = describe_lease(lease, holder, now)
+    if lease.lapsed(now) or (holder is not None and holder.gone):
+        return f"{said}; {resume}"
+    return said
 
 
 def _zone_progress(engine: Engine, settings: Settings, issue: IssueRecord) -> list[ZoneProgress]:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,14 +54,18 @@ from digest.delivery.base import (
 )
 from digest.headers import HeaderError, safe_display_name
 from digest.issues import (
+    Claim,
     InvalidTransition,
     IssueRecord,
     claim_send,
+    describe_lease,
     get_issue,
+    lease_holder,
     release_send,
     transition,
 )
 from digest.logs import get_logger, log_event
+from digest.owner import Owner, current_owner, owner_liveness
 from digest.weeks import IsoWeek
 
 __all__ = [
@@ -90,6 +91,10 @@ SendStatus = Literal["sent", "paused", "failed", "busy", "waiting"]
 # Stored `subscribers.timezone` values (None: not set) a local-time send is restricted to.
 Zones = frozenset[str | None]
 SENDABLE = ("built", "sending", "paused", "failed", "sent")
+# Transports whose lookup_batch is exact the moment a batch is cut off (the outbox's manifest is
+# on disk or not). SendGrid's activity feed lags behind its sends (ACTIVITY_SETTLE_SECONDS),
+# so after taking over a dead sender's lease at once its "not found" is not proof: see _Run.
+EXACT_LOOKUP = frozenset({"outbox"})
 
 
 class SendError(Exception):
@@ -113,6 +118,8 @@ class SendSummary:
     total_sent: int = 0
     # readers the transport could not send to (their address), recorded `refused`: final
     refused: int = 0
+    # Set when this run took the lease over at once from a sender that had died: whom, and why.
+    took_over: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +328,7 @@ class _Run:
     transport: Transport
     issue: IssueRecord
     now: datetime
-    owner: str
+    owner: str | Owner
     lease: timedelta
     stop: threading.Event | None
     progress: Callable[[int, int], None] | None
@@ -343,6 +350,10 @@ class _Run:
     zones: Zones | None = None
     # `retry_failed`: re-send failed rows only, and never move the issue (see that function).
     retry: bool = False
+    # The lease end of a dead sender this run took over from before it lapsed. Until then a
+    # lagging provider's "not found" for that sender's batch may only mean its feed has not
+    # caught up (a resume after the lapse has always waited this long before asking).
+    inherited_until: datetime | None = None
 
     @property
     def week(self) -> IsoWeek:
@@ -559,12 +570,19 @@ class _Run:
                 return self._pause(f"{exc} (batch {batch}; run `digest send` again to resume)")
             except PermanentError as exc:
                 return self._fail_issue(str(exc))
+            why = "a run before this one was cut off mid-request"
+            if went_out is False and self._lookup_unsettled():
+                went_out = None
+                why = (
+                    "its sender was killed mid-request and taken over at once, before the "
+                    "provider's activity feed can be trusted to show the batch"
+                )
             log_event(log, "batch_lookup", week=str(self.week), batch_key=key, found=went_out)
             if went_out:
                 self._mark(batch, "sent", error=None)
                 return _Outcome()
             if went_out is None and self.settings.ambiguous_batches == "skip":
-                self._give_up_uncertain(batch, "a run before this one was cut off mid-request")
+                self._give_up_uncertain(batch, why)
                 return _Outcome()
         # Not sent (or policy says resend): re-check each subscriber, then send what is left.
         skip: list[dict[str, Any]] = []
@@ -598,6 +616,15 @@ class _Run:
         if not recipients:
             return _Outcome()
         return self._deliver(batch, recipients)
+
+    def _lookup_unsettled(self) -> bool:
+        """True while a "not found" about a taken-over sender's batch is no proof (see
+        `inherited_until`); the real clock, since leases are stamped with it."""
+        return (
+            self.inherited_until is not None
+            and self.transport.name not in EXACT_LOOKUP
+            and utcnow() < self.inherited_until
+        )
 
     # ---------------------------------------------------------------- delivering
 
@@ -831,8 +858,46 @@ def _refused_reason(engine: Engine, issue: IssueRecord, transport: Transport) ->
     )
 
 
-def _default_owner() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def _default_owner() -> Owner:
+    """This process as a lease holder others can check (host, boot, pid, start time)."""
+    return current_owner()
+
+
+def _claim(engine: Engine, week: IsoWeek, owner: str | Owner, lease: timedelta) -> Claim:
+    """A first claim: takes over at once from a holder on this host that is provably gone."""
+    return claim_send(engine, week, owner, lease, judge_holder=owner_liveness)
+
+
+def _busy_reason(claim: Claim) -> str:
+    """Why a run is busy, naming the holder and how long its lease runs."""
+    if claim.holder is None:
+        return "another process is sending this issue"
+    return "another process is sending this issue: " + describe_lease(
+        claim.holder, claim.liveness, utcnow()
+    )
+
+
+def _lost_reason(engine: Engine, week: IsoWeek) -> str:
+    holder = lease_holder(engine, week)
+    if holder is None:
+        return "another process took over this send"
+    return "another process took over this send: " + describe_lease(holder, None, utcnow())
+
+
+def _took_over(claim: Claim) -> str | None:
+    if not claim.took_over or claim.holder is None or claim.liveness is None:
+        return None
+    return (
+        f"took the send over at once from {claim.holder.describe()}, which is no longer "
+        f"running ({claim.liveness.reason})"
+    )
+
+
+def _inherited_until(claim: Claim) -> datetime | None:
+    """The taken-over lease's end, if it had not lapsed yet (see `_Run.inherited_until`)."""
+    if not claim.took_over or claim.holder is None:
+        return None
+    return claim.holder.until
 
 
 def _lease(settings: Settings) -> timedelta:
@@ -913,7 +978,7 @@ def send_issue(
     now: datetime | None = None,
     stop: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
-    owner: str | None = None,
+    owner: str | Owner | None = None,
     sleep: Callable[[float], None] | None = None,
     check: bool = True,
     zones: Zones | None = None,
@@ -960,8 +1025,10 @@ def send_issue(
             reason=reason,
             total_sent=_total_sent(engine, issue) if total is None else total,
             refused=run.refused if run else 0,
+            took_over=_took_over(claim) if claim is not None else None,
         )
 
+    claim: Claim | None = None
     if issue.status == "sent":
         return summary("sent", reason="already sent")
     if check and issue.send_started_at is None:
@@ -969,8 +1036,9 @@ def send_issue(
         if refusal:
             return summary("failed", reason=refusal)
     lease = _lease(settings)
-    if not claim_send(engine, week, owner, lease):
-        return summary("busy", reason="another process is sending this issue")
+    claim = _claim(engine, week, owner, lease)
+    if not claim:
+        return summary("busy", reason=_busy_reason(claim))
     if sleep is None:
         sleep = stop.wait if stop is not None else time.sleep
     run: _Run | None = None
@@ -989,10 +1057,11 @@ def send_issue(
             sleep=sleep,  # type: ignore[arg-type]
             clock=(lambda: fixed_now) if fixed_now is not None else utcnow,  # type: ignore[return-value]
             zones=zones,
+            inherited_until=_inherited_until(claim),
         )
         outcome = run.execute()
     except _LostLease:
-        return summary("busy", run, "another process took over this send")
+        return summary("busy", run, _lost_reason(engine, week))
     except OperationalError as exc:
         outcome = _database_gone(engine, week, exc, lease)
         # The database may still be out: report this run's own count instead of asking it.
@@ -1027,7 +1096,7 @@ def retry_failed(
     now: datetime | None = None,
     stop: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
-    owner: str | None = None,
+    owner: str | Owner | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> SendSummary:
     """Send `week`'s issue again to the readers whose delivery failed, and to nobody else.
@@ -1047,7 +1116,8 @@ def retry_failed(
     owner = owner or _default_owner()
     issue = _sendable(engine, week)
     lease = _lease(settings)
-    if not claim_send(engine, week, owner, lease):
+    claim = _claim(engine, week, owner, lease)
+    if not claim:
         return SendSummary(
             sent=0,
             skipped=0,
@@ -1056,7 +1126,7 @@ def retry_failed(
             api_calls=0,
             duration=time.monotonic() - started,
             status="busy",
-            reason="another process is sending this issue",
+            reason=_busy_reason(claim),
             total_sent=_total_sent(engine, issue),
         )
     run = _Run(
@@ -1072,11 +1142,12 @@ def retry_failed(
         sleep=sleep or (stop.wait if stop is not None else time.sleep),  # type: ignore[arg-type]
         clock=(lambda: fixed_now) if fixed_now is not None else utcnow,  # type: ignore[return-value]
         retry=True,
+        inherited_until=_inherited_until(claim),
     )
     try:
         outcome = run.retry_failed()
     except _LostLease:
-        outcome = _Outcome("busy", "another process took over this send")
+        outcome = _Outcome("busy", _lost_reason(engine, week))
     finally:
         release_send(engine, week, owner)
     assert outcome.status is not None
@@ -1094,6 +1165,7 @@ def retry_failed(
         reason=reason,
         total_sent=_total_sent(engine, issue),
         refused=run.refused,
+        took_over=_took_over(claim),
     )
     log_event(
         log,
