@@ -6,10 +6,13 @@ issue they build is small but passes `digest check`, as a real build would.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +38,7 @@ __all__ = [
     "cli_env",
     "lease_runs_out",
     "ledger",
+    "mails_per_address",
     "seed_subscribers",
     "sendgrid_transport",
     "start_send",
@@ -114,6 +118,16 @@ def build_issue(engine: Engine, week: IsoWeek = WEEK) -> IssueRecord:
         snapshot={},
         now=NOW - timedelta(hours=1),
     )
+
+
+def mails_per_address(folder: Path) -> Counter[str]:
+    """How many .eml files in `folder` are addressed to each address (as written, punycode)."""
+    counts: Counter[str] = Counter()
+    for path in folder.glob("*.eml"):
+        with open(path, "rb") as fh:
+            mail = email.message_from_binary_file(fh, policy=email.policy.default)
+        counts[mail["To"].addresses[0].addr_spec] += 1
+    return counts
 
 
 def ledger(engine: Engine, week: IsoWeek = WEEK) -> dict[str, int]:

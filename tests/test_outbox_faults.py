@@ -13,8 +13,6 @@ that fails like a read-only or full disk after a given number of files.
 from __future__ import annotations
 
 import builtins
-import email
-import email.policy
 import errno
 from collections import Counter
 from pathlib import Path
@@ -31,7 +29,15 @@ from digest.delivery.base import RetryableError
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
 from digest.issues import get_issue
-from tests.sending import NOW, WEEK, FakeSleep, build_issue, ledger, seed_subscribers
+from tests.sending import (
+    NOW,
+    WEEK,
+    FakeSleep,
+    build_issue,
+    ledger,
+    mails_per_address,
+    seed_subscribers,
+)
 
 READERS = 10
 EMAILS = {f"reader{i}@example.org" for i in range(READERS)}
@@ -40,15 +46,6 @@ EMAILS = {f"reader{i}@example.org" for i in range(READERS)}
 @pytest.fixture
 def settings(settings_env: dict[str, str]) -> Settings:
     return Settings(batch_size=4, max_retries=2, retry_base_delay=0.01, retry_max_delay=0.02)
-
-
-def mails_per_address(folder: Path) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for path in folder.glob("*.eml"):
-        with open(path, "rb") as fh:
-            mail = email.message_from_binary_file(fh, policy=email.policy.default)
-        counts[mail["To"].addresses[0].addr_spec] += 1
-    return counts
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -12,8 +12,6 @@ local test server, and `digest send` through its CLI.
 
 from __future__ import annotations
 
-import email
-import email.policy
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -40,6 +38,7 @@ from tests.sending import (
     WEEK,
     build_issue,
     ledger,
+    mails_per_address,
     seed_subscribers,
     sendgrid_transport,
 )
@@ -91,15 +90,6 @@ def audience_with_bad_rows(engine: Engine) -> tuple[set[str], list[int]]:
     seed_subscribers(engine, 2, prefix="c")
     good |= {f"c{i}@example.org" for i in range(2)}
     return good, bad
-
-
-def mails_per_address(folder: Path) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for path in folder.glob("*.eml"):
-        with open(path, "rb") as fh:
-            mail = email.message_from_binary_file(fh, policy=email.policy.default)
-        counts[mail["To"].addresses[0].addr_spec] += 1
-    return counts
 
 
 def ledger_rows(engine: Engine, ids: list[int]) -> dict[int, tuple[str, str | None]]:
