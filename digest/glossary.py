@@ -72,7 +72,7 @@ _FENCE_RE = re.compile(r"^(```|~~~)")
 _HEADING_LINE_RE = re.compile(_HEADING_RE.pattern, re.MULTILINE)  # for a whole body at once
 
 try:  # libyaml is ~10x faster; it matters for 10,000-term glossaries.
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _Loader = yaml.SafeLoader
 
@@ -82,7 +82,7 @@ _markdown.enable("table")
 
 def render_markdown(text: str) -> str:
     """Markdown → HTML with raw HTML disabled, so a term file cannot inject markup."""
-    return _markdown.render(text)
+    return str(_markdown.render(text))
 
 
 # --------------------------------------------------------------------------- errors
@@ -818,6 +818,7 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
     if not _SLUG_RE.fullmatch(slug):
         message = f"file name {_shown(path.name)} is not a slug (lower-case a-z, 0-9 and '-')"
         errors.append(GlossaryError(path, None, "slug", message))
+    line: int | None
     try:
         loader = _Loader(front)
         try:
@@ -884,15 +885,15 @@ def _read_term(path: Path) -> tuple[_Parsed | None, list[GlossaryError]]:
     try:
         meta = _FrontMatter.model_validate(data)
     except ValidationError as exc:
-        for problem in exc.errors():
-            loc = tuple(problem["loc"])
+        for detail in exc.errors():
+            loc = tuple(detail["loc"])
             name = "".join(f"[{p}]" if isinstance(p, int) else f".{_key_name(p)}" for p in loc)
             name = name.lstrip(".")
-            message = _pydantic_message(problem)
+            message = _pydantic_message(detail)
             line = line_of(*loc)
-            refused = problem.get("ctx", {}).get("error")
-            if isinstance(refused, _RefusedCharacter):
-                line = _char_line(node, loc, front, refused.char) or line
+            cause = detail.get("ctx", {}).get("error")
+            if isinstance(cause, _RefusedCharacter):
+                line = _char_line(node, loc, front, cause.char) or line
             errors.append(GlossaryError(path, line, name or "front matter", message))
         return parsed, errors
     if meta.slug is not None and meta.slug != slug:
@@ -942,12 +943,12 @@ def _cross_check(parsed: list[_Parsed]) -> list[GlossaryError]:
             if kind != "alias":
                 continue
             key = value.casefold()
-            owner = owners.get(key)
+            holder = owners.get(key)
             if key in own:
                 message = f"{_shown(value)} is listed twice"
                 errors.append(GlossaryError(p.path, line, "aliases", message))
-            elif owner is not None and owner != p.slug:
-                message = f"{_shown(value)} is already used by term {owner!r}"
+            elif holder is not None and holder != p.slug:
+                message = f"{_shown(value)} is already used by term {holder!r}"
                 errors.append(GlossaryError(p.path, line, "aliases", message))
             else:
                 owners[key] = p.slug

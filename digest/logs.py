@@ -168,9 +168,12 @@ def _logfmt_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
-    if _LOGFMT_BARE_RE.match(value):
-        return value
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    )
+    if _LOGFMT_BARE_RE.match(text):
+        return text
     # JSON string quoting escapes quotes, backslashes and newlines: one event stays one line.
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(text, ensure_ascii=False)

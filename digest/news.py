@@ -87,7 +87,9 @@ def _entry_time(entry: Any) -> datetime | None:
     if not parsed:
         return None
     try:
-        return datetime(*parsed[:6], tzinfo=UTC)  # feedparser normalises dates to UTC
+        year, month, day, hour, minute, second = parsed[:6]
+        # feedparser normalises dates to UTC
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except (TypeError, ValueError):
         return None
 

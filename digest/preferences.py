@@ -130,8 +130,8 @@ def time_zones() -> tuple[str, ...]:
     Legacy aliases (`US/Pacific`, `Etc/GMT+5`, `posixrules`) are left out of the list; a stored
     one still works and the preference page offers it to whoever has it.
     """
-    regions = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic", "Australia")
-    regions += ("Europe", "Indian", "Pacific")
+    regions: tuple[str, ...] = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic")
+    regions += ("Australia", "Europe", "Indian", "Pacific")
     return tuple(
         sorted(z for z in available_timezones() if z == "UTC" or z.split("/", 1)[0] in regions)
     )

@@ -650,7 +650,7 @@ def _next_cells(reader: Any, lines: _CsvLines, line: int) -> list[str] | None:
     line are that row's problem (`csv.Error`); the reader starts afresh on the next line.
     """
     try:
-        return next(reader)
+        cells: list[str] = next(reader)
     except StopIteration:
         return None
     except csv.Error as exc:
@@ -680,6 +680,7 @@ def _next_cells(reader: Any, lines: _CsvLines, line: int) -> list[str] | None:
             f"the quote that opens a cell on this line {how}{unread}; fix the quote on line "
             f"{line} and import again; {_NOTHING_IMPORTED}",
         ) from None
+    return cells
 
 
 def _csv_problem(exc: csv.Error) -> str:

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -52,9 +52,19 @@ _CHECK_INBOX = (
     "Open it to start receiving the newsletter."
 )
 _JSON_TYPES = ("application/json",)
+
+
 # No page takes a file: with max_files 0 a file part is refused at its header, never spooled to
 # disk. Our largest form has three fields. Each part is bounded by the body limit already.
-_FORM_LIMITS: dict[str, int] = {"max_files": 0, "max_fields": 8}
+class _FormLimits(TypedDict, total=False):
+    """FastAPI's (private) form-limits shape, so both the router and `request.form` take it."""
+
+    max_fields: int
+    max_files: int
+    max_part_size: int
+
+
+_FORM_LIMITS: _FormLimits = {"max_files": 0, "max_fields": 8}
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -648,7 +658,7 @@ class _GetAlsoHead(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        if "GET" in self.methods:
+        if self.methods is not None and "GET" in self.methods:
             self.methods.add("HEAD")
 
 

@@ -93,7 +93,7 @@ def issue_deliveries(engine: Engine, week: IsoWeek) -> IssueDeliveries | None:
     if issue is None:
         return None
     with engine.connect() as conn:
-        by_status = dict(
+        by_status: dict[str, int] = dict(
             conn.execute(
                 select(deliveries.c.status, func.count())
                 .where(deliveries.c.issue_id == issue.id)

@@ -658,9 +658,10 @@ class _Run:
                 )
                 raise
 
+        attempts = stop_after_attempt(self.settings.max_retries + 1)
         retrying = Retrying(
             retry=retry_if_exception_type(RetryableError),
-            stop=stop_after_attempt(self.settings.max_retries + 1) | self._should_stop,
+            stop=lambda state: attempts(state) or self._should_stop(state),
             wait=self._wait,
             sleep=self.sleep,
             reraise=True,
@@ -900,6 +901,18 @@ def _inherited_until(claim: Claim) -> datetime | None:
     return claim.holder.until
 
 
+def _sleeper(stop: threading.Event | None) -> Callable[[float], None]:
+    """How a run waits between retries: on `stop`, so a SIGTERM cuts the wait short."""
+    if stop is None:
+        return time.sleep
+    event = stop
+
+    def wait(seconds: float) -> None:
+        event.wait(seconds)
+
+    return wait
+
+
 def _lease(settings: Settings) -> timedelta:
     # A lease shorter than one attempt plus one backoff would lapse while we still send.
     return timedelta(
@@ -1040,7 +1053,7 @@ def send_issue(
     if not claim:
         return summary("busy", reason=_busy_reason(claim))
     if sleep is None:
-        sleep = stop.wait if stop is not None else time.sleep
+        sleep = _sleeper(stop)
     run: _Run | None = None
     try:
         issue = transition(engine, week, "sending", now=now)
@@ -1054,8 +1067,8 @@ def send_issue(
             lease=lease,
             stop=stop,
             progress=progress,
-            sleep=sleep,  # type: ignore[arg-type]
-            clock=(lambda: fixed_now) if fixed_now is not None else utcnow,  # type: ignore[return-value]
+            sleep=sleep,
+            clock=(lambda: fixed_now) if fixed_now is not None else utcnow,
             zones=zones,
             inherited_until=_inherited_until(claim),
         )
@@ -1139,8 +1152,8 @@ def retry_failed(
         lease=lease,
         stop=stop,
         progress=progress,
-        sleep=sleep or (stop.wait if stop is not None else time.sleep),  # type: ignore[arg-type]
-        clock=(lambda: fixed_now) if fixed_now is not None else utcnow,  # type: ignore[return-value]
+        sleep=sleep or _sleeper(stop),
+        clock=(lambda: fixed_now) if fixed_now is not None else utcnow,
         retry=True,
         inherited_until=_inherited_until(claim),
     )
