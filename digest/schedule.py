@@ -59,7 +59,6 @@ __all__ = [
     "parse_schedule",
     "plan_local_sends",
     "reader_zones",
-    "request_shutdown",
     "run_weekly",
     "scheduled_week",
     "send_week",
@@ -447,11 +446,6 @@ def _send(
         reason=issue.status_reason if issue else None,
     )
     return WeeklyResult(week, issue.status if issue else summary.status, summary)
-
-
-def request_shutdown() -> None:
-    """Ask a running weekly job to stop after its current batch (SIGTERM does this)."""
-    _shutdown.set()
 
 
 # --------------------------------------------------------------------------- local-time delivery
