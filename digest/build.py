@@ -40,18 +40,28 @@ __all__ = [
     "SNAPSHOT_VERSION",
     "BuildOutput",
     "RenderedIssue",
+    "SnapshotVersionError",
     "build_issue",
     "build_site",
     "check_rendered",
+    "check_snapshot_version",
     "make_snapshot",
     "preview_issue",
     "render_issue",
     "write_build",
 ]
 
+# The shape of what make_snapshot writes. Stored snapshots are rendered again long after they were
+# written (the files, the feed, a preview), possibly by an older digest after a downgrade: bump it
+# when the shape changes, so a digest that does not know a snapshot's shape refuses it.
 SNAPSHOT_VERSION = 1
 # An issue in one of these states already has its content; a build leaves it alone.
 _HAS_CONTENT = frozenset({"built", "sending", "sent", "paused"})
+
+
+class SnapshotVersionError(ValueError):
+    """A stored issue's snapshot has a shape this digest does not know; the message says what
+    to do (upgrade digest, or rebuild the issue while it can still be rebuilt)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,31 @@ def make_snapshot(
         "news": [n.to_dict() if isinstance(n, NewsItem) else dict(n) for n in news],
         "pick": {"source": pick.source, "note": pick.note},
     }
+
+
+def check_snapshot_version(record: IssueRecord) -> None:
+    """Refuse `record`'s stored snapshot unless this digest knows its shape (SNAPSHOT_VERSION).
+
+    Rendering an unknown shape would fail deep in a template or, worse, quietly show the wrong
+    thing. digest has always written a version; a snapshot without one is read as version 1.
+    """
+    version = (record.snapshot or {}).get("version", 1)
+    if type(version) is int and version == SNAPSHOT_VERSION:  # not True, not "1"
+        return
+    week = record.week
+    if type(version) is int and version > SNAPSHOT_VERSION:
+        problem = f"issue {week} was built by a newer digest (snapshot version {version})"
+        upgrade = "upgrade digest or "
+    else:
+        problem = f"issue {week} has a snapshot of unknown version {version!r}"
+        upgrade = ""
+    if record.status in TRANSITIONS["built"]:
+        remedy = f"{upgrade}rebuild it with `digest build --week {week} --rebuild`"
+    elif upgrade:
+        remedy = f"upgrade digest; a {record.status} issue cannot be rebuilt"
+    else:
+        remedy = f"a {record.status} issue cannot be rebuilt; restore it from a backup"
+    raise SnapshotVersionError(f"{problem}; {remedy}")
 
 
 def _choose(engine: Engine, glossary: Glossary, week: IsoWeek) -> tuple[Pick, bool]:
@@ -192,6 +227,7 @@ def _rendered_from(record: IssueRecord, settings: Settings) -> RenderedIssue:
     only the MJML, which is not stored, is rendered again from the frozen snapshot."""
     if not record.snapshot or record.html is None or record.text is None:
         raise ValueError(f"issue {record.week} has no content (status {record.status})")
+    check_snapshot_version(record)
     again = render_issue(record.snapshot, settings)
     return RenderedIssue(
         week=record.week,
@@ -288,8 +324,15 @@ def build_site(
     whose send has not started is then checked as `digest send` will check it
     (`preflight.check_issue`): with any problem, `QualityError` lists them all and no files are
     written; the issue stays stored as built, and the send refuses it until they are fixed.
+    A stored snapshot this digest cannot read raises `SnapshotVersionError`; a sent one in the
+    feed does so before anything is built.
     """
+    public = {r.week: r for r in list_issues(engine, statuses=["sent"])}
+    for other in public.values():
+        if other.week != week:
+            check_snapshot_version(other)
     record = build_issue(engine, settings, glossary, week, now=now, rebuild=rebuild)
+    check_snapshot_version(record)  # reused as stored, unless `rebuild`
     if record.send_started_at is None:
         problems = check_issue(engine, settings, week, now=now)
         if problems:
@@ -297,7 +340,6 @@ def build_site(
                 f"issue {week} (stored as built; `digest send` refuses it)", problems
             )
     rendered = _rendered_from(record, settings)
-    public = {r.week: r for r in list_issues(engine, statuses=["sent"])}
     public[record.week] = record
     records = sorted(public.values(), key=lambda r: r.week, reverse=True)
     files = write_build(

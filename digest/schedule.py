@@ -54,12 +54,12 @@ __all__ = [
     "job_trigger",
     "local_send_time",
     "local_time_tick",
+    "make_jobstore",
     "make_scheduler",
     "next_fire_time",
     "parse_schedule",
     "plan_local_sends",
     "reader_zones",
-    "request_shutdown",
     "run_weekly",
     "scheduled_week",
     "send_week",
@@ -225,15 +225,22 @@ class _Scheduler(BackgroundScheduler):
         return super()._process_jobs()  # type: ignore[no-any-return]
 
 
+def make_jobstore(engine: Engine) -> SQLAlchemyJobStore:
+    """The store the weekly job lives in: APScheduler's own table in digest's database.
+
+    One place, so `digest status` reads exactly the table the scheduler writes. Nothing is
+    created until a scheduler starts the store; shutting the store down disposes `engine`.
+    """
+    return SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE)
+
+
 def make_scheduler(settings: Settings, engine: Engine | None = None) -> BackgroundScheduler:
     """A background scheduler whose jobs live in digest's database (shared file on SQLite).
 
     One worker: the weekly job and a `--now` run queue behind each other in a process instead
     of racing; across processes the issue's send lease decides.
     """
-    store = SQLAlchemyJobStore(
-        engine=engine or db.make_engine(settings.database_url), tablename=JOBS_TABLE
-    )
+    store = make_jobstore(engine or db.make_engine(settings.database_url))
     scheduler = _Scheduler(
         jobstores={"default": store, "memory": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(max_workers=1)},
@@ -447,11 +454,6 @@ def _send(
         reason=issue.status_reason if issue else None,
     )
     return WeeklyResult(week, issue.status if issue else summary.status, summary)
-
-
-def request_shutdown() -> None:
-    """Ask a running weekly job to stop after its current batch (SIGTERM does this)."""
-    _shutdown.set()
 
 
 # --------------------------------------------------------------------------- local-time delivery

@@ -5,17 +5,17 @@ many subscribers and queued terms there are — gathered from the database in on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import Column, Engine, Float, MetaData, Table, Unicode, func, inspect, select
+from sqlalchemy import Engine, func, inspect, select
 
 from digest.config import Settings
 from digest.db import deliveries, queue, subscribers
 from digest.issues import IssueRecord, describe_lease, list_issues
 from digest.owner import Liveness, owner_liveness
 from digest.schedule import (
-    JOB_ID,
     JOBS_TABLE,
+    make_jobstore,
     next_fire_time,
     parse_schedule,
     reader_zones,
@@ -159,17 +159,12 @@ def _zone_progress(engine: Engine, settings: Settings, issue: IssueRecord) -> li
 def _stored_next_run(engine: Engine) -> datetime | None:
     """The weekly job's next run time as the scheduler stored it, if a scheduler ever ran.
 
-    Read straight from APScheduler's table (id and next_run_time, a UTC timestamp) rather than
-    through a job store, which would unpickle the job and need a running scheduler.
+    Asked of APScheduler's job store, which is not started: starting it would create the table,
+    and status only reads. `get_next_run_time` reads just the run-time column, where
+    `lookup_job` would unpickle the whole job (trigger, and the function by name) and fail on
+    one stored by another APScheduler or digest version. It answers for the earliest job in the
+    table, which holds only the weekly job (a `--now` run lives in the memory store).
     """
     if not inspect(engine).has_table(JOBS_TABLE):
         return None
-    jobs = Table(
-        JOBS_TABLE,
-        MetaData(),
-        Column("id", Unicode(191), primary_key=True),
-        Column("next_run_time", Float(25)),
-    )
-    with engine.connect() as conn:
-        stamp = conn.execute(select(jobs.c.next_run_time).where(jobs.c.id == JOB_ID)).scalar()
-    return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+    return make_jobstore(engine).get_next_run_time()  # type: ignore[no-any-return]
