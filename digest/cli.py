@@ -256,7 +256,7 @@ def queue_list() -> None:
         pinned = str(entry.week) if entry.week else ""
         if entry.week is not None and entry.week < this_week:
             pinned += " (missed)"  # waits its turn like an unpinned entry
-        row = [str(entry.position), entry.slug, Text(title), pinned]
+        row: list[str | Text] = [str(entry.position), entry.slug, Text(title), pinned]
         table.add_row(*row, *([Text(entry.note or "")] if notes else []))
     console.print(table)
 
@@ -316,7 +316,13 @@ def plan_command(
         table.add_column("note", overflow="fold")
     for pick in picks:
         term = gloss[pick.slug]
-        row = [str(pick.week), pick.slug, Text(term.category), term.difficulty, pick.source]
+        row: list[str | Text] = [
+            str(pick.week),
+            pick.slug,
+            Text(term.category),
+            term.difficulty,
+            pick.source,
+        ]
         table.add_row(*row, *([Text(pick.note or "")] if notes else []))
     console.print(table)
 

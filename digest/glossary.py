@@ -72,7 +72,7 @@ _FENCE_RE = re.compile(r"^(```|~~~)")
 _HEADING_LINE_RE = re.compile(_HEADING_RE.pattern, re.MULTILINE)  # for a whole body at once
 
 try:  # libyaml is ~10x faster; it matters for 10,000-term glossaries.
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
+    _Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _Loader = yaml.SafeLoader
 
@@ -470,7 +470,7 @@ class _NotPlain(Exception):
     """The YAML uses anchors, merge keys, non-string keys or explicit tags."""
 
 
-def _plain_data(loader: yaml.SafeLoader, root: yaml.Node) -> tuple[Any, bool]:
+def _plain_data(loader: yaml.SafeLoader | yaml.CSafeLoader, root: yaml.Node) -> tuple[Any, bool]:
     """(data, whether some mapping repeats a key) of a composed document, built directly.
 
     For front matter without anchors, merge keys, non-string keys or unusual tags — every real

@@ -184,7 +184,8 @@ def _cron_day(text: str) -> int:
 
 def next_fire_time(trigger: CronTrigger, now: datetime) -> datetime | None:
     """The first fire time at or after `now` (aware, in the trigger's zone)."""
-    return trigger.get_next_fire_time(None, now)
+    fire: datetime | None = trigger.get_next_fire_time(None, now)
+    return fire
 
 
 def due_fire_time(trigger: CronTrigger, now: datetime, window: timedelta) -> datetime | None:
@@ -216,7 +217,7 @@ def scheduled_week(settings: Settings, now: datetime) -> IsoWeek:
 # --------------------------------------------------------------------------- the scheduler
 
 
-class _Scheduler(BackgroundScheduler):
+class _Scheduler(BackgroundScheduler):  # type: ignore[misc]  # APScheduler 3 ships no types
     def _process_jobs(self) -> float | None:
         # APScheduler 3's loop looks for due jobs once more after shutdown(); a job due then is
         # handed to the stopped executor, fails, and its fire time is advanced: a lost issue.

@@ -135,12 +135,12 @@ def _zone_progress(engine: Engine, settings: Settings, issue: IssueRecord) -> li
         return []
     tz = subscribers.c.timezone
     with engine.connect() as conn:
-        readers = dict(
+        readers: dict[str | None, int] = dict(
             conn.execute(
                 select(tz, func.count()).where(subscribers.c.status == "active").group_by(tz)
             ).all()
         )
-        sent = dict(
+        sent: dict[str | None, int] = dict(
             conn.execute(
                 select(tz, func.count())
                 .select_from(deliveries.join(subscribers))
