@@ -8,7 +8,7 @@ the feed with feedparser. `digest.preflight` gathers their inputs from the datab
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from email.parser import BytesParser
 from email.policy import compat32
 from email.policy import default as default_policy
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import feedparser
 
 from digest.config import Settings
-from digest.delivery.base import PLACEHOLDERS, Message, Recipient
+from digest.delivery.base import MARKER_RE, PLACEHOLDERS, Message, Recipient, fill_markers
 from digest.headers import UnsupportedAddress, ascii_address
 from digest.tokens import BadToken, Purpose, read_token
 
@@ -38,7 +38,6 @@ GMAIL_CLIP_BYTES = 102 * 1024
 _FILLED_MARKER_BYTES = 300
 # Markers that stand for a URL, so an href holding one is as good as an absolute link.
 _URL_MARKERS = frozenset({PLACEHOLDERS["unsubscribe_url"], PLACEHOLDERS["preferences_url"]})
-_MARKER_RE = re.compile(r"%%[A-Za-z0-9_.-]*%%")
 _TEMPLATE_RE = re.compile(r"\{\{|\{%|\{#")
 # Code is content: a term about prompt templates may rightly show `{{ variable }}` there.
 _VERBATIM_TAGS = frozenset({"code", "pre", "style", "script", "title"})
@@ -121,7 +120,7 @@ def _check_html(scan: _Scan, allowed_markers: Collection[str]) -> list[str]:
         problems.append(f"<img src={src!r}> has no alt text")
     problems.extend(_leftovers(" ".join(scan.texts), allowed_markers))
     for _tag, _attr, value in scan.links:
-        marker = _MARKER_RE.fullmatch(value)
+        marker = MARKER_RE.fullmatch(value)
         if marker and value not in allowed_markers:
             problems.append(f"link to marker {value}, which nothing fills in here")
     return problems
@@ -130,7 +129,7 @@ def _check_html(scan: _Scan, allowed_markers: Collection[str]) -> list[str]:
 def _leftovers(text: str, allowed_markers: Collection[str]) -> list[str]:
     problems = [
         f"unknown placeholder {marker}"
-        for marker in sorted(set(_MARKER_RE.findall(text)))
+        for marker in sorted(set(MARKER_RE.findall(text)))
         if marker not in allowed_markers
     ]
     if _TEMPLATE_RE.search(text):
@@ -204,7 +203,7 @@ def check_message(
     if not message.recipients:
         return ["the message has no recipients to check"]
     bodies = {"subject": message.subject, "html": message.html, "text": message.text}
-    used = {name: set(_MARKER_RE.findall(body)) for name, body in bodies.items()}
+    used = {name: set(MARKER_RE.findall(body)) for name, body in bodies.items()}
     problems: list[str] = []
     for recipient in message.recipients:
         who = f"recipient {recipient.custom_args.get('subscriber_id', '?')}"
@@ -213,7 +212,7 @@ def check_message(
             missing = sorted(markers - set(subs))
             if missing:
                 problems.append(f"{who}: {name}: no value for {', '.join(missing)}")
-        size = len(_fill(message.html, subs).encode("utf-8"))
+        size = len(fill_markers(message.html, subs).encode("utf-8"))
         if size > GMAIL_CLIP_BYTES:
             problems.append(
                 f"{who}: html is {size / 1024:.1f} KB with their links filled in; Gmail clips "
@@ -235,11 +234,6 @@ def check_message(
                     f"{who}: {p}" for p in _check_link(settings, purpose, url, recipient)
                 )
     return problems
-
-
-def _fill(body: str, values: Mapping[str, str]) -> str:
-    # One pass, as the providers substitute: a value is never scanned for markers again.
-    return _MARKER_RE.sub(lambda m: values.get(m[0], m[0]), body)
 
 
 def _check_unsubscribe_headers(recipient: Recipient) -> list[str]:

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from digest.config import Settings
 from digest.delivery.base import Message, Recipient
-from digest.delivery.outbox import OutboxTransport
+from digest.delivery.outbox import OutboxTransport, mime_bytes
 from digest.delivery.sender import send_issue
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 
@@ -145,3 +145,23 @@ def test_payload_size_is_what_the_files_weigh(tmp_path: Path) -> None:
     written = sum(p.stat().st_size for p in tmp_path.glob("*.eml"))
     # Date and Message-ID differ from one rendering to the next by a few bytes at most.
     assert abs(size - written) < 3 * 10
+
+
+def test_the_outbox_fills_markers_in_one_pass_like_the_checks_and_sendgrid():
+    # A value is never scanned again, whatever order the substitutions come in: a name written
+    # as a marker stays text, as SendGrid and `checks.check_message` (the same function) do it.
+    recipient = Recipient(
+        email="ann@example.org",
+        substitutions={"%%name%%": "%%unsubscribe_url%%", "%%unsubscribe_url%%": "https://u"},
+    )
+    message = Message(
+        subject="Hi %%name%%",
+        html="<p>%%name%% <a href='%%unsubscribe_url%%'>u</a></p>",
+        text="%%name%% %%unsubscribe_url%%",
+        recipients=[recipient],
+        from_email="digest@example.org",
+    )
+    mail = email.message_from_bytes(mime_bytes(message, recipient), policy=email.policy.default)
+    text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    assert text.strip() == "%%unsubscribe_url%% https://u"
+    assert str(mail["Subject"]) == "Hi %%unsubscribe_url%%"

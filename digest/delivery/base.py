@@ -6,6 +6,7 @@ recipient carries its own substitutions and headers, so one render serves every 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -13,6 +14,7 @@ from typing import Protocol
 from digest.headers import check_header_value
 
 __all__ = [
+    "MARKER_RE",
     "PLACEHOLDERS",
     "Message",
     "PermanentError",
@@ -22,6 +24,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "check_header_value",
+    "fill_markers",
 ]
 
 # Per-subscriber values are left in the rendered issue as these markers and filled per recipient
@@ -33,6 +36,20 @@ PLACEHOLDERS: dict[str, str] = {
     "name": "%%name%%",
     "name_html": "%%name_html%%",
 }
+
+
+# Any marker, known or not: the checks look for unknown ones with the same pattern.
+MARKER_RE = re.compile(r"%%[A-Za-z0-9_.-]*%%")
+
+
+def fill_markers(body: str, values: Mapping[str, str]) -> str:
+    """`body` with each marker replaced by its value, in one pass, as SendGrid substitutes.
+
+    One function for the outbox and the quality checks alike, so the check tests the
+    substitution the mail really gets; a value is never scanned for markers again (a name
+    written as `%%unsubscribe_url%%` stays that text).
+    """
+    return MARKER_RE.sub(lambda m: values.get(m[0], m[0]), body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from digest.delivery.base import (
     Recipient,
     RetryableError,
     SendResult,
+    fill_markers,
 )
 from digest.headers import (
     address_header,
@@ -42,9 +43,7 @@ _SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 
 
 def _fill(template: str, recipient: Recipient) -> str:
-    for marker, value in recipient.substitutions.items():
-        template = template.replace(marker, value)
-    return template
+    return fill_markers(template, recipient.substitutions)
 
 
 # Header values are written as digest encoded them (`digest.headers`), never re-parsed and
