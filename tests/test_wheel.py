@@ -1,4 +1,5 @@
-"""The wheel: it carries the default theme, the starter glossary and the migrations.
+"""The wheel: it carries the default theme, the starter glossary and the migrations, and an
+installed wheel, with no checkout in sight, starts a newsletter and sends its demo issue.
 
 The wheel is built by pip from a copy of the checkout (so the build leaves no `build/` or
 `*.egg-info` behind and no stale file from an earlier build slips in), with build isolation:
@@ -7,6 +8,7 @@ pyproject.toml asks for a newer setuptools than a fresh venv carries, and pip ca
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -100,3 +102,55 @@ def test_the_wheel_carries_every_module_of_the_package(names):
 def test_the_wheel_holds_only_the_digest_package_and_its_metadata(names):
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert {n.split("/", 1)[0] for n in names} == {"digest", f"digest-{version}.dist-info"}
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_starts_a_newsletter_and_sends_its_demo_from_any_folder(
+    wheel, tmp_path
+):
+    """`pip install digest`, then `digest init site && cd site && digest demo`.
+
+    The wheel is installed with --target into a folder that alone is on PYTHONPATH, and the
+    commands run from an empty folder outside the checkout: the checkout is not importable, so
+    what runs is the wheel. Dependencies come from this interpreter's site-packages, where the
+    checkout's own editable install sits behind the --target folder on the path.
+    """
+    target = tmp_path / "installed"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target, wheel],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    work = tmp_path / "anywhere"
+    work.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DIGEST_", "SENDGRID_", "PYTHON"))
+    }
+    env["PYTHONPATH"] = str(target)
+    digest = str(target / "bin" / "digest")
+
+    def run(*args: str, cwd: Path) -> str:
+        done = subprocess.run(
+            args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, f"{args}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    where = run(
+        sys.executable,
+        "-c",
+        "import digest, digest.scaffold as s; print(digest.__file__); print(s.default_theme_dir())",
+        cwd=work,
+    ).split()
+    assert where == [str(target / "digest" / "__init__.py"), str(target / "digest" / "theme")]
+
+    run(digest, "init", "site", cwd=work)
+    site = work / "site"
+    assert run(digest, "terms", "validate", cwd=site).startswith("5 terms, 0 errors")
+    output = run(digest, "demo", cwd=site)
+    assert "issue sent" in output
+    assert len(list((site / "outbox").glob("*.eml"))) == 3
