@@ -1091,6 +1091,12 @@ def demo() -> None:
     from digest.subscribers import AlreadySuppressed, add_confirmed
 
     conf = settings()
+    if not conf.terms_dir.is_dir():  # before engine(): no database left in the wrong folder
+        fail(
+            f"no glossary here: {conf.terms_dir} is not a folder (in {Path.cwd()}); run "
+            "'digest init DIR' to start a newsletter and 'digest demo' inside DIR, or point "
+            "--terms / DIGEST_TERMS_DIR at a glossary"
+        )
     eng = engine()
     now = db.utcnow()
     for email, name in DEMO_READERS:

@@ -181,6 +181,15 @@ def test_init_then_demo_in_the_new_folder_sends_from_its_starter_terms(
     assert Path("subscribers/digest.db").is_file()
 
 
+def test_demo_in_a_folder_without_terms_says_to_run_digest_init(tmp_path, clean_env, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 1
+    assert "digest init" in result.output
+    assert "terms" in result.output
+    assert list(tmp_path.iterdir()) == []  # no database or outbox left in the wrong folder
+
+
 # --------------------------------------------------------------------------- overrides
 
 
