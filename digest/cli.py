@@ -1038,6 +1038,41 @@ def _retry_failed(eng: Engine, conf: Settings, wk: IsoWeek) -> None:
         raise typer.Exit(2)
 
 
+# --------------------------------------------------------------------------- init
+
+
+@app.command("init")
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the newsletter; made if missing.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Add what is missing to a folder that is not empty; never overwrites."
+        ),
+    ] = False,
+) -> None:
+    """Start a newsletter in DIRECTORY: starter terms/, digest.toml, templates/, .gitignore."""
+    import shlex
+
+    from digest.scaffold import ScaffoldError, scaffold
+
+    try:
+        done = scaffold(directory, force=force)
+    except ScaffoldError as exc:
+        fail(str(exc))
+        return
+    except OSError as exc:  # a read-only or full disk: say which path, not a traceback
+        fail(f"cannot write {exc.filename or directory}: {exc.strerror or exc}")
+        return
+    for path in done.created:
+        console.print(f"created {path}", markup=False, soft_wrap=True)
+    for path in done.kept:
+        console.print(f"kept {path} (already there)", markup=False, soft_wrap=True)
+    console.print(
+        f"next: cd {shlex.quote(str(directory))} && digest demo", markup=False, soft_wrap=True
+    )
+
+
 # --------------------------------------------------------------------------- demo
 
 DEMO_READERS = (
@@ -1062,6 +1097,12 @@ def demo() -> None:
     from digest.subscribers import AlreadySuppressed, add_confirmed
 
     conf = settings()
+    if not conf.terms_dir.is_dir():  # before engine(): no database left in the wrong folder
+        fail(
+            f"no glossary here: {conf.terms_dir} is not a folder (in {Path.cwd()}); run "
+            "'digest init DIR' to start a newsletter and 'digest demo' inside DIR, or point "
+            "--terms / DIGEST_TERMS_DIR at a glossary"
+        )
     eng = engine()
     now = db.utcnow()
     for email, name in DEMO_READERS:

@@ -36,8 +36,15 @@ class Settings(BaseSettings):
     )
 
     # Content
-    terms_dir: Path = Path("terms")
-    templates_dir: Path = Path(__file__).resolve().parent.parent / "templates"
+    terms_dir: Path = Field(
+        default=Path("terms"), description="the glossary: one Markdown file per term"
+    )
+    # The default theme ships inside the package (digest.scaffold.default_theme_dir); this is the
+    # project's own folder of overrides, used file by file, and need not exist.
+    templates_dir: Path = Field(
+        default=Path("templates"),
+        description="your templates, each replacing the default theme's file of the same name",
+    )
 
     # Storage
     database_url: str = "sqlite:///subscribers/digest.db"

@@ -1,4 +1,8 @@
-"""Rendering: Jinja2 templates in `templates/` → MJML → responsive HTML, plain text, archive pages.
+"""Rendering: Jinja2 templates → MJML → responsive HTML, plain text, archive pages.
+
+Templates come from a project's own `templates_dir`, file by file, and otherwise from the default
+theme shipped in the package (`templates/` of a checkout): a site changes one template without
+copying the theme.
 
 Pure functions: they take data (an issue snapshot, settings) and return strings — no database, no
 clock — so the same inputs always give byte-identical output.
@@ -21,6 +25,7 @@ from mjml import mjml2html
 
 from digest.config import Settings
 from digest.delivery.base import PLACEHOLDERS
+from digest.scaffold import default_theme_dir
 from digest.weeks import IsoWeek, parse_week
 
 if TYPE_CHECKING:
@@ -42,6 +47,7 @@ __all__ = [
     "render_mail",
     "render_template",
     "subject_line",
+    "template_roots",
     "term_url",
 ]
 
@@ -71,16 +77,35 @@ class RenderedIssue:
 # --------------------------------------------------------------------------- templates
 
 
-@lru_cache(maxsize=8)
-def environment(templates_dir: Path) -> jinja2.Environment:
-    """The Jinja2 environment for a templates folder.
+def template_roots(templates_dir: Path) -> tuple[Path, ...]:
+    """Where templates are looked up, first match wins: the project's overrides, then the
+    default theme. Absolute, so a later change of working folder cannot mix two projects; one
+    root when the overrides folder is the theme itself (`digest` run at a checkout's root)."""
+    overrides, theme = templates_dir.resolve(), default_theme_dir().resolve()
+    return (theme,) if overrides == theme else (overrides, theme)
 
+
+def environment(templates_dir: Path) -> jinja2.Environment:
+    """The Jinja2 environment for a project whose override templates are in `templates_dir`.
+
+    Every template, mail and web page alike, is loaded through it. The folder need not exist:
+    a template not found there comes from the default theme. Jinja checks a loaded template's
+    own file for edits, so a running `digest run` sees a changed override, but a new override
+    of a template it already loaded from the theme only after a restart.
     Autoescape is on for every markup template (.html, .mjml, .xml and their .j2 forms) so any
     text a term file carries is escaped; `.txt.j2` templates are plain text and not escaped.
     StrictUndefined turns a typo in a template into an error instead of an empty string.
     """
+    return _environment(template_roots(templates_dir))
+
+
+@lru_cache(maxsize=8)
+def _environment(roots: tuple[Path, ...]) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        # A FileSystemLoader over several folders is Jinja's ChoiceLoader of one loader per
+        # folder: `{% extends %}` and `{% include %}` resolve the same way, so an override of
+        # `base.mjml.j2` frames the theme's `email.mjml.j2`.
+        loader=jinja2.FileSystemLoader([str(root) for root in roots]),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "mjml", "xml", "html.j2", "mjml.j2", "xml.j2"),
             default_for_string=True,
@@ -119,10 +144,12 @@ def _where(exc: jinja2.TemplateError, templates_dir: Path, name: str) -> str:
     lineno = getattr(exc, "lineno", None)
     if lineno:
         return f"{getattr(exc, 'name', None) or name}:{lineno}"
-    root = str(templates_dir.resolve())
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename.startswith(root) and frame.filename.endswith(".j2"):
-            return f"{Path(frame.filename).relative_to(root)}:{frame.lineno}"
+        if not frame.filename.endswith(".j2"):
+            continue
+        for root in template_roots(templates_dir):
+            if Path(frame.filename).is_relative_to(root):
+                return f"{Path(frame.filename).relative_to(root).as_posix()}:{frame.lineno}"
     return name
 
 
