@@ -26,6 +26,7 @@ from digest.render import (
     render_issue,
     subject_line,
 )
+from digest.scaffold import default_theme_dir
 from digest.selection import Pick
 from digest.weeks import IsoWeek, parse_week
 from tests.conftest import term_text
@@ -331,7 +332,7 @@ def test_news_section_appears_only_with_news(make_terms):
 
 def test_broken_mjml_is_reported_with_the_template_name(tmp_path, make_terms):
     templates = tmp_path / "templates"
-    shutil.copytree(settings_for().templates_dir, templates)
+    shutil.copytree(default_theme_dir(), templates)
     email = templates / "email.mjml.j2"
     email.write_text(email.read_text().replace("</mj-text>", "", 1))
     settings = settings_for(templates_dir=templates)
@@ -342,7 +343,7 @@ def test_broken_mjml_is_reported_with_the_template_name(tmp_path, make_terms):
 
 def test_template_typo_is_reported_with_template_and_line(tmp_path, make_terms):
     templates = tmp_path / "templates"
-    shutil.copytree(settings_for().templates_dir, templates)
+    shutil.copytree(default_theme_dir(), templates)
     text = templates / "email.txt.j2"
     text.write_text("{{ newsletter_name }}\n{{ term.no_such_field }}\n")
     settings = settings_for(templates_dir=templates)

@@ -19,6 +19,7 @@ from digest.config import Settings, get_settings
 from digest.delivery.outbox import build_mime
 from digest.issues import transition
 from digest.preferences import delivery_time, send_welcome, welcome_mail
+from digest.scaffold import default_theme_dir
 from digest.subscribers import add_confirmed, get_subscriber, subscribe, unsubscribe_subscriber
 from digest.tokens import make_token, read_token
 from digest.weeks import IsoWeek
@@ -173,7 +174,7 @@ def test_the_welcome_mail_passes_the_weekly_issues_quality_gates(settings, engin
 
 def test_a_welcome_template_that_breaks_a_gate_is_refused_not_sent(settings, engine, tmp_path):
     templates = tmp_path / "templates"
-    shutil.copytree(settings.templates_dir, templates)
+    shutil.copytree(default_theme_dir(), templates)
     broken = (templates / "welcome.txt.j2").read_text().replace("{{ unsubscribe_url }}", "")
     (templates / "welcome.txt.j2").write_text(broken)
     conf = settings.model_copy(update={"templates_dir": templates})
