@@ -112,6 +112,7 @@ class OutboxTransport:
     """
 
     name = "outbox"
+    exact_lookup = True
     max_batch = 1000
 
     def __init__(self, directory: Path | str) -> None:

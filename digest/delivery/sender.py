@@ -91,10 +91,6 @@ SendStatus = Literal["sent", "paused", "failed", "busy", "waiting"]
 # Stored `subscribers.timezone` values (None: not set) a local-time send is restricted to.
 Zones = frozenset[str | None]
 SENDABLE = ("built", "sending", "paused", "failed", "sent")
-# Transports whose lookup_batch is exact the moment a batch is cut off (the outbox's manifest is
-# on disk or not). SendGrid's activity feed lags behind its sends (ACTIVITY_SETTLE_SECONDS),
-# so after taking over a dead sender's lease at once its "not found" is not proof: see _Run.
-EXACT_LOOKUP = frozenset({"outbox"})
 
 
 class SendError(Exception):
@@ -622,7 +618,7 @@ class _Run:
         `inherited_until`); the real clock, since leases are stamped with it."""
         return (
             self.inherited_until is not None
-            and self.transport.name not in EXACT_LOOKUP
+            and not self.transport.exact_lookup
             and utcnow() < self.inherited_until
         )
 

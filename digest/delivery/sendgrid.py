@@ -130,6 +130,7 @@ class SendGridTransport:
     """Sends batches through SendGrid's v3 API; the API key never leaves the client's header."""
 
     name = "sendgrid"
+    exact_lookup = False
     max_batch = 1000
 
     def __init__(
