@@ -1,23 +1,32 @@
 """Shared fixtures: real SQLite files, real PostgreSQL schemas, small real glossaries.
 
-Every test that takes `database_url` (or `engine`) runs once on SQLite and once on PostgreSQL
-when `DIGEST_TEST_POSTGRES_URL` is set. Under `CI=true` a missing or unreachable PostgreSQL is a
-failure, not a skip: CI must prove both backends.
+Every test that takes `database_url` (or `engine`) runs once on SQLite and once on PostgreSQL:
+the one at `DIGEST_TEST_POSTGRES_URL`, else the local default (`DEFAULT_POSTGRES_URL`, what a
+fresh machine of ours runs). Without a reachable PostgreSQL the PostgreSQL half is skipped with
+the reason, and the session's last line says so; under `CI=true` it is a failure instead: CI must
+prove both backends. The browser tests (marker `browser`) are handled the same way when
+Debian's Chromium is missing.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import subprocess
 import textwrap
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
+import tests.browser
 from digest import db
 from digest.config import Settings, get_settings
 from digest.glossary import Glossary, load_glossary
@@ -25,20 +34,169 @@ from digest.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 STARTER_TERMS = REPO / "terms"
-POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL")
+ENV_VAR = "DIGEST_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+CONNECT_TIMEOUT = 2  # seconds; libpq's minimum. Refused connections fail at once anyway.
 
 BACKENDS = ["sqlite", "postgresql"]
+_BACKEND = "digest_backend"  # the user property that names a test's backend in its reports
+
+
+# --------------------------------------------------------------------------- what can run
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresTarget:
+    """The PostgreSQL the suite runs on, or why there is none."""
+
+    url: str
+    origin: str  # where `url` came from, for messages
+    problem: str | None = None  # None: reachable
+
+    @property
+    def shown(self) -> str:
+        """The URL without its password, for the terminal."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def not_tested(self) -> str:
+        """Why the PostgreSQL half does not run, saying what to do about it."""
+        fix = "correct it" if self.origin == ENV_VAR else f"set {ENV_VAR} to one that runs"
+        return (
+            f"PostgreSQL not tested: {self.shown} ({self.origin}) is unreachable: {self.problem}."
+            f" Start PostgreSQL there or {fix}"
+        )
+
+
+def find_postgres(
+    env_url: str | None, default: str = DEFAULT_POSTGRES_URL, timeout: int = CONNECT_TIMEOUT
+) -> PostgresTarget:
+    """`env_url` if given, else `default`; connected to once so a missing server is known now."""
+    url, origin = (env_url, ENV_VAR) if env_url else (default, "the local default")
+    engine = create_engine(db.normalise_url(url), connect_args={"connect_timeout": timeout})
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return PostgresTarget(url, origin, reason[0] if reason else type(exc).__name__)
+    finally:
+        engine.dispose()
+    return PostgresTarget(url, origin)
+
+
+@functools.cache
+def postgres() -> PostgresTarget:
+    """This process's PostgreSQL (each xdist worker looks once, on first use)."""
+    return find_postgres(os.environ.get(ENV_VAR))
+
+
+def chromium_problem(path: str | None = None) -> str | None:
+    """Why the browser tests cannot drive Chromium at `path` (theirs), or None when they can."""
+    path = path or tests.browser.CHROMIUM
+    if not os.access(path, os.X_OK):
+        return (
+            f"{path} is missing; install Debian's chromium"
+            " (`apt-get install chromium`, which `bash tests/run` does as root)"
+        )
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed; install the test extra: pip install -e '.[test]'"
+    return None
+
+
+def chromium_version() -> str:
+    """`Chromium 1xx.…` as the browser reports it (the distribution's suffix dropped)."""
+    try:
+        out = subprocess.run(
+            [tests.browser.CHROMIUM, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"version unknown: {exc}"
+    return out.split(" built on ")[0].strip() or "version unknown"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if IN_CI and not POSTGRES_URL:
-        raise pytest.UsageError("CI=true but DIGEST_TEST_POSTGRES_URL is not set")
+    if IN_CI and postgres().problem:
+        raise pytest.UsageError(f"CI=true needs both backends. {postgres().not_tested()}")
 
 
-def _postgres_schema_url(schema: str) -> str:
-    assert POSTGRES_URL
-    base = db.normalise_url(POSTGRES_URL)
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A browser test without a browser: a failure under CI, else a skip that says why."""
+    if item.get_closest_marker("browser") is None:
+        return
+    problem = chromium_problem()
+    if problem is None:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true needs the browser tests. {problem}", pytrace=False)
+    pytest.skip(f"browser not tested: {problem}")
+
+
+# --------------------------------------------------------------------------- what did run
+
+# (kind, outcome) -> tests; kind is a backend or "browser", outcome "ran", "skipped" or
+# "failed" (in its setup: could not run).
+_TALLY: Counter[tuple[str, str]] = Counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Under xdist the workers' reports arrive here, in the controller, with their properties.
+    if report.when == "call":
+        outcome = "ran"
+    elif report.when == "setup" and not report.passed:
+        outcome = "skipped" if report.skipped else "failed"
+    else:
+        return
+    kinds = [str(value) for key, value in report.user_properties if key == _BACKEND]
+    if "browser" in report.keywords:
+        kinds.append("browser")
+    for kind in kinds:
+        _TALLY[kind, outcome] += 1
+
+
+def _counted(kind: str) -> str:
+    counts = [f"{_TALLY[kind, 'ran']} ran"]
+    counts += [f"{_TALLY[kind, o]} {o}" for o in ("skipped", "failed") if _TALLY[kind, o]]
+    return ", ".join(counts)
+
+
+def summary_line() -> tuple[str, bool]:
+    """The session's last word on what it covered, and whether anything was left out."""
+    target = postgres()
+    backends = f"backends sqlite ({_counted('sqlite')})"
+    if target.problem:
+        backends += (
+            f" only, PostgreSQL NOT tested ({_counted('postgresql')}:"
+            f" {target.shown} from {target.origin} is unreachable)"
+        )
+    else:
+        backends += f" + postgresql ({_counted('postgresql')}; {target.shown} from {target.origin})"
+    problem = chromium_problem()
+    if problem:
+        browser = f"browser NOT tested ({_counted('browser')}): {problem}"
+    else:
+        browser = f"browser {tests.browser.CHROMIUM} ({chromium_version()}; {_counted('browser')})"
+    return f"digest: {backends}; {browser}", bool(target.problem or problem)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    # Outermost wrapper: written after the short test summary, just above the final counts.
+    yield
+    line, missing = summary_line()
+    terminalreporter.write_line(line, yellow=missing, green=not missing, bold=True)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _postgres_schema_url(base_url: str, schema: str) -> str:
+    base = db.normalise_url(base_url)
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
@@ -46,22 +204,26 @@ def _postgres_schema_url(schema: str) -> str:
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A URL to an empty database: a SQLite file in tmp_path, or a fresh PostgreSQL schema."""
+    request.node.user_properties.append((_BACKEND, request.param))
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'digest.db'}"
         return
-    if not POSTGRES_URL:
-        pytest.skip("DIGEST_TEST_POSTGRES_URL not set")
+    target = postgres()
+    if target.problem:
+        if IN_CI:
+            pytest.fail(target.not_tested(), pytrace=False)
+        pytest.skip(target.not_tested())
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(db.normalise_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    admin = create_engine(db.normalise_url(target.url), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # pragma: no cover - environment problem
+    except Exception as exc:  # pragma: no cover - the server went away mid-session
         if IN_CI:
-            pytest.fail(f"PostgreSQL at DIGEST_TEST_POSTGRES_URL is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
+            pytest.fail(f"PostgreSQL at {target.shown} stopped answering: {exc}")
+        pytest.skip(f"PostgreSQL at {target.shown} stopped answering: {exc}")
     try:
-        yield _postgres_schema_url(schema)
+        yield _postgres_schema_url(target.url, schema)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -190,11 +190,13 @@ def start_send(env: dict[str, str], week: IsoWeek = WEEK) -> subprocess.Popen[by
     )
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout: float = 30.0, what: str = "the sending process"
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the sending process")
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
 
 

@@ -5,12 +5,14 @@ that content freezes once sending starts, and that only one process holds a send
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
-import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import Connection, Engine, event, insert, text, update
 
 from digest.db import issues, utcnow
 from digest.issues import (
@@ -24,6 +26,7 @@ from digest.issues import (
     transition,
 )
 from digest.weeks import IsoWeek
+from tests.sending import wait_for
 
 STATES = ("planned", "built", "sending", "sent", "paused", "failed")
 
@@ -129,34 +132,86 @@ def test_the_send_start_is_set_once_and_sent_at_when_sent(engine):
 # --------------------------------------------------------------------------- atomic moves
 
 
+def _blocked_behind_first(engine: Engine, second_pid: int | None) -> Callable[[], bool]:
+    """Whether the database itself holds the second move back behind the first's open transaction.
+
+    PostgreSQL says so: its backend waits on a lock. SQLite cannot say which connection waits,
+    only that the write lock is taken, so no writer can get through until the first ends.
+    """
+    if engine.dialect.name == "postgresql":
+
+        def waiting() -> bool:
+            with engine.connect() as conn:
+                query = text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid")
+                return conn.execute(query, {"pid": second_pid}).scalar() == "Lock"
+
+        return waiting
+
+    def write_locked() -> bool:
+        probe = sqlite3.connect(str(engine.url.database), timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return False
+        except sqlite3.OperationalError as exc:
+            return "locked" in str(exc)
+        finally:
+            probe.close()
+
+    return write_locked
+
+
 def _race(engine, winner_commits: bool) -> tuple[str, BaseException | None]:
     """Connection A moves sending → sent inside an open transaction while B tries → paused."""
     _build(engine)
     transition(engine, WEEK, "sending")
-    outcome: dict[str, BaseException | None] = {"error": None}
-    started = threading.Event()
+    outcome: dict[str, Any] = {"error": None, "done_while_first_open": None}
+    second_pid: list[int | None] = []  # B's PostgreSQL backend, read in B's own thread
+    reached = threading.Event()  # B's UPDATE is on its way to the database
+    first_ended = threading.Event()  # set just before A commits or rolls back
 
     def second() -> None:
-        started.set()
         try:
             transition(engine, WEEK, "paused", reason="second process")
         except BaseException as exc:
             outcome["error"] = exc
+        finally:
+            outcome["done_while_first_open"] = not first_ended.is_set()
 
-    with engine.connect() as first:
-        tx = first.begin()
-        transition(first, WEEK, "sent")
-        thread = threading.Thread(target=second)
-        thread.start()
-        started.wait()
-        time.sleep(0.5)
-        assert thread.is_alive(), "the second move did not wait for the first transaction"
-        if winner_commits:
-            tx.commit()
-        else:
-            tx.rollback()
-    thread.join(30)
+    def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread() is thread and statement.lstrip().startswith("UPDATE"):
+            dbapi = conn.connection.dbapi_connection
+            info = getattr(dbapi, "info", None)  # psycopg's; sqlite3 has none
+            second_pid.append(getattr(info, "backend_pid", None))
+            reached.set()
+
+    thread = threading.Thread(target=second)
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        with engine.connect() as first:
+            tx = first.begin()
+            transition(first, WEEK, "sent")
+            thread.start()
+            assert reached.wait(30), "the second move never reached the database"
+            # Not a pause: the database is asked whether B is held back, until it says so.
+            wait_for(
+                _blocked_behind_first(engine, second_pid[0]),
+                what="the database to hold the second move behind the first transaction",
+            )
+            assert thread.is_alive(), "the second move did not wait for the first transaction"
+            first_ended.set()
+            if winner_commits:
+                tx.commit()
+            else:
+                tx.rollback()
+        thread.join(30)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
     assert not thread.is_alive()
+    # Whenever B finished, it was not while A's transaction was open.
+    assert outcome["done_while_first_open"] is False, (
+        "the second move did not wait for the first transaction"
+    )
     return get_issue(engine, WEEK).status, outcome["error"]
 
 
