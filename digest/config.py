@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     terms_dir: Path = Field(
         default=Path("terms"), description="the glossary: one Markdown file per term"
     )
-    # The default theme ships inside the package (digest.scaffold.default_theme_dir); this is the
+    # The default theme ships inside the package (digest.packaged.default_theme_dir); this is the
     # project's own folder of overrides, used file by file, and need not exist.
     templates_dir: Path = Field(
         default=Path("templates"),

@@ -25,7 +25,7 @@ from mjml import mjml2html
 
 from digest.config import Settings
 from digest.delivery.base import PLACEHOLDERS
-from digest.scaffold import default_theme_dir
+from digest.packaged import default_theme_dir
 from digest.weeks import IsoWeek, parse_week
 
 if TYPE_CHECKING:

@@ -18,7 +18,6 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,18 +25,15 @@ from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
 from digest.config import Settings
+from digest.packaged import default_theme_dir, starter_terms_dir
 
 __all__ = [
     "STARTER_TERMS",
     "ScaffoldError",
     "Scaffolded",
-    "default_theme_dir",
     "scaffold",
     "settings_toml",
-    "starter_terms_dir",
 ]
-
-_PACKAGE = Path(__file__).resolve().parent
 
 # Five starter terms that relate to one another (all about prompting), so the new glossary is
 # valid on its own once `related` lists are cut down to these: an editor starts from a glossary
@@ -71,33 +67,6 @@ class Scaffolded:
     root: Path
     created: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- packaged folders
-
-
-def _packaged(installed: str, checkout: str, what: str) -> Path:
-    """A folder shipped with digest: `digest/<installed>` in a wheel, `<checkout>` beside the
-    package in a source checkout (editable installs and PYTHONPATH runs both import from it)."""
-    for candidate in (_PACKAGE / installed, _PACKAGE.parent / checkout):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f"digest's {what} is missing: neither {_PACKAGE / installed} nor "
-        f"{_PACKAGE.parent / checkout} exists; reinstall digest (pip install --force-reinstall)"
-    )
-
-
-@lru_cache(maxsize=1)
-def default_theme_dir() -> Path:
-    """The default theme: every template digest renders, each overridable by a project's own."""
-    return _packaged("theme", "templates", "default theme")
-
-
-@lru_cache(maxsize=1)
-def starter_terms_dir() -> Path:
-    """The starter glossary `digest init` copies its first terms from."""
-    return _packaged("starter", "terms", "starter glossary")
 
 
 # --------------------------------------------------------------------------- digest.toml

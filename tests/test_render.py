@@ -18,6 +18,7 @@ from digest.config import Settings
 from digest.delivery.base import PLACEHOLDERS
 from digest.glossary import Glossary, load_glossary
 from digest.issues import IssueRecord
+from digest.packaged import default_theme_dir
 from digest.render import (
     RenderError,
     archive_index,
@@ -26,7 +27,6 @@ from digest.render import (
     render_issue,
     subject_line,
 )
-from digest.scaffold import default_theme_dir
 from digest.selection import Pick
 from digest.weeks import IsoWeek, parse_week
 from tests.conftest import term_text

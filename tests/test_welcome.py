@@ -18,8 +18,8 @@ from digest.checks import QualityError, check_email
 from digest.config import Settings, get_settings
 from digest.delivery.outbox import build_mime
 from digest.issues import transition
+from digest.packaged import default_theme_dir
 from digest.preferences import delivery_time, send_welcome, welcome_mail
-from digest.scaffold import default_theme_dir
 from digest.subscribers import add_confirmed, get_subscriber, subscribe, unsubscribe_subscriber
 from digest.tokens import make_token, read_token
 from digest.weeks import IsoWeek

@@ -143,7 +143,7 @@ def test_the_installed_wheel_starts_a_newsletter_and_sends_its_demo_from_any_fol
     where = run(
         sys.executable,
         "-c",
-        "import digest, digest.scaffold as s; print(digest.__file__); print(s.default_theme_dir())",
+        "import digest, digest.packaged as s; print(digest.__file__); print(s.default_theme_dir())",
         cwd=work,
     ).split()
     assert where == [str(target / "digest" / "__init__.py"), str(target / "digest" / "theme")]
