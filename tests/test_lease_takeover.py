@@ -725,6 +725,10 @@ def test_after_kill_9_at_random_points_an_immediate_send_finishes_the_issue_thro
         assert all(str(error).startswith("uncertain: ") for error in skipped.values()), skipped
         assert get_issue(engine, week).status == "sent"  # type: ignore[union-attr]
         uncertain += len(skipped)
+        if skipped:  # and the delivery log shows the reader why, as the operator reads it
+            shown = runner.invoke(app, ["deliveries", next(iter(skipped))])
+            assert shown.exit_code == 0, shown.output
+            assert f"{week}" in shown.output and "uncertain: " in shown.output, shown.output
 
     print(
         f"\nkill -9 then send at once ({engine.dialect.name}, sendgrid): trials={TRIALS} "
