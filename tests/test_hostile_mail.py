@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -18,7 +17,6 @@ from email.policy import SMTP
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, update
 
 from digest import db
@@ -48,7 +46,6 @@ from digest.subscribers import (
     send_confirmation,
     subscribe,
 )
-from digest.web import create_app
 from tests.sending import (
     JOINED,
     NOW,
@@ -70,17 +67,6 @@ ENCODED_WORD_NAMES = [
 ]
 BIDI_NAMES = ["Ann \u202egnp.exe", "\u2066Bob\u2069", "Eve\u202d"]
 HOSTILE_NAMES = ENCODED_WORD_NAMES + BIDI_NAMES
-
-
-@pytest.fixture
-def settings(settings_env: dict[str, str]) -> Settings:
-    return get_settings().model_copy(update={"subscribe_rate_limit": 0})
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        yield c
 
 
 def outbox_files(settings: Settings) -> list[Path]:
