@@ -19,8 +19,8 @@ from digest.config import Settings
 from digest.db import deliveries, events
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
-from digest.delivery.webhook import handle_events
 from digest.preferences import export_data, pause, resume, time_zones, update_profile
+from digest.store.events import handle_events
 from digest.subscribers import InvalidSubscriber, Subscriber, add_confirmed, get_subscriber
 from digest.tokens import make_token, read_token
 from digest.weeks import IsoWeek

@@ -22,8 +22,8 @@ from digest.config import Settings
 from digest.db import events, subscribers
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
-from digest.delivery.webhook import handle_events
 from digest.issues import get_issue
+from digest.store.events import handle_events
 from digest.web import create_app
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 

@@ -1,39 +1,27 @@
-"""SendGrid's Event Webhook: bounces, drops, spam reports and unsubscribes suppress a subscriber.
+"""Storage of SendGrid's webhook events: the events ledger and the suppressions they cause.
 
-`handle_events` does the work (events in, ledger of events and subscriber states out); `router`
-is the HTTP edge, which checks SendGrid's ECDSA signature whenever a public key is configured.
+Bounces, drops, spam reports and unsubscribes are kept (once each, by provider id) and suppress
+their subscriber; `digest.web.webhooks` verifies a batch before it comes here.
 """
 
 from __future__ import annotations
 
-import binascii
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Literal
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from sendgrid.helpers.eventwebhook import EventWebhook
-from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 
 from digest import subscribers as subscriber_store
-from digest.config import Settings, get_settings
-from digest.db import events, issues, make_engine, utcnow
+from digest.db import events, issues
 from digest.logs import get_logger, log_event
 
-__all__ = ["WebhookResult", "handle_events", "router", "verify_signature"]
+__all__ = ["KEPT_EVENTS", "WebhookResult", "handle_events"]
 
-log = get_logger("digest.delivery.webhook")
-
-router = APIRouter()
+log = get_logger(__name__)
 
 Suppression = Literal["unsubscribed", "bounced", "complained"]
 
@@ -48,7 +36,6 @@ _DROP_REASONS: dict[str, Suppression] = {
     "unsubscribed address": "unsubscribed",
     "spam reporting address": "complained",
 }
-MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,83 +177,3 @@ def _handle(engine: Engine, items: list[dict[str, Any]], now: datetime) -> Webho
                     event=kind,
                 )
     return WebhookResult(len(items), stored, duplicates, suppressed, ignored)
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-@lru_cache(maxsize=4)
-def _verifier(public_key: str) -> EventWebhook:
-    return EventWebhook(public_key.strip())
-
-
-def verify_signature(public_key: str, payload: bytes, signature: str, timestamp: str) -> bool:
-    """SendGrid's signed event webhook: ECDSA P-256 over timestamp + raw body (SHA-256).
-
-    Anything malformed — the signature, its base64, the body's encoding — is simply "not valid".
-    """
-    if not signature or not timestamp:
-        return False
-    try:
-        text = payload.decode("utf-8")
-        return bool(_verifier(public_key).verify_signature(text, signature, timestamp))
-    except (UnicodeDecodeError, binascii.Error, ValueError, TypeError):
-        return False
-
-
-def _context(request: Request) -> tuple[Settings, Engine]:
-    """The app's settings and engine when mounted in `digest.web`; standalone, our own."""
-    state = request.app.state
-    settings: Settings = getattr(state, "settings", None) or get_settings()
-    engine: Engine | None = getattr(state, "engine", None)
-    if engine is None:
-        engine = make_engine(settings.database_url)
-        state.engine = engine
-    return settings, engine
-
-
-@router.post("/webhooks/sendgrid", include_in_schema=False)
-async def sendgrid_events(request: Request) -> JSONResponse:
-    """Receive one Event Webhook batch (a JSON array of events)."""
-    settings, engine = _context(request)
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        return JSONResponse({"error": "payload too large"}, status_code=413)
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        return JSONResponse({"error": "payload too large"}, status_code=413)
-    public_key = settings.sendgrid_webhook_public_key
-    if public_key:
-        try:
-            _verifier(public_key.strip())
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            log_event(log, "webhook_key_invalid", level=logging.ERROR)
-            return JSONResponse({"error": "webhook verification key is invalid"}, 500)
-        signature = request.headers.get(EventWebhookHeader.SIGNATURE, "")
-        timestamp = request.headers.get(EventWebhookHeader.TIMESTAMP, "")
-        if not verify_signature(public_key, body, signature, timestamp):
-            log_event(log, "webhook_signature_rejected", level=logging.WARNING)
-            return JSONResponse({"error": "invalid signature"}, status_code=403)
-    try:
-        batch = json.loads(body)
-    except ValueError:
-        return JSONResponse({"error": "body is not JSON"}, status_code=400)
-    if not isinstance(batch, list):
-        return JSONResponse({"error": "expected a JSON array of events"}, status_code=400)
-    result = await run_in_threadpool(handle_events, engine, batch, utcnow())
-    log_event(
-        log,
-        "webhook_events",
-        received=result.received,
-        stored=result.stored,
-        duplicates=result.duplicates,
-        suppressed=result.suppressed,
-    )
-    return JSONResponse(
-        {
-            "received": result.received,
-            "stored": result.stored,
-            "duplicates": result.duplicates,
-            "suppressed": result.suppressed,
-        }
-    )

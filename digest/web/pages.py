@@ -1,0 +1,244 @@
+"""The public pages: subscribe form, confirm and unsubscribe links, archive, feed, health check.
+
+Safe against mail scanners and curious clients: no GET (or HEAD) changes anything, token links
+answer with a button (POST), and subscribe answers the same whether or not an address is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from limits import RateLimitItemPerMinute
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from digest import db, issues, preferences, render, subscribers
+from digest.config import Settings
+from digest.feed import render_feed
+from digest.tokens import BadToken
+from digest.web.deps import EngineDep, SettingsDep, token_reader
+from digest.web.forms import (
+    form_fields,
+    invalid_message,
+    is_json,
+    json_fields,
+    mask,
+    printable,
+    storable_text,
+)
+from digest.web.limits import FORM_LIMITS, GetAlsoHead
+from digest.web.views import UNSUBSCRIBED, bad_link, message, page
+from digest.weeks import parse_week
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+# Every GET also answers HEAD; FastAPI counts each body as it arrives and stops at the limit
+# `create_app` includes the router with (a 413 from its error pages).
+router = APIRouter(route_class=GetAlsoHead, form_limits=FORM_LIMITS)
+
+_CHECK_INBOX = (
+    "Thanks! If this address is not subscribed yet, a confirmation link is on its way. "
+    "Open it to start receiving the newsletter."
+)
+_CONFIRMED = "Your subscription is confirmed. The next issue will arrive in your inbox."
+_CANCELLED = (
+    "this subscription was cancelled after the link was sent; subscribe again to get a new link"
+)
+_TOO_MANY = "Too many subscribe requests from your network; try again in a minute."
+
+
+@router.get("/", response_class=HTMLResponse)
+def subscribe_form(request: Request, settings: SettingsDep) -> Response:
+    return page(request, settings, "subscribe", email="", name="", error=None)
+
+
+@router.post("/subscribe")
+async def subscribe(
+    request: Request, background: BackgroundTasks, settings: SettingsDep, engine: EngineDep
+) -> Response:
+    wants_json = is_json(request)
+    refused = _rate_limited(request, settings, wants_json)
+    if refused is not None:
+        return refused
+    try:
+        fields = await (json_fields(request) if wants_json else form_fields(request))
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+    try:
+        fields = {key: storable_text(key, value) for key, value in fields.items()}
+        result = await run_in_threadpool(
+            lambda: subscribers.subscribe(
+                engine,
+                settings,
+                fields["email"],
+                name=fields["name"],
+                timezone=fields["timezone"],
+                source="web",
+                now=db.utcnow(),
+                send=False,
+            )
+        )
+    except subscribers.InvalidSubscriber as exc:
+        text = invalid_message(exc)
+        if wants_json:
+            return JSONResponse({"error": text, "field": exc.field}, status_code=422)
+        answer = page(
+            request,
+            settings,
+            "subscribe",
+            email=printable(fields["email"]),
+            name=printable(fields["name"]),
+            error=text,
+        )
+        answer.status_code = 422
+        return answer
+    # Sent after the answer has gone out, so how long a send takes (or whether one happens
+    # at all) cannot be read off the response time.
+    background.add_task(_send_confirmation, engine, settings, result)
+    if wants_json:
+        return JSONResponse({"status": "ok", "message": _CHECK_INBOX})
+    return message(request, settings, "Check your inbox", _CHECK_INBOX)
+
+
+def _rate_limited(request: Request, settings: Settings, wants_json: bool) -> Response | None:
+    """The 429 answer when this client has subscribed too often this minute, else None.
+
+    Counted per app (so each test counts on its own) and in memory, so several workers each
+    allow the limit: good enough against a script hammering one process.
+    """
+    if settings.subscribe_rate_limit <= 0:
+        return None
+    rate = RateLimitItemPerMinute(settings.subscribe_rate_limit)
+    limiter: MovingWindowRateLimiter = request.app.state.limiter
+    client = request.client.host if request.client else "unknown"
+    if limiter.hit(rate, client):
+        return None
+    reset = limiter.get_window_stats(rate, client).reset_time
+    headers = {"Retry-After": str(max(1, math.ceil(reset - time.time())))}
+    if wants_json:
+        return JSONResponse({"error": _TOO_MANY}, status_code=429, headers=headers)
+    answer = page(request, settings, "subscribe", email="", name="", error=_TOO_MANY)
+    answer.status_code = 429
+    answer.headers.update(headers)
+    return answer
+
+
+_ConfirmReader = Annotated[subscribers.Subscriber | None, Depends(token_reader("confirm"))]
+_UnsubscribeReader = Annotated[subscribers.Subscriber | None, Depends(token_reader("unsubscribe"))]
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm_page(request: Request, settings: SettingsDep, found: _ConfirmReader) -> Response:
+    if found is None:
+        return bad_link(request, settings, "this link is not valid")
+    if found.status == "active":
+        return message(request, settings, "You are subscribed", _CONFIRMED)
+    if found.status != "pending":
+        return bad_link(request, settings, _CANCELLED)
+    return page(request, settings, "confirm")
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
+def confirm(
+    request: Request,
+    token: str,
+    background: BackgroundTasks,
+    settings: SettingsDep,
+    engine: EngineDep,
+) -> Response:
+    now = db.utcnow()
+    try:
+        found = subscribers.confirm(engine, settings, token, now=now)
+    except BadToken as exc:
+        return bad_link(request, settings, str(exc))
+    # confirmed_at is this request's `now` only for the request that activated the
+    # subscription: pressing the button again (or a racing second press) welcomes no one.
+    if found.confirmed_at == now:
+        background.add_task(_send_welcome, engine, settings, found.id, now)
+    return message(request, settings, "You are subscribed", _CONFIRMED)
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe_page(
+    request: Request, settings: SettingsDep, found: _UnsubscribeReader
+) -> Response:
+    if found is None or found.status not in ("pending", "active"):
+        return message(request, settings, "You are unsubscribed", UNSUBSCRIBED)
+    return page(request, settings, "unsubscribe", address=mask(found.email))
+
+
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe(request: Request, token: str, settings: SettingsDep, engine: EngineDep) -> Response:
+    # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" (or nothing) and
+    # expect 200 with no further step, so the body is not even read.
+    try:
+        subscribers.unsubscribe(engine, settings, token, now=db.utcnow())
+    except BadToken as exc:
+        return bad_link(request, settings, str(exc))
+    return message(request, settings, "You are unsubscribed", UNSUBSCRIBED)
+
+
+@router.get("/issues/", response_class=HTMLResponse)
+def archive_index(settings: SettingsDep, engine: EngineDep) -> Response:
+    records = issues.list_issues(engine, statuses=["sent"])
+    return HTMLResponse(render.archive_index(settings, records))
+
+
+@router.get("/issues/{week}", response_class=HTMLResponse)
+def archive_page(week: str, settings: SettingsDep, engine: EngineDep) -> Response:
+    try:
+        iso_week = parse_week(week)
+    except ValueError:
+        raise StarletteHTTPException(404) from None
+    record = issues.get_issue(engine, iso_week)
+    if record is None or record.status != "sent":
+        raise StarletteHTTPException(404)
+    return HTMLResponse(render.archive_page(settings, record))
+
+
+@router.get("/feed.xml")
+def feed(settings: SettingsDep, engine: EngineDep) -> Response:
+    records = issues.list_issues(engine, statuses=["sent"], limit=settings.feed_items)
+    return Response(
+        render_feed(settings, records, db.utcnow()),
+        media_type="application/rss+xml; charset=utf-8",
+    )
+
+
+@router.get("/healthz")
+def healthz(engine: EngineDep) -> Response:
+    try:
+        ok = db.ping(engine)
+    except Exception as exc:  # any driver error means "not healthy", never a stack trace
+        log.warning("health check: database unreachable: %s", type(exc).__name__)
+        ok = False
+    if not ok:
+        return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+def _send_confirmation(
+    engine: Engine, settings: Settings, subscription: subscribers.Subscription
+) -> None:
+    try:
+        subscribers.send_confirmation(engine, settings, subscription)
+    except Exception as exc:  # after the answer: nothing to tell the person, so tell the log
+        # They saw "check your inbox"; the resend slot is freed, so submitting again retries.
+        log.error("confirmation mail not sent: %s: %s", type(exc).__name__, exc)
+
+
+def _send_welcome(engine: Engine, settings: Settings, subscriber_id: int, now: datetime) -> None:
+    try:
+        preferences.send_welcome(engine, settings, subscriber_id, now)
+    except Exception as exc:  # after the answer, like the confirmation mail: tell the log
+        log.error("welcome mail not sent: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,193 @@
+"""The preference centre: /preferences/{token}, the page (GET, changes nothing) and one POST each.
+
+The signed token is the only key: it never expires and works only while it names the
+subscriber's current address, so a link in an old mail stays theirs alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from digest import db, preferences, subscribers
+from digest.config import Settings
+from digest.web.deps import EngineDep, SettingsDep, token_reader
+from digest.web.forms import invalid_message, mask, storable_text
+from digest.web.limits import FORM_LIMITS, GetAlsoHead
+from digest.web.views import UNSUBSCRIBED, BadLink, bad_link, message, page
+
+__all__ = ["router"]
+
+router = APIRouter(route_class=GetAlsoHead, form_limits=FORM_LIMITS)
+
+_ERASED = (
+    "Everything we kept about you is deleted, and nothing more is sent to this address. "
+    "Thanks for reading."
+)
+
+
+async def _reader(  # async: no I/O of its own, so no trip to a worker thread
+    found: Annotated[subscribers.Subscriber | None, Depends(token_reader("preferences"))],
+) -> subscribers.Subscriber:
+    if found is None:
+        raise BadLink("this link is not valid")
+    return found
+
+
+_Reader = Annotated[subscribers.Subscriber, Depends(_reader)]
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse)
+def preferences_page(
+    request: Request, token: str, settings: SettingsDep, found: _Reader
+) -> Response:
+    return _preferences(request, settings, token, found)
+
+
+@router.post("/preferences/{token}", response_class=HTMLResponse)
+def preferences_save(
+    request: Request,
+    token: str,
+    settings: SettingsDep,
+    engine: EngineDep,
+    found: _Reader,
+    name: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "",
+) -> Response:
+    now = db.utcnow()
+    try:
+        saved = preferences.update_profile(
+            engine,
+            found.id,
+            name=storable_text("name", name),
+            timezone=storable_text("timezone", timezone),
+            now=now,
+        )
+    except subscribers.InvalidSubscriber as exc:
+        return _preferences(request, settings, token, found, error=invalid_message(exc))
+    when = preferences.delivery_time(settings, saved.timezone, now)
+    notice = f"Saved. A new issue arrives {when}."
+    return _preferences(request, settings, token, saved, notice=notice)
+
+
+@router.post("/preferences/{token}/pause", response_class=HTMLResponse)
+def preferences_pause(
+    request: Request,
+    token: str,
+    settings: SettingsDep,
+    engine: EngineDep,
+    found: _Reader,
+    weeks: Annotated[str, Form()] = "",
+) -> Response:
+    now = db.utcnow()
+    try:
+        # isdigit() alone takes "²" (int() then raises) and 5,000-digit numbers (int() refuses
+        # those too): both were 500s. Anything else is 0, which pause() refuses clearly.
+        text = weeks.strip()
+        count = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else 0
+        paused = preferences.pause(engine, found.id, count, now=now)
+    except subscribers.InvalidSubscriber as exc:
+        return _preferences(
+            request, settings, token, found, error=exc.reason[:1].upper() + exc.reason[1:]
+        )
+    until = preferences.pause_end(settings, paused, now)
+    notice = f"Paused: no issues until {until}. You can resume any time."
+    return _preferences(request, settings, token, paused, notice=notice)
+
+
+@router.post("/preferences/{token}/resume", response_class=HTMLResponse)
+def preferences_resume(
+    request: Request, token: str, settings: SettingsDep, engine: EngineDep, found: _Reader
+) -> Response:
+    resumed = preferences.resume(engine, found.id, now=db.utcnow())
+    notice = "Resumed: the next issue comes as usual."
+    return _preferences(request, settings, token, resumed, notice=notice)
+
+
+@router.post("/preferences/{token}/unsubscribe", response_class=HTMLResponse)
+def preferences_unsubscribe(
+    request: Request, token: str, settings: SettingsDep, engine: EngineDep, found: _Reader
+) -> Response:
+    gone = preferences.unsubscribe(engine, found.id, now=db.utcnow())
+    return _preferences(request, settings, token, gone or found, notice=UNSUBSCRIBED)
+
+
+@router.post("/preferences/{token}/export")
+def preferences_export(
+    request: Request, settings: SettingsDep, engine: EngineDep, found: _Reader
+) -> Response:
+    data = preferences.export_data(engine, found.id)
+    if data is None:
+        return bad_link(request, settings, "this link is not valid")
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+        media_type="application/json",
+        headers={
+            "Content-Disposition": 'attachment; filename="my-digest-data.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.post("/preferences/{token}/erase", response_class=HTMLResponse)
+def preferences_erase(
+    request: Request,
+    token: str,
+    settings: SettingsDep,
+    engine: EngineDep,
+    found: _Reader,
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    if confirm != "yes":  # the first press only asks: erasing cannot be undone
+        return page(
+            request,
+            settings,
+            "preferences_erase",
+            address=mask(found.email),
+            action=_action(request, token),
+        )
+    preferences.erase_data(engine, found.id)
+    return message(request, settings, "Your data is erased", _ERASED)
+
+
+def _action(request: Request, token: str) -> str:
+    # From the root, not relative: the page is also shown at /preferences/<token>/pause etc.
+    return f"{request.scope.get('root_path', '')}/preferences/{token}"
+
+
+def _preferences(
+    request: Request,
+    settings: Settings,
+    token: str,
+    subscriber: subscribers.Subscriber,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+) -> HTMLResponse:
+    now = db.utcnow()
+    zones = preferences.time_zones()
+    if subscriber.timezone and subscriber.timezone not in zones:  # a legacy name from an import
+        zones = (subscriber.timezone, *zones)
+    answer = page(
+        request,
+        settings,
+        "preferences",
+        subscriber=subscriber,
+        address=mask(subscriber.email),
+        name=subscriber.name or "",
+        timezone=subscriber.timezone or "",
+        zones=zones,
+        default_zone=settings.timezone,
+        delivery=preferences.delivery_time(settings, subscriber.timezone, now),
+        paused_until=preferences.pause_end(settings, subscriber, now),
+        max_pause=preferences.MAX_PAUSE_WEEKS,
+        action=_action(request, token),
+        notice=notice,
+        error=error,
+    )
+    if error:
+        answer.status_code = 422
+    return answer

@@ -1,0 +1,71 @@
+"""The HTML answers the routes share: one template context, the page, message and bad-link pages.
+
+Every page of the web, error pages included, is rendered through `page`, so each template gets
+the same base context (`page_context`) and every page is `Cache-Control: no-store`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from digest import render
+from digest.config import Settings
+
+__all__ = ["UNSUBSCRIBED", "BadLink", "bad_link", "message", "page", "page_context"]
+
+# Said by the unsubscribe link and by the preference centre's unsubscribe button alike.
+UNSUBSCRIBED = "This address will get no more issues. You can subscribe again any time."
+
+
+class BadLink(Exception):
+    """A token link that cannot be acted on; the app answers it with `bad_link`'s page (400)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def page_context(request: Request, settings: Settings, /, **context: Any) -> dict[str, Any]:
+    """What every web template is rendered with: the newsletter, the site and the CSP nonce."""
+    return {
+        "newsletter_name": settings.newsletter_name,
+        "base_url": settings.base_url,
+        "language": settings.language,
+        "csp_nonce": request.state.csp_nonce,
+        **context,
+    }
+
+
+def page(request: Request, settings: Settings, name: str, /, **context: Any) -> HTMLResponse:
+    """The page `web/<name>.html.j2`, never cached: pages behind token links are someone's own."""
+    template = render.environment(settings.templates_dir).get_template(f"web/{name}.html.j2")
+    html = template.render(page_context(request, settings, **context))
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def message(
+    request: Request,
+    settings: Settings,
+    heading: str,
+    text: str,
+    *,
+    error: bool = False,
+    status_code: int = 200,
+) -> HTMLResponse:
+    answer = page(request, settings, "message", heading=heading, message=text, error=error)
+    answer.status_code = status_code
+    return answer
+
+
+def bad_link(request: Request, settings: Settings, reason: str) -> HTMLResponse:
+    return message(
+        request,
+        settings,
+        "This link does not work",
+        reason[:1].upper() + reason[1:] + ".",
+        error=True,
+        status_code=400,
+    )
