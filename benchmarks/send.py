@@ -20,7 +20,7 @@ from benchmarks.data import insert_subscribers, write_glossary
 from digest import db
 from digest.build import build_issue
 from digest.config import Settings
-from digest.glossary import load_glossary
+from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 
 __all__ = ["SendResult", "run_send"]

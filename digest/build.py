@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from digest.checks import QualityError, check_email, check_page
 from digest.config import Settings
 from digest.feed import render_feed
-from digest.glossary import Glossary
 from digest.issues import (
     TRANSITIONS,
     InvalidTransition,
@@ -29,6 +28,7 @@ from digest.issues import (
     list_issues,
     save_built,
 )
+from digest.model.glossary import Glossary
 from digest.news import NewsItem, fetch_news
 from digest.preflight import check_issue
 from digest.queue import consume, list_queue

@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 
 from digest import db
 from digest.config import CONFIG_FILE_ENV, Settings, get_settings
-from digest.glossary import Glossary, InvalidGlossary, load_glossary, read_glossary
 from digest.issues import featured_history
+from digest.model.glossary import Glossary, InvalidGlossary
 from digest.queue import (
     AlreadyFeatured,
     QueueError,
@@ -32,6 +32,7 @@ from digest.queue import (
     remove_from_queue,
 )
 from digest.selection import first_open_week, plan
+from digest.store.terms import load_glossary, read_glossary
 from digest.weeks import IsoWeek, current_week, parse_week
 
 app = typer.Typer(

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from digest.db import queue, utcnow
-from digest.glossary import Glossary
+from digest.model.glossary import Glossary
 from digest.weeks import IsoWeek, parse_week
 
 __all__ = [

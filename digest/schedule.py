@@ -404,7 +404,7 @@ def send_week(
 
 def _build(engine: Engine, settings: Settings, week: IsoWeek, now: datetime) -> IssueRecord:
     from digest.build import build_issue
-    from digest.glossary import load_glossary
+    from digest.store.terms import load_glossary
 
     glossary = load_glossary(settings.terms_dir)
     try:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from digest.glossary import Glossary, Term
+from digest.model.glossary import Glossary, Term
 from digest.queue import QueueEntry
 from digest.weeks import IsoWeek
 

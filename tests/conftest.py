@@ -29,7 +29,8 @@ from sqlalchemy import Engine, create_engine, make_url, text
 import tests.browser
 from digest import db
 from digest.config import Settings, get_settings
-from digest.glossary import Glossary, load_glossary
+from digest.model.glossary import Glossary
+from digest.store.terms import load_glossary
 from digest.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent

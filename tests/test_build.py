@@ -17,11 +17,11 @@ from digest.checks import GMAIL_CLIP_BYTES, QualityError, check_email, check_pag
 from digest.cli import app
 from digest.delivery.base import PLACEHOLDERS
 from digest.feed import render_feed
-from digest.glossary import load_glossary
 from digest.issues import InvalidTransition, get_issue, list_issues, transition
 from digest.queue import add_to_queue, list_queue
 from digest.render import archive_page
 from digest.selection import Pick
+from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 from tests.conftest import term_text
 from tests.test_render import settings_for
@@ -429,7 +429,7 @@ def test_a_week_renders_from_a_10000_term_glossary(settings):
     only the featured term and its neighbours, so the glossary's size must not show."""
     import random
 
-    from digest.glossary import Glossary, Section, Source, Term
+    from digest.model.glossary import Glossary, Section, Source, Term
     from digest.render import render_issue
     from digest.selection import pick_featured
     from tests.test_render import record_of

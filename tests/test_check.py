@@ -22,8 +22,8 @@ from digest.config import Settings
 from digest.delivery.base import Message, Recipient
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import _recipient, sample_message, send_issue
-from digest.glossary import Glossary
 from digest.issues import get_issue, save_built
+from digest.model.glossary import Glossary
 from digest.preflight import check_issue
 from digest.schedule import run_weekly
 from tests.sending import HTML, NOW, TEXT, WEEK, build_issue, ledger, seed_subscribers

@@ -39,7 +39,7 @@ def overflow(browser, html: str, width: int) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def issues(tmp_path_factory):
     """The starter glossary's first issues, and the tricky term (long URL, code, table)."""
-    from digest.glossary import load_glossary
+    from digest.store.terms import load_glossary
     from tests.conftest import STARTER_TERMS, term_text
 
     settings = settings_for()
@@ -60,7 +60,7 @@ def issues(tmp_path_factory):
     )
     (folder / "wide.md").write_text(term_text("Wide", related=["other"], body=wide))
     (folder / "other.md").write_text(term_text("Other", related=["wide"]))
-    from digest.glossary import load_glossary as load
+    from digest.store.terms import load_glossary as load
 
     tricky = load(folder)
     rendered.append(render_issue(snapshot_of(tricky, "wide", settings), settings))

@@ -28,7 +28,8 @@ from sqlalchemy import Engine, delete, insert
 
 from digest import db
 from digest.config import Settings, get_settings
-from digest.glossary import InvalidGlossary, load_glossary, read_glossary, render_markdown
+from digest.model.glossary import InvalidGlossary, render_markdown
+from digest.store.terms import load_glossary, read_glossary
 from digest.subscribers import (
     STATUSES,
     export_csv,

@@ -33,9 +33,10 @@ from typer.testing import CliRunner
 from digest.build import make_snapshot
 from digest.cli import app
 from digest.config import Settings
-from digest.glossary import MAX_TERM_BYTES, Glossary, read_glossary
+from digest.model.glossary import Glossary
 from digest.render import RenderedIssue, render_issue
 from digest.selection import Pick
+from digest.store.terms import MAX_TERM_BYTES, read_glossary
 from digest.weeks import IsoWeek
 from tests.conftest import REPO, term_text
 from tests.test_fuzz import fuzz_examples
@@ -375,7 +376,7 @@ def run_guarded(*args: str) -> subprocess.CompletedProcess[str]:
 
 _READ = (
     "import json, sys\n"
-    "from digest.glossary import read_glossary\n"
+    "from digest.store.terms import read_glossary\n"
     "glossary, errors = read_glossary(sys.argv[1])\n"
     "print(json.dumps({'slugs': glossary.slugs, 'errors': [str(e) for e in errors]}))\n"
 )

@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from digest.cli import DEMO_READERS, app
 from digest.config import Settings, get_settings
-from digest.glossary import read_glossary
 from digest.render import RenderError, render_template, template_roots
 from digest.scaffold import (
     STARTER_TERMS,
@@ -28,6 +27,7 @@ from digest.scaffold import (
     settings_toml,
     starter_terms_dir,
 )
+from digest.store.terms import read_glossary
 from digest.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from digest import db
 from digest.cli import app
-from digest.glossary import Glossary, load_glossary
 from digest.issues import save_built
+from digest.model.glossary import Glossary
 from digest.queue import (
     AlreadyFeatured,
     QueueEntry,
@@ -21,6 +21,7 @@ from digest.queue import (
     remove_from_queue,
 )
 from digest.selection import Pick, pick_featured, plan
+from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 from tests.conftest import term_text
 

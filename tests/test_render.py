@@ -16,8 +16,8 @@ import pytest
 
 from digest.config import Settings
 from digest.delivery.base import PLACEHOLDERS
-from digest.glossary import Glossary, load_glossary
 from digest.issues import IssueRecord
+from digest.model.glossary import Glossary
 from digest.packaged import default_theme_dir
 from digest.render import (
     RenderError,
@@ -28,6 +28,7 @@ from digest.render import (
     subject_line,
 )
 from digest.selection import Pick
+from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek, parse_week
 from tests.conftest import term_text
 

@@ -29,7 +29,6 @@ from digest.cli import app
 from digest.config import get_settings
 from digest.delivery import make_transport
 from digest.delivery.sender import send_issue
-from digest.glossary import load_glossary
 from digest.issues import get_issue
 from digest.schedule import (
     JOB_ID,
@@ -40,6 +39,7 @@ from digest.schedule import (
     start_scheduler,
 )
 from digest.status import gather_status
+from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 
 REPO = Path(__file__).resolve().parent.parent

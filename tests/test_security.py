@@ -35,10 +35,10 @@ from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
 from digest.delivery.sendgrid import SendGridTransport
 from digest.feed import render_feed
-from digest.glossary import load_glossary, read_glossary
 from digest.issues import IssueRecord, get_issue, transition
 from digest.queue import add_to_queue
 from digest.render import archive_page, subject_line
+from digest.store.terms import load_glossary, read_glossary
 from digest.subscribers import (
     InvalidSubscriber,
     add_confirmed,

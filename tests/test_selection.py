@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from digest import db
 from digest.cli import app
-from digest.glossary import Glossary, Section, Source, Term, load_glossary
 from digest.issues import featured_history, list_issues
+from digest.model.glossary import Glossary, Section, Source, Term
 from digest.queue import QueueEntry, add_to_queue, list_queue
 from digest.selection import (
     Pick,
@@ -26,6 +26,7 @@ from digest.selection import (
     plan,
     related_concepts,
 )
+from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 from tests.conftest import REPO, term_text
 
@@ -242,7 +243,7 @@ def test_the_pick_is_the_same_for_the_same_glossary_history_and_week(make_terms)
     assert plan(load_glossary(folder), history, [], W, 30) == first
     # …and in a fresh interpreter with a different string-hash seed.
     script = (
-        "import sys; from digest.glossary import load_glossary; from digest.weeks import IsoWeek;"
+        "import sys; from digest.store.terms import load_glossary; from digest.weeks import IsoWeek;"
         "from digest.selection import plan;"
         "h=[(IsoWeek(2026,8),'term-b3'),(IsoWeek(2026,9),'term-c1')];"
         "print(' '.join(p.slug for p in plan(load_glossary(sys.argv[1]), h, [], IsoWeek(2026,10), 30)))"

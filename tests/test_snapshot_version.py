@@ -22,8 +22,9 @@ from digest.build import (
     preview_issue,
 )
 from digest.cli import app
-from digest.glossary import Glossary, load_glossary
 from digest.issues import get_issue, transition
+from digest.model.glossary import Glossary
+from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 from tests.test_build import small_terms
 from tests.test_render import settings_for

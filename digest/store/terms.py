@@ -1,0 +1,143 @@
+"""Reading the glossary from disk: the term files of a folder, read safely, into a `Glossary`.
+
+The file-system edge of the loader. Only regular files of bounded size are read, judged before
+anything is opened; what a file says is judged by the pure rules in `digest.core.term_rules`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from digest.core.term_rules import ParsedTerm, assemble, parse_term
+from digest.model.glossary import Glossary, GlossaryError, InvalidGlossary
+
+__all__ = ["MAX_TERM_BYTES", "load_glossary", "read_glossary"]
+
+# The largest term file read, judged from its size before reading. The longest starter term is
+# under 3 KB and a mail over 102 KB is clipped by Gmail anyway; without a limit a 50 MB file
+# passed validation in a second and then cost the build minutes and gigabytes before a size
+# gate refused it.
+MAX_TERM_BYTES = 256 * 1024
+
+
+_FILE_KINDS = (
+    (stat.S_ISLNK, "symlink"),
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "named pipe"),
+    (stat.S_ISCHR, "device"),
+    (stat.S_ISBLK, "device"),
+    (stat.S_ISSOCK, "socket"),
+)
+# Never follow a link, never wait on a pipe swapped in between the lstat and the open.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _not_regular(path: Path, mode: int) -> GlossaryError:
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "special file")
+    if kind == "symlink":
+        # Every link, not only those leading out: where a link leads can change between the
+        # check and the open, and a link to /dev/zero or a pipe would hang or exhaust us.
+        advice = (
+            "links are not followed, so a term cannot come from outside the folder: "
+            "replace the link with the file itself"
+        )
+    else:
+        advice = (
+            "only regular files are read as terms: remove it, or rename it so its name does "
+            "not end in .md"
+        )
+    return GlossaryError(path, None, "file", f"not a regular file ({kind}); {advice}")
+
+
+def _too_big(path: Path, size: int) -> GlossaryError:
+    message = (
+        f"is {size:,} bytes, over the {MAX_TERM_BYTES:,}-byte ({MAX_TERM_BYTES // 1024} KB) "
+        "limit for a term file; shorten it"
+    )
+    return GlossaryError(path, None, "file", message)
+
+
+def _term_bytes(path: Path) -> bytes | GlossaryError:
+    """The bytes of `path` when it is a regular file of at most MAX_TERM_BYTES, else the error.
+
+    Judged from `lstat` before anything is opened: opening a named pipe blocks until a writer
+    comes, a device such as /dev/zero reads until memory runs out, a symlink may lead out of
+    the folder, and a huge file would pass only to cost the build minutes. The open then refuses
+    links and never blocks, and what was opened is checked again, so an entry swapped in
+    between (an editor replaces files as it saves) is judged as what it is by then.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return GlossaryError(path, None, "file", f"cannot read: {exc.strerror}")
+    if not stat.S_ISREG(info.st_mode):
+        return _not_regular(path, info.st_mode)
+    if info.st_size > MAX_TERM_BYTES:
+        return _too_big(path, info.st_size)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link made since the lstat
+            return _not_regular(path, stat.S_IFLNK)
+        return GlossaryError(path, None, "file", f"cannot read: {exc.strerror}")
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            return _not_regular(path, opened.st_mode)
+        if opened.st_size > MAX_TERM_BYTES:
+            return _too_big(path, opened.st_size)
+        # The size and a byte more, then on to the end, bounded: a file still growing is read
+        # no further than the limit. (Not MAX_TERM_BYTES at once: that allocates 256 KB a file.)
+        data = os.read(fd, opened.st_size + 1)
+        while len(data) <= MAX_TERM_BYTES and (more := os.read(fd, 65536)):
+            data += more
+    except OSError as exc:
+        return GlossaryError(path, None, "file", f"cannot read: {exc.strerror}")
+    finally:
+        os.close(fd)
+    return data if len(data) <= MAX_TERM_BYTES else _too_big(path, len(data))
+
+
+def _read_term(path: Path) -> tuple[ParsedTerm | None, list[GlossaryError]]:
+    """Read one file: what it declares, and every error found in it."""
+    raw = _term_bytes(path)
+    if isinstance(raw, GlossaryError):
+        return None, [raw]
+    return parse_term(raw, path)
+
+
+def read_glossary(directory: Path | str) -> tuple[Glossary, list[GlossaryError]]:
+    """Read every `*.md` in `directory`; return the valid terms and all errors found.
+
+    Terms with errors are left out of the glossary, so a caller that can live with a partial
+    glossary (e.g. `terms list`) still works while an editor fixes a file.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return Glossary([]), [GlossaryError(directory, None, "terms", "folder does not exist")]
+    parsed: list[ParsedTerm] = []
+    errors: list[GlossaryError] = []
+    for path in sorted(directory.glob("*.md")):
+        if path.name.lower() == "readme.md":
+            continue
+        item, problems = _read_term(path)
+        errors.extend(problems)
+        if item is not None:
+            parsed.append(item)
+    return assemble(parsed, errors)
+
+
+def load_glossary(directory: Path | str) -> Glossary:
+    """The whole glossary, or `InvalidGlossary` carrying every error in the folder."""
+    glossary, errors = read_glossary(directory)
+    if errors:
+        raise InvalidGlossary(errors)
+    return glossary
