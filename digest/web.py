@@ -33,9 +33,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.routing import Match
 
-from digest import db, issues, preferences, render, subscribers
+from digest import db, issues, render
 from digest.config import Settings, get_settings
+from digest.core import reader_times
 from digest.feed import render_feed
+from digest.model.subscriber import InvalidSubscriber, Subscriber
+from digest.readers import preferences, signup
 from digest.tokens import BadToken
 from digest.weeks import parse_week
 
@@ -150,7 +153,7 @@ def _add_routes(app: APIRouter, settings: Settings) -> None:
         try:
             fields = {key: _storable_text(key, value) for key, value in fields.items()}
             result = await run_in_threadpool(
-                lambda: subscribers.subscribe(
+                lambda: signup.subscribe(
                     engine,
                     settings,
                     fields["email"],
@@ -161,7 +164,7 @@ def _add_routes(app: APIRouter, settings: Settings) -> None:
                     send=False,
                 )
             )
-        except subscribers.InvalidSubscriber as exc:
+        except InvalidSubscriber as exc:
             message = _invalid_message(exc)
             if wants_json:
                 return JSONResponse({"error": message, "field": exc.field}, status_code=422)
@@ -185,7 +188,7 @@ def _add_routes(app: APIRouter, settings: Settings) -> None:
     @app.get("/confirm/{token}", response_class=HTMLResponse)
     def confirm_page(request: Request, token: str) -> Response:
         try:
-            found = subscribers.subscriber_from_token(
+            found = signup.subscriber_from_token(
                 request.app.state.engine, settings, "confirm", token
             )
         except BadToken as exc:
@@ -203,7 +206,7 @@ def _add_routes(app: APIRouter, settings: Settings) -> None:
         now = db.utcnow()
         engine: Engine = request.app.state.engine
         try:
-            found = subscribers.confirm(engine, settings, token, now=now)
+            found = signup.confirm(engine, settings, token, now=now)
         except BadToken as exc:
             return _bad_link(request, settings, str(exc))
         # confirmed_at is this request's `now` only for the request that activated the
@@ -215,7 +218,7 @@ def _add_routes(app: APIRouter, settings: Settings) -> None:
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe_page(request: Request, token: str) -> Response:
         try:
-            found = subscribers.subscriber_from_token(
+            found = signup.subscriber_from_token(
                 request.app.state.engine, settings, "unsubscribe", token
             )
         except BadToken as exc:
@@ -229,7 +232,7 @@ def _add_routes(app: APIRouter, settings: Settings) -> None:
         # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" (or nothing) and
         # expect 200 with no further step, so the body is not even read.
         try:
-            subscribers.unsubscribe(request.app.state.engine, settings, token, now=db.utcnow())
+            signup.unsubscribe(request.app.state.engine, settings, token, now=db.utcnow())
         except BadToken as exc:
             return _bad_link(request, settings, str(exc))
         return _message(request, settings, "You are unsubscribed", _UNSUBSCRIBED)
@@ -322,11 +325,11 @@ def _storable_text(field: str, value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise subscribers.InvalidSubscriber(
+        raise InvalidSubscriber(
             field, "it holds a lone surrogate code point (such as \\udc00); send valid Unicode text"
         ) from None
     if "\ufffd" in value:
-        raise subscribers.InvalidSubscriber(
+        raise InvalidSubscriber(
             field,
             "it holds U+FFFD, the mark of bytes that were not valid UTF-8; send the text as UTF-8",
         )
@@ -338,7 +341,7 @@ def _printable(value: str) -> str:
     return value.encode("utf-8", "replace").decode("utf-8")
 
 
-def _invalid_message(exc: subscribers.InvalidSubscriber) -> str:
+def _invalid_message(exc: InvalidSubscriber) -> str:
     if exc.field == "email":
         return f"That email address is not valid: {exc.reason}"
     return f"The {exc.field} is not valid: {exc.reason}"
@@ -456,10 +459,10 @@ def _too_large(limit: int) -> JSONResponse:
 
 
 def _send_confirmation(
-    engine: Engine, settings: Settings, subscription: subscribers.Subscription
+    engine: Engine, settings: Settings, subscription: signup.Subscription
 ) -> None:
     try:
-        subscribers.send_confirmation(engine, settings, subscription)
+        signup.send_confirmation(engine, settings, subscription)
     except Exception as exc:  # after the answer: nothing to tell the person, so tell the log
         # They saw "check your inbox"; the resend slot is freed, so submitting again retries.
         log.error("confirmation mail not sent: %s: %s", type(exc).__name__, exc)
@@ -487,9 +490,9 @@ def _add_preference_routes(app: APIRouter, settings: Settings) -> None:
     subscriber's current address, so a link in an old mail stays theirs alone.
     """
 
-    def reader(request: Request, token: str) -> subscribers.Subscriber | Response:
+    def reader(request: Request, token: str) -> Subscriber | Response:
         try:
-            found = subscribers.subscriber_from_token(
+            found = signup.subscriber_from_token(
                 request.app.state.engine, settings, "preferences", token
             )
         except BadToken as exc:
@@ -524,9 +527,9 @@ def _add_preference_routes(app: APIRouter, settings: Settings) -> None:
                 timezone=_storable_text("timezone", timezone),
                 now=now,
             )
-        except subscribers.InvalidSubscriber as exc:
+        except InvalidSubscriber as exc:
             return _preferences(request, settings, token, found, error=_invalid_message(exc))
-        when = preferences.delivery_time(settings, saved.timezone, now)
+        when = reader_times.delivery_time(settings, saved.timezone, now)
         notice = f"Saved. A new issue arrives {when}."
         return _preferences(request, settings, token, saved, notice=notice)
 
@@ -544,11 +547,11 @@ def _add_preference_routes(app: APIRouter, settings: Settings) -> None:
             text = weeks.strip()
             count = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else 0
             paused = preferences.pause(request.app.state.engine, found.id, count, now=now)
-        except subscribers.InvalidSubscriber as exc:
+        except InvalidSubscriber as exc:
             return _preferences(
                 request, settings, token, found, error=exc.reason[:1].upper() + exc.reason[1:]
             )
-        until = preferences.pause_end(settings, paused, now)
+        until = reader_times.pause_end(settings, paused, now)
         notice = f"Paused: no issues until {until}. You can resume any time."
         return _preferences(request, settings, token, paused, notice=notice)
 
@@ -614,13 +617,13 @@ def _preferences(
     request: Request,
     settings: Settings,
     token: str,
-    subscriber: subscribers.Subscriber,
+    subscriber: Subscriber,
     *,
     notice: str | None = None,
     error: str | None = None,
 ) -> HTMLResponse:
     now = db.utcnow()
-    zones = preferences.time_zones()
+    zones = reader_times.time_zones()
     if subscriber.timezone and subscriber.timezone not in zones:  # a legacy name from an import
         zones = (subscriber.timezone, *zones)
     page = _page(
@@ -633,8 +636,8 @@ def _preferences(
         timezone=subscriber.timezone or "",
         zones=zones,
         default_zone=settings.timezone,
-        delivery=preferences.delivery_time(settings, subscriber.timezone, now),
-        paused_until=preferences.pause_end(settings, subscriber, now),
+        delivery=reader_times.delivery_time(settings, subscriber.timezone, now),
+        paused_until=reader_times.pause_end(settings, subscriber, now),
         max_pause=preferences.MAX_PAUSE_WEEKS,
         action=_preferences_action(request, token),
         notice=notice,

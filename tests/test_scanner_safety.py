@@ -25,7 +25,8 @@ from digest.delivery import make_transport
 from digest.delivery.sender import send_issue
 from digest.delivery.webhook import handle_events
 from digest.queue import add_to_queue
-from digest.subscribers import add_confirmed, get_subscriber, subscribe
+from digest.readers.signup import subscribe
+from digest.store.subscribers import add_confirmed, get_subscriber
 from digest.tokens import make_token
 from tests.sending import JOINED, NOW, WEEK
 

@@ -24,10 +24,10 @@ from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from digest import subscribers as subscriber_store
 from digest.config import Settings, get_settings
 from digest.db import events, issues, make_engine, utcnow
 from digest.logs import get_logger, log_event
+from digest.store import subscribers as subscriber_store
 
 __all__ = ["WebhookResult", "handle_events", "router", "verify_signature"]
 
