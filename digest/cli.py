@@ -722,7 +722,7 @@ app.add_typer(subscribers_app, name="subscribers")
 
 
 def _status_option(status: str | None) -> str | None:
-    from digest.subscribers import STATUSES
+    from digest.model.subscriber import STATUSES
 
     if status is not None and status not in STATUSES:
         fail(f"no status {status!r}; statuses: {', '.join(STATUSES)}")
@@ -741,7 +741,9 @@ def subscribers_add(
     ] = False,
 ) -> None:
     """Add a subscriber; without --confirmed they get a confirmation mail first."""
-    from digest.subscribers import AlreadySuppressed, InvalidSubscriber, add_confirmed, subscribe
+    from digest.model.subscriber import AlreadySuppressed, InvalidSubscriber
+    from digest.readers.signup import subscribe
+    from digest.store.subscribers import add_confirmed
 
     conf, eng = settings(), engine()
     try:
@@ -790,7 +792,7 @@ def subscribers_import(
     refused whole: nothing is imported, and the error says which line to fix. No mail is sent. Unsubscribed, bounced and complained addresses are never brought back, so
     importing the same file twice changes nothing the second time.
     """
-    from digest.subscribers import import_csv
+    from digest.store.subscriber_csv import import_csv
 
     eng = engine()
     # Binary: import_csv decodes it, so a byte that is not UTF-8 is named by line and offset.
@@ -826,7 +828,7 @@ def subscribers_export(
     status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
 ) -> None:
     """Write subscribers as CSV (email,name,status,timezone) to stdout; import reads it back."""
-    from digest.subscribers import export_csv
+    from digest.store.subscriber_csv import export_csv
 
     export_csv(engine(), sys.stdout, _status_option(status))  # type: ignore[arg-type]
 
@@ -836,7 +838,7 @@ def subscribers_list(
     status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
 ) -> None:
     """List subscribers: id, email, name, status, time zone, created."""
-    from digest.subscribers import list_subscribers
+    from digest.store.subscribers import list_subscribers
 
     rows = list_subscribers(engine(), _status_option(status))  # type: ignore[arg-type]
     table = Table("id", "email", "name", "status", "timezone", "created", box=None)
@@ -856,7 +858,7 @@ def subscribers_list(
 @subscribers_app.command("count")
 def subscribers_count() -> None:
     """How many subscribers there are in each status."""
-    from digest.subscribers import count_by_status
+    from digest.store.subscribers import count_by_status
 
     counts = count_by_status(engine())
     for status, n in counts.items():
@@ -867,7 +869,7 @@ def subscribers_count() -> None:
 @subscribers_app.command("remove")
 def subscribers_remove(email: str) -> None:
     """Erase a subscriber and their personal data (GDPR); delivery counts are kept."""
-    from digest.subscribers import erase
+    from digest.store.subscribers import erase
 
     if not erase(engine(), email):
         fail(f"no subscriber {email.strip()!r}")
@@ -1094,8 +1096,9 @@ def demo() -> None:
     import contextlib
 
     from digest.issues import get_issue
+    from digest.model.subscriber import AlreadySuppressed
     from digest.schedule import run_weekly
-    from digest.subscribers import AlreadySuppressed, add_confirmed
+    from digest.store.subscribers import add_confirmed
 
     conf = settings()
     if not conf.terms_dir.is_dir():  # before engine(): no database left in the wrong folder

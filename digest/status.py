@@ -22,7 +22,7 @@ from digest.schedule import (
     week_fire,
     zone_slots,
 )
-from digest.subscribers import count_by_status
+from digest.store.subscribers import count_by_status
 from digest.weeks import current_week
 
 __all__ = ["IssueSummary", "StatusReport", "ZoneProgress", "gather_status", "lease_note"]

@@ -19,7 +19,7 @@ from digest.delivery.log import issue_deliveries, reader_log
 from digest.delivery.sender import retry_failed, send_issue
 from digest.issues import claim_send, get_issue
 from digest.store.events import handle_events
-from digest.subscribers import get_subscriber, mark_status, unsubscribe_subscriber
+from digest.store.subscribers import get_subscriber, mark_status, unsubscribe_subscriber
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     NOW,

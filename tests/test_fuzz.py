@@ -28,16 +28,13 @@ from sqlalchemy import Engine, delete, insert
 
 from digest import db
 from digest.config import Settings, get_settings
+from digest.core.reader_input import normalise_email
 from digest.model.glossary import InvalidGlossary, render_markdown
+from digest.model.subscriber import STATUSES
+from digest.model.subscriber import InvalidSubscriber as _InvalidSubscriber
+from digest.store.subscriber_csv import export_csv, import_csv
+from digest.store.subscribers import list_subscribers
 from digest.store.terms import load_glossary, read_glossary
-from digest.subscribers import (
-    STATUSES,
-    export_csv,
-    import_csv,
-    list_subscribers,
-    normalise_email,
-)
-from digest.subscribers import InvalidSubscriber as _InvalidSubscriber
 from digest.tokens import BadToken, make_token, read_token
 from digest.web import create_app
 from digest.weeks import IsoWeek, parse_week

@@ -22,6 +22,9 @@ from sqlalchemy import insert, select, update
 from digest import db
 from digest.checks import check_message
 from digest.config import Settings, get_settings
+from digest.core.reader_input import normalise_email
+from digest.core.reader_links import confirm_url
+from digest.core.reader_mails import confirmation_mail
 from digest.delivery.base import Message, PermanentError, Recipient
 from digest.delivery.outbox import OutboxTransport, build_mime, mime_bytes
 from digest.delivery.sender import sample_message, send_issue
@@ -34,18 +37,11 @@ from digest.headers import (
     list_unsubscribe_header,
     verify_header_block,
 )
+from digest.model.subscriber import InvalidSubscriber
 from digest.preflight import check_issue
-from digest.subscribers import (
-    InvalidSubscriber,
-    Subscription,
-    _confirmation_mail,
-    add_confirmed,
-    get_subscriber,
-    import_csv,
-    normalise_email,
-    send_confirmation,
-    subscribe,
-)
+from digest.readers.signup import Subscription, send_confirmation, subscribe
+from digest.store.subscriber_csv import import_csv
+from digest.store.subscribers import add_confirmed, get_subscriber
 from tests.sending import (
     JOINED,
     NOW,
@@ -439,7 +435,8 @@ def test_a_confirmation_the_transport_refuses_is_an_error_and_frees_the_resend_s
         conn.execute(update(db.subscribers).values(email="usér@example.com"))
     pending = get_subscriber(engine, 1)
     assert pending is not None
-    subscription = Subscription(pending, _confirmation_mail(settings, pending))
+    link = confirm_url(settings, pending.id, pending.email)
+    subscription = Subscription(pending, confirmation_mail(settings, pending, link))
     with pytest.raises(PermanentError, match="not sent: the outbox cannot write a mail"):
         send_confirmation(engine, settings, subscription)
     assert outbox_files(settings) == []

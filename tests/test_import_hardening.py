@@ -15,7 +15,8 @@ from pathlib import Path
 from hypothesis import assume, given, note
 from typer.testing import CliRunner
 
-from digest.subscribers import get_subscriber, import_csv, list_subscribers
+from digest.store.subscriber_csv import import_csv
+from digest.store.subscribers import get_subscriber, list_subscribers
 from tests.test_fuzz import STATEFUL, _clear, csv_files
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)

@@ -20,7 +20,8 @@ from sqlalchemy import select
 from digest.config import Settings, get_settings
 from digest.db import deliveries
 from digest.issues import get_issue
-from digest.preferences import pause, update_profile
+from digest.model.subscriber import Subscriber
+from digest.readers.preferences import pause, update_profile
 from digest.schedule import (
     TICK_MINUTES,
     job_trigger,
@@ -32,7 +33,7 @@ from digest.schedule import (
     zone_slots,
 )
 from digest.status import gather_status
-from digest.subscribers import Subscriber, add_confirmed
+from digest.store.subscribers import add_confirmed
 from digest.weeks import IsoWeek
 
 WEEK = IsoWeek(2026, 10)  # Monday 2 March 2026: no daylight-saving change anywhere near

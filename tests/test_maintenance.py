@@ -25,8 +25,9 @@ from digest import db
 from digest.backup import BackupError, backup_database
 from digest.cli import app
 from digest.config import Settings
+from digest.core.reader_links import unsubscribe_url
 from digest.db import subscribers
-from digest.subscribers import add_confirmed, get_subscriber, unsubscribe_url
+from digest.store.subscribers import add_confirmed, get_subscriber
 from digest.web import create_app
 from tests.sending import NOW, REPO, build_issue, seed_subscribers
 

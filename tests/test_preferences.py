@@ -16,12 +16,14 @@ from sqlalchemy import select
 
 from digest.build import build_issue as build_real_issue
 from digest.config import Settings
+from digest.core.reader_times import time_zones
 from digest.db import deliveries, events
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
-from digest.preferences import export_data, pause, resume, time_zones, update_profile
+from digest.model.subscriber import InvalidSubscriber, Subscriber
+from digest.readers.preferences import export_data, pause, resume, update_profile
 from digest.store.events import handle_events
-from digest.subscribers import InvalidSubscriber, Subscriber, add_confirmed, get_subscriber
+from digest.store.subscribers import add_confirmed, get_subscriber
 from digest.tokens import make_token, read_token
 from digest.weeks import IsoWeek
 from tests.sending import NOW, WEEK, build_issue, ledger
@@ -210,7 +212,7 @@ def test_a_pause_outside_one_to_twelve_weeks_is_refused(settings, engine, client
 
 
 def test_only_an_active_subscription_can_be_paused(engine, ann):
-    from digest.subscribers import unsubscribe_subscriber
+    from digest.store.subscribers import unsubscribe_subscriber
 
     unsubscribe_subscriber(engine, ann.id, now=NOW)
     with pytest.raises(InvalidSubscriber, match="only an active subscription"):

@@ -14,7 +14,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from digest.config import get_settings
-from digest.subscribers import add_confirmed, get_subscriber, preferences_url
+from digest.core.reader_links import preferences_url
+from digest.store.subscribers import add_confirmed, get_subscriber
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, PERSON, serving
 
 pytestmark = pytest.mark.browser

@@ -24,8 +24,9 @@ from digest.db import deliveries, events, issues, queue, subscribers
 from digest.delivery import make_transport
 from digest.delivery.sender import send_issue
 from digest.queue import add_to_queue
+from digest.readers.signup import subscribe
 from digest.store.events import handle_events
-from digest.subscribers import add_confirmed, get_subscriber, subscribe
+from digest.store.subscribers import add_confirmed, get_subscriber
 from digest.tokens import make_token
 from tests.sending import JOINED, NOW, WEEK
 

@@ -36,16 +36,12 @@ from digest.delivery.sender import send_issue
 from digest.delivery.sendgrid import SendGridTransport
 from digest.feed import render_feed
 from digest.issues import IssueRecord, get_issue, transition
+from digest.model.subscriber import InvalidSubscriber
 from digest.queue import add_to_queue
+from digest.readers.signup import subscribe
 from digest.render import archive_page, subject_line
+from digest.store.subscribers import add_confirmed, get_subscriber, mark_status
 from digest.store.terms import load_glossary, read_glossary
-from digest.subscribers import (
-    InvalidSubscriber,
-    add_confirmed,
-    get_subscriber,
-    mark_status,
-    subscribe,
-)
 from digest.tokens import make_token
 from digest.web import create_app
 from digest.weeks import IsoWeek

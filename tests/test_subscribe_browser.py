@@ -15,7 +15,8 @@ from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
 from digest import db
 from digest.config import get_settings
-from digest.subscribers import Subscriber, get_subscriber
+from digest.model.subscriber import Subscriber
+from digest.store.subscribers import get_subscriber
 from digest.tokens import make_token
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, PERSON, serving
 

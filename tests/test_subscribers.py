@@ -21,24 +21,18 @@ from sqlalchemy import func, insert, select
 
 from digest import db
 from digest.config import Settings
+from digest.core.reader_links import confirm_url, preferences_url, unsubscribe_url
 from digest.delivery import TransportError
-from digest.subscribers import (
-    AlreadySuppressed,
-    InvalidSubscriber,
+from digest.model.subscriber import AlreadySuppressed, InvalidSubscriber
+from digest.readers.signup import confirm, subscribe, unsubscribe
+from digest.store.subscriber_csv import export_csv, import_csv
+from digest.store.subscribers import (
     add_confirmed,
-    confirm,
-    confirm_url,
     count_by_status,
     erase,
-    export_csv,
     get_subscriber,
-    import_csv,
     list_subscribers,
     mark_status,
-    preferences_url,
-    subscribe,
-    unsubscribe,
-    unsubscribe_url,
 )
 from digest.tokens import BadToken, make_token, read_token
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from digest import db
-from digest.subscribers import get_subscriber, list_subscribers, mark_status
+from digest.store.subscribers import get_subscriber, list_subscribers, mark_status
 from tests.conftest import REPO
 
 runner = CliRunner()

@@ -21,7 +21,8 @@ from digest import db
 from digest.build import build_issue
 from digest.config import Settings
 from digest.issues import transition
-from digest.subscribers import get_subscriber, mark_status, subscribe
+from digest.readers.signup import subscribe
+from digest.store.subscribers import get_subscriber, mark_status
 from digest.tokens import make_token
 from digest.web import create_app
 from digest.web.webhooks import router as webhook_router

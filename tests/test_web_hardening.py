@@ -32,7 +32,9 @@ from digest import db
 from digest.build import build_issue
 from digest.config import Settings, get_settings
 from digest.issues import transition
-from digest.subscribers import Subscriber, add_confirmed, get_subscriber, subscribe
+from digest.model.subscriber import Subscriber
+from digest.readers.signup import subscribe
+from digest.store.subscribers import add_confirmed, get_subscriber
 from digest.tokens import make_token
 from digest.web import create_app
 from digest.weeks import IsoWeek

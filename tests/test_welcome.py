@@ -16,11 +16,13 @@ import pytest
 from digest.build import build_issue
 from digest.checks import QualityError, check_email
 from digest.config import Settings, get_settings
+from digest.core.reader_times import delivery_time
 from digest.delivery.outbox import build_mime
 from digest.issues import transition
 from digest.packaged import default_theme_dir
-from digest.preferences import delivery_time, send_welcome, welcome_mail
-from digest.subscribers import add_confirmed, get_subscriber, subscribe, unsubscribe_subscriber
+from digest.readers.preferences import send_welcome, welcome_mail
+from digest.readers.signup import subscribe
+from digest.store.subscribers import add_confirmed, get_subscriber, unsubscribe_subscriber
 from digest.tokens import make_token, read_token
 from digest.weeks import IsoWeek
 

@@ -13,7 +13,8 @@ from sqlalchemy import Engine, func, select
 
 from digest.db import deliveries, events, issues, subscribers
 from digest.issues import get_issue
-from digest.subscribers import Subscriber, get_subscriber
+from digest.model.subscriber import Subscriber
+from digest.store.subscribers import get_subscriber
 from digest.weeks import IsoWeek, parse_week
 
 __all__ = [

@@ -40,8 +40,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from digest import subscribers as subscriber_links
 from digest.config import Settings
+from digest.core import reader_links as subscriber_links
 from digest.db import deliveries, subscribers, utcnow
 from digest.delivery.base import (
     PLACEHOLDERS,

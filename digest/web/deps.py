@@ -12,8 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
-from digest import subscribers
 from digest.config import Settings
+from digest.model.subscriber import Subscriber
+from digest.readers import signup
 from digest.tokens import BadToken, Purpose
 from digest.web.views import BadLink
 
@@ -37,7 +38,7 @@ EngineDep = Annotated[Engine, Depends(app_engine)]
 
 def token_reader(
     purpose: Purpose,
-) -> Callable[[str, Settings, Engine], subscribers.Subscriber | None]:
+) -> Callable[[str, Settings, Engine], Subscriber | None]:
     """A dependency: the subscriber the path's `{token}` names (None if gone), changing nothing.
 
     A forged, tampered or expired token raises `BadLink` with the token's reason.
@@ -45,9 +46,9 @@ def token_reader(
 
     def reader(
         token: str, settings: SettingsDep, engine: EngineDep
-    ) -> subscribers.Subscriber | None:
+    ) -> Subscriber | None:
         try:
-            return subscribers.subscriber_from_token(engine, settings, purpose, token)
+            return signup.subscriber_from_token(engine, settings, purpose, token)
         except BadToken as exc:
             raise BadLink(str(exc)) from None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from digest import subscribers
+from digest.model.subscriber import InvalidSubscriber
 from digest.web.limits import FORM_LIMITS
 
 __all__ = [
@@ -66,11 +66,11 @@ def storable_text(field: str, value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise subscribers.InvalidSubscriber(
+        raise InvalidSubscriber(
             field, "it holds a lone surrogate code point (such as \\udc00); send valid Unicode text"
         ) from None
     if "\ufffd" in value:
-        raise subscribers.InvalidSubscriber(
+        raise InvalidSubscriber(
             field,
             "it holds U+FFFD, the mark of bytes that were not valid UTF-8; send the text as UTF-8",
         )
@@ -82,7 +82,7 @@ def printable(value: str) -> str:
     return value.encode("utf-8", "replace").decode("utf-8")
 
 
-def invalid_message(exc: subscribers.InvalidSubscriber) -> str:
+def invalid_message(exc: InvalidSubscriber) -> str:
     if exc.field == "email":
         return f"That email address is not valid: {exc.reason}"
     return f"The {exc.field} is not valid: {exc.reason}"

@@ -20,9 +20,11 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from digest import db, issues, preferences, render, subscribers
+from digest import db, issues, render
 from digest.config import Settings
 from digest.feed import render_feed
+from digest.model.subscriber import InvalidSubscriber, Subscriber
+from digest.readers import preferences, signup
 from digest.tokens import BadToken
 from digest.web.deps import EngineDep, SettingsDep, token_reader
 from digest.web.forms import (
@@ -77,7 +79,7 @@ async def subscribe(
     try:
         fields = {key: storable_text(key, value) for key, value in fields.items()}
         result = await run_in_threadpool(
-            lambda: subscribers.subscribe(
+            lambda: signup.subscribe(
                 engine,
                 settings,
                 fields["email"],
@@ -88,7 +90,7 @@ async def subscribe(
                 send=False,
             )
         )
-    except subscribers.InvalidSubscriber as exc:
+    except InvalidSubscriber as exc:
         text = invalid_message(exc)
         if wants_json:
             return JSONResponse({"error": text, "field": exc.field}, status_code=422)
@@ -133,8 +135,8 @@ def _rate_limited(request: Request, settings: Settings, wants_json: bool) -> Res
     return answer
 
 
-_ConfirmReader = Annotated[subscribers.Subscriber | None, Depends(token_reader("confirm"))]
-_UnsubscribeReader = Annotated[subscribers.Subscriber | None, Depends(token_reader("unsubscribe"))]
+_ConfirmReader = Annotated[Subscriber | None, Depends(token_reader("confirm"))]
+_UnsubscribeReader = Annotated[Subscriber | None, Depends(token_reader("unsubscribe"))]
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
@@ -158,7 +160,7 @@ def confirm(
 ) -> Response:
     now = db.utcnow()
     try:
-        found = subscribers.confirm(engine, settings, token, now=now)
+        found = signup.confirm(engine, settings, token, now=now)
     except BadToken as exc:
         return bad_link(request, settings, str(exc))
     # confirmed_at is this request's `now` only for the request that activated the
@@ -182,7 +184,7 @@ def unsubscribe(request: Request, token: str, settings: SettingsDep, engine: Eng
     # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" (or nothing) and
     # expect 200 with no further step, so the body is not even read.
     try:
-        subscribers.unsubscribe(engine, settings, token, now=db.utcnow())
+        signup.unsubscribe(engine, settings, token, now=db.utcnow())
     except BadToken as exc:
         return bad_link(request, settings, str(exc))
     return message(request, settings, "You are unsubscribed", UNSUBSCRIBED)
@@ -228,10 +230,10 @@ def healthz(engine: EngineDep) -> Response:
 
 
 def _send_confirmation(
-    engine: Engine, settings: Settings, subscription: subscribers.Subscription
+    engine: Engine, settings: Settings, subscription: signup.Subscription
 ) -> None:
     try:
-        subscribers.send_confirmation(engine, settings, subscription)
+        signup.send_confirmation(engine, settings, subscription)
     except Exception as exc:  # after the answer: nothing to tell the person, so tell the log
         # They saw "check your inbox"; the resend slot is freed, so submitting again retries.
         log.error("confirmation mail not sent: %s: %s", type(exc).__name__, exc)

@@ -12,8 +12,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from digest import db, preferences, subscribers
+from digest import db
 from digest.config import Settings
+from digest.core import reader_times
+from digest.model.subscriber import InvalidSubscriber, Subscriber
+from digest.readers import preferences
 from digest.web.deps import EngineDep, SettingsDep, token_reader
 from digest.web.forms import invalid_message, mask, storable_text
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
@@ -30,14 +33,14 @@ _ERASED = (
 
 
 async def _reader(  # async: no I/O of its own, so no trip to a worker thread
-    found: Annotated[subscribers.Subscriber | None, Depends(token_reader("preferences"))],
-) -> subscribers.Subscriber:
+    found: Annotated[Subscriber | None, Depends(token_reader("preferences"))],
+) -> Subscriber:
     if found is None:
         raise BadLink("this link is not valid")
     return found
 
 
-_Reader = Annotated[subscribers.Subscriber, Depends(_reader)]
+_Reader = Annotated[Subscriber, Depends(_reader)]
 
 
 @router.get("/preferences/{token}", response_class=HTMLResponse)
@@ -66,9 +69,9 @@ def preferences_save(
             timezone=storable_text("timezone", timezone),
             now=now,
         )
-    except subscribers.InvalidSubscriber as exc:
+    except InvalidSubscriber as exc:
         return _preferences(request, settings, token, found, error=invalid_message(exc))
-    when = preferences.delivery_time(settings, saved.timezone, now)
+    when = reader_times.delivery_time(settings, saved.timezone, now)
     notice = f"Saved. A new issue arrives {when}."
     return _preferences(request, settings, token, saved, notice=notice)
 
@@ -89,11 +92,11 @@ def preferences_pause(
         text = weeks.strip()
         count = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else 0
         paused = preferences.pause(engine, found.id, count, now=now)
-    except subscribers.InvalidSubscriber as exc:
+    except InvalidSubscriber as exc:
         return _preferences(
             request, settings, token, found, error=exc.reason[:1].upper() + exc.reason[1:]
         )
-    until = preferences.pause_end(settings, paused, now)
+    until = reader_times.pause_end(settings, paused, now)
     notice = f"Paused: no issues until {until}. You can resume any time."
     return _preferences(request, settings, token, paused, notice=notice)
 
@@ -162,13 +165,13 @@ def _preferences(
     request: Request,
     settings: Settings,
     token: str,
-    subscriber: subscribers.Subscriber,
+    subscriber: Subscriber,
     *,
     notice: str | None = None,
     error: str | None = None,
 ) -> HTMLResponse:
     now = db.utcnow()
-    zones = preferences.time_zones()
+    zones = reader_times.time_zones()
     if subscriber.timezone and subscriber.timezone not in zones:  # a legacy name from an import
         zones = (subscriber.timezone, *zones)
     answer = page(
@@ -181,8 +184,8 @@ def _preferences(
         timezone=subscriber.timezone or "",
         zones=zones,
         default_zone=settings.timezone,
-        delivery=preferences.delivery_time(settings, subscriber.timezone, now),
-        paused_until=preferences.pause_end(settings, subscriber, now),
+        delivery=reader_times.delivery_time(settings, subscriber.timezone, now),
+        paused_until=reader_times.pause_end(settings, subscriber, now),
         max_pause=preferences.MAX_PAUSE_WEEKS,
         action=_action(request, token),
         notice=notice,

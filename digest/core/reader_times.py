@@ -1,0 +1,107 @@
+"""When things happen for one reader, as words in their own time zone: the next issue, the end
+of a pause, and the zones a reader can pick.
+
+Pure (`now` and the settings come in), so the welcome mail and the preference pages say the
+same thing, and tests can pin any date.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from digest.config import Settings
+from digest.model.subscriber import Subscriber
+from digest.schedule import local_send_time, week_fire
+from digest.weeks import current_week
+
+__all__ = ["delivery_time", "pause_end", "time_zones"]
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def delivery_time(settings: Settings, timezone: str | None, now: datetime) -> str:
+    """When a reader gets the issue, in their own time zone, as a phrase for mail and pages:
+    "every Monday at 09:00 (Asia/Tokyo time)", or "next on Tuesday 1 December at 06:30 (…)"
+    for a schedule that does not fire every week.
+
+    Pure. With local-time delivery the schedule's wall-clock time holds in every zone; without
+    it the one send time in DIGEST_TIMEZONE is shown converted to the reader's zone. A schedule
+    firing on several days sends one issue a week, at the first fire, so that is the one shown.
+    """
+    name = _zone_name(timezone, settings)
+    zone = ZoneInfo(name)
+    upcoming: list[datetime] = []
+    week = current_week(now, settings.zone)
+    for offset in range(60):  # a monthly crontab leaves weeks without a fire
+        fire = week_fire(settings, week + offset)
+        if fire is None:
+            continue
+        at = local_send_time(fire, zone) if settings.local_time_delivery else fire.astimezone(zone)
+        if at > now:
+            upcoming.append(at)
+        if len(upcoming) == 2:
+            break
+    if not upcoming:
+        return f"when the editors send one ({name} time)"
+    first = upcoming[0]
+    weekly = (
+        len(upcoming) == 2
+        and upcoming[1].date() - first.date() == timedelta(days=7)
+        and (upcoming[1].hour, upcoming[1].minute) == (first.hour, first.minute)
+    )
+    if weekly:
+        return f"every {_WEEKDAYS[first.weekday()]} at {first:%H:%M} ({name} time)"
+    return f"next on {_day(first.date())} at {first:%H:%M} ({name} time)"
+
+
+def pause_end(settings: Settings, subscriber: Subscriber, now: datetime) -> str | None:
+    """The day a reader's pause ends, in their zone ("Monday 8 June 2026"); None if not paused."""
+    until = subscriber.paused_until
+    if until is None or until <= now:
+        return None
+    local = until.astimezone(ZoneInfo(_zone_name(subscriber.timezone, settings)))
+    return f"{_day(local.date())} {local.year}"
+
+
+@lru_cache(maxsize=1)
+def time_zones() -> tuple[str, ...]:
+    """The IANA zone names a reader can pick, sorted: `Region/City` names and UTC.
+
+    Legacy aliases (`US/Pacific`, `Etc/GMT+5`, `posixrules`) are left out of the list; a stored
+    one still works and the preference page offers it to whoever has it.
+    """
+    regions: tuple[str, ...] = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic")
+    regions += ("Australia", "Europe", "Indian", "Pacific")
+    return tuple(
+        sorted(z for z in available_timezones() if z == "UTC" or z.split("/", 1)[0] in regions)
+    )
+
+
+def _day(day: date) -> str:
+    return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
+
+
+def _zone_name(timezone: str | None, settings: Settings) -> str:
+    if timezone:
+        try:
+            ZoneInfo(timezone)
+            return timezone
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return settings.timezone

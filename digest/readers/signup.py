@@ -1,0 +1,148 @@
+"""Joining and leaving: double opt-in subscribe, the confirmation mail, confirm, unsubscribe.
+
+Library functions take the engine, the settings and `now`; the web service and the CLI are thin
+wrappers over them. The rows change in `digest.store.subscribers`; this layer sends the mail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine
+
+from digest.config import Settings
+from digest.core.reader_input import clean_name, clean_timezone, normalise_email
+from digest.core.reader_links import confirm_url
+from digest.core.reader_mails import confirmation_mail
+from digest.delivery import Message, send_one_off
+from digest.model.subscriber import InvalidSubscriber, Subscriber
+from digest.store import subscribers as store
+from digest.tokens import BadToken, Purpose, read_token
+
+__all__ = [
+    "Subscription",
+    "confirm",
+    "send_confirmation",
+    "subscribe",
+    "subscriber_from_token",
+    "unsubscribe",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What `subscribe` did: the subscriber as stored now, and the mail it owes, if any."""
+
+    subscriber: Subscriber
+    # The confirmation mail to send, or None when none is due (already active, suppressed,
+    # or one went out less than `confirm_resend_interval` ago).
+    mail: Message | None
+    # `confirm_sent_at` before this claim: `send_confirmation` puts it back when the send
+    # fails, so the person can retry at once instead of waiting out the resend interval.
+    previous_confirm_sent_at: datetime | None = None
+
+
+def subscriber_from_token(
+    engine: Engine | Connection, settings: Settings, purpose: Purpose, token: str
+) -> Subscriber | None:
+    """Verify `token` and return its subscriber, without changing anything (for GET pages).
+
+    Raises `BadToken` when the token is forged, tampered with, expired or for another purpose.
+    Returns None when the token is genuine but its subscriber is gone (erased, or the id now
+    belongs to another address): there is nothing left to act on.
+    """
+    max_age = settings.confirm_max_age if purpose == "confirm" else None
+    data = read_token(settings, purpose, token, max_age=max_age)
+    found = store.get_subscriber(engine, data.subscriber_id)
+    if found is None or not data.matches(found.email):
+        return None
+    return found
+
+
+def subscribe(
+    engine: Engine,
+    settings: Settings,
+    email: str,
+    *,
+    name: str | None = None,
+    timezone: str | None = None,
+    source: str = "web",
+    now: datetime,
+    send: bool = True,
+) -> Subscription:
+    """Start (or restart) a double opt-in for `email`.
+
+    New and unsubscribed addresses become `pending` and are owed a confirmation mail; a pending
+    address is owed another only once per `confirm_resend_interval`. Active, bounced and
+    complained addresses are left exactly as they are. The confirmation mail is rendered in
+    every case, so the caller's answer takes the same work whether or not the address is known.
+    With `send=False` the caller sends `Subscription.mail` itself (the web service does, after
+    answering) through `send_confirmation`.
+    """
+    address = normalise_email(email)
+    name = clean_name(name)
+    try:
+        zone = clean_timezone(timezone)
+    except InvalidSubscriber:
+        zone = None  # a hint from the browser, not something the person typed
+    opt_in = store.start_opt_in(
+        engine, settings, address, name=name, timezone=zone, source=source, now=now
+    )
+    subscriber = opt_in.subscriber
+    mail = confirmation_mail(
+        settings, subscriber, confirm_url(settings, subscriber.id, subscriber.email)
+    )
+    if not opt_in.mail_due:
+        return Subscription(subscriber, None)
+    result = Subscription(subscriber, mail, opt_in.previous_confirm_sent_at)
+    if send:
+        send_confirmation(engine, settings, result)
+    return result
+
+
+def send_confirmation(engine: Engine, settings: Settings, subscription: Subscription) -> None:
+    """Send the confirmation mail `subscribe` prepared; on failure free the resend slot again."""
+    if subscription.mail is None:
+        return
+    try:
+        send_one_off(settings, subscription.mail)
+    except Exception:  # a provider error, or the outbox folder not writable: same remedy
+        # Give back the claim so the person can try again at once instead of waiting an hour.
+        store.release_confirmation(
+            engine, subscription.subscriber, subscription.previous_confirm_sent_at
+        )
+        raise
+
+
+def confirm(engine: Engine, settings: Settings, token: str, *, now: datetime) -> Subscriber:
+    """Activate the pending subscriber a confirm token names (idempotent once active).
+
+    Raises `BadToken` for a forged, tampered, expired or wrong-purpose token, for a token whose
+    subscriber is gone or changed address, and when the subscription was cancelled since (an
+    old confirm link must not undo an unsubscribe).
+    """
+    found = subscriber_from_token(engine, settings, "confirm", token)
+    if found is None:
+        raise BadToken("this link is not valid")
+    current = store.activate(engine, found.id, now=now)
+    if current is None or current.status != "active":
+        raise BadToken(
+            "this subscription was cancelled after the link was sent; subscribe again to get "
+            "a new link"
+        )
+    return current
+
+
+def unsubscribe(
+    engine: Engine, settings: Settings, token: str, *, now: datetime
+) -> Subscriber | None:
+    """Unsubscribe whoever an unsubscribe token names; idempotent, and None if they are gone.
+
+    Unsubscribe tokens never expire (an old mail's link must still work). Bounced and complained
+    addresses keep their stronger status.
+    """
+    found = subscriber_from_token(engine, settings, "unsubscribe", token)
+    if found is None:
+        return None
+    return store.unsubscribe_subscriber(engine, found.id, now=now)
