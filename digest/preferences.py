@@ -19,13 +19,13 @@ from sqlalchemy import Engine, update
 from digest import subscribers as store
 from digest.checks import QualityError, check_email, check_message
 from digest.config import Settings
+from digest.core.cadence import local_send_time, week_fire
 from digest.db import subscribers
 from digest.delivery import PLACEHOLDERS, Message, send_one_off
 from digest.delivery.log import reader_log
 from digest.delivery.sender import subscriber_recipient
 from digest.issues import list_issues
 from digest.render import archive_url, render_mail
-from digest.schedule import local_send_time, week_fire
 from digest.subscribers import InvalidSubscriber, Subscriber
 from digest.weeks import current_week
 
