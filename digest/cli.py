@@ -354,7 +354,7 @@ def run_command(
     ] = False,
 ) -> None:
     """Serve the web app and run the weekly job in one process; SIGTERM or Ctrl-C stops it cleanly."""
-    from digest.schedule import serve
+    from digest.service import serve
 
     serve(_ops_settings(), host=host, port=port, fire_now=now)
 
@@ -415,9 +415,9 @@ def issue_resume(week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W
     import signal
     import threading
 
+    from digest.campaign.lifecycle import send_week
     from digest.delivery.sender import SendError
     from digest.issues import InvalidTransition
-    from digest.schedule import send_week
 
     wk = _parse_week_arg(week)
     conf = _ops_settings()
@@ -1095,9 +1095,9 @@ def demo() -> None:
     """
     import contextlib
 
+    from digest.campaign.lifecycle import run_weekly
     from digest.issues import get_issue
     from digest.model.subscriber import AlreadySuppressed
-    from digest.schedule import run_weekly
     from digest.store.subscribers import add_confirmed
 
     conf = settings()

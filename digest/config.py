@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from digest.model.schedule import parse_schedule
+
 __all__ = ["Settings", "get_settings"]
 
 CONFIG_FILE_ENV = "DIGEST_CONFIG"
@@ -152,8 +154,6 @@ class Settings(BaseSettings):
     @field_validator("schedule")
     @classmethod
     def _readable_schedule(cls, value: str) -> str:
-        from digest.schedule import parse_schedule  # here: digest.schedule imports this module
-
         parse_schedule(value, "UTC")  # raises ScheduleError (a ValueError) saying what is accepted
         return value
 

@@ -7,21 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import Engine, func, select
 
 from digest.config import Settings
+from digest.core.cadence import next_fire_time, week_fire, zone_slots
 from digest.db import deliveries, queue, subscribers
 from digest.issues import IssueRecord, describe_lease, list_issues
+from digest.model.schedule import parse_schedule
 from digest.owner import Liveness, owner_liveness
-from digest.schedule import (
-    JOBS_TABLE,
-    make_jobstore,
-    next_fire_time,
-    parse_schedule,
-    reader_zones,
-    week_fire,
-    zone_slots,
-)
+from digest.store.jobs import stored_next_run
 from digest.store.subscribers import count_by_status
 from digest.weeks import current_week
 
@@ -68,7 +62,7 @@ class StatusReport:
 
 def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusReport:
     trigger = parse_schedule(settings.schedule, settings.zone)
-    stored = _stored_next_run(engine)
+    stored = stored_next_run(engine)
     next_fire = stored or next_fire_time(trigger, now)
     # The current week's issue, else the last one before it; one built ahead is not "current".
     this_week = current_week(now, settings.zone)
@@ -152,19 +146,6 @@ def _zone_progress(engine: Engine, settings: Settings, issue: IssueRecord) -> li
         ZoneProgress(
             slot.tz_name, slot.zone, slot.send_at, readers.get(slot.zone, 0), sent.get(slot.zone, 0)
         )
-        for slot in zone_slots(settings, fire, reader_zones(engine) or [None])
+        # The zones of active readers are the keys of `readers`: no second query for them.
+        for slot in zone_slots(settings, fire, list(readers) or [None])
     ]
-
-
-def _stored_next_run(engine: Engine) -> datetime | None:
-    """The weekly job's next run time as the scheduler stored it, if a scheduler ever ran.
-
-    Asked of APScheduler's job store, which is not started: starting it would create the table,
-    and status only reads. `get_next_run_time` reads just the run-time column, where
-    `lookup_job` would unpickle the whole job (trigger, and the function by name) and fail on
-    one stored by another APScheduler or digest version. It answers for the earliest job in the
-    table, which holds only the weekly job (a `--now` run lives in the memory store).
-    """
-    if not inspect(engine).has_table(JOBS_TABLE):
-        return None
-    return make_jobstore(engine).get_next_run_time()  # type: ignore[no-any-return]

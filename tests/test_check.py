@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from digest.build import build_issue as build_real_issue
 from digest.build import build_site
+from digest.campaign.lifecycle import run_weekly
 from digest.checks import GMAIL_CLIP_BYTES, QualityError, check_feed, check_message
 from digest.cli import app
 from digest.config import Settings
@@ -25,7 +26,6 @@ from digest.delivery.sender import _recipient, sample_message, send_issue
 from digest.issues import get_issue, save_built
 from digest.model.glossary import Glossary
 from digest.preflight import check_issue
-from digest.schedule import run_weekly
 from tests.sending import HTML, NOW, TEXT, WEEK, build_issue, ledger, seed_subscribers
 
 runner = CliRunner()

@@ -612,7 +612,7 @@ def test_status_of_a_sending_issue_nobody_holds_says_a_send_resumes_it(
 def test_a_restarted_run_resumes_a_dead_senders_send_now_and_waits_only_for_a_live_lease(
     engine: Engine,
 ) -> None:
-    from digest.schedule import _resume_time
+    from digest.service import _resume_time
 
     build_issue(engine)
     now = datetime.now(UTC)

@@ -17,21 +17,21 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from digest.campaign.lifecycle import local_time_tick
 from digest.config import Settings, get_settings
-from digest.db import deliveries
-from digest.issues import get_issue
-from digest.model.subscriber import Subscriber
-from digest.readers.preferences import pause, update_profile
-from digest.schedule import (
+from digest.core.cadence import (
     TICK_MINUTES,
     job_trigger,
     local_send_time,
-    local_time_tick,
-    parse_schedule,
     plan_local_sends,
     week_fire,
     zone_slots,
 )
+from digest.db import deliveries
+from digest.issues import get_issue
+from digest.model.schedule import parse_schedule
+from digest.model.subscriber import Subscriber
+from digest.readers.preferences import pause, update_profile
 from digest.status import gather_status
 from digest.store.subscribers import add_confirmed
 from digest.weeks import IsoWeek
@@ -304,7 +304,7 @@ def test_the_weekly_job_reads_the_setting_from_the_environment(settings_env, mon
 def test_the_scheduled_job_runs_the_tick_when_local_time_delivery_is_on(
     settings_env, engine, monkeypatch
 ):
-    from digest.schedule import weekly_job
+    from digest.scheduler import weekly_job
     from digest.weeks import current_week
 
     # A weekly crontab whose fire was an hour ago: its zone (the newsletter's) is due now.

@@ -25,20 +25,16 @@ from typer.testing import CliRunner
 
 from digest import db
 from digest.build import build_issue
+from digest.campaign.lifecycle import run_weekly
 from digest.cli import app
 from digest.config import get_settings
+from digest.core.cadence import scheduled_week
 from digest.delivery import make_transport
 from digest.delivery.sender import send_issue
 from digest.issues import get_issue
-from digest.schedule import (
-    JOB_ID,
-    JOBS_TABLE,
-    make_scheduler,
-    run_weekly,
-    scheduled_week,
-    start_scheduler,
-)
+from digest.scheduler import JOB_ID, make_scheduler, start_scheduler
 from digest.status import gather_status
+from digest.store.jobs import JOBS_TABLE
 from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 
@@ -259,7 +255,7 @@ def test_a_bad_schedule_stops_run_before_anything_starts(settings_env, tmp_path)
 _FIRE_AT = """
 import sys, time
 from digest.logs import configure_logging
-from digest.schedule import weekly_job
+from digest.scheduler import weekly_job
 configure_logging("INFO")
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
 weekly_job()

@@ -5,6 +5,8 @@ once, and a fire missed while nothing ran is sent once within the grace window, 
 from __future__ import annotations
 
 import logging
+import pickle
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,17 +17,10 @@ from sqlalchemy import inspect, select, text
 
 from digest import db
 from digest.config import Settings, get_settings
-from digest.schedule import (
-    JOB_ID,
-    JOBS_TABLE,
-    WEEKLY_JOB,
-    ScheduleError,
-    due_fire_time,
-    make_scheduler,
-    parse_schedule,
-    scheduled_week,
-    start_scheduler,
-)
+from digest.core.cadence import due_fire_time, scheduled_week
+from digest.model.schedule import ScheduleError, parse_schedule
+from digest.scheduler import JOB_ID, WEEKLY_JOB, make_scheduler, start_scheduler
+from digest.store.jobs import JOBS_TABLE, make_jobstore
 from digest.weeks import IsoWeek
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -337,3 +332,80 @@ def test_a_restart_before_the_fire_time_does_not_run_the_job(engine, scheduler_e
     assert FIRED == []
     with engine.connect() as conn:
         assert conn.execute(select(db.issues.c.id)).first() is None
+
+
+# --------------------------------------------------------------------------- an upgraded database
+
+OLD_WEEKLY_JOB = "digest.schedule:weekly_job"  # the reference digest stored before the #14 split
+
+
+@pytest.fixture
+def old_module_gone(monkeypatch):
+    """`digest.schedule` cannot be imported, as in an installed digest after the split (a
+    checkout's editable install could otherwise still find the file in another tree)."""
+    monkeypatch.setitem(sys.modules, "digest.schedule", None)
+
+
+def _store_under(engine, func_ref: str) -> None:
+    """Rewrite the stored job as if it had been stored under `func_ref`."""
+    with engine.begin() as conn:
+        state = pickle.loads(conn.execute(text(f"SELECT job_state FROM {JOBS_TABLE}")).scalar_one())
+        state["func"] = func_ref
+        conn.execute(
+            text(f"UPDATE {JOBS_TABLE} SET job_state = :state"), {"state": pickle.dumps(state)}
+        )
+
+
+def _stored_func(engine) -> str:
+    with engine.connect() as conn:
+        state = pickle.loads(conn.execute(text(f"SELECT job_state FROM {JOBS_TABLE}")).scalar_one())
+    return state["func"]
+
+
+def test_a_job_stored_under_the_old_module_name_is_replaced_on_start(
+    engine, scheduler_env, old_module_gone, caplog
+):
+    caplog.set_level(logging.INFO)
+    settings = scheduler_env(schedule="mon 09:00")
+    _leave_job_due_at(settings, datetime.now(UTC) + timedelta(days=2), func=WEEKLY_JOB)
+    _store_under(engine, OLD_WEEKLY_JOB)
+    with pytest.raises(LookupError):  # it no longer unpickles: digest.schedule is gone
+        make_jobstore(engine).lookup_job(JOB_ID)
+
+    scheduler = make_scheduler(settings)
+    job = start_scheduler(scheduler, settings)
+    scheduler.shutdown()
+    assert job.func_ref == WEEKLY_JOB == "digest.scheduler:weekly_job"
+    assert _stored_func(engine) == WEEKLY_JOB
+    assert make_jobstore(engine).lookup_job(JOB_ID).func_ref == WEEKLY_JOB
+    unreadable = [r for r in caplog.records if r.getMessage() == "stored_job_unreadable"]
+    assert len(unreadable) == 1 and OLD_WEEKLY_JOB.partition(":")[0] in str(
+        unreadable[0].digest_fields["error"]
+    )
+    # Not overdue: the fresh next run time is the schedule's, as for any replaced job.
+    coming = parse_schedule("mon 09:00", settings.timezone).get_next_fire_time(
+        None, datetime.now(UTC)
+    )
+    assert _stored(engine) == [(JOB_ID, coming)]
+
+
+def test_an_overdue_fire_stored_under_the_old_module_name_still_runs_once(
+    engine, scheduler_env, old_module_gone, caplog
+):
+    caplog.set_level(logging.INFO)
+    # An upgrade while the machine was down across a fire: the fire is not lost with the name.
+    fired_at = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
+    settings = scheduler_env(schedule=_cron_at(fired_at), misfire_grace_time=3 * 3600)
+    _leave_job_due_at(settings, fired_at)
+    _store_under(engine, OLD_WEEKLY_JOB)
+
+    scheduler = make_scheduler(settings)
+    start_scheduler(scheduler, settings, RECORDER)
+    try:
+        assert _fired_event.wait(15), "the overdue job did not run"
+    finally:
+        scheduler.shutdown()
+    assert [IsoWeek.of(fired_at)] == FIRED
+    assert _stored(engine) == [(JOB_ID, fired_at + timedelta(days=7))]
+    assert _stored_func(engine) == RECORDER
+    assert [r.getMessage() for r in caplog.records].count("stored_job_unreadable") == 1

@@ -13,16 +13,11 @@ from sqlalchemy import inspect, update
 
 from digest import db
 from digest.config import Settings
-from digest.schedule import (
-    JOB_ID,
-    JOBS_TABLE,
-    make_jobstore,
-    make_scheduler,
-    next_fire_time,
-    parse_schedule,
-    start_scheduler,
-)
+from digest.core.cadence import next_fire_time
+from digest.model.schedule import parse_schedule
+from digest.scheduler import JOB_ID, make_scheduler, start_scheduler
 from digest.status import gather_status
+from digest.store.jobs import JOBS_TABLE, make_jobstore
 
 
 def _leave_job_due_at(settings: Settings, due: datetime) -> None:

@@ -1,0 +1,260 @@
+"""An issue's life, decided in one place: build the week's issue if it has no content yet, then
+send it, resume it or leave it alone — for the weekly job, the local-time tick and `digest send`.
+
+Every entry point is safe to run from several processes at once: a concurrent build is detected
+and the stored issue used, and the send lease (digest.issues) decides who sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from digest import db
+from digest.build import build_issue
+from digest.config import Settings
+from digest.core.cadence import TICK_MINUTES, plan_local_sends
+from digest.delivery import make_transport
+from digest.delivery.sender import SendSummary, send_issue
+from digest.issues import InvalidTransition, IssueRecord, get_issue
+from digest.logs import get_logger, log_event
+from digest.model.glossary import Glossary
+from digest.store.terms import load_glossary
+from digest.weeks import IsoWeek
+
+__all__ = [
+    "SKIPPED",
+    "Prepared",
+    "WeeklyResult",
+    "local_time_tick",
+    "prepare",
+    "resumable",
+    "run_weekly",
+    "send_week",
+]
+
+# Until digest.model.issue names the statuses, the ones that decide an issue's next step are
+# spelled here only. A job leaves a finished issue alone: sent, or failed (an operator cancelled
+# it or it broke; resuming it is their call, `digest issue resume`).
+_FINISHED = frozenset({"sent", "failed"})
+_STARTED = frozenset({"sending", "paused"})  # a send began: resume it, never rebuild it
+_TO_BUILD = frozenset({"planned", "built"})  # build (a built issue is kept as it is)
+SKIPPED = "skipped"  # WeeklyResult.status when nothing was attempted
+
+# The events keep the logger name they have always had: operators filter on it (see
+# docs/operations.md), and it names the job, not a module.
+_log = get_logger("digest.schedule")
+
+
+@dataclass(frozen=True, slots=True)
+class WeeklyResult:
+    """What one run of the weekly job did: the issue's state after it, and the send summary."""
+
+    week: IsoWeek
+    status: str  # the issue's status, or SKIPPED when nothing was attempted
+    summary: SendSummary | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The week's issue with its content, and whether this call built it."""
+
+    issue: IssueRecord
+    built: bool  # False: it already had content, or another process built it meanwhile
+
+
+def prepare(
+    engine: Engine,
+    settings: Settings,
+    week: IsoWeek,
+    *,
+    now: datetime,
+    glossary: Callable[[], Glossary] | None = None,
+) -> Prepared:
+    """`week`'s issue ready to send: as stored when it has content (built, sending, paused,
+    sent, or failed after it was built), else built now, as `digest build` would.
+
+    The glossary is read only when a build is needed; `glossary` replaces how (the CLI's loader
+    prints every error). A build that loses a race to another process uses that process's issue.
+    Raises what `build_issue` raises (QualityError, RenderError, InvalidGlossary, ...).
+    """
+    stored = get_issue(engine, week)
+    if stored is not None and stored.html is not None:
+        _log_prepared(stored, built=False)
+        return Prepared(stored, built=False)
+    terms = glossary() if glossary is not None else load_glossary(settings.terms_dir)
+    try:
+        issue = build_issue(engine, settings, terms, week, now=now)
+    except (IntegrityError, InvalidTransition):
+        # Another process built (or started sending) this week's issue a moment ago: use theirs.
+        theirs = get_issue(engine, week)
+        if theirs is None:
+            raise
+        issue = theirs
+    # build_issue stamps built_at with our `now` only when it (re)built the issue.
+    built = issue.built_at == now
+    _log_prepared(issue, built=built)
+    return Prepared(issue, built=built)
+
+
+def resumable(issue: IssueRecord | None) -> bool:
+    """Whether `issue` is a send that started and was cut short (killed, or stopped by a
+    signal): the one state a restarted `digest run` resumes without waiting for a fire."""
+    return issue is not None and issue.status in _STARTED
+
+
+def run_weekly(
+    settings: Settings,
+    week: IsoWeek,
+    *,
+    now: datetime,
+    stop: threading.Event | None = None,
+) -> WeeklyResult:
+    """Build `week`'s issue if needed and send it; safe to call from several processes at once.
+
+    A sent issue is left alone; a failed one too (an operator cancelled it or it broke: that
+    decision is theirs, `digest issue resume`); a paused one resumes where it stopped.
+    """
+    if stop is not None and stop.is_set():
+        log_event(_log, "job_skipped", week=str(week), reason="shutting down")
+        return WeeklyResult(week, SKIPPED)
+    log_event(_log, "job_fired", week=str(week))
+    engine = db.make_engine(settings.database_url)
+    try:
+        issue = get_issue(engine, week)
+        if issue is not None and issue.status in _FINISHED:
+            return _nothing_to_do(issue)
+        if issue is None or issue.status in _TO_BUILD:
+            issue = prepare(engine, settings, week, now=now).issue
+            if issue.status in _FINISHED:  # another process finished it meanwhile
+                return _nothing_to_do(issue)
+        return _send(engine, settings, week, stop)
+    finally:
+        engine.dispose()
+
+
+def send_week(
+    settings: Settings, week: IsoWeek, *, stop: threading.Event | None = None
+) -> WeeklyResult:
+    """Send (or resume sending) an issue that is already built: `digest issue resume`."""
+    engine = db.make_engine(settings.database_url)
+    try:
+        return _send(engine, settings, week, stop)  # SendError names a missing or unbuilt issue
+    finally:
+        engine.dispose()
+
+
+def local_time_tick(
+    settings: Settings, now: datetime | None = None, *, stop: threading.Event | None = None
+) -> list[WeeklyResult]:
+    """One tick of local-time delivery: send each open week's issue to the readers whose local
+    send time has come, building it first at the earliest zone's time.
+
+    The ledger keeps every reader to one delivery, whichever tick (or zone) reaches them first,
+    so a reader who moves to another zone mid-week still gets the issue once. Only the tick at
+    or after the last zone's time sends unrestricted and may mark the issue sent. A week none of
+    whose zones came due within `misfire_grace_time` of the last one is not started late.
+    `now` as in `send_issue`: None reads the clock, a value freezes it (tests).
+    """
+    moment = now or db.utcnow()
+    if stop is not None and stop.is_set():
+        log_event(_log, "job_skipped", reason="shutting down")
+        return []
+    grace = timedelta(seconds=settings.misfire_grace_time)
+    engine = db.make_engine(settings.database_url)
+    results: list[WeeklyResult] = []
+    try:
+        for plan in plan_local_sends(settings, _reader_zones(engine), moment):
+            issue = get_issue(engine, plan.week)
+            if issue is not None and issue.status in _FINISHED:
+                continue  # quietly: every tick of the week sees last week's sent issue
+            late_by = moment - (plan.slots[-1].send_at + grace)
+            if not resumable(issue) and late_by > timedelta(0):
+                if late_by <= timedelta(minutes=TICK_MINUTES):  # log it once, not every tick
+                    log_event(
+                        _log,
+                        "job_missed",
+                        level=logging.WARNING,
+                        week=str(plan.week),
+                        scheduled_for=plan.slots[0].send_at,
+                        late_by=str(moment - plan.slots[0].send_at),
+                    )
+                continue
+            log_event(
+                _log,
+                "job_fired",
+                week=str(plan.week),
+                zones_due=len(plan.due),
+                zones=len(plan.slots),
+            )
+            if issue is None or issue.status in _TO_BUILD:
+                issue = prepare(engine, settings, plan.week, now=moment).issue
+                if issue.status in _FINISHED:
+                    continue
+            zones = None if plan.final else plan.due
+            results.append(_send(engine, settings, plan.week, stop, now=now, zones=zones))
+    finally:
+        engine.dispose()
+    return results
+
+
+def _log_prepared(issue: IssueRecord, *, built: bool) -> None:
+    log_event(
+        _log,
+        "issue_built" if built else "issue_reused",
+        week=str(issue.week),
+        status=issue.status,
+        featured=issue.featured_slug,
+        pick=issue.pick_source,
+    )
+
+
+def _nothing_to_do(issue: IssueRecord) -> WeeklyResult:
+    log_event(
+        _log,
+        "job_nothing_to_do",
+        week=str(issue.week),
+        status=issue.status,
+        reason=issue.status_reason,
+    )
+    return WeeklyResult(issue.week, issue.status)
+
+
+def _send(
+    engine: Engine,
+    settings: Settings,
+    week: IsoWeek,
+    stop: threading.Event | None,
+    *,
+    now: datetime | None = None,
+    zones: frozenset[str | None] | None = None,
+) -> WeeklyResult:
+    summary = send_issue(
+        engine, settings, make_transport(settings), week, stop=stop, now=now, zones=zones
+    )
+    issue = get_issue(engine, week)
+    log_event(
+        _log,
+        "send_finished",
+        week=str(week),
+        outcome=summary.status,
+        sent=summary.sent,
+        skipped=summary.skipped,
+        failed=summary.failed,
+        status=issue.status if issue else None,
+        reason=issue.status_reason if issue else None,
+    )
+    return WeeklyResult(week, issue.status if issue else summary.status, summary)
+
+
+def _reader_zones(engine: Engine) -> list[str | None]:
+    """The distinct time zones active readers have stored (None for readers without one)."""
+    query = select(db.subscribers.c.timezone).where(db.subscribers.c.status == "active").distinct()
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
