@@ -19,8 +19,9 @@ from sqlalchemy import Engine, update
 from digest import subscribers as store
 from digest.checks import QualityError, check_email, check_message
 from digest.config import Settings
+from digest.core.mails import PLACEHOLDERS, Message
 from digest.db import subscribers
-from digest.delivery import PLACEHOLDERS, Message, send_one_off
+from digest.delivery import send_one_off
 from digest.delivery.log import reader_log
 from digest.delivery.sender import subscriber_recipient
 from digest.issues import list_issues

@@ -32,8 +32,9 @@ from sqlalchemy.exc import IntegrityError
 
 from digest import db
 from digest.config import Settings, get_settings
-from digest.issues import InvalidTransition, IssueRecord, get_issue, lease_holder
+from digest.issues import InvalidTransition, get_issue, lease_holder
 from digest.logs import get_logger, log_event
+from digest.model.issue import IssueRecord
 from digest.owner import owner_liveness
 from digest.weeks import IsoWeek, current_week, parse_week
 

@@ -11,7 +11,8 @@ from sqlalchemy import Engine, func, inspect, select
 
 from digest.config import Settings
 from digest.db import deliveries, queue, subscribers
-from digest.issues import IssueRecord, describe_lease, list_issues
+from digest.issues import describe_lease, list_issues
+from digest.model.issue import IssueRecord
 from digest.owner import Liveness, owner_liveness
 from digest.schedule import (
     JOBS_TABLE,

@@ -23,8 +23,9 @@ from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, up
 from sqlalchemy.exc import IntegrityError
 
 from digest.config import Settings
+from digest.core.mails import Message, Recipient
 from digest.db import subscribers
-from digest.delivery import Message, Recipient, send_one_off
+from digest.delivery import send_one_off
 from digest.headers import display_name_problem
 from digest.render import render_mail
 from digest.tokens import BadToken, Purpose, make_token, read_token

@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, select
 
 from digest import db
 from digest.config import Settings
-from digest.delivery import TransportError
+from digest.delivery.transport import TransportError
 from digest.subscribers import (
     AlreadySuppressed,
     InvalidSubscriber,
