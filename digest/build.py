@@ -12,56 +12,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
 from digest.checks import QualityError, check_email, check_page
 from digest.config import Settings
+from digest.core.urls import Urls
 from digest.feed import render_feed
-from digest.issues import (
-    TRANSITIONS,
-    InvalidTransition,
-    IssueRecord,
-    featured_history,
-    get_issue,
-    list_issues,
-    save_built,
-)
+from digest.issues import InvalidTransition, featured_history, get_issue, list_issues, save_built
 from digest.model.glossary import Glossary
+from digest.model.issue import FEATURED_STATES, IssueRecord
+from digest.model.snapshot import SNAPSHOT_VERSION, Snapshot, check_snapshot_version
 from digest.news import NewsItem, fetch_news
 from digest.preflight import check_issue
 from digest.queue import consume, list_queue
-from digest.render import RenderedIssue, archive_index, render_issue, term_url
+from digest.render import RenderedIssue, archive_index, render_issue
 from digest.selection import Pick, PickSource, pick_featured, related_concepts
 from digest.weeks import IsoWeek
 
 __all__ = [
-    "SNAPSHOT_VERSION",
     "BuildOutput",
     "RenderedIssue",
-    "SnapshotVersionError",
     "build_issue",
     "build_site",
     "check_rendered",
-    "check_snapshot_version",
     "make_snapshot",
     "preview_issue",
     "render_issue",
     "write_build",
 ]
-
-# The shape of what make_snapshot writes. Stored snapshots are rendered again long after they were
-# written (the files, the feed, a preview), possibly by an older digest after a downgrade: bump it
-# when the shape changes, so a digest that does not know a snapshot's shape refuses it.
-SNAPSHOT_VERSION = 1
-# An issue in one of these states already has its content; a build leaves it alone.
-_HAS_CONTENT = frozenset({"built", "sending", "sent", "paused"})
-
-
-class SnapshotVersionError(ValueError):
-    """A stored issue's snapshot has a shape this digest does not know; the message says what
-    to do (upgrade digest, or rebuild the issue while it can still be rebuilt)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +58,13 @@ def make_snapshot(
     glossary: Glossary,
     pick: Pick,
     news: Sequence[NewsItem] | Sequence[dict[str, str]] = (),
-) -> dict[str, Any]:
+) -> Snapshot:
     """The JSON-able record of everything the issue shows: the featured term, its related
     concepts, the news and how it was picked. Only the term and its neighbours are touched, so
     the cost does not grow with the glossary."""
     term = glossary[pick.slug]
     related = related_concepts(glossary, term, settings.related_count)
+    urls = Urls.from_settings(settings)
     return {
         "version": SNAPSHOT_VERSION,
         "week": str(pick.week),
@@ -101,45 +81,20 @@ def make_snapshot(
             "sections": [
                 {"title": s.title, "markdown": s.markdown, "html": s.html} for s in term.sections
             ],
-            "url": term_url(settings, term.slug),
+            "url": urls.term(term.slug),
         },
         "related": [
             {
                 "slug": other.slug,
                 "title": other.title,
                 "summary": other.summary,
-                "url": term_url(settings, other.slug),
+                "url": urls.term(other.slug),
             }
             for other in related
         ],
         "news": [n.to_dict() if isinstance(n, NewsItem) else dict(n) for n in news],
         "pick": {"source": pick.source, "note": pick.note},
     }
-
-
-def check_snapshot_version(record: IssueRecord) -> None:
-    """Refuse `record`'s stored snapshot unless this digest knows its shape (SNAPSHOT_VERSION).
-
-    Rendering an unknown shape would fail deep in a template or, worse, quietly show the wrong
-    thing. digest has always written a version; a snapshot without one is read as version 1.
-    """
-    version = (record.snapshot or {}).get("version", 1)
-    if type(version) is int and version == SNAPSHOT_VERSION:  # not True, not "1"
-        return
-    week = record.week
-    if type(version) is int and version > SNAPSHOT_VERSION:
-        problem = f"issue {week} was built by a newer digest (snapshot version {version})"
-        upgrade = "upgrade digest or "
-    else:
-        problem = f"issue {week} has a snapshot of unknown version {version!r}"
-        upgrade = ""
-    if record.status in TRANSITIONS["built"]:
-        remedy = f"{upgrade}rebuild it with `digest build --week {week} --rebuild`"
-    elif upgrade:
-        remedy = f"upgrade digest; a {record.status} issue cannot be rebuilt"
-    else:
-        remedy = f"a {record.status} issue cannot be rebuilt; restore it from a backup"
-    raise SnapshotVersionError(f"{problem}; {remedy}")
 
 
 def _choose(engine: Engine, glossary: Glossary, week: IsoWeek) -> tuple[Pick, bool]:
@@ -150,7 +105,8 @@ def _choose(engine: Engine, glossary: Glossary, week: IsoWeek) -> tuple[Pick, bo
     existing = get_issue(engine, week)
     if existing is None or pick.source == "pin" or existing.featured_slug not in glossary:
         return pick, True
-    note = (existing.snapshot or {}).get("pick", {}).get("note")
+    pick_made = existing.snapshot.get("pick") if existing.snapshot else None
+    note = pick_made.get("note") if pick_made else None
     source: PickSource = "rotation"
     if existing.pick_source in ("pin", "queue"):
         source = existing.pick_source  # type: ignore[assignment]
@@ -187,9 +143,9 @@ def build_issue(
     `RenderError` for a broken template, `InvalidTransition` for a frozen issue.
     """
     existing = get_issue(engine, week)
-    if existing is not None and existing.status in _HAS_CONTENT and not rebuild:
+    if existing is not None and existing.status in FEATURED_STATES and not rebuild:
         return existing
-    if existing is not None and existing.status not in TRANSITIONS["built"]:
+    if existing is not None and not existing.can_rebuild:
         raise InvalidTransition(
             f"issue {week} is {existing.status}; its content is frozen once sending starts"
         )
@@ -252,7 +208,7 @@ def preview_issue(
     """(the issue as it would be built, its quality-gate problems) — nothing is stored or
     consumed. A week that already has content shows that content. `news` as in build_issue."""
     existing = get_issue(engine, week)
-    if existing is not None and existing.status in _HAS_CONTENT and existing.snapshot:
+    if existing is not None and existing.status in FEATURED_STATES and existing.snapshot:
         rendered = _rendered_from(existing, settings)
     else:
         pick, _fresh = _choose(engine, glossary, week)

@@ -8,7 +8,7 @@ the feed with feedparser. `digest.preflight` gathers their inputs from the datab
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from email.parser import BytesParser
 from email.policy import compat32
 from email.policy import default as default_policy
@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 import feedparser
 
 from digest.config import Settings
-from digest.delivery.base import MARKER_RE, PLACEHOLDERS, Message, Recipient, fill_markers
+from digest.core.mails import MARKER_RE, PLACEHOLDERS, Message, Recipient, fill_markers
+from digest.core.urls import Urls
 from digest.headers import UnsupportedAddress, ascii_address
-from digest.tokens import BadToken, Purpose, read_token
+from digest.tokens import BadToken, Purpose, verify_token
 
 __all__ = [
     "GMAIL_CLIP_BYTES",
@@ -191,7 +192,8 @@ def check_message(
     Per recipient: every marker the subject and bodies use has a value; the HTML stays under
     Gmail's clip size with their values filled in; List-Unsubscribe holds their own https
     unsubscribe URL (and nothing malformed) and List-Unsubscribe-Post asks for one-click; the
-    unsubscribe and preferences URLs carry tokens that verify for them under `settings`.
+    unsubscribe and preferences URLs carry tokens that verify for them under `settings`'s
+    existing keys (a check never creates a signing key).
     With `serialise` (the outbox's `mime_bytes`), each message is also written out and read
     back as a mail client reads it: exactly one `To` holding the recipient's address, no other
     recipient headers, and a List-Unsubscribe that still holds their `<https://…>` once
@@ -204,6 +206,7 @@ def check_message(
         return ["the message has no recipients to check"]
     bodies = {"subject": message.subject, "html": message.html, "text": message.text}
     used = {name: set(MARKER_RE.findall(body)) for name, body in bodies.items()}
+    urls, keys = Urls.from_settings(settings), settings.existing_verification_keys()
     problems: list[str] = []
     for recipient in message.recipients:
         who = f"recipient {recipient.custom_args.get('subscriber_id', '?')}"
@@ -230,9 +233,8 @@ def check_message(
         for purpose in ("unsubscribe", "preferences"):
             url = subs.get(PLACEHOLDERS[f"{purpose}_url"])
             if url is not None:
-                problems.extend(
-                    f"{who}: {p}" for p in _check_link(settings, purpose, url, recipient)
-                )
+                wrong = _check_link(urls, keys, purpose, url, recipient)
+                problems.extend(f"{who}: {p}" for p in wrong)
     return problems
 
 
@@ -297,12 +299,14 @@ def _check_serialised(
     return problems
 
 
-def _check_link(settings: Settings, purpose: Purpose, url: str, recipient: Recipient) -> list[str]:
-    prefix = f"{settings.base_url}/{purpose}/"
+def _check_link(
+    urls: Urls, keys: Sequence[str], purpose: Purpose, url: str, recipient: Recipient
+) -> list[str]:
+    prefix = urls.token_prefix(purpose)
     if not url.startswith(prefix):
         return [f"{purpose} link does not start with {prefix}"]
     try:
-        token = read_token(settings, purpose, url.removeprefix(prefix))
+        token = verify_token(keys, purpose, url.removeprefix(prefix))
     except BadToken as exc:
         return [f"{purpose} link does not verify: {exc}"]
     problems: list[str] = []

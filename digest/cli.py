@@ -221,7 +221,14 @@ def queue_add(
     gloss, eng = glossary(), engine()
     try:
         entry = add_to_queue(
-            eng, gloss, slug, week=pinned, note=note, force=force, this_week=_this_week()
+            eng,
+            gloss,
+            slug,
+            week=pinned,
+            note=note,
+            force=force,
+            this_week=_this_week(),
+            now=db.utcnow(),
         )
     except AlreadyFeatured as exc:
         err.print(f"[yellow]warning:[/yellow] {exc}; add --force to queue it again", soft_wrap=True)
@@ -452,7 +459,7 @@ def issue_cancel(
 
     wk = _parse_week_arg(week)
     try:
-        issue = transition(engine(), wk, "failed", reason)
+        issue = transition(engine(), wk, "failed", reason, now=db.utcnow())
     except InvalidTransition as exc:
         fail(str(exc))
         return
@@ -508,8 +515,9 @@ def send_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from digest.delivery import TransportError, make_transport
+    from digest.delivery import make_transport
     from digest.delivery.sender import SendError, plan_send, send_issue, send_test
+    from digest.delivery.transport import TransportError
 
     if dry_run and to:
         fail("--dry-run and --to do not go together: a test send sends one mail")

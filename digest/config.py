@@ -212,6 +212,22 @@ class Settings(BaseSettings):
         """The current key first, then retired ones still honoured for old links."""
         return [self.signing_key(), *(k.get_secret_value() for k in self.old_secret_keys)]
 
+    def existing_verification_keys(self) -> list[str]:
+        """`verification_keys` without ever creating a key: the current key only when it is
+        configured, already loaded or already in its file, then the retired ones.
+
+        For code that only verifies links (the quality checks): running it must not leave a
+        key file behind, and a link no existing key signed cannot verify anyway.
+        """
+        if self.secret_key is not None:
+            current: str | None = self.secret_key.get_secret_value()
+        else:
+            if self._generated_key is None and self.secret_key_file.is_file():
+                self._generated_key = self.secret_key_file.read_text().strip()
+            current = self._generated_key
+        retired = [k.get_secret_value() for k in self.old_secret_keys]
+        return [current, *retired] if current is not None else retired
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from digest.config import Settings
-from digest.issues import IssueRecord
-from digest.render import archive_url, render_article, render_template
+from digest.core.urls import Urls
+from digest.model.issue import IssueRecord
+from digest.render import base_context, render_article, render_template
 
 __all__ = ["render_feed"]
 
@@ -47,6 +48,8 @@ def render_feed(settings: Settings, records: Sequence[IssueRecord], now: datetim
     """
     chosen = sorted((r for r in records if r.snapshot), key=lambda r: r.week, reverse=True)
     chosen = chosen[: settings.feed_items]
+    context = base_context(settings)
+    urls: Urls = context["urls"]
     items = []
     for record in chosen:
         assert record.snapshot is not None
@@ -54,7 +57,7 @@ def render_feed(settings: Settings, records: Sequence[IssueRecord], now: datetim
         items.append(
             {
                 "title": _xml_safe(term["title"]),
-                "url": archive_url(settings, record.week),
+                "url": urls.archive_page(record.week),
                 "pub_date": _rfc822(_published(record, settings)),
                 "category": _xml_safe(term["category"]),
                 # Readers take <description> as HTML: escape the plain-text summary for HTML
@@ -64,16 +67,13 @@ def render_feed(settings: Settings, records: Sequence[IssueRecord], now: datetim
             }
         )
     newest = max((_published(r, settings) for r in chosen), default=now)
-    context = {
-        "newsletter_name": _xml_safe(settings.newsletter_name),
-        "description": _xml_safe(
+    context.update(
+        newsletter_name=_xml_safe(settings.newsletter_name),
+        description=_xml_safe(
             f"{settings.newsletter_name}: one AI term explained every week — what it means, "
             "why it matters, how it works, and related concepts."
         ),
-        "language": settings.language,
-        "archive_index_url": f"{settings.base_url}/issues/",
-        "feed_url": f"{settings.base_url}/feed.xml",
-        "last_build_date": _rfc822(newest),
-        "items": items,
-    }
+        last_build_date=_rfc822(newest),
+        items=items,
+    )
     return render_template(settings.templates_dir, "feed.xml.j2", context)

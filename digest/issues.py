@@ -1,7 +1,8 @@
-"""The newsletter issue and its life: planned → built → sending → sent (or paused / failed).
+"""Issues in the database: storing a built issue, moving it along its life, its send lease.
 
-Every move goes through `transition`, a conditional UPDATE, so two processes racing to move one
-issue cannot both win, and a move the state machine does not allow is refused with a reason.
+Every move goes through `transition`, a conditional UPDATE on `digest.model.issue.TRANSITIONS`,
+so two processes racing to move one issue cannot both win, and a move the state machine does
+not allow is refused with a reason.
 """
 
 from __future__ import annotations
@@ -10,22 +11,21 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 
-from digest.db import issues, utcnow
+from digest.db import issues
 from digest.logs import get_logger, log_event
-from digest.owner import Liveness, Owner
+from digest.model.issue import FEATURED_STATES, TRANSITIONS, IssueRecord, IssueStatus, LeaseHolder
+from digest.model.owner import Owner
+from digest.model.snapshot import Snapshot
+from digest.owner import Liveness
 from digest.weeks import IsoWeek, parse_week
 
 __all__ = [
-    "TRANSITIONS",
     "Claim",
     "InvalidTransition",
-    "IssueRecord",
-    "IssueStatus",
-    "LeaseHolder",
     "claim_send",
     "describe_lease",
     "featured_history",
@@ -37,82 +37,11 @@ __all__ = [
     "transition",
 ]
 
-IssueStatus = Literal["planned", "built", "sending", "sent", "paused", "failed"]
-
-# to-state → the states it may be reached from. Rebuilding is allowed until sending starts:
-# after that the content is frozen, so what went out is what the archive shows.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "planned": frozenset({"failed"}),
-    "built": frozenset({"planned", "built", "failed"}),
-    "sending": frozenset({"built", "paused", "failed", "sending"}),
-    "sent": frozenset({"sending"}),
-    "paused": frozenset({"sending"}),
-    "failed": frozenset({"planned", "built", "sending", "paused"}),
-}
-FEATURED_STATES = ("built", "sending", "sent", "paused")
-
 log = get_logger("digest.issues")
 
 
 class InvalidTransition(Exception):
     """An issue was asked to move where its state machine does not allow."""
-
-
-@dataclass(frozen=True, slots=True)
-class IssueRecord:
-    id: int
-    week: IsoWeek
-    featured_slug: str
-    related_slugs: tuple[str, ...]
-    pick_source: str
-    status: IssueStatus
-    status_reason: str | None
-    subject: str | None
-    preheader: str | None
-    html: str | None
-    text: str | None
-    archive_html: str | None
-    snapshot: dict[str, Any] | None
-    claimed_by: str | None
-    claimed_until: datetime | None
-    created_at: datetime
-    built_at: datetime | None
-    send_started_at: datetime | None
-    sent_at: datetime | None
-    updated_at: datetime
-    # The process behind `claimed_by`, when it recorded itself (see digest.owner).
-    claimed_owner: Owner | None = None
-
-    @classmethod
-    def from_row(cls, row: Any) -> IssueRecord:
-        data = dict(row._mapping)
-        data["week"] = parse_week(data["week"])
-        data["related_slugs"] = tuple(data["related_slugs"] or ())
-        data["claimed_owner"] = _recorded_owner(data["claimed_by"], data.get("claimed_owner"))
-        return cls(**data)
-
-    @property
-    def lease(self) -> LeaseHolder | None:
-        """Who holds this issue's send lease, as the row says."""
-        if self.claimed_by is None:
-            return None
-        return LeaseHolder(self.claimed_by, self.claimed_until, self.claimed_owner)
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseHolder:
-    """A send lease as stored: the claim's token, when it lapses, and the process, if recorded."""
-
-    token: str
-    until: datetime | None
-    owner: Owner | None
-
-    def describe(self) -> str:
-        """The holder as "pid P on host H", or its bare token if it recorded no process."""
-        return self.owner.describe() if self.owner is not None else self.token
-
-    def lapsed(self, now: datetime) -> bool:
-        return self.until is None or self.until < now
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +67,7 @@ class Claim:
 
 def get_issue(engine: Engine | Connection, week: IsoWeek) -> IssueRecord | None:
     row = _execute(engine, select(issues).where(issues.c.week == str(week))).first()
-    return IssueRecord.from_row(row) if row else None
+    return _record(row) if row else None
 
 
 def list_issues(
@@ -152,7 +81,7 @@ def list_issues(
         query = query.where(issues.c.status.in_(list(statuses)))
     if limit is not None:
         query = query.limit(limit)
-    return [IssueRecord.from_row(r) for r in _execute(engine, query)]
+    return [_record(r) for r in _execute(engine, query)]
 
 
 def featured_history(engine: Engine | Connection) -> list[tuple[IsoWeek, str]]:
@@ -181,11 +110,10 @@ def save_built(
     html: str,
     text: str,
     archive_html: str,
-    snapshot: dict[str, Any],
-    now: datetime | None = None,
+    snapshot: Snapshot,
+    now: datetime,
 ) -> IssueRecord:
     """Store a built issue (create it, or rebuild one that has not started sending)."""
-    now = now or utcnow()
     values = {
         "featured_slug": featured_slug,
         "related_slugs": list(related_slugs),
@@ -226,10 +154,10 @@ def transition(
     week: IsoWeek,
     to: IssueStatus,
     reason: str | None = None,
-    now: datetime | None = None,
+    *,
+    now: datetime,
 ) -> IssueRecord:
     """Move `week`'s issue to `to` if the state machine allows it from where it is now."""
-    now = now or utcnow()
     values: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now}
     if to == "sent":
         values["sent_at"] = now
@@ -258,8 +186,8 @@ def claim_send(
     week: IsoWeek,
     owner: str | Owner,
     lease: timedelta,
-    now: datetime | None = None,
     *,
+    now: datetime,
     judge_holder: Callable[[Owner | None], Liveness] | None = None,
 ) -> Claim:
     """Take the right to send `week`'s issue for `lease`; a false Claim when another holds it.
@@ -273,7 +201,6 @@ def claim_send(
     `claimed_by` and `claimed_until` as observed, so of two claimants racing for a dead owner's
     lease only one matches, and an owner that renewed meanwhile (judged wrongly) keeps it.
     """
-    now = now or utcnow()
     values = {"claimed_until": now + lease, **_owner_values(owner)}
     free = or_(
         issues.c.claimed_by.is_(None),
@@ -338,6 +265,15 @@ def lease_holder(engine: Engine | Connection, week: IsoWeek) -> LeaseHolder | No
     if row is None or row[0] is None:
         return None
     return LeaseHolder(row[0], row[1], _recorded_owner(row[0], row[2]))
+
+
+def _record(row: Any) -> IssueRecord:
+    """An `issues` row as the model's record."""
+    data = dict(row._mapping)
+    data["week"] = parse_week(data["week"])
+    data["related_slugs"] = tuple(data["related_slugs"] or ())
+    data["claimed_owner"] = _recorded_owner(data["claimed_by"], data.get("claimed_owner"))
+    return IssueRecord(**data)
 
 
 def _recorded_owner(token: str | None, data: object) -> Owner | None:

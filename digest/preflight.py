@@ -7,6 +7,7 @@ batch's real per-recipient messages from the sender's own code, the feed — fro
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import Engine
 
@@ -63,7 +64,8 @@ def check_issue(
     except (SendError, ValueError) as exc:  # ValueError: a header the Message refused
         problems.append(f"cannot build the messages: {exc}")
     else:
-        problems.extend(check_message(settings, message, serialise=mime_bytes, notes=notes))
+        serialise = partial(mime_bytes, now=now)
+        problems.extend(check_message(settings, message, serialise=serialise, notes=notes))
     public = {r.week: r for r in list_issues(engine, statuses=["sent"], limit=settings.feed_items)}
     public[issue.week] = issue
     problems.extend(check_feed(render_feed(settings, list(public.values()), now)))

@@ -9,19 +9,20 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from digest.db import queue, utcnow
+from digest.db import queue
+from digest.issues import featured_history
 from digest.model.glossary import Glossary
+from digest.model.queue import QueueEntry
 from digest.weeks import IsoWeek, parse_week
 
 __all__ = [
     "AlreadyFeatured",
-    "QueueEntry",
     "QueueError",
     "add_to_queue",
     "consume",
@@ -47,23 +48,10 @@ class AlreadyFeatured(QueueError):
         super().__init__(f"{slug!r} was already featured in {listed}")
 
 
-@dataclass(frozen=True, slots=True)
-class QueueEntry:
-    slug: str
-    week: IsoWeek | None  # pinned to this week, or None for "the next week that is free"
-    note: str | None
-    position: int  # 1-based
-
-    @classmethod
-    def _from_row(cls, row: Any) -> QueueEntry:
-        week = parse_week(row.week) if row.week else None
-        return cls(slug=row.slug, week=week, note=row.note, position=row.position)
-
-
 def list_queue(engine: Engine | Connection) -> list[QueueEntry]:
     """Every entry, first position first."""
     with _transaction(engine) as conn:
-        return [QueueEntry._from_row(r) for r in conn.execute(_ordered())]
+        return [_entry(r) for r in conn.execute(_ordered())]
 
 
 def add_to_queue(
@@ -76,6 +64,7 @@ def add_to_queue(
     force: bool = False,
     history: Sequence[tuple[IsoWeek, str]] | None = None,
     this_week: IsoWeek | None = None,
+    now: datetime,
 ) -> QueueEntry:
     """Append a term to the queue, or pin it to `week`; return the stored entry.
 
@@ -91,8 +80,6 @@ def add_to_queue(
     if week is not None and this_week is not None and week < this_week:
         raise QueueError(f"{week} is in the past (this week is {this_week})")
     if history is None:
-        from digest.issues import featured_history  # the issues table is only needed here
-
         history = featured_history(engine)
     featured = [w for w, s in history if s == slug]
     if featured and not force:
@@ -115,14 +102,14 @@ def add_to_queue(
                     week=str(week) if week is not None else None,
                     note=note,
                     position=last + 1,
-                    created_at=utcnow(),
+                    created_at=now,
                 )
             )
             _renumber(conn)
             row = conn.execute(select(queue).where(queue.c.slug == slug)).one()
     except IntegrityError:  # another editor queued the same term at the same moment
         raise QueueError(f"{slug!r} is already in the queue") from None
-    return QueueEntry._from_row(row)
+    return _entry(row)
 
 
 def remove_from_queue(engine: Engine, slug: str) -> QueueEntry:
@@ -146,7 +133,7 @@ def move_in_queue(engine: Engine, slug: str, to: int) -> QueueEntry:
         ids.insert(to - 1, moved)
         _write_positions(conn, ids)
         row = conn.execute(select(queue).where(queue.c.id == moved)).one()
-    return QueueEntry._from_row(row)
+    return _entry(row)
 
 
 def consume(engine: Engine | Connection, slug: str) -> bool:
@@ -189,13 +176,18 @@ def _write_positions(conn: Connection, ids: list[int]) -> None:
             conn.execute(update(queue).where(queue.c.id == id_).values(position=position))
 
 
+def _entry(row: Any) -> QueueEntry:
+    week = parse_week(row.week) if row.week else None
+    return QueueEntry(slug=row.slug, week=week, note=row.note, position=row.position)
+
+
 def _get(conn: Connection, slug: str) -> QueueEntry:
     row = conn.execute(select(queue).where(queue.c.slug == slug)).first()
     if row is None:
         queued = [r.slug for r in conn.execute(_ordered())]
         hint = _did_you_mean(slug, {s: s for s in queued})
         raise QueueError(f"{slug!r} is not in the queue{hint}")
-    return QueueEntry._from_row(row)
+    return _entry(row)
 
 
 def _clean_note(note: str | None) -> str | None:

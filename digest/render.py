@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 from markdown_it import MarkdownIt
@@ -24,12 +24,12 @@ from markdown_it.tree import SyntaxTreeNode
 from mjml import mjml2html
 
 from digest.config import Settings
-from digest.delivery.base import PLACEHOLDERS
+from digest.core.mails import PLACEHOLDERS
+from digest.core.urls import Urls
+from digest.model.issue import IssueRecord
+from digest.model.snapshot import Snapshot
 from digest.packaged import default_theme_dir
 from digest.weeks import IsoWeek, parse_week
-
-if TYPE_CHECKING:
-    from digest.issues import IssueRecord
 
 __all__ = [
     "SUBJECT_LIMIT",
@@ -38,6 +38,7 @@ __all__ = [
     "archive_index",
     "archive_page",
     "archive_url",
+    "base_context",
     "environment",
     "markdown_to_text",
     "mjml_to_html",
@@ -48,7 +49,6 @@ __all__ = [
     "render_template",
     "subject_line",
     "template_roots",
-    "term_url",
 ]
 
 # Long subjects are cut by mail clients anyway; RFC 5322 recommends lines under 78 characters.
@@ -163,17 +163,30 @@ def render_mail(
     return mjml, html, text
 
 
-# --------------------------------------------------------------------------- addresses and lines
+# --------------------------------------------------------------------------- context and lines
 
 
-def term_url(settings: Settings, slug: str) -> str:
-    """A term's page on the glossary site."""
-    return f"{settings.site_url}/{slug}"
+def base_context(settings: Settings) -> dict[str, Any]:
+    """What every page and mail template sees, whatever else it shows: the site's name,
+    language and postal address, and its addresses (`urls`, and the common ones by name)."""
+    urls = Urls.from_settings(settings)
+    return {
+        "language": settings.language,
+        "newsletter_name": settings.newsletter_name,
+        "postal_address": settings.postal_address,
+        "base_url": settings.base_url,
+        "site_url": settings.site_url,
+        "urls": urls,
+        "subscribe_url": urls.home(),
+        "archive_index_url": urls.archive_index(),
+        "feed_url": urls.feed(),
+    }
 
 
 def archive_url(settings: Settings, week: IsoWeek | str) -> str:
-    """An issue's public page in the web archive (also the email's "view in browser" link)."""
-    return f"{settings.base_url}/issues/{week}"
+    """An issue's public page in the web archive (`Urls.archive_page`), for the welcome mail
+    until it takes its addresses from `Urls` itself."""
+    return Urls.from_settings(settings).archive_page(week)
 
 
 def _trim_words(text: str, limit: int) -> str:
@@ -309,16 +322,13 @@ def _wrap(text: str, width: int) -> list[str]:
 # --------------------------------------------------------------------------- issues
 
 
-def _context(snapshot: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+def _context(snapshot: Snapshot, settings: Settings) -> dict[str, Any]:
     """What every issue template sees: the frozen snapshot plus the site's addresses."""
     week = parse_week(snapshot["week"])
     term = snapshot["term"]
-    base = settings.base_url
+    context = base_context(settings)
     return {
-        "language": settings.language,
-        "newsletter_name": settings.newsletter_name,
-        "postal_address": settings.postal_address,
-        "base_url": base,
+        **context,
         "week": str(week),
         "week_label": f"Week {week.week}, {week.year}",
         "term": term,
@@ -326,16 +336,13 @@ def _context(snapshot: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
         "news": snapshot.get("news") or [],
         "subject": subject_line(term["title"], term["summary"]),
         "preheader": preheader_text(term["definition"]),
-        "archive_url": archive_url(settings, week),
-        "archive_index_url": f"{base}/issues/",
-        "feed_url": f"{base}/feed.xml",
-        "subscribe_url": f"{base}/",
+        "archive_url": context["urls"].archive_page(week),
         "unsubscribe_url": PLACEHOLDERS["unsubscribe_url"],
         "preferences_url": PLACEHOLDERS["preferences_url"],
     }
 
 
-def render_issue(snapshot: Mapping[str, Any], settings: Settings) -> RenderedIssue:
+def render_issue(snapshot: Snapshot, settings: Settings) -> RenderedIssue:
     """Render one issue from its snapshot: email (MJML and HTML), plain text and archive page."""
     context = _context(snapshot, settings)
     context["text_sections"] = [
@@ -355,7 +362,7 @@ def render_issue(snapshot: Mapping[str, Any], settings: Settings) -> RenderedIss
     )
 
 
-def render_article(snapshot: Mapping[str, Any], settings: Settings) -> str:
+def render_article(snapshot: Snapshot, settings: Settings) -> str:
     """The issue's content as an HTML fragment: the archive page's body, and the feed's content."""
     return render_template(
         settings.templates_dir, "archive/_article.html.j2", _context(snapshot, settings)
@@ -374,24 +381,18 @@ def archive_page(settings: Settings, record: IssueRecord) -> str:
 
 def archive_index(settings: Settings, records: Sequence[IssueRecord]) -> str:
     """The archive's list of issues, in the order given (callers pass newest first)."""
+    context = base_context(settings)
+    urls: Urls = context["urls"]
     entries = [
         {
             "week": str(r.week),
             "week_label": f"Week {r.week.week}, {r.week.year}",
             "title": r.snapshot["term"]["title"],
             "summary": r.snapshot["term"]["summary"],
-            "url": archive_url(settings, r.week),
+            "url": urls.archive_page(r.week),
         }
         for r in records
         if r.snapshot
     ]
-    context = {
-        "language": settings.language,
-        "newsletter_name": settings.newsletter_name,
-        "base_url": settings.base_url,
-        "archive_index_url": f"{settings.base_url}/issues/",
-        "feed_url": f"{settings.base_url}/feed.xml",
-        "subscribe_url": f"{settings.base_url}/",
-        "entries": entries,
-    }
+    context["entries"] = entries
     return render_template(settings.templates_dir, "archive/index.html.j2", context)

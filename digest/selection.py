@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from digest.model.glossary import Glossary, Term
-from digest.queue import QueueEntry
+from digest.model.queue import QueueEntry
 from digest.weeks import IsoWeek
 
 __all__ = ["Pick", "PickSource", "first_open_week", "pick_featured", "plan", "related_concepts"]

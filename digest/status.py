@@ -12,7 +12,8 @@ from sqlalchemy import Engine, func, select
 from digest.config import Settings
 from digest.core.cadence import next_fire_time, week_fire, zone_slots
 from digest.db import deliveries, queue, subscribers
-from digest.issues import IssueRecord, describe_lease, list_issues
+from digest.issues import describe_lease, list_issues
+from digest.model.issue import IssueRecord
 from digest.model.schedule import parse_schedule
 from digest.owner import Liveness, owner_liveness
 from digest.store.jobs import stored_next_run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -19,7 +20,7 @@ from itsdangerous.encoding import base64_decode, base64_encode
 
 from digest.config import Settings
 
-__all__ = ["BadToken", "Purpose", "TokenData", "make_token", "read_token"]
+__all__ = ["BadToken", "Purpose", "TokenData", "make_token", "read_token", "verify_token"]
 
 Purpose = Literal["confirm", "unsubscribe", "preferences"]
 
@@ -45,9 +46,9 @@ def email_fingerprint(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:12]
 
 
-def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
-    # itsdangerous signs with the last key and accepts any of them.
-    return _cached_serializer(tuple(reversed(settings.verification_keys())), purpose)
+def _serializer(keys: Sequence[str], purpose: Purpose) -> URLSafeTimedSerializer:
+    # `keys` current first; itsdangerous signs with the last key and accepts any of them.
+    return _cached_serializer(tuple(reversed(keys)), purpose)
 
 
 @lru_cache(maxsize=32)
@@ -76,17 +77,28 @@ def _canonical(token: str) -> bool:
 
 
 def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, email: str) -> str:
-    return _serializer(settings, purpose).dumps([subscriber_id, email_fingerprint(email)])
+    keys = settings.verification_keys()
+    return _serializer(keys, purpose).dumps([subscriber_id, email_fingerprint(email)])
 
 
 def read_token(
     settings: Settings, purpose: Purpose, token: str, max_age: int | None = None
 ) -> TokenData:
     """Verify `token` for `purpose`; `max_age` in seconds (None: never expires)."""
+    return verify_token(settings.verification_keys(), purpose, token, max_age)
+
+
+def verify_token(
+    keys: Sequence[str], purpose: Purpose, token: str, max_age: int | None = None
+) -> TokenData:
+    """`read_token` against the keys given (current first), so a caller that must not create
+    a signing key (the quality checks) verifies with the ones that exist."""
     if not _canonical(token):
         raise BadToken("this link is not valid")
+    if not keys:
+        raise BadToken("no signing key exists yet, so no link can verify")
     try:
-        data = _serializer(settings, purpose).loads(token, max_age=max_age)
+        data = _serializer(keys, purpose).loads(token, max_age=max_age)
     except SignatureExpired:
         raise BadToken("this link has expired") from None
     except BadSignature:

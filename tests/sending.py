@@ -22,7 +22,8 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from digest.db import deliveries, issues, subscribers
 from digest.delivery.sendgrid import SendGridTransport
-from digest.issues import IssueRecord, save_built
+from digest.issues import save_built
+from digest.model.issue import IssueRecord
 from digest.weeks import IsoWeek
 from tests.sendgrid_server import SendGridTestServer
 

@@ -15,7 +15,7 @@ from digest import db
 from digest.build import build_issue, build_site, make_snapshot, preview_issue, write_build
 from digest.checks import GMAIL_CLIP_BYTES, QualityError, check_email, check_page
 from digest.cli import app
-from digest.delivery.base import PLACEHOLDERS
+from digest.core.mails import PLACEHOLDERS
 from digest.feed import render_feed
 from digest.issues import InvalidTransition, get_issue, list_issues, transition
 from digest.queue import add_to_queue, list_queue
@@ -101,7 +101,7 @@ def test_snapshot_is_plain_json_with_markdown_and_html_sections(engine, settings
 
 
 def test_queued_term_is_featured_and_taken_off_the_queue(engine, settings, glossary):
-    add_to_queue(engine, glossary, "gamma", note="editor's choice")
+    add_to_queue(engine, glossary, "gamma", note="editor's choice", now=db.utcnow())
     record = build(engine, settings, glossary)
     assert (record.featured_slug, record.pick_source) == ("gamma", "queue")
     assert record.snapshot is not None
@@ -110,8 +110,8 @@ def test_queued_term_is_featured_and_taken_off_the_queue(engine, settings, gloss
 
 
 def test_pinned_term_is_featured_in_its_week_and_consumed(engine, settings, glossary):
-    add_to_queue(engine, glossary, "delta", week=W48)
-    add_to_queue(engine, glossary, "beta")
+    add_to_queue(engine, glossary, "delta", week=W48, now=db.utcnow())
+    add_to_queue(engine, glossary, "beta", now=db.utcnow())
     record = build(engine, settings, glossary)
     assert (record.featured_slug, record.pick_source) == ("delta", "pin")
     assert [e.slug for e in list_queue(engine)] == ["beta"]
@@ -125,7 +125,7 @@ def test_a_built_week_is_returned_unchanged(engine, settings, glossary, make_ter
 
 
 def test_rebuild_keeps_the_term_and_takes_glossary_edits(engine, settings, glossary, make_terms):
-    add_to_queue(engine, glossary, "gamma")
+    add_to_queue(engine, glossary, "gamma", now=db.utcnow())
     build(engine, settings, glossary)
     edited = load_glossary(
         make_terms(
@@ -146,7 +146,7 @@ def test_rebuild_keeps_the_term_and_takes_glossary_edits(engine, settings, gloss
 def test_rebuild_takes_a_pin_made_since(engine, settings, glossary):
     first = build(engine, settings, glossary)
     other = next(s for s in ("alpha", "beta", "gamma", "delta") if s != first.featured_slug)
-    add_to_queue(engine, glossary, other, week=W48)
+    add_to_queue(engine, glossary, other, week=W48, now=db.utcnow())
     record = build(engine, settings, glossary, rebuild=True)
     assert (record.featured_slug, record.pick_source) == (other, "pin")
     assert list_queue(engine) == []
@@ -177,7 +177,7 @@ def test_an_issue_failing_its_gates_is_not_stored_and_stays_queued(engine, setti
         """
     )
     glossary = load_glossary(make_terms(small_terms(delta=term_text("Delta", body=body))))
-    add_to_queue(engine, glossary, "delta")
+    add_to_queue(engine, glossary, "delta", now=db.utcnow())
     with pytest.raises(QualityError) as caught:
         build(engine, settings, glossary)
     assert "<a href='/relative/page'> is not an absolute http(s) URL" in str(caught.value)
@@ -193,7 +193,7 @@ def test_an_issue_failing_its_gates_is_not_stored_and_stays_queued(engine, setti
 def test_archive_and_feed_show_what_went_out_after_the_glossary_changes(
     engine, settings, glossary, make_terms
 ):
-    add_to_queue(engine, glossary, "alpha")
+    add_to_queue(engine, glossary, "alpha", now=db.utcnow())
     build(engine, settings, glossary)
     transition(engine, W48, "sending", now=NOW)
     transition(engine, W48, "sent", now=NOW)
@@ -274,7 +274,7 @@ def test_write_build_without_feed_writes_the_mail_and_page_only(settings, glossa
 
 
 def test_preview_stores_and_consumes_nothing(engine, settings, glossary):
-    add_to_queue(engine, glossary, "gamma")
+    add_to_queue(engine, glossary, "gamma", now=db.utcnow())
     rendered, problems = preview_issue(engine, settings, glossary, W48, now=NOW, news=[])
     assert problems == []
     assert "Gamma" in rendered.subject

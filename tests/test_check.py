@@ -20,7 +20,8 @@ from digest.campaign.lifecycle import run_weekly
 from digest.checks import GMAIL_CLIP_BYTES, QualityError, check_feed, check_message
 from digest.cli import app
 from digest.config import Settings
-from digest.delivery.base import Message, Recipient
+from digest.core.mails import Message, Recipient
+from digest.db import utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import _recipient, sample_message, send_issue
 from digest.issues import get_issue, save_built
@@ -176,6 +177,28 @@ def test_a_message_without_one_click_headers_or_with_a_forged_link_fails(
     assert "recipient 10: no List-Unsubscribe header" in problems
 
 
+def test_checking_links_never_creates_a_signing_key(settings: Settings, tmp_path: Path) -> None:
+    signed = _recipient(settings, 7, "ann@example.org", "Ann")
+    message = Message(
+        subject="s", html=HTML, text=TEXT, recipients=[signed], from_email="d@example.org"
+    )
+    key_file = tmp_path / "subscribers" / ".secret_key"
+    keyless = settings.model_copy(update={"secret_key": None, "secret_key_file": key_file})
+
+    problems = check_message(keyless, message)
+
+    assert not key_file.exists() and not key_file.parent.exists()
+    assert (
+        "recipient 7: unsubscribe link does not verify: "
+        "no signing key exists yet, so no link can verify"
+    ) in problems
+    # A key already on disk is the one the links are checked against.
+    key_file.parent.mkdir()
+    key_file.write_text(settings.signing_key() + "\n")
+    on_disk = settings.model_copy(update={"secret_key": None, "secret_key_file": key_file})
+    assert check_message(on_disk, message) == []
+
+
 def test_a_malformed_list_unsubscribe_header_fails(settings: Settings) -> None:
     good = _recipient(settings, 7, "ann@example.org", "Ann")
     url = good.substitutions["%%unsubscribe_url%%"]
@@ -221,7 +244,7 @@ def test_send_refuses_an_issue_that_fails_the_check_and_leaves_it_built(
 ) -> None:
     seed_subscribers(engine, 5)
     store(engine, text="Too short: %%unsubscribe_url%%")
-    outbox = OutboxTransport(tmp_path / "outbox")
+    outbox = OutboxTransport(tmp_path / "outbox", clock=utcnow)
 
     refused = send_issue(engine, settings, outbox, WEEK, now=NOW)
 
@@ -250,7 +273,7 @@ def test_a_send_that_has_started_is_not_checked_again(
     build_issue(engine)
     small = settings.model_copy(update={"batch_size": 10})
     stop = threading.Event()
-    outbox = OutboxTransport(tmp_path / "outbox")
+    outbox = OutboxTransport(tmp_path / "outbox", clock=utcnow)
 
     def stop_after_a_batch(done: int, total: int) -> None:
         if done >= 10:

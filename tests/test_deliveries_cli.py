@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from digest.config import Settings, get_settings
-from digest.db import deliveries, subscribers
+from digest.db import deliveries, subscribers, utcnow
 from digest.delivery.log import issue_deliveries, reader_log
 from digest.delivery.sender import retry_failed, send_issue
 from digest.issues import claim_send, get_issue
@@ -178,7 +178,7 @@ def test_a_sent_issue_stays_sent_when_its_failed_rows_are_retried(engine, settin
 
 
 def test_retry_failed_waits_for_a_send_in_progress(engine, settings, sendgrid, half_failed):
-    assert claim_send(engine, WEEK, "another-process", timedelta(minutes=5))
+    assert claim_send(engine, WEEK, "another-process", timedelta(minutes=5), now=utcnow())
     summary = retry_failed(engine, settings, sendgrid_transport(sendgrid), WEEK, now=NOW)
     assert summary.status == "busy"
     assert ledger(engine) == {"sent": 3, "skipped": 1, "failed": 2}

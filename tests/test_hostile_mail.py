@@ -14,6 +14,7 @@ from email import message_from_bytes, policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,13 +23,14 @@ from sqlalchemy import insert, select, update
 from digest import db
 from digest.checks import check_message
 from digest.config import Settings, get_settings
+from digest.core.mails import Message, Recipient
 from digest.core.reader_input import normalise_email
 from digest.core.reader_links import confirm_url
 from digest.core.reader_mails import confirmation_mail
-from digest.delivery.base import Message, PermanentError, Recipient
 from digest.delivery.outbox import OutboxTransport, build_mime, mime_bytes
 from digest.delivery.sender import sample_message, send_issue
 from digest.delivery.sendgrid import build_payload
+from digest.delivery.transport import PermanentError
 from digest.headers import (
     HeaderError,
     UnsupportedAddress,
@@ -172,7 +174,7 @@ def _mail(name: str | None, email: str = "ann@example.org", **extra: str) -> byt
         from_email="digest@example.org",
         from_name="Digest",
     )
-    return mime_bytes(message, recipient)
+    return mime_bytes(message, recipient, now=db.utcnow())
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
@@ -308,7 +310,7 @@ def test_digest_check_reads_the_serialised_message_as_a_mail_client_does(engine,
 
     problems = check_message(settings, message, serialise=pythons_own)
     assert any("List-Unsubscribe holds no <URL>" in p for p in problems)
-    assert check_message(settings, message, serialise=mime_bytes) == []
+    assert check_message(settings, message, serialise=partial(mime_bytes, now=NOW)) == []
 
 
 def test_digest_check_names_a_reader_whose_stored_address_cannot_be_written_without_blocking(
@@ -340,7 +342,9 @@ def test_the_weekly_send_writes_stored_hostile_names_as_safe_headers(engine, set
     with engine.begin() as conn:
         for sid, name in zip(ids, HOSTILE_NAMES, strict=True):
             conn.execute(update(db.subscribers).where(db.subscribers.c.id == sid).values(name=name))
-    summary = send_issue(engine, settings, OutboxTransport(tmp_path / "weekly"), WEEK, now=NOW)
+    summary = send_issue(
+        engine, settings, OutboxTransport(tmp_path / "weekly", clock=db.utcnow), WEEK, now=NOW
+    )
     assert summary.status == "sent" and summary.sent == len(HOSTILE_NAMES)
     files = sorted((tmp_path / "weekly").glob("*.eml"))
     assert len(files) == len(HOSTILE_NAMES)

@@ -16,7 +16,6 @@ from sqlalchemy import Connection, Engine, event, insert, text, update
 
 from digest.db import issues, utcnow
 from digest.issues import (
-    TRANSITIONS,
     InvalidTransition,
     claim_send,
     featured_history,
@@ -25,6 +24,7 @@ from digest.issues import (
     save_built,
     transition,
 )
+from digest.model.issue import TRANSITIONS
 from digest.weeks import IsoWeek
 from tests.sending import wait_for
 
@@ -79,6 +79,7 @@ def _build(engine, week: IsoWeek = WEEK, *, subject: str = "RAG", slug: str = "r
         text="text",
         archive_html="<p>page</p>",
         snapshot={"term": {"slug": slug}},
+        now=utcnow(),
     )
 
 
@@ -94,7 +95,7 @@ def test_every_allowed_move_succeeds_and_records_its_reason(engine):
     for src, dst in sorted(ALLOWED):
         week = next(weeks)
         _issue_in(engine, week, src)
-        moved = transition(engine, week, dst, reason=f"{src} to {dst}")  # type: ignore[arg-type]
+        moved = transition(engine, week, dst, reason=f"{src} to {dst}", now=utcnow())  # type: ignore[arg-type]
         assert (moved.status, moved.status_reason) == (dst, f"{src} to {dst}")
         assert get_issue(engine, week).status == dst
 
@@ -107,25 +108,25 @@ def test_every_other_move_is_refused_and_changes_nothing(engine):
         week = next(weeks)
         _issue_in(engine, week, src)
         with pytest.raises(InvalidTransition, match=f"issue {week} cannot go from {src} to {dst}"):
-            transition(engine, week, dst)  # type: ignore[arg-type]
+            transition(engine, week, dst, now=utcnow())  # type: ignore[arg-type]
         after = get_issue(engine, week)
         assert (after.status, after.status_reason) == (src, None)
 
 
 def test_moving_a_missing_issue_says_there_is_none(engine):
     with pytest.raises(InvalidTransition, match="there is no issue for 2026-W17"):
-        transition(engine, WEEK, "sending")
+        transition(engine, WEEK, "sending", now=utcnow())
 
 
 def test_the_send_start_is_set_once_and_sent_at_when_sent(engine):
     _build(engine)
-    first = transition(engine, WEEK, "sending")
+    first = transition(engine, WEEK, "sending", now=utcnow())
     assert first.send_started_at is not None and first.sent_at is None
-    transition(engine, WEEK, "paused", reason="rate limited")
-    again = transition(engine, WEEK, "sending")
+    transition(engine, WEEK, "paused", reason="rate limited", now=utcnow())
+    again = transition(engine, WEEK, "sending", now=utcnow())
     # The start is the subscriber cut-off: a resume must not move it.
     assert again.send_started_at == first.send_started_at
-    done = transition(engine, WEEK, "sent")
+    done = transition(engine, WEEK, "sent", now=utcnow())
     assert done.sent_at is not None and done.status_reason is None
 
 
@@ -164,7 +165,7 @@ def _blocked_behind_first(engine: Engine, second_pid: int | None) -> Callable[[]
 def _race(engine, winner_commits: bool) -> tuple[str, BaseException | None]:
     """Connection A moves sending → sent inside an open transaction while B tries → paused."""
     _build(engine)
-    transition(engine, WEEK, "sending")
+    transition(engine, WEEK, "sending", now=utcnow())
     outcome: dict[str, Any] = {"error": None, "done_while_first_open": None}
     second_pid: list[int | None] = []  # B's PostgreSQL backend, read in B's own thread
     reached = threading.Event()  # B's UPDATE is on its way to the database
@@ -172,7 +173,7 @@ def _race(engine, winner_commits: bool) -> tuple[str, BaseException | None]:
 
     def second() -> None:
         try:
-            transition(engine, WEEK, "paused", reason="second process")
+            transition(engine, WEEK, "paused", reason="second process", now=utcnow())
         except BaseException as exc:
             outcome["error"] = exc
         finally:
@@ -190,7 +191,7 @@ def _race(engine, winner_commits: bool) -> tuple[str, BaseException | None]:
     try:
         with engine.connect() as first:
             tx = first.begin()
-            transition(first, WEEK, "sent")
+            transition(first, WEEK, "sent", now=utcnow())
             thread.start()
             assert reached.wait(30), "the second move never reached the database"
             # Not a pause: the database is asked whether B is held back, until it says so.
@@ -233,7 +234,7 @@ def test_a_rolled_back_move_leaves_the_way_open_for_the_other(engine):
 def test_rebuilding_is_allowed_until_sending_starts(engine):
     _build(engine, subject="first")
     assert _build(engine, subject="second").subject == "second"
-    transition(engine, WEEK, "failed", reason="bad render")
+    transition(engine, WEEK, "failed", reason="bad render", now=utcnow())
     rebuilt = _build(engine, subject="third")
     assert (rebuilt.status, rebuilt.subject, rebuilt.status_reason) == ("built", "third", None)
 
@@ -241,9 +242,9 @@ def test_rebuilding_is_allowed_until_sending_starts(engine):
 @pytest.mark.parametrize("state", ["sending", "paused", "sent"])
 def test_content_is_frozen_once_sending_started(engine, state):
     _build(engine, subject="what went out")
-    transition(engine, WEEK, "sending")
+    transition(engine, WEEK, "sending", now=utcnow())
     if state != "sending":
-        transition(engine, WEEK, state)  # type: ignore[arg-type]
+        transition(engine, WEEK, state, now=utcnow())  # type: ignore[arg-type]
     with pytest.raises(InvalidTransition, match=f"issue {WEEK} is {state}; its content is frozen"):
         _build(engine, subject="something else", slug="other")
     stored = get_issue(engine, WEEK)
@@ -286,7 +287,7 @@ def test_only_one_owner_holds_the_send_until_it_releases_or_its_lease_lapses(eng
     release_send(engine, WEEK, "b")
     stored = get_issue(engine, WEEK)
     assert (stored.claimed_by, stored.claimed_until) == (None, None)
-    assert claim_send(engine, WEEK, "c", lease)
+    assert claim_send(engine, WEEK, "c", lease, now=utcnow())
 
 
 def test_racing_claims_have_exactly_one_winner(engine):
@@ -299,7 +300,7 @@ def test_racing_claims_have_exactly_one_winner(engine):
 
         def contend(owner: str, week: IsoWeek = WEEK + n, barrier=barrier, wins=wins) -> None:
             barrier.wait()
-            if claim_send(engine, week, owner, timedelta(minutes=5)):
+            if claim_send(engine, week, owner, timedelta(minutes=5), now=utcnow()):
                 wins.append(owner)
 
         threads = [threading.Thread(target=contend, args=(f"p{i}",)) for i in range(contenders)]

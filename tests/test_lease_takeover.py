@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from digest.cli import app
 from digest.config import Settings
-from digest.db import deliveries, issues, subscribers
+from digest.db import deliveries, issues, subscribers, utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import retry_failed, send_issue
 from digest.issues import (
@@ -40,10 +40,9 @@ from digest.issues import (
     release_send,
     transition,
 )
+from digest.model.owner import Machine, Owner
 from digest.owner import (
     Liveness,
-    Machine,
-    Owner,
     ProcessInfo,
     current_owner,
     judge,
@@ -231,7 +230,7 @@ def test_without_proc_an_owner_records_what_it_cannot_tell_and_is_waited_out(
 
 
 def _claimed_by(engine: Engine, holder: Owner | str, until: timedelta = LEASE) -> None:
-    assert claim_send(engine, WEEK, holder, until)
+    assert claim_send(engine, WEEK, holder, until, now=utcnow())
 
 
 def test_a_dead_owner_on_this_host_is_taken_over_at_once_and_the_takeover_is_logged(
@@ -243,7 +242,7 @@ def test_a_dead_owner_on_this_host_is_taken_over_at_once_and_the_takeover_is_log
     me = current_owner()
 
     with caplog.at_level(logging.WARNING, logger="digest.issues"):
-        claim = claim_send(engine, WEEK, me, LEASE, judge_holder=owner_liveness)
+        claim = claim_send(engine, WEEK, me, LEASE, judge_holder=owner_liveness, now=utcnow())
 
     assert claim and claim.took_over
     assert claim.holder is not None and claim.holder.owner == dead
@@ -268,7 +267,9 @@ def test_a_live_owner_on_this_host_is_never_taken_over(
     _claimed_by(engine, live)
 
     for _ in range(3):
-        claim = claim_send(engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness)
+        claim = claim_send(
+            engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness, now=utcnow()
+        )
         assert not claim
         assert claim.liveness == Liveness("running", f"pid {sleeper.pid} is still running")
     holder = lease_holder(engine, WEEK)
@@ -296,7 +297,9 @@ def test_a_lease_held_on_another_host_is_waited_out_until_it_lapses(engine: Engi
 def test_a_lease_whose_holder_recorded_no_process_is_waited_out(engine: Engine) -> None:
     build_issue(engine)
     _claimed_by(engine, "other-host:1")  # a bare token, as older digests stored
-    claim = claim_send(engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness)
+    claim = claim_send(
+        engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness, now=utcnow()
+    )
     assert not claim and claim.liveness is not None and claim.liveness.state == "unknown"
 
 
@@ -304,7 +307,7 @@ def test_a_renewal_never_takes_a_lease_over(engine: Engine) -> None:
     build_issue(engine)
     dead = replace(owner_of(os.getpid()), pid=dead_process(), run="dead")
     _claimed_by(engine, dead)
-    assert not claim_send(engine, WEEK, current_owner(), LEASE)  # no judge: a renewal
+    assert not claim_send(engine, WEEK, current_owner(), LEASE, now=utcnow())  # no judge: a renewal
     assert lease_holder(engine, WEEK).owner == dead  # type: ignore[union-attr]
 
 
@@ -316,7 +319,9 @@ def test_pid_reuse_is_detected_so_the_dead_owner_of_a_reused_pid_is_taken_over(
     # The owner had our pid once, in an earlier process life: same pid, earlier start time.
     earlier = replace(mine, started=mine.started - 100, run="earlier")  # type: ignore[operator]
     _claimed_by(engine, earlier)
-    claim = claim_send(engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness)
+    claim = claim_send(
+        engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness, now=utcnow()
+    )
     assert claim.took_over and claim.liveness is not None
     assert claim.liveness.reason == f"pid {mine.pid} is now another process, started later"
 
@@ -330,7 +335,7 @@ def test_two_claimants_racing_for_a_dead_owners_lease_have_exactly_one_winner(
     for n in range(rounds):
         week = WEEK + n
         dead = replace(owner_of(os.getpid()), pid=dead_process(), run=f"dead{n}")
-        assert claim_send(engine, week, dead, LEASE)
+        assert claim_send(engine, week, dead, LEASE, now=utcnow())
         # Both have judged the holder dead before either swaps: the swap alone must decide.
         judged = threading.Barrier(contenders)
 
@@ -345,7 +350,7 @@ def test_two_claimants_racing_for_a_dead_owners_lease_have_exactly_one_winner(
         def contend(
             me: Owner, week: IsoWeek = week, wins: list[str] = wins, j=judge_then_wait
         ) -> None:
-            if claim_send(engine, week, me, LEASE, judge_holder=j):
+            if claim_send(engine, week, me, LEASE, judge_holder=j, now=utcnow()):
                 wins.append(me.token)
 
         threads = [threading.Thread(target=contend, args=(me,)) for me in claimants]
@@ -364,10 +369,10 @@ def test_a_takeover_loses_to_a_holder_that_renewed_after_it_was_judged(engine: E
 
     def misjudge(seen: Owner | None) -> Liveness:
         # Judged dead, wrongly, and it renews before the swap: the swap must not match.
-        assert claim_send(engine, WEEK, holder, LEASE + timedelta(seconds=5))
+        assert claim_send(engine, WEEK, holder, LEASE + timedelta(seconds=5), now=utcnow())
         return Liveness("gone", "judged wrongly")
 
-    assert not claim_send(engine, WEEK, current_owner(), LEASE, judge_holder=misjudge)
+    assert not claim_send(engine, WEEK, current_owner(), LEASE, judge_holder=misjudge, now=utcnow())
     assert lease_holder(engine, WEEK).owner == holder  # type: ignore[union-attr]
 
 
@@ -421,7 +426,9 @@ def test_a_send_after_its_sender_was_killed_resumes_at_once_and_the_outbox_settl
     build_issue(engine)
     _crashed_mid_batch(engine, ids[:10], _dead_sender())  # the outbox never got batch 1
 
-    summary = send_issue(engine, settings, OutboxTransport(tmp_path / "outbox"), WEEK, now=NOW)
+    summary = send_issue(
+        engine, settings, OutboxTransport(tmp_path / "outbox", clock=utcnow), WEEK, now=NOW
+    )
 
     # The outbox knows at once that batch 1 is not on disk: it is sent, nobody is skipped.
     assert (summary.status, summary.sent, summary.uncertain) == ("sent", 25, 0)
@@ -545,7 +552,9 @@ def test_a_retry_of_failed_rows_takes_over_a_dead_senders_lease_too(
         ])  # fmt: skip
     _claimed_by(engine, _dead_sender())
 
-    summary = retry_failed(engine, settings, OutboxTransport(tmp_path / "outbox"), WEEK, now=NOW)
+    summary = retry_failed(
+        engine, settings, OutboxTransport(tmp_path / "outbox", clock=utcnow), WEEK, now=NOW
+    )
 
     assert (summary.status, summary.sent) == ("sent", 5)
     assert ledger(engine) == {"sent": 5}
@@ -901,7 +910,9 @@ def test_a_lease_an_older_digest_took_beside_a_dead_holders_facts_is_waited_out(
             .values(claimed_by="old-host:77:abcd1234", claimed_until=datetime.now(UTC) + LEASE)
         )
 
-    claim = claim_send(engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness)
+    claim = claim_send(
+        engine, WEEK, current_owner(), LEASE, judge_holder=owner_liveness, now=utcnow()
+    )
 
     assert not claim and claim.liveness is not None and claim.liveness.state == "unknown"
     assert get_issue(engine, WEEK).lease.owner is None  # type: ignore[union-attr]

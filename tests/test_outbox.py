@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Engine
 
 from digest.config import Settings
-from digest.delivery.base import Message, Recipient
+from digest.core.mails import Message, Recipient
+from digest.db import utcnow
 from digest.delivery.outbox import OutboxTransport, mime_bytes
 from digest.delivery.sender import send_issue
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers
@@ -63,7 +64,7 @@ def test_sent_issue_files_parse_as_multipart_alternative_with_list_unsubscribe(
     build_issue(engine)
     outbox = tmp_path / "outbox"
 
-    send_issue(engine, settings, OutboxTransport(outbox), WEEK, now=NOW)
+    send_issue(engine, settings, OutboxTransport(outbox, clock=utcnow), WEEK, now=NOW)
 
     files = sorted(outbox.glob("*.eml"))
     assert len(files) == 3
@@ -93,7 +94,7 @@ def test_sent_issue_files_parse_as_multipart_alternative_with_list_unsubscribe(
 
 
 def test_writing_a_batch_again_replaces_its_files_instead_of_adding_copies(tmp_path: Path) -> None:
-    outbox = OutboxTransport(tmp_path)
+    outbox = OutboxTransport(tmp_path, clock=utcnow)
     message = _message([_recipient(i) for i in range(4)])
 
     outbox.send(message)
@@ -103,7 +104,7 @@ def test_writing_a_batch_again_replaces_its_files_instead_of_adding_copies(tmp_p
 
 
 def test_lookup_reports_a_batch_only_once_all_its_files_are_written(tmp_path: Path) -> None:
-    outbox = OutboxTransport(tmp_path)
+    outbox = OutboxTransport(tmp_path, clock=utcnow)
     key = "2026-W10-1-000007"
     assert outbox.lookup_batch(key) is False
 
@@ -115,7 +116,7 @@ def test_lookup_reports_a_batch_only_once_all_its_files_are_written(tmp_path: Pa
 
 
 def test_one_off_mail_without_batch_key_gets_a_fresh_file_each_time(tmp_path: Path) -> None:
-    outbox = OutboxTransport(tmp_path)
+    outbox = OutboxTransport(tmp_path, clock=utcnow)
     message = _message([_recipient(1)], key=None)
 
     outbox.send(message)
@@ -127,7 +128,7 @@ def test_one_off_mail_without_batch_key_gets_a_fresh_file_each_time(tmp_path: Pa
 
 def test_batch_key_that_is_not_a_safe_file_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not safe as a file name"):
-        OutboxTransport(tmp_path).send(_message([_recipient(1)], key="../escape"))
+        OutboxTransport(tmp_path, clock=utcnow).send(_message([_recipient(1)], key="../escape"))
 
 
 def test_header_injection_through_a_name_is_refused() -> None:
@@ -136,7 +137,7 @@ def test_header_injection_through_a_name_is_refused() -> None:
 
 
 def test_payload_size_is_what_the_files_weigh(tmp_path: Path) -> None:
-    outbox = OutboxTransport(tmp_path)
+    outbox = OutboxTransport(tmp_path, clock=utcnow)
     message = _message([_recipient(i) for i in range(3)])
 
     size = outbox.payload_size(message)
@@ -161,7 +162,9 @@ def test_the_outbox_fills_markers_in_one_pass_like_the_checks_and_sendgrid():
         recipients=[recipient],
         from_email="digest@example.org",
     )
-    mail = email.message_from_bytes(mime_bytes(message, recipient), policy=email.policy.default)
+    mail = email.message_from_bytes(
+        mime_bytes(message, recipient, now=utcnow()), policy=email.policy.default
+    )
     text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
     assert text.strip() == "%%unsubscribe_url%% https://u"
     assert str(mail["Subject"]) == "Hi %%unsubscribe_url%%"

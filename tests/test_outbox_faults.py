@@ -24,10 +24,11 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from digest.config import Settings, get_settings
+from digest.db import utcnow
 from digest.delivery import outbox as outbox_module
-from digest.delivery.base import RetryableError
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
+from digest.delivery.transport import RetryableError
 from digest.issues import get_issue
 from tests.sending import (
     NOW,
@@ -130,7 +131,9 @@ def test_an_outbox_that_breaks_mid_batch_pauses_naming_the_folder_and_resumes_ea
     monkeypatch.setattr(outbox_module, "open", disk, raising=False)
     sleep = FakeSleep()
 
-    paused = send_issue(engine, settings, OutboxTransport(folder), WEEK, now=NOW, sleep=sleep)
+    paused = send_issue(
+        engine, settings, OutboxTransport(folder, clock=utcnow), WEEK, now=NOW, sleep=sleep
+    )
 
     assert paused.status == "paused", paused
     assert (paused.sent, paused.api_calls) == (4, 1 + 1 + settings.max_retries)
@@ -145,7 +148,7 @@ def test_an_outbox_that_breaks_mid_batch_pauses_naming_the_folder_and_resumes_ea
     assert not leftovers(folder)
 
     disk.heal()
-    finished = send_issue(engine, settings, OutboxTransport(folder), WEEK, now=NOW)
+    finished = send_issue(engine, settings, OutboxTransport(folder, clock=utcnow), WEEK, now=NOW)
 
     assert finished.status == "sent", finished
     assert mails_per_address(folder) == Counter(dict.fromkeys(EMAILS, 1))
@@ -163,7 +166,7 @@ def test_a_disk_that_frees_up_within_the_retries_finishes_the_send_in_the_same_r
     monkeypatch.setattr(outbox_module, "open", disk, raising=False)
 
     summary = send_issue(
-        engine, settings, OutboxTransport(folder), WEEK, now=NOW, sleep=FakeSleep()
+        engine, settings, OutboxTransport(folder, clock=utcnow), WEEK, now=NOW, sleep=FakeSleep()
     )
 
     assert (summary.status, summary.sent, summary.api_calls) == ("sent", READERS, 4)
@@ -180,7 +183,9 @@ def test_a_manifest_folder_that_cannot_be_made_keeps_the_written_batch_claimed_u
     folder.mkdir()
     (folder / ".batches").write_text("not a folder")  # every mail is written, no manifest is
 
-    paused = send_issue(engine, settings, OutboxTransport(folder), WEEK, now=NOW, sleep=FakeSleep())
+    paused = send_issue(
+        engine, settings, OutboxTransport(folder, clock=utcnow), WEEK, now=NOW, sleep=FakeSleep()
+    )
 
     assert paused.status == "paused" and str(folder) in (paused.reason or "")
     assert ledger(engine) == {"claimed": 4}
@@ -188,7 +193,7 @@ def test_a_manifest_folder_that_cannot_be_made_keeps_the_written_batch_claimed_u
     assert sum(written.values()) == 4 and set(written.values()) == {1}  # rewritten, not copied
 
     (folder / ".batches").unlink()
-    finished = send_issue(engine, settings, OutboxTransport(folder), WEEK, now=NOW)
+    finished = send_issue(engine, settings, OutboxTransport(folder, clock=utcnow), WEEK, now=NOW)
 
     assert finished.status == "sent"
     assert mails_per_address(folder) == Counter(dict.fromkeys(EMAILS, 1))
@@ -204,7 +209,7 @@ def test_an_outbox_folder_that_cannot_be_read_is_a_retryable_error_not_cannot_te
     monkeypatch.setattr(Path, "exists", unreadable)
 
     with pytest.raises(RetryableError, match=f"cannot read the outbox folder {tmp_path}"):
-        OutboxTransport(tmp_path).lookup_batch("2026-W10-1-000001")
+        OutboxTransport(tmp_path, clock=utcnow).lookup_batch("2026-W10-1-000001")
 
 
 def test_digest_send_exits_2_while_the_outbox_is_not_a_folder_and_finishes_once_it_is(

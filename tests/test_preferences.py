@@ -17,7 +17,7 @@ from sqlalchemy import select
 from digest.build import build_issue as build_real_issue
 from digest.config import Settings
 from digest.core.reader_times import time_zones
-from digest.db import deliveries, events
+from digest.db import deliveries, events, utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
 from digest.model.subscriber import InvalidSubscriber, Subscriber
@@ -65,7 +65,10 @@ def test_every_weekly_mail_links_to_the_readers_own_preference_centre(
         add_confirmed(engine, f"r{i}@example.org", now=NOW - timedelta(days=1))[0] for i in range(3)
     ]
     outbox = tmp_path / "weekly"
-    assert send_issue(engine, settings, OutboxTransport(outbox), WEEK, now=NOW).status == "sent"
+    assert (
+        send_issue(engine, settings, OutboxTransport(outbox, clock=utcnow), WEEK, now=NOW).status
+        == "sent"
+    )
 
     seen: dict[str, int] = {}
     for path in sorted(outbox.glob("*.eml")):
@@ -224,7 +227,7 @@ def test_the_sender_skips_a_paused_reader_for_exactly_the_weeks_paused(
 ):
     bob, _ = add_confirmed(engine, "bob@example.org", now=NOW - timedelta(days=30))
     pause(engine, ann.id, 2, now=NOW - timedelta(days=1))
-    transport = OutboxTransport(tmp_path / "out")
+    transport = OutboxTransport(tmp_path / "out", clock=utcnow)
     got: dict[IsoWeek, dict[int, str]] = {}
     for n in range(3):
         week, at = WEEK + n, NOW + timedelta(weeks=n)
@@ -252,7 +255,7 @@ def test_resume_ends_a_pause_at_once(settings, engine, client, ann, tmp_path):
     assert notice(answer.text) == "Resumed: the next issue comes as usual."
     assert row(engine).paused_until is None
     build_issue(engine, WEEK)
-    send_issue(engine, settings, OutboxTransport(tmp_path / "out"), WEEK, now=NOW)
+    send_issue(engine, settings, OutboxTransport(tmp_path / "out", clock=utcnow), WEEK, now=NOW)
     assert ledger(engine) == {"sent": 1}
     assert resume(engine, ann.id, now=NOW).paused_until is None  # idempotent
 
@@ -281,7 +284,7 @@ def test_download_my_data_is_a_json_attachment_with_deliveries_and_events(
     settings, engine, client, ann, tmp_path
 ):
     build_issue(engine, WEEK)
-    send_issue(engine, settings, OutboxTransport(tmp_path / "out"), WEEK, now=NOW)
+    send_issue(engine, settings, OutboxTransport(tmp_path / "out", clock=utcnow), WEEK, now=NOW)
     bounce = {
         "event": "bounce",
         "email": ANN,
@@ -317,7 +320,7 @@ def test_erasing_asks_first_then_erases_like_subscribers_remove(
     settings, engine, client, ann, tmp_path
 ):
     build_issue(engine, WEEK)
-    send_issue(engine, settings, OutboxTransport(tmp_path / "out"), WEEK, now=NOW)
+    send_issue(engine, settings, OutboxTransport(tmp_path / "out", clock=utcnow), WEEK, now=NOW)
     link = page_of(settings, ann)
 
     asked = client.post(link + "/erase")

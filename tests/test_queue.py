@@ -10,9 +10,9 @@ from digest import db
 from digest.cli import app
 from digest.issues import save_built
 from digest.model.glossary import Glossary
+from digest.model.queue import QueueEntry
 from digest.queue import (
     AlreadyFeatured,
-    QueueEntry,
     QueueError,
     add_to_queue,
     consume,
@@ -50,7 +50,7 @@ def queued(engine: Engine) -> list[tuple[int, str]]:
 
 def fill(engine: Engine, glossary: Glossary, *slugs: str) -> None:
     for slug in slugs:
-        add_to_queue(engine, glossary, slug, history=[])
+        add_to_queue(engine, glossary, slug, history=[], now=db.utcnow())
 
 
 def built_issue(engine: Engine, week: IsoWeek, slug: str) -> None:
@@ -66,6 +66,7 @@ def built_issue(engine: Engine, week: IsoWeek, slug: str) -> None:
         text="x",
         archive_html="<p>x</p>",
         snapshot={},
+        now=db.utcnow(),
     )
 
 
@@ -73,24 +74,31 @@ def built_issue(engine: Engine, week: IsoWeek, slug: str) -> None:
 
 
 def test_terms_are_queued_in_the_order_added(engine, glossary):
-    first = add_to_queue(engine, glossary, "attention", note="for the launch", history=[])
+    first = add_to_queue(
+        engine, glossary, "attention", note="for the launch", history=[], now=db.utcnow()
+    )
     assert first == QueueEntry("attention", None, "for the launch", 1)
     fill(engine, glossary, "dataset", "embedding")
     assert queued(engine) == [(1, "attention"), (2, "dataset"), (3, "embedding")]
 
 
 def test_a_title_or_alias_is_accepted_and_stored_as_the_slug(engine, glossary):
-    assert add_to_queue(engine, glossary, "Inbedding", history=[]).slug == "embedding"
-    assert add_to_queue(engine, glossary, "TRANSFORMER", history=[]).slug == "transformer"
+    assert (
+        add_to_queue(engine, glossary, "Inbedding", history=[], now=db.utcnow()).slug == "embedding"
+    )
+    assert (
+        add_to_queue(engine, glossary, "TRANSFORMER", history=[], now=db.utcnow()).slug
+        == "transformer"
+    )
 
 
 def test_an_unknown_term_is_refused_with_a_suggestion(engine, glossary):
     with pytest.raises(
         QueueError, match=r"^no term 'atention' in the glossary; did you mean 'attention'\?$"
     ):
-        add_to_queue(engine, glossary, "atention", history=[])
+        add_to_queue(engine, glossary, "atention", history=[], now=db.utcnow())
     with pytest.raises(QueueError, match=r"^no term 'quantum' in the glossary$"):
-        add_to_queue(engine, glossary, "quantum", history=[])
+        add_to_queue(engine, glossary, "quantum", history=[], now=db.utcnow())
     assert list_queue(engine) == []
 
 
@@ -99,47 +107,61 @@ def test_a_term_already_featured_needs_force(engine, glossary):
     with pytest.raises(
         AlreadyFeatured, match=r"'attention' was already featured in 2026-W09"
     ) as exc:
-        add_to_queue(engine, glossary, "attention", history=history)
+        add_to_queue(engine, glossary, "attention", history=history, now=db.utcnow())
     assert isinstance(exc.value, QueueError)
     assert list_queue(engine) == []
-    entry = add_to_queue(engine, glossary, "attention", history=history, force=True)
+    entry = add_to_queue(
+        engine, glossary, "attention", history=history, force=True, now=db.utcnow()
+    )
     assert entry.position == 1
 
 
 def test_featured_terms_are_read_from_the_issues_table_when_history_is_not_given(engine, glossary):
     built_issue(engine, W, "embedding")
     with pytest.raises(AlreadyFeatured, match="already featured in 2026-W10"):
-        add_to_queue(engine, glossary, "embedding")
-    assert add_to_queue(engine, glossary, "dataset").slug == "dataset"
+        add_to_queue(engine, glossary, "embedding", now=db.utcnow())
+    assert add_to_queue(engine, glossary, "dataset", now=db.utcnow()).slug == "dataset"
 
 
 def test_a_term_cannot_be_queued_twice(engine, glossary):
     fill(engine, glossary, "dataset", "attention")
     with pytest.raises(QueueError, match="'attention' is already in the queue at position 2"):
-        add_to_queue(engine, glossary, "Attention", history=[])
+        add_to_queue(engine, glossary, "Attention", history=[], now=db.utcnow())
     assert queued(engine) == [(1, "dataset"), (2, "attention")]
 
 
 def test_two_pins_for_the_same_week_are_refused(engine, glossary):
-    add_to_queue(engine, glossary, "attention", week=W, history=[])
+    add_to_queue(engine, glossary, "attention", week=W, history=[], now=db.utcnow())
     with pytest.raises(QueueError, match="2026-W10 is already pinned to 'attention'"):
-        add_to_queue(engine, glossary, "dataset", week=W, history=[])
-    pinned = add_to_queue(engine, glossary, "dataset", week=W + 1, history=[])
+        add_to_queue(engine, glossary, "dataset", week=W, history=[], now=db.utcnow())
+    pinned = add_to_queue(engine, glossary, "dataset", week=W + 1, history=[], now=db.utcnow())
     assert pinned == QueueEntry("dataset", W + 1, None, 2)
 
 
 def test_a_pin_to_a_week_already_past_is_refused(engine, glossary):
     with pytest.raises(QueueError, match=r"2026-W09 is in the past \(this week is 2026-W10\)"):
-        add_to_queue(engine, glossary, "dataset", week=W - 1, this_week=W, history=[])
-    assert add_to_queue(engine, glossary, "dataset", week=W, this_week=W, history=[]).week == W
+        add_to_queue(
+            engine, glossary, "dataset", week=W - 1, this_week=W, history=[], now=db.utcnow()
+        )
+    assert (
+        add_to_queue(
+            engine, glossary, "dataset", week=W, this_week=W, history=[], now=db.utcnow()
+        ).week
+        == W
+    )
 
 
 def test_a_note_is_kept_on_one_line_and_limited_in_length(engine, glossary):
-    entry = add_to_queue(engine, glossary, "dataset", note="  two\n lines\tof  it ", history=[])
+    entry = add_to_queue(
+        engine, glossary, "dataset", note="  two\n lines\tof  it ", history=[], now=db.utcnow()
+    )
     assert entry.note == "two lines of it"
-    assert add_to_queue(engine, glossary, "attention", note="   ", history=[]).note is None
+    assert (
+        add_to_queue(engine, glossary, "attention", note="   ", history=[], now=db.utcnow()).note
+        is None
+    )
     with pytest.raises(QueueError, match="note is 501 characters; keep it under 500"):
-        add_to_queue(engine, glossary, "embedding", note="x" * 501, history=[])
+        add_to_queue(engine, glossary, "embedding", note="x" * 501, history=[], now=db.utcnow())
 
 
 # --------------------------------------------------------------------------- remove, move, consume
@@ -219,7 +241,7 @@ def test_positions_left_out_of_order_are_made_dense_by_the_next_change(engine, g
     with engine.begin() as conn:
         conn.execute(update(db.queue).where(db.queue.c.slug == "embedding").values(position=2))
     assert [e.slug for e in list_queue(engine)] == ["attention", "dataset", "embedding"]
-    add_to_queue(engine, glossary, "transformer", history=[])
+    add_to_queue(engine, glossary, "transformer", history=[], now=db.utcnow())
     assert queued(engine) == [
         (1, "attention"),
         (2, "dataset"),
@@ -234,7 +256,9 @@ def test_positions_left_out_of_order_are_made_dense_by_the_next_change(engine, g
 
 
 def test_the_stored_queue_drives_the_picks(engine, glossary):
-    add_to_queue(engine, glossary, "embedding", week=W + 1, note="pinned", history=[])
+    add_to_queue(
+        engine, glossary, "embedding", week=W + 1, note="pinned", history=[], now=db.utcnow()
+    )
     fill(engine, glossary, "dataset", "transformer")
     move_in_queue(engine, "transformer", 1)
     picks = plan(glossary, [], list_queue(engine), W, 3)

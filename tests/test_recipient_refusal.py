@@ -24,12 +24,13 @@ from sqlalchemy import Engine, insert, select
 from typer.testing import CliRunner
 
 from digest.config import Settings, get_settings
-from digest.db import deliveries, subscribers
-from digest.delivery.base import Message, SendResult
+from digest.core.mails import Message
+from digest.db import deliveries, subscribers, utcnow
 from digest.delivery.log import issue_deliveries
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import SendError, send_issue, send_test
 from digest.delivery.sendgrid import SendGridTransport
+from digest.delivery.transport import SendResult
 from digest.issues import get_issue
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
@@ -138,7 +139,7 @@ def test_outbox_refuses_only_the_reader_it_cannot_write_and_everyone_else_gets_i
     build_issue(engine)
     folder = tmp_path / "outbox"
 
-    summary = send_issue(engine, settings, OutboxTransport(folder), WEEK, now=NOW)
+    summary = send_issue(engine, settings, OutboxTransport(folder, clock=utcnow), WEEK, now=NOW)
 
     assert (summary.status, summary.sent, summary.refused, summary.failed) == ("sent", 7, 2, 0)
     assert "2 readers refused" in (summary.reason or "")
@@ -165,7 +166,7 @@ def test_a_batch_of_refused_readers_only_does_not_stop_the_rest_of_the_issue(
     build_issue(engine)
     folder = tmp_path / "outbox"
 
-    summary = send_issue(engine, settings, OutboxTransport(folder), WEEK, now=NOW)
+    summary = send_issue(engine, settings, OutboxTransport(folder, clock=utcnow), WEEK, now=NOW)
 
     assert (summary.status, summary.sent, summary.refused) == ("sent", 4, 3)
     assert sum(mails_per_address(folder).values()) == 4
@@ -181,7 +182,9 @@ def test_a_problem_with_the_message_itself_fails_the_issue_instead_of_refusing_e
     # address is to blame and nobody may be written off as refused.
     broken = settings.model_copy(update={"sender_email": "nöreply@example.org"})
 
-    summary = send_issue(engine, broken, OutboxTransport(tmp_path / "outbox"), WEEK, now=NOW)
+    summary = send_issue(
+        engine, broken, OutboxTransport(tmp_path / "outbox", clock=utcnow), WEEK, now=NOW
+    )
 
     assert summary.status == "failed" and summary.refused == 0
     assert "not any one address" in (summary.reason or "")
@@ -195,7 +198,9 @@ def test_a_crash_after_the_outbox_wrote_a_batch_with_a_refused_reader_resumes_th
     good, bad = audience_with_bad_rows(engine)
     build_issue(engine)
     folder = tmp_path / "outbox"
-    crashing = CrashAfterSend(OutboxTransport(folder), batch=1)  # the batch holding usér@
+    crashing = CrashAfterSend(
+        OutboxTransport(folder, clock=utcnow), batch=1
+    )  # the batch holding usér@
 
     with pytest.raises(Crash):
         send_issue(engine, settings, crashing, WEEK, now=NOW)  # type: ignore[arg-type]
@@ -203,7 +208,7 @@ def test_a_crash_after_the_outbox_wrote_a_batch_with_a_refused_reader_resumes_th
     written = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.eml")}
     assert len(written) == 2
 
-    again = CrashAfterSend(OutboxTransport(folder), batch=0)
+    again = CrashAfterSend(OutboxTransport(folder, clock=utcnow), batch=0)
     summary = send_issue(engine, settings, again, WEEK, now=NOW)  # type: ignore[arg-type]
 
     assert summary.status == "sent"
@@ -248,7 +253,7 @@ def test_a_test_copy_to_an_address_the_transport_refuses_says_so(
     build_issue(engine)
 
     with pytest.raises(SendError, match="refused"):
-        send_test(engine, settings, OutboxTransport(tmp_path / "outbox"), WEEK, BAD)
+        send_test(engine, settings, OutboxTransport(tmp_path / "outbox", clock=utcnow), WEEK, BAD)
 
 
 def test_the_outbox_dry_run_sizes_a_batch_holding_an_address_it_cannot_write(
@@ -257,7 +262,7 @@ def test_the_outbox_dry_run_sizes_a_batch_holding_an_address_it_cannot_write(
     from tests.test_outbox import _message, _recipient
 
     good = _recipient(1)
-    outbox = OutboxTransport(tmp_path)
+    outbox = OutboxTransport(tmp_path, clock=utcnow)
 
     with_bad = outbox.payload_size(_message([good, replace(good, email=BAD)]))
 

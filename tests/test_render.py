@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from digest.config import Settings
-from digest.delivery.base import PLACEHOLDERS
-from digest.issues import IssueRecord
+from digest.core.mails import PLACEHOLDERS
 from digest.model.glossary import Glossary
+from digest.model.issue import IssueRecord
 from digest.packaged import default_theme_dir
 from digest.render import (
     RenderError,

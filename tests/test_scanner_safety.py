@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine, select
 
 from digest.build import build_issue
-from digest.db import deliveries, events, issues, queue, subscribers
+from digest.db import deliveries, events, issues, queue, subscribers, utcnow
 from digest.delivery import make_transport
 from digest.delivery.sender import send_issue
 from digest.queue import add_to_queue
@@ -78,7 +78,7 @@ def test_fetching_every_link_of_every_mail_changes_nothing(
         [{"event": "dropped", "email": carol.email, "reason": "Spam Content", "sg_event_id": "d1"}],
         NOW + timedelta(minutes=5),
     )
-    add_to_queue(engine, starter_glossary, "tokenization")
+    add_to_queue(engine, starter_glossary, "tokenization", now=utcnow())
     # A reader who just confirmed (the welcome mail) and one who has not yet (the confirmation).
     bob = subscribe(engine, settings, "bob@example.org", timezone="Asia/Tokyo", now=NOW).subscriber
     assert client.post(f"/confirm/{make_token(settings, 'confirm', bob.id, bob.email)}").is_success

@@ -29,13 +29,15 @@ from sqlalchemy import Engine, select
 from digest import db
 from digest.build import build_issue
 from digest.config import Settings, get_settings
+from digest.core.mails import Message, Recipient
 from digest.delivery import make_transport
-from digest.delivery.base import Message, Recipient, RetryableError
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
 from digest.delivery.sendgrid import SendGridTransport
+from digest.delivery.transport import RetryableError
 from digest.feed import render_feed
-from digest.issues import IssueRecord, get_issue, transition
+from digest.issues import get_issue, transition
+from digest.model.issue import IssueRecord
 from digest.model.subscriber import InvalidSubscriber
 from digest.queue import add_to_queue
 from digest.readers.signup import subscribe
@@ -145,7 +147,7 @@ def hostile_glossary(make_terms):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def hostile_issue(engine, settings, hostile_glossary) -> IssueRecord:  # type: ignore[no-untyped-def]
-    add_to_queue(engine, hostile_glossary, "evil", week=WEEK, this_week=WEEK)
+    add_to_queue(engine, hostile_glossary, "evil", week=WEEK, this_week=WEEK, now=db.utcnow())
     record = build_issue(engine, settings, hostile_glossary, WEEK, now=db.utcnow(), news=[])
     assert record.featured_slug == "evil"
     return record
@@ -271,7 +273,7 @@ def test_the_weekly_mail_escapes_a_hostile_name_and_keeps_it_out_of_other_header
 ):
     name = f'Eve {SCRIPT} "x" <eve2@evil.example>'
     add_confirmed(engine, "eve@example.org", name=name, now=db.utcnow() - timedelta(days=1))
-    outbox = OutboxTransport(tmp_path / "weekly")
+    outbox = OutboxTransport(tmp_path / "weekly", clock=db.utcnow)
     summary = send_issue(engine, settings, outbox, WEEK, now=db.utcnow())
     assert summary.status == "sent"
     [path] = sorted((tmp_path / "weekly").glob("*.eml"))

@@ -18,7 +18,8 @@ from digest import db
 from digest.cli import app
 from digest.issues import featured_history, list_issues
 from digest.model.glossary import Glossary, Section, Source, Term
-from digest.queue import QueueEntry, add_to_queue, list_queue
+from digest.model.queue import QueueEntry
+from digest.queue import add_to_queue, list_queue
 from digest.selection import (
     Pick,
     first_open_week,
@@ -477,8 +478,8 @@ def test_plan_command_prints_the_coming_weeks_and_changes_nothing(settings_env, 
     folder = str(five["apple"].path.parent)  # type: ignore[union-attr]
     engine = db.make_engine(settings_env["DIGEST_DATABASE_URL"])
     db.upgrade(engine)
-    add_to_queue(engine, five, "daikon", note="for the launch", history=[])
-    add_to_queue(engine, five, "endive", week=IsoWeek(2030, 3), history=[])
+    add_to_queue(engine, five, "daikon", note="for the launch", history=[], now=db.utcnow())
+    add_to_queue(engine, five, "endive", week=IsoWeek(2030, 3), history=[], now=db.utcnow())
     before = list_queue(engine)
 
     result = runner.invoke(app, ["--terms", folder, "plan", "--weeks", "6", "--from", "2030-W01"])

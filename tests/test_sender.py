@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from digest.config import Settings
-from digest.db import deliveries, subscribers
+from digest.db import deliveries, subscribers, utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import (
     SendError,
@@ -30,7 +30,8 @@ from digest.delivery.sender import (
     send_test,
 )
 from digest.delivery.sendgrid import SendGridTransport
-from digest.issues import IssueRecord, claim_send, get_issue, transition
+from digest.issues import claim_send, get_issue, transition
+from digest.model.issue import IssueRecord
 from digest.tokens import read_token
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
@@ -75,7 +76,7 @@ def test_every_active_subscriber_gets_the_issue_once_in_the_outbox(
 ) -> None:
     seed_subscribers(engine, 25)
     build_issue(engine)
-    outbox = OutboxTransport(tmp_path / "outbox")
+    outbox = OutboxTransport(tmp_path / "outbox", clock=utcnow)
     seen: list[tuple[int, int]] = []
 
     summary = send_issue(
@@ -474,7 +475,7 @@ def test_claimed_batch_the_provider_accepted_is_recorded_not_resent(
     ids = seed_subscribers(engine, 15)
     build_issue(engine)
     issue = _claim_batch_as_a_crashed_run(engine, ids[:10])
-    outbox = OutboxTransport(tmp_path / "outbox")
+    outbox = OutboxTransport(tmp_path / "outbox", clock=utcnow)
     # What the crashed run had handed over before it died:
     crashed = [
         _recipient(settings, sid, f"reader{i}@example.org", "Reader")
@@ -527,7 +528,7 @@ def test_another_live_sender_makes_this_run_return_busy_without_sending(
 ) -> None:
     seed_subscribers(engine, 5)
     build_issue(engine)
-    assert claim_send(engine, WEEK, "other-host:1", timedelta(minutes=5))
+    assert claim_send(engine, WEEK, "other-host:1", timedelta(minutes=5), now=utcnow())
 
     summary = send_issue(engine, settings, sendgrid_transport(sendgrid), WEEK, now=NOW)
 
@@ -577,7 +578,7 @@ def test_sent_issue_is_not_sent_again(
 
 def test_an_issue_that_is_not_built_cannot_be_sent(engine: Engine, settings: Settings) -> None:
     with pytest.raises(SendError, match="no issue for 2026-W10"):
-        send_issue(engine, settings, OutboxTransport("unused"), WEEK, now=NOW)
+        send_issue(engine, settings, OutboxTransport("unused", clock=utcnow), WEEK, now=NOW)
 
 
 def test_a_subscriber_list_with_nobody_on_it_still_completes_the_issue(
@@ -585,7 +586,7 @@ def test_a_subscriber_list_with_nobody_on_it_still_completes_the_issue(
 ) -> None:
     build_issue(engine)
 
-    summary = send_issue(engine, settings, OutboxTransport(tmp_path), WEEK, now=NOW)
+    summary = send_issue(engine, settings, OutboxTransport(tmp_path, clock=utcnow), WEEK, now=NOW)
 
     assert (summary.status, summary.sent) == ("sent", 0)
 
@@ -629,7 +630,7 @@ def test_test_send_goes_to_one_address_with_test_subject_and_no_ledger_row(
 def test_test_send_refuses_a_malformed_address(engine: Engine, settings: Settings) -> None:
     build_issue(engine)
     with pytest.raises(SendError, match="not a valid address"):
-        send_test(engine, settings, OutboxTransport("unused"), WEEK, "not-an-address")
+        send_test(engine, settings, OutboxTransport("unused", clock=utcnow), WEEK, "not-an-address")
 
 
 # --------------------------------------------------------------------------- crash and resume

@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 
 from digest.config import Settings
+from digest.core.mails import Message, Recipient
 from digest.delivery import make_transport
-from digest.delivery.base import Message, PermanentError, Recipient, RetryableError
 from digest.delivery.sendgrid import (
     MAX_REQUEST_BYTES,
     SendGridTransport,
     build_payload,
 )
+from digest.delivery.transport import PermanentError, RetryableError
 from tests.sendgrid_server import SendGridTestServer, check_mail_send
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,16 +14,11 @@ from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
 from digest import db
-from digest.build import (
-    SNAPSHOT_VERSION,
-    SnapshotVersionError,
-    build_issue,
-    build_site,
-    preview_issue,
-)
+from digest.build import build_issue, build_site, preview_issue
 from digest.cli import app
 from digest.issues import get_issue, transition
 from digest.model.glossary import Glossary
+from digest.model.snapshot import SNAPSHOT_VERSION, SnapshotVersionError
 from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 from tests.test_build import small_terms

@@ -22,7 +22,7 @@ from sqlalchemy import func, insert, select
 from digest import db
 from digest.config import Settings
 from digest.core.reader_links import confirm_url, preferences_url, unsubscribe_url
-from digest.delivery import TransportError
+from digest.delivery.transport import TransportError
 from digest.model.subscriber import AlreadySuppressed, InvalidSubscriber
 from digest.readers.signup import confirm, subscribe, unsubscribe
 from digest.store.subscriber_csv import export_csv, import_csv

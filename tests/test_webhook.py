@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from digest.config import Settings
-from digest.db import events, subscribers
+from digest.db import events, subscribers, utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.sender import send_issue
 from digest.issues import get_issue
@@ -253,7 +253,7 @@ def test_a_bounced_subscriber_does_not_get_next_weeks_issue(
     ids = seed_subscribers(engine, 3)
     build_issue(engine, WEEK)
     settings = Settings()
-    send_issue(engine, settings, OutboxTransport(tmp_path / "w10"), WEEK, now=NOW)
+    send_issue(engine, settings, OutboxTransport(tmp_path / "w10", clock=utcnow), WEEK, now=NOW)
     handle_events(
         engine,
         [_event("bounce", "reader1@example.org", "b1", subscriber_id=str(ids[1]))],
@@ -262,7 +262,11 @@ def test_a_bounced_subscriber_does_not_get_next_weeks_issue(
     build_issue(engine, WEEK + 1)
 
     summary = send_issue(
-        engine, settings, OutboxTransport(tmp_path / "w11"), WEEK + 1, now=NOW + timedelta(days=7)
+        engine,
+        settings,
+        OutboxTransport(tmp_path / "w11", clock=utcnow),
+        WEEK + 1,
+        now=NOW + timedelta(days=7),
     )
 
     assert summary.sent == 2

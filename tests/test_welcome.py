@@ -17,6 +17,7 @@ from digest.build import build_issue
 from digest.checks import QualityError, check_email
 from digest.config import Settings, get_settings
 from digest.core.reader_times import delivery_time
+from digest.db import utcnow
 from digest.delivery.outbox import build_mime
 from digest.issues import transition
 from digest.packaged import default_theme_dir
@@ -109,7 +110,9 @@ def test_a_reader_who_left_before_the_welcome_went_out_gets_none(settings, engin
 def test_the_welcome_mail_says_when_issues_arrive_in_the_readers_time_zone(settings, engine):
     ams = at(schedule="mon 09:00", timezone="Europe/Amsterdam")
     ann, _ = add_confirmed(engine, "ann@example.org", timezone="Asia/Tokyo", now=WINTER)
-    text, html = parts(build_mime(welcome_mail(engine, ams, ann, WINTER), _only(ams, ann)))
+    text, html = parts(
+        build_mime(welcome_mail(engine, ams, ann, WINTER), _only(ams, ann), now=utcnow())
+    )
     # 09:00 in Amsterdam is 08:00 UTC in winter: 17:00 in Tokyo.
     assert "every Monday at 17:00 (Asia/Tokyo time)" in text
     assert "every Monday at 17:00 (Asia/Tokyo time)" in html
@@ -144,7 +147,7 @@ def test_the_welcome_mail_features_the_latest_sent_issue_with_its_archive_link(
     ann, _ = add_confirmed(engine, "ann@example.org", now=WINTER)
 
     text, html = parts(
-        build_mime(welcome_mail(engine, settings, ann, WINTER), _only(settings, ann))
+        build_mime(welcome_mail(engine, settings, ann, WINTER), _only(settings, ann), now=utcnow())
     )
     term = latest.snapshot["term"]
     archive = f"{settings.base_url}/issues/2026-W02"
@@ -160,7 +163,7 @@ def test_before_the_first_issue_the_welcome_mail_leaves_the_latest_issue_out(
     build_issue(engine, settings, starter_glossary, IsoWeek(2026, 3), now=WINTER, news=[])
     ann, _ = add_confirmed(engine, "ann@example.org", name="Ann", now=WINTER)
     message = welcome_mail(engine, settings, ann, WINTER)
-    text, html = parts(build_mime(message, message.recipients[0]))
+    text, html = parts(build_mime(message, message.recipients[0], now=utcnow()))
     assert "latest issue" not in text.lower() and "latest issue" not in html.lower()
     assert "/issues/2026-W03" not in text + html  # built is not sent: nothing to link to
     assert text.startswith("Hi Ann,")

@@ -22,9 +22,10 @@ from digest.config import Settings
 from digest.core.cadence import TICK_MINUTES, plan_local_sends
 from digest.delivery import make_transport
 from digest.delivery.sender import SendSummary, send_issue
-from digest.issues import InvalidTransition, IssueRecord, get_issue
+from digest.issues import InvalidTransition, get_issue
 from digest.logs import get_logger, log_event
 from digest.model.glossary import Glossary
+from digest.model.issue import IssueRecord
 from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 

@@ -12,8 +12,8 @@ from datetime import datetime
 
 from digest.checks import QualityError, check_email, check_message
 from digest.config import Settings
+from digest.core.mails import PLACEHOLDERS, Message, Recipient
 from digest.core.reader_times import delivery_time
-from digest.delivery.base import PLACEHOLDERS, Message, Recipient
 from digest.model.subscriber import Subscriber
 from digest.render import render_mail
 

@@ -1,4 +1,4 @@
-"""Delivery: transports (outbox, SendGrid) behind one interface.
+"""Delivery: transports (outbox, SendGrid) behind one interface (`digest.delivery.transport`).
 
 `make_transport(settings)` picks the one `DIGEST_TRANSPORT` names.
 """
@@ -7,34 +7,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from digest.delivery.base import (
-    PLACEHOLDERS,
-    Message,
-    PermanentError,
-    Recipient,
-    RetryableError,
-    SendResult,
-    Transport,
-    TransportError,
-)
+from digest.db import utcnow
 from digest.delivery.outbox import OutboxTransport
+from digest.delivery.transport import PermanentError, SendResult, Transport
 
 if TYPE_CHECKING:
     from digest.config import Settings
+    from digest.core.mails import Message
 
-__all__ = [
-    "PLACEHOLDERS",
-    "Message",
-    "OutboxTransport",
-    "PermanentError",
-    "Recipient",
-    "RetryableError",
-    "SendResult",
-    "Transport",
-    "TransportError",
-    "make_transport",
-    "send_one_off",
-]
+__all__ = ["make_transport", "send_one_off"]
 
 
 def make_transport(settings: Settings) -> Transport:
@@ -42,7 +23,7 @@ def make_transport(settings: Settings) -> Transport:
         from digest.delivery.sendgrid import SendGridTransport
 
         return SendGridTransport.from_settings(settings)
-    return OutboxTransport(settings.outbox_dir)
+    return OutboxTransport(settings.outbox_dir, clock=utcnow)
 
 
 def send_one_off(settings: Settings, message: Message) -> SendResult:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from email.message import EmailMessage
@@ -20,15 +21,8 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from digest.db import utcnow
-from digest.delivery.base import (
-    Message,
-    PermanentError,
-    Recipient,
-    RetryableError,
-    SendResult,
-    fill_markers,
-)
+from digest.core.mails import Message, Recipient, fill_markers
+from digest.delivery.transport import PermanentError, RetryableError, SendResult
 from digest.headers import (
     address_header,
     ascii_address,
@@ -54,15 +48,13 @@ _POLICY = SMTP.clone(refold_source="none")
 _MIME_HEADERS = ("MIME-Version", "Content-Type")
 
 
-def _top_headers(
-    message: Message, recipient: Recipient, now: datetime | None
-) -> list[tuple[str, str]]:
+def _top_headers(message: Message, recipient: Recipient, now: datetime) -> list[tuple[str, str]]:
     domain = ascii_address(message.from_email).rpartition("@")[2] or None
     headers = [
         ("From", address_header(message.from_email, message.from_name)),
         ("To", address_header(recipient.email, recipient.name)),
         ("Subject", text_header("Subject", _fill(message.subject, recipient))),
-        ("Date", format_datetime(now or utcnow())),
+        ("Date", format_datetime(now)),
         ("Message-ID", make_msgid(domain=domain)),
     ]
     if message.reply_to:
@@ -78,10 +70,9 @@ def _top_headers(
     return headers
 
 
-def build_mime(
-    message: Message, recipient: Recipient, *, now: datetime | None = None
-) -> EmailMessage:
-    """The MIME message one recipient would get: multipart/alternative, text first.
+def build_mime(message: Message, recipient: Recipient, *, now: datetime) -> EmailMessage:
+    """The MIME message one recipient would get at `now` (its Date): multipart/alternative,
+    text first.
 
     Raises `HeaderError` (a ValueError) when a value cannot be written safely, for example
     `UnsupportedAddress` for a non-ASCII local part; `mime_bytes` also checks the result.
@@ -94,7 +85,7 @@ def build_mime(
     return mime
 
 
-def mime_bytes(message: Message, recipient: Recipient, *, now: datetime | None = None) -> bytes:
+def mime_bytes(message: Message, recipient: Recipient, *, now: datetime) -> bytes:
     """`build_mime` serialised, with its header block verified as a mail client reads it."""
     mime = build_mime(message, recipient, now=now)
     raw = bytes(mime)
@@ -109,14 +100,16 @@ class OutboxTransport:
     A batch with a `batch_key` is written under names derived from that key and each address,
     so writing it again replaces the same files instead of adding copies; a manifest in
     `.batches/` is written last, and its presence is what `lookup_batch` reports.
+    `clock` dates each mail as it is written (and names a one-off mail's files).
     """
 
     name = "outbox"
     exact_lookup = True
     max_batch = 1000
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, *, clock: Callable[[], datetime]) -> None:
         self.directory = Path(directory)
+        self.clock = clock
 
     @property
     def _manifests(self) -> Path:
@@ -142,13 +135,13 @@ class OutboxTransport:
     def _write(self, message: Message) -> SendResult:
         self.directory.mkdir(parents=True, exist_ok=True)
         if message.batch_key is None:
-            prefix = f"{utcnow().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+            prefix = f"{self.clock().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         else:
             prefix = _checked_key(message.batch_key)
         refused: dict[str, str] = {}
         for index, recipient in enumerate(message.recipients):
             try:
-                data = _render(message, recipient)
+                data = _render(message, recipient, self.clock())
             except _Refused as exc:
                 refused[recipient.email] = exc.reason
                 continue
@@ -226,10 +219,10 @@ class OutboxTransport:
 
     def payload_size(self, message: Message) -> int:
         """What `send` would write: readers it would refuse add nothing."""
-        total = 0
+        total, now = 0, self.clock()
         for recipient in message.recipients:
             with contextlib.suppress(_Refused):
-                total += len(_render(message, recipient))
+                total += len(_render(message, recipient, now))
         return total
 
 
@@ -249,7 +242,7 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _render(message: Message, recipient: Recipient) -> bytes:
+def _render(message: Message, recipient: Recipient, now: datetime) -> bytes:
     """`recipient`'s mail as the bytes of its .eml file.
 
     Raises `_Refused` when the fault is this reader's own (their address or name), and
@@ -258,19 +251,19 @@ def _render(message: Message, recipient: Recipient) -> bytes:
     of the list as refused one by one.
     """
     try:
-        return mime_bytes(message, recipient)
+        return mime_bytes(message, recipient, now=now)
     except _UNWRITABLE as exc:
         error: BaseException = exc
     stand_in = replace(recipient, email=message.from_email, name=None)
     try:
-        mime_bytes(message, stand_in)
+        mime_bytes(message, stand_in, now=now)
     except _UNWRITABLE as exc:
         raise PermanentError(
             "the outbox cannot write this mail for anyone, so the fault is in the message, "
             f"not any one address: {_describe(exc)}"
         ) from exc
     try:
-        mime_bytes(message, replace(recipient, name=None))
+        mime_bytes(message, replace(recipient, name=None), now=now)
         part = "name"
     except _UNWRITABLE:
         part = "address"

@@ -42,21 +42,13 @@ from tenacity import (
 
 from digest.config import Settings
 from digest.core import reader_links as subscriber_links
+from digest.core.mails import PLACEHOLDERS, Message, Recipient
 from digest.db import deliveries, subscribers, utcnow
-from digest.delivery.base import (
-    PLACEHOLDERS,
-    Message,
-    PermanentError,
-    Recipient,
-    RetryableError,
-    SendResult,
-    Transport,
-)
+from digest.delivery.transport import PermanentError, RetryableError, SendResult, Transport
 from digest.headers import HeaderError, safe_display_name
 from digest.issues import (
     Claim,
     InvalidTransition,
-    IssueRecord,
     claim_send,
     describe_lease,
     get_issue,
@@ -65,7 +57,9 @@ from digest.issues import (
     transition,
 )
 from digest.logs import get_logger, log_event
-from digest.owner import Owner, current_owner, owner_liveness
+from digest.model.issue import IssueRecord
+from digest.model.owner import Owner
+from digest.owner import current_owner, owner_liveness
 from digest.weeks import IsoWeek
 
 __all__ = [
@@ -414,7 +408,7 @@ class _Run:
             self.progress(self.done, max(self.total, self.done))
 
     def _renew_lease(self) -> None:
-        if not claim_send(self.engine, self.week, self.owner, self.lease):
+        if not claim_send(self.engine, self.week, self.owner, self.lease, now=utcnow()):
             raise _LostLease()
 
     # ---------------------------------------------------------------- claiming
@@ -862,7 +856,7 @@ def _default_owner() -> Owner:
 
 def _claim(engine: Engine, week: IsoWeek, owner: str | Owner, lease: timedelta) -> Claim:
     """A first claim: takes over at once from a holder on this host that is provably gone."""
-    return claim_send(engine, week, owner, lease, judge_holder=owner_liveness)
+    return claim_send(engine, week, owner, lease, now=utcnow(), judge_holder=owner_liveness)
 
 
 def _busy_reason(claim: Claim) -> str:
@@ -963,7 +957,7 @@ def _database_gone(
     )
     log_event(log, "send_database_error", level=logging.ERROR, week=str(week), error=str(exc.orig))
     with contextlib.suppress(OperationalError, InvalidTransition):
-        transition(engine, week, "paused", reason)
+        transition(engine, week, "paused", reason, now=utcnow())
     return _Outcome("paused", reason)
 
 

@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from digest.config import Settings
+from digest.core.mails import Message
 from digest.core.reader_input import clean_name, clean_timezone
 from digest.core.reader_mails import welcome_message
-from digest.delivery import Message, send_one_off
+from digest.delivery import send_one_off
 from digest.delivery.log import reader_log
 from digest.delivery.sender import subscriber_recipient
 from digest.issues import list_issues

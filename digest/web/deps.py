@@ -44,9 +44,7 @@ def token_reader(
     A forged, tampered or expired token raises `BadLink` with the token's reason.
     """
 
-    def reader(
-        token: str, settings: SettingsDep, engine: EngineDep
-    ) -> Subscriber | None:
+    def reader(token: str, settings: SettingsDep, engine: EngineDep) -> Subscriber | None:
         try:
             return signup.subscriber_from_token(engine, settings, purpose, token)
         except BadToken as exc:

@@ -1,0 +1,80 @@
+"""Every public address digest writes: the one place that knows how its URLs are built.
+
+Built once from settings (`Urls.from_settings`), so the mails, the archive, the feed and the
+checks that verify them all agree on one scheme; a template gets the same object as `urls`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from digest.config import Settings
+    from digest.tokens import Purpose
+    from digest.weeks import IsoWeek
+
+__all__ = ["Urls"]
+
+
+@dataclass(frozen=True, slots=True)
+class Urls:
+    """The site's addresses. `base_url` is the web app (archive, feed, subscriber links);
+    `site_url` the glossary's own site (term pages). Both without a trailing slash, as
+    settings keep them; `unsubscribe_mailto` is the optional mailbox of List-Unsubscribe."""
+
+    base_url: str
+    site_url: str
+    unsubscribe_mailto: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Urls:
+        return cls(settings.base_url, settings.site_url, settings.unsubscribe_mailto)
+
+    # ------------------------------------------------------------------- public pages
+
+    def home(self) -> str:
+        """The subscribe page."""
+        return f"{self.base_url}/"
+
+    def term(self, slug: str) -> str:
+        """A term's page on the glossary site."""
+        return f"{self.site_url}/{slug}"
+
+    def archive_index(self) -> str:
+        return f"{self.base_url}/issues/"
+
+    def archive_page(self, week: IsoWeek | str) -> str:
+        """An issue's public page in the web archive (also the email's "view in browser" link)."""
+        return f"{self.base_url}/issues/{week}"
+
+    def feed(self) -> str:
+        return f"{self.base_url}/feed.xml"
+
+    # ------------------------------------------------------------------- subscriber links
+
+    def token_prefix(self, purpose: Purpose) -> str:
+        """What every `purpose` link starts with; the signed token follows it."""
+        return f"{self.base_url}/{purpose}/"
+
+    def token_link(self, purpose: Purpose, token: str) -> str:
+        return f"{self.token_prefix(purpose)}{token}"
+
+    def confirm(self, token: str) -> str:
+        return self.token_link("confirm", token)
+
+    def unsubscribe(self, token: str) -> str:
+        """The unsubscribe page; a POST to it is the RFC 8058 one-click unsubscribe."""
+        return self.token_link("unsubscribe", token)
+
+    def preferences(self, token: str) -> str:
+        return self.token_link("preferences", token)
+
+    def list_unsubscribe(self, token: str) -> str:
+        """The List-Unsubscribe header value: the one-click https URL first (RFC 8058), then
+        the mailbox when one is configured (written with or without `mailto:`)."""
+        value = f"<{self.unsubscribe(token)}>"
+        if self.unsubscribe_mailto:
+            mailbox = self.unsubscribe_mailto.removeprefix("mailto:")
+            value += f", <mailto:{mailbox}?subject=unsubscribe>"
+        return value

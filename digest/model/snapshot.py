@@ -1,0 +1,126 @@
+"""An issue's snapshot: the typed, versioned record of everything it shows, frozen at its build.
+
+Stored as JSON and rendered again long after (the archive, the feed, a preview), possibly by
+another digest version, so the shape carries a version and is checked before it is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, TypedDict
+
+from digest.weeks import IsoWeek
+
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "RelatedTerm",
+    "Snapshot",
+    "SnapshotAlias",
+    "SnapshotPick",
+    "SnapshotSection",
+    "SnapshotSource",
+    "SnapshotTerm",
+    "SnapshotVersionError",
+    "StoredSnapshot",
+    "check_snapshot_version",
+]
+
+# The shape below. Bump it when the shape changes, so a digest that does not know a snapshot's
+# shape (an older one after a downgrade) refuses it instead of rendering it wrongly.
+SNAPSHOT_VERSION = 1
+
+
+class SnapshotAlias(TypedDict):
+    name: str
+    lang: str | None
+
+
+class SnapshotSource(TypedDict):
+    title: str
+    url: str
+
+
+class SnapshotSection(TypedDict):
+    title: str
+    markdown: str
+    html: str
+
+
+class SnapshotTerm(TypedDict):
+    slug: str
+    title: str
+    summary: str
+    definition: str
+    category: str
+    difficulty: str
+    added: str  # an ISO week, "2026-W10"
+    aliases: list[SnapshotAlias]
+    sources: list[SnapshotSource]
+    sections: list[SnapshotSection]
+    url: str
+
+
+class RelatedTerm(TypedDict):
+    slug: str
+    title: str
+    summary: str
+    url: str
+
+
+class SnapshotPick(TypedDict):
+    source: str  # "pin", "queue" or "rotation"
+    note: str | None
+
+
+class Snapshot(TypedDict):
+    """What `digest.build.make_snapshot` writes, exactly as stored (the JSON is this dict)."""
+
+    version: int
+    week: str
+    term: SnapshotTerm
+    related: list[RelatedTerm]
+    news: list[dict[str, str]]  # NewsItem.to_dict(): title, link, source, published
+    pick: SnapshotPick
+
+
+class SnapshotVersionError(ValueError):
+    """A stored issue's snapshot has a shape this digest does not know; the message says what
+    to do (upgrade digest, or rebuild the issue while it can still be rebuilt)."""
+
+
+class StoredSnapshot(Protocol):
+    """What the version check needs of a stored issue (an `IssueRecord`)."""
+
+    @property
+    def week(self) -> IsoWeek: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def snapshot(self) -> Mapping[str, object] | None: ...
+    @property
+    def can_rebuild(self) -> bool: ...
+
+
+def check_snapshot_version(record: StoredSnapshot) -> None:
+    """Refuse `record`'s stored snapshot unless this digest knows its shape (SNAPSHOT_VERSION).
+
+    Rendering an unknown shape would fail deep in a template or, worse, quietly show the wrong
+    thing. digest has always written a version; a snapshot without one is read as version 1.
+    """
+    version = (record.snapshot or {}).get("version", 1)
+    if type(version) is int and version == SNAPSHOT_VERSION:  # not True, not "1"
+        return
+    week = record.week
+    if type(version) is int and version > SNAPSHOT_VERSION:
+        problem = f"issue {week} was built by a newer digest (snapshot version {version})"
+        upgrade = "upgrade digest or "
+    else:
+        problem = f"issue {week} has a snapshot of unknown version {version!r}"
+        upgrade = ""
+    if record.can_rebuild:
+        remedy = f"{upgrade}rebuild it with `digest build --week {week} --rebuild`"
+    elif upgrade:
+        remedy = f"upgrade digest; a {record.status} issue cannot be rebuilt"
+    else:
+        remedy = f"a {record.status} issue cannot be rebuilt; restore it from a backup"
+    raise SnapshotVersionError(f"{problem}; {remedy}")
