@@ -37,7 +37,6 @@ __all__ = [
     "RenderedIssue",
     "archive_index",
     "archive_page",
-    "archive_url",
     "base_context",
     "environment",
     "markdown_to_text",
@@ -181,12 +180,6 @@ def base_context(settings: Settings) -> dict[str, Any]:
         "archive_index_url": urls.archive_index(),
         "feed_url": urls.feed(),
     }
-
-
-def archive_url(settings: Settings, week: IsoWeek | str) -> str:
-    """An issue's public page in the web archive (`Urls.archive_page`), for the welcome mail
-    until it takes its addresses from `Urls` itself."""
-    return Urls.from_settings(settings).archive_page(week)
 
 
 def _trim_words(text: str, limit: int) -> str:

@@ -1,12 +1,14 @@
 """The signed links a reader follows: confirm, unsubscribe, preferences.
 
-Kept apart from the mail builders because the weekly sender puts the same links in every issue;
-the one URL builder (`digest.core.urls`) is to take these over.
+A token and an address in one call: the token from `digest.tokens`, the address from the one
+URL builder (`digest.core.urls`); the confirmation mail, the welcome mail and the weekly sender
+all take their links from here.
 """
 
 from __future__ import annotations
 
 from digest.config import Settings
+from digest.core.urls import Urls
 from digest.tokens import Purpose, make_token
 
 __all__ = ["confirm_url", "preferences_url", "unsubscribe_url"]
@@ -28,4 +30,6 @@ def preferences_url(settings: Settings, subscriber_id: int, email: str) -> str:
 
 
 def _link(settings: Settings, purpose: Purpose, subscriber_id: int, email: str) -> str:
-    return f"{settings.base_url}/{purpose}/{make_token(settings, purpose, subscriber_id, email)}"
+    return Urls.from_settings(settings).token_link(
+        purpose, make_token(settings, purpose, subscriber_id, email)
+    )

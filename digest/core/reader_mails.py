@@ -15,7 +15,7 @@ from digest.config import Settings
 from digest.core.mails import PLACEHOLDERS, Message, Recipient
 from digest.core.reader_times import delivery_time
 from digest.model.subscriber import Subscriber
-from digest.render import render_mail
+from digest.render import base_context, render_mail
 
 __all__ = ["confirmation_mail", "welcome_message"]
 
@@ -23,11 +23,7 @@ __all__ = ["confirmation_mail", "welcome_message"]
 def confirmation_mail(settings: Settings, subscriber: Subscriber, confirm_url: str) -> Message:
     """The mail with the link that confirms `subscriber`'s opt-in (`confirm_url`)."""
     context: dict[str, object] = {
-        "language": settings.language,
-        "newsletter_name": settings.newsletter_name,
-        "postal_address": settings.postal_address,
-        "base_url": settings.base_url,
-        "site_url": settings.site_url,
+        **base_context(settings),
         "name": subscriber.name,
         "confirm_url": confirm_url,
         "confirm_days": max(1, settings.confirm_max_age // 86400),
@@ -59,14 +55,10 @@ def welcome_message(
     Raises `QualityError` when the rendered mail fails the weekly issue's quality gates.
     """
     context: dict[str, object] = {
-        "language": settings.language,
-        "newsletter_name": settings.newsletter_name,
-        "postal_address": settings.postal_address,
-        "base_url": settings.base_url,
+        **base_context(settings),
         "name": subscriber.name,
         "delivery": delivery_time(settings, subscriber.timezone, now),
         "latest": latest,
-        "archive_index_url": f"{settings.base_url}/issues/",
         "unsubscribe_url": PLACEHOLDERS["unsubscribe_url"],
         "preferences_url": PLACEHOLDERS["preferences_url"],
     }

@@ -17,12 +17,12 @@ from digest.config import Settings
 from digest.core.mails import Message
 from digest.core.reader_input import clean_name, clean_timezone
 from digest.core.reader_mails import welcome_message
+from digest.core.urls import Urls
 from digest.delivery import send_one_off
 from digest.delivery.log import reader_log
 from digest.delivery.sender import subscriber_recipient
 from digest.issues import list_issues
 from digest.model.subscriber import PAUSABLE, InvalidSubscriber, Subscriber
-from digest.render import archive_url
 from digest.store import subscribers as store
 
 __all__ = [
@@ -59,7 +59,7 @@ def welcome_mail(
         featured = {
             "title": term["title"],
             "summary": term["summary"],
-            "url": archive_url(settings, latest[0].week),
+            "url": Urls.from_settings(settings).archive_page(latest[0].week),
         }
     recipient = subscriber_recipient(settings, subscriber.id, subscriber.email, subscriber.name)
     return welcome_message(settings, subscriber, recipient, featured, now)

@@ -29,14 +29,9 @@ class BadLink(Exception):
 
 
 def page_context(request: Request, settings: Settings, /, **context: Any) -> dict[str, Any]:
-    """What every web template is rendered with: the newsletter, the site and the CSP nonce."""
-    return {
-        "newsletter_name": settings.newsletter_name,
-        "base_url": settings.base_url,
-        "language": settings.language,
-        "csp_nonce": request.state.csp_nonce,
-        **context,
-    }
+    """What every web template is rendered with: the base context every mail and page shares
+    (`render.base_context`), the request's CSP nonce, and the page's own values."""
+    return {**render.base_context(settings), "csp_nonce": request.state.csp_nonce, **context}
 
 
 def page(request: Request, settings: Settings, name: str, /, **context: Any) -> HTMLResponse:
