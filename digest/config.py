@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from functools import lru_cache
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
@@ -26,6 +26,10 @@ from digest.model.schedule import parse_schedule
 __all__ = ["Settings", "get_settings"]
 
 CONFIG_FILE_ENV = "DIGEST_CONFIG"
+
+# The settings file `get_settings(config_file=...)` names, for the one Settings() it builds: the
+# sources are chosen on the class, so an explicit file reaches them here instead of via os.environ.
+_config_file: ContextVar[Path | None] = ContextVar("digest_config_file", default=None)
 
 
 class Settings(BaseSettings):
@@ -135,7 +139,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get(CONFIG_FILE_ENV, "digest.toml"))
+        toml_path = _config_file.get() or Path(os.environ.get(CONFIG_FILE_ENV, "digest.toml"))
         return (
             init_settings,
             env_settings,
@@ -233,7 +237,32 @@ class Settings(BaseSettings):
         return ZoneInfo(self.timezone)
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
-    return Settings()
+class _ProcessSettings:
+    """`get_settings`: the process's one Settings object (a class, so `cache_clear` stays typed)."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+
+    def __call__(self, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """The process-wide settings, built from env and the settings file on first use.
+
+        With arguments (the `digest` command's global options) they are built afresh: the file
+        named replaces `DIGEST_CONFIG`, and `overrides` (field values) beat the environment.
+        They then stay the process's settings, so code that asks later without arguments (the
+        weekly job `digest run` schedules) sees what the command was started with.
+        Tests call `get_settings.cache_clear()` after changing env.
+        """
+        if config_file is not None or overrides or self._settings is None:
+            token = _config_file.set(config_file)
+            try:
+                self._settings = Settings(**overrides)
+            finally:
+                _config_file.reset(token)
+        return self._settings
+
+    def cache_clear(self) -> None:
+        """Forget the settings: the next call reads env and the settings file again."""
+        self._settings = None
+
+
+get_settings = _ProcessSettings()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from digest.cli import DEMO_READERS, app
+from digest.cli import app
+from digest.cli.project import DEMO_READERS
 
 runner = CliRunner()
 

@@ -17,7 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from digest.cli import DEMO_READERS, app
+from digest.cli import app
+from digest.cli.project import DEMO_READERS
 from digest.config import Settings, get_settings
 from digest.render import RenderError, render_template, template_roots
 from digest.scaffold import (

@@ -57,7 +57,7 @@ def test_prepare_builds_a_planned_issue(engine, settings):
 def test_prepare_builds_an_issue_cancelled_before_it_had_content(engine, settings):
     # As `digest send` always did: the operator asked for this week, so it is built.
     _plan(engine)
-    transition(engine, WEEK, "failed", "cancelled")
+    transition(engine, WEEK, "failed", "cancelled", now=NOW)
     prepared = prepare(engine, settings, WEEK, now=NOW)
     assert prepared.built and prepared.issue.status == "built"
 
@@ -76,7 +76,7 @@ def test_prepare_keeps_an_issue_with_content_as_it_is_without_reading_the_glossa
 
 def test_prepare_keeps_an_issue_cancelled_after_it_was_built(engine, settings):
     build_issue(engine)
-    transition(engine, WEEK, "failed", "wrong term")
+    transition(engine, WEEK, "failed", "wrong term", now=NOW)
     prepared = prepare(engine, settings, WEEK, now=NOW, glossary=_no_glossary)
     assert not prepared.built
     assert (prepared.issue.status, prepared.issue.status_reason) == ("failed", "wrong term")
@@ -131,5 +131,5 @@ def test_only_a_send_that_started_is_resumable(engine):
     assert resumable(get_issue(engine, WEEK))
     transition(engine, WEEK, "paused", now=NOW)
     assert resumable(get_issue(engine, WEEK))
-    transition(engine, WEEK, "failed", "cancelled")
+    transition(engine, WEEK, "failed", "cancelled", now=NOW)
     assert not resumable(get_issue(engine, WEEK))

@@ -1,0 +1,117 @@
+"""What every `digest` command shares: the global options, and what they build.
+
+The options live on the Click context (`ctx.obj`), not in os.environ, so a command's settings come
+from its own invocation; also here: failing with a message, week arguments and the exit codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+
+from digest import db
+from digest.config import Settings, get_settings
+from digest.model.glossary import Glossary, InvalidGlossary
+from digest.store.terms import load_glossary
+from digest.weeks import IsoWeek, current_week, parse_week
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@dataclass(slots=True)
+class Invocation:
+    """One run of `digest`: its global options, and the settings built from them once.
+
+    The app's callback puts it on the context (`ctx.obj`); a command gets it with `invocation`.
+    """
+
+    terms: Path | None = None
+    config: Path | None = None
+    _settings: Settings | None = field(default=None, init=False, repr=False)
+
+    def settings(self) -> Settings:
+        """The settings, or exit 1 saying which value is wrong."""
+        if self._settings is None:
+            # An option beats its env var (DIGEST_TERMS_DIR, DIGEST_CONFIG) and the settings file.
+            overrides = {"terms_dir": self.terms} if self.terms is not None else {}
+            try:
+                self._settings = get_settings(config_file=self.config, **overrides)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                fail(f"invalid settings: {exc}")
+                raise  # unreachable; keeps type checkers happy
+        return self._settings
+
+    def ops_settings(self) -> Settings:
+        """Settings, with structured logging set up as they say (run, status and issue log events)."""
+        from digest.logs import configure_logging
+
+        conf = self.settings()
+        configure_logging(conf.log_level, conf.log_format)
+        return conf
+
+    def glossary(self) -> Glossary:
+        """The glossary, or exit 1 with every error in it."""
+        try:
+            return load_glossary(self.settings().terms_dir)
+        except InvalidGlossary as exc:
+            for problem in exc.errors:
+                err.print(str(problem), markup=False, soft_wrap=True)
+            fail(f"the glossary is invalid ({exc}); run 'digest terms validate'")
+            raise
+
+    def engine(self) -> Engine:
+        """The database engine, with the schema brought up to date first."""
+        eng = db.make_engine(self.settings().database_url)
+        db.upgrade(eng)
+        return eng
+
+    def this_week(self) -> IsoWeek:
+        return current_week(db.utcnow(), self.settings().zone)
+
+    def week_or_this(self, week: str | None) -> IsoWeek:
+        """A `--week` value, or this week in the settings' time zone."""
+        return week_argument(week) if week is not None else self.this_week()
+
+
+def invocation(ctx: typer.Context) -> Invocation:
+    """The running command's invocation; one called without the app's callback gets defaults."""
+    return ctx.find_object(Invocation) or Invocation()
+
+
+def week_option(name: str, value: str | None) -> IsoWeek | None:
+    """An optional week option's value; a bad one fails naming the option."""
+    if value is None:
+        return None
+    try:
+        return parse_week(value)
+    except ValueError as exc:
+        fail(f"{name} {exc}")
+        raise
+
+
+def week_argument(text: str) -> IsoWeek:
+    try:
+        return parse_week(text)
+    except ValueError as exc:
+        fail(str(exc))
+        raise
+
+
+def send_exit_code(status: str) -> int:
+    """The exit status of a send (`send`, `send --retry-failed`, `issue resume`) ending in `status`.
+
+    0 sent; 1 failed; 2 anything else (paused, busy in another process): run it again.
+    """
+    if status == "sent":
+        return 0
+    return 1 if status == "failed" else 2

@@ -1,0 +1,190 @@
+"""Looking at an issue before and after it goes out: `build`, `preview`, `check`, `deliveries`.
+
+Nothing here sends to subscribers (`digest send` is in digest.cli.sending).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from digest import db
+from digest.cli._common import console, err, fail, invocation, week_option
+
+
+def build_command(
+    ctx: typer.Context,
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the files to.")] = Path(
+        "build"
+    ),
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Build again, until sending has started.")
+    ] = False,
+) -> None:
+    """Build the week's issue; write the mail, its archive page, the archive index and feed."""
+    from digest.build import build_site
+    from digest.checks import QualityError
+    from digest.issues import InvalidTransition, get_issue
+    from digest.render import RenderError
+
+    inv = invocation(ctx)
+    wk = inv.week_or_this(week)
+    conf, gloss, eng = inv.settings(), inv.glossary(), inv.engine()
+    before = get_issue(eng, wk)
+    try:
+        output = build_site(eng, conf, gloss, wk, out, now=db.utcnow(), rebuild=rebuild)
+    except (QualityError, RenderError, InvalidTransition, ValueError) as exc:
+        fail(str(exc))
+        return
+    record = output.record
+    if before is not None and before.built_at == record.built_at:
+        console.print(f"{wk}: already {record.status}: {record.featured_slug} (--rebuild to redo)")
+    else:
+        console.print(f"{wk}: built: {record.featured_slug} ({record.pick_source})")
+    console.print(f"subject: {record.subject}", markup=False, soft_wrap=True)
+    console.print(f"html: {len((record.html or '').encode()) / 1024:.1f} KB")
+    for path in output.files:
+        console.print(str(path), markup=False, soft_wrap=True)
+
+
+def _gui_browser() -> bool:
+    """Whether webbrowser would open a window. Without a display it falls back to console
+    browsers (lynx, w3m) that take over the terminal, so then the path is printed instead."""
+    if os.environ.get("BROWSER"):
+        return True
+    if os.name == "posix" and not sys.platform.startswith("darwin"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def preview_command(
+    ctx: typer.Context,
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")
+    ] = None,
+) -> None:
+    """Render the week's issue into a temporary folder and open it; nothing is stored."""
+    import tempfile
+    import webbrowser
+
+    from digest.build import preview_issue, write_build
+    from digest.render import RenderError
+
+    inv = invocation(ctx)
+    wk = inv.week_or_this(week)
+    conf, gloss, eng = inv.settings(), inv.glossary(), inv.engine()
+    try:
+        rendered, problems = preview_issue(eng, conf, gloss, wk, now=db.utcnow())
+    except (RenderError, ValueError) as exc:
+        fail(str(exc))
+        return
+    out = Path(tempfile.mkdtemp(prefix=f"digest-preview-{wk}-"))
+    write_build(out, rendered)
+    for problem in problems:
+        err.print(f"warning: {problem}", markup=False, soft_wrap=True)
+    console.print(f"{wk}: {rendered.subject}", markup=False, soft_wrap=True)
+    email = out / "email.html"
+    if _gui_browser() and webbrowser.open(email.as_uri()):
+        console.print(f"opened {email}", markup=False, soft_wrap=True)
+    else:
+        console.print(f"preview: {email}", markup=False, soft_wrap=True)
+
+
+def check_command(
+    ctx: typer.Context,
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 (default: this week).")
+    ] = None,
+) -> None:
+    """Check the week's built issue as `digest send` will; exit 1 listing every problem.
+
+    The mail (size, lang, absolute links, image alt text, the text part), its archive page, the
+    first batch's real messages (List-Unsubscribe headers, markers, signed links) and the feed.
+    """
+    from digest.preflight import check_issue
+
+    inv = invocation(ctx)
+    wk = inv.week_or_this(week)
+    notes: list[str] = []
+    problems = check_issue(inv.engine(), inv.settings(), wk, now=db.utcnow(), notes=notes)
+    for note in notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    for problem in problems:
+        console.print(f"- {problem}", markup=False, soft_wrap=True)
+    if problems:
+        fail(f"{wk}: {len(problems)} problem{'s' * (len(problems) != 1)}")
+    console.print(f"{wk}: no problems found", markup=False)
+
+
+def deliveries_command(
+    ctx: typer.Context,
+    email: Annotated[
+        str | None, typer.Argument(help="A reader's address: what they received and when.")
+    ] = None,
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 (default: this week).")
+    ] = None,
+) -> None:
+    """The delivery log: an issue's deliveries by status, or one reader's history.
+
+    Without EMAIL: counts for the week's issue (bounced = readers with a bounce or drop event
+    for it, or who got it and are bounced now). With EMAIL: each issue they were due, its
+    status, when it went out, the provider's message id and events (--week: only that week).
+    """
+    from digest.delivery.log import issue_deliveries, reader_log
+
+    wk = week_option("--week", week)
+    inv = invocation(ctx)
+    eng = inv.engine()
+    if email is None:
+        wk = wk or inv.this_week()
+        counts = issue_deliveries(eng, wk)
+        if counts is None:
+            fail(f"there is no issue for {wk}")
+            return
+        console.print(f"{wk}: issue {counts.issue_status}", markup=False)
+        shown = [("sent", counts.sent), ("failed", counts.failed), ("skipped", counts.skipped)]
+        shown += [("bounced", counts.bounced)]
+        if counts.refused:
+            shown.append(("refused", counts.refused))
+        if counts.claimed:
+            shown.append(("in flight", counts.claimed))
+        for label, n in shown:
+            console.print(f"{label:<13}{n:>8}", markup=False)
+        return
+    history = reader_log(eng, email)
+    if history is None:
+        fail(f"no subscriber {email.strip()!r}")
+        return
+    sub = history.subscriber
+    console.print(f"{sub.email}: {sub.status}", markup=False)
+    rows = [d for d in history.deliveries if wk is None or d.week == wk]
+    if not rows:
+        console.print("no deliveries" + (f" for {wk}" if wk else ""))
+    for d in rows:  # one line each, never cut: message ids are for pasting into the provider
+        line = f"{d.week}  {d.status:<7}  "
+        line += f"{d.sent_at:%Y-%m-%d %H:%M} UTC" if d.sent_at else "not sent"
+        if d.message_id:
+            line += f"  id {d.message_id}"
+        if d.events:
+            line += "  events: " + ", ".join(
+                f"{e.kind} {e.occurred_at:%Y-%m-%d %H:%M}" for e in d.events
+            )
+        if d.error:
+            line += f"  ({d.error})"
+        console.print(line, markup=False, soft_wrap=True)
+    loose = [e for e in history.events if e.week is None]
+    for event in loose:
+        detail = f" ({event.detail})" if event.detail else ""
+        console.print(
+            f"event: {event.kind} {event.occurred_at:%Y-%m-%d %H:%M}{detail}",
+            markup=False,
+            soft_wrap=True,
+        )

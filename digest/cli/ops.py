@@ -1,0 +1,122 @@
+"""Running digest: `run`, `serve`, `status`, and `digest db` (upgrade, backup).
+
+The long-running commands hand over to the service at once; `status` and `db` read and print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from digest import db
+from digest.cli._common import console, fail, invocation
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+def run_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    now: Annotated[
+        bool, typer.Option("--now", help="Also run the weekly job once, right after start.")
+    ] = False,
+) -> None:
+    """Serve the web app and run the weekly job in one process; SIGTERM or Ctrl-C stops it cleanly."""
+    from digest.service import serve
+
+    serve(invocation(ctx).ops_settings(), host=host, port=port, fire_now=now)
+
+
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the web service (subscribe, confirm, unsubscribe, archive, feed) with uvicorn."""
+    import uvicorn
+
+    from digest.web import create_app
+
+    conf = invocation(ctx).settings()
+    console.print(f"serving {conf.newsletter_name} on http://{host}:{port}/", markup=False)
+    uvicorn.run(create_app(conf), host=host, port=port)
+
+
+def status_command(ctx: typer.Context) -> None:
+    """Show when the weekly job fires next, the latest issue and its deliveries, and subscribers."""
+    from datetime import UTC
+
+    from digest.status import gather_status
+
+    inv = invocation(ctx)
+    conf = inv.settings()
+    report = gather_status(inv.engine(), conf, db.utcnow())
+    rows: list[tuple[str, str]] = [("schedule", f"{report.schedule} ({report.timezone})")]
+    if report.next_fire is None:
+        rows.append(("next run", "never (the schedule has no future fire time)"))
+    else:
+        local = report.next_fire.strftime("%a %Y-%m-%d %H:%M %Z")
+        utc = report.next_fire.astimezone(UTC).strftime("%H:%M UTC")
+        note = ""
+        if report.overdue:
+            note = "  (overdue: no `digest run` is running, or it is firing now)"
+        elif not report.scheduled:
+            note = "  (computed: `digest run` has not stored the job yet)"
+        rows.append(("next run", f"{local} ({utc}){note}"))
+    if report.issue is None:
+        rows.append(("issue", "none yet"))
+    else:
+        issue = report.issue.issue
+        state = issue.status + (f": {issue.status_reason}" if issue.status_reason else "")
+        if report.issue.lease:  # never just "sending": who holds it, and whether to wait
+            state += f" — {report.issue.lease}"
+        rows.append(("issue", f"{issue.week} {issue.featured_slug} — {state}"))
+        counts = report.issue.deliveries
+        shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+        rows.append(("deliveries", shown))
+    for n, zone in enumerate(report.zones):  # local-time delivery: one line per time zone
+        name = zone.zone if zone.stored is not None else f"{zone.zone} (not set)"
+        when = f"{zone.send_at:%a %H:%M} ({zone.send_at.astimezone(UTC):%a %H:%M} UTC)"
+        rows.append(("zones" if n == 0 else "", f"{name}  {when}  {zone.sent}/{zone.readers} sent"))
+    rows.append(("queue", f"{report.queue_length} term{'s' * (report.queue_length != 1)}"))
+    people = ", ".join(f"{n} {status}" for status, n in sorted(report.subscribers.items()))
+    rows.append(("subscribers", people or "none"))
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, value in rows:
+        table.add_row(label, Text(value))
+    console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the database schema (every command also does this on start)."""
+    eng = invocation(ctx).engine()
+    console.print(f"database at revision {db.current_revision(eng)} ({eng.url.render_as_string()})")
+
+
+@db_app.command("backup")
+def db_backup(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Where to write the copy, e.g. backups/digest.db.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace PATH if it exists.")
+    ] = False,
+) -> None:
+    """Copy the SQLite database to PATH while digest keeps running (PostgreSQL: use pg_dump)."""
+    from digest.backup import BackupError, backup_database
+
+    try:
+        size = backup_database(invocation(ctx).engine(), path, overwrite=overwrite)
+    except BackupError as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"backed up the database to {path} ({size:,} bytes)", markup=False, soft_wrap=True
+    )

@@ -1,0 +1,252 @@
+"""Sending an issue: `digest send` (with --dry-run, --to, --retry-failed) and `digest issue`.
+
+`issue resume` and `issue cancel` act on one issue's send, so they share its exit codes and its
+signal wiring here. Building before a send is the campaign's rule (`lifecycle.prepare`).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+
+from digest import db
+from digest.cli._common import (
+    Invocation,
+    console,
+    err,
+    fail,
+    invocation,
+    send_exit_code,
+    week_argument,
+    week_option,
+)
+from digest.cli._signals import stop_on
+from digest.config import Settings
+from digest.weeks import IsoWeek
+
+issue_app = typer.Typer(
+    help="One issue's life: resume a stopped send, cancel.", no_args_is_help=True
+)
+
+
+def send_command(
+    ctx: typer.Context,
+    week: Annotated[
+        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W17 (default: this week).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Count who would get it, size the first request; send nothing."
+        ),
+    ] = False,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="ADDRESS",
+            help="Send one test copy (subject prefixed [TEST]) to ADDRESS; not recorded.",
+        ),
+    ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="Send again only to readers whose delivery failed; the issue's state stays.",
+        ),
+    ] = False,
+) -> None:
+    """Send the week's issue to every subscriber once (building it first if needed).
+
+    Safe to run again: a paused or interrupted send resumes where it stopped, and nobody gets the
+    issue twice. Ctrl-C finishes the current batch and pauses. Exit status: 0 sent, 2 paused or
+    busy in another process (run again), 1 failed.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from digest.delivery import make_transport
+    from digest.delivery.sender import SendError, plan_send, send_issue, send_test
+    from digest.delivery.transport import TransportError
+
+    if dry_run and to:
+        fail("--dry-run and --to do not go together: a test send sends one mail")
+    if retry_failed and (dry_run or to):
+        fail("--retry-failed goes alone: it re-sends the failed deliveries of an issue")
+    inv = invocation(ctx)
+    conf = inv.settings()
+    wk = week_option("--week", week) or inv.this_week()
+    eng = inv.engine()
+    try:
+        transport = make_transport(conf)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    if retry_failed:
+        _retry_failed(eng, conf, wk)
+        return
+    _build_if_needed(inv, eng, conf, wk)
+    try:
+        if to:
+            result = send_test(eng, conf, transport, wk, to)
+            console.print(
+                f"{wk}: test copy sent to {to} via {transport.name}"
+                + (f" (message id {result.message_id})" if result.message_id else ""),
+                markup=False,
+                soft_wrap=True,
+            )
+            return
+        if dry_run:
+            plan_ = plan_send(eng, conf, transport, wk)
+            console.print(
+                f"{wk}: {plan_.recipients:,} subscriber{'s' * (plan_.recipients != 1)} would get "
+                f"this issue via {transport.name} ({plan_.already_done:,} already handled), in "
+                f"{plan_.batches:,} batch{'es' * (plan_.batches != 1)} of up to "
+                f"{plan_.batch_size:,}; first request {plan_.first_batch_bytes:,} bytes",
+                markup=False,
+                soft_wrap=True,
+            )
+            return
+    except (SendError, TransportError) as exc:
+        fail(str(exc))
+        return
+
+    with stop_on(signal.SIGINT, signal.SIGTERM) as stop:
+        bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not console.is_terminal,
+            transient=True,
+        )
+        task = bar.add_task(f"sending {wk}", total=None)
+        try:
+            with bar:
+                summary = send_issue(
+                    eng,
+                    conf,
+                    transport,
+                    wk,
+                    stop=stop,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        except SendError as exc:
+            fail(str(exc))
+            return
+    if summary.took_over:  # a killed sender's lease, taken over without waiting for it
+        console.print(f"{wk}: {summary.took_over}", markup=False, soft_wrap=True)
+    counts = f"sent {summary.sent:,}, skipped {summary.skipped:,}, failed {summary.failed:,}"
+    if summary.refused:
+        counts += f", refused {summary.refused:,} (`digest deliveries ADDRESS` says why)"
+    if summary.uncertain:
+        counts += f", uncertain {summary.uncertain:,} (not re-sent; see docs/delivery.md)"
+    console.print(
+        f"{wk}: {counts} in {summary.duration:.1f} s "
+        f"({summary.batches} batch{'es' * (summary.batches != 1)}, {summary.api_calls} "
+        f"request{'s' * (summary.api_calls != 1)}); {summary.total_sent:,} sent in all",
+        markup=False,
+        soft_wrap=True,
+    )
+    code = send_exit_code(summary.status)
+    if code == 0:
+        console.print(f"{wk}: sent" + (f" ({summary.reason})" if summary.reason else ""))
+        return
+    if code == 1:
+        fail(f"{wk}: failed: {summary.reason}", code)
+    again = f"run `digest send --week {wk}` again"
+    if summary.status == "busy":
+        # The holder is alive, on another host, or cannot be checked: its lease decides.
+        again = f"{again} once that process has finished or its lease has run out"
+    err.print(f"{wk}: {summary.status}: {summary.reason}; {again}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _retry_failed(eng: Engine, conf: Settings, wk: IsoWeek) -> None:
+    """`digest send --retry-failed`: re-send failed rows only; exit codes as `digest send`."""
+    from digest.delivery import make_transport
+    from digest.delivery.sender import SendError, retry_failed
+
+    with stop_on(signal.SIGINT) as stop:
+        try:
+            summary = retry_failed(eng, conf, make_transport(conf), wk, stop=stop)
+        except SendError as exc:
+            fail(str(exc))
+            return
+    console.print(
+        f"{wk}: retried failed deliveries: sent {summary.sent:,}, skipped {summary.skipped:,}, "
+        f"failed {summary.failed:,}; {summary.total_sent:,} sent in all ({summary.reason})",
+        markup=False,
+        soft_wrap=True,
+    )
+    if code := send_exit_code(summary.status):
+        raise typer.Exit(code)
+
+
+def _build_if_needed(inv: Invocation, eng: Engine, conf: Settings, wk: IsoWeek) -> None:
+    """The campaign's build-before-send rule (`lifecycle.prepare`), with the CLI's glossary
+    loader (it prints every term error) and the build's own errors shown as they are."""
+    from digest.campaign.lifecycle import prepare
+
+    try:
+        prepared = prepare(eng, conf, wk, now=db.utcnow(), glossary=inv.glossary)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # the build's own errors say what is wrong; show them as they are
+        fail(f"cannot build the issue for {wk}: {exc}")
+        return
+    if prepared.built:
+        console.print(f"{wk}: built")
+
+
+@issue_app.command("resume")
+def issue_resume(
+    ctx: typer.Context, week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")]
+) -> None:
+    """Send a paused issue on from where it stopped; nobody gets it twice. Ctrl-C pauses again.
+
+    Exit status: 0 sent, 2 paused or busy in another process, 1 failed.
+    """
+    from digest.campaign.lifecycle import send_week
+    from digest.delivery.sender import SendError
+    from digest.issues import InvalidTransition
+
+    wk = week_argument(week)
+    conf = invocation(ctx).ops_settings()
+    with stop_on(signal.SIGINT) as stop:
+        try:
+            result = send_week(conf, wk, stop=stop)
+        except (InvalidTransition, SendError) as exc:
+            fail(str(exc))
+            return
+    summary = result.summary
+    assert summary is not None
+    console.print(
+        f"{wk}: {summary.status} — {summary.sent} sent, {summary.skipped} skipped, "
+        f"{summary.failed} failed this run; {summary.total_sent} sent in all"
+        + (f" ({summary.reason})" if summary.reason else ""),
+        markup=False,
+    )
+    if code := send_exit_code(summary.status):  # the same exit codes as `digest send`
+        raise typer.Exit(code)
+
+
+@issue_app.command("cancel")
+def issue_cancel(
+    ctx: typer.Context,
+    week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")],
+    reason: Annotated[str, typer.Option(help="Why; shown by `digest status`.")] = "cancelled",
+) -> None:
+    """Mark an issue failed so no job sends it (planned, built, sending or paused)."""
+    from digest.issues import InvalidTransition, transition
+
+    wk = week_argument(week)
+    try:
+        issue = transition(invocation(ctx).engine(), wk, "failed", reason, now=db.utcnow())
+    except InvalidTransition as exc:
+        fail(str(exc))
+        return
+    console.print(f"{issue.week}: failed ({issue.status_reason})", markup=False)
