@@ -414,7 +414,7 @@ def issue_resume(week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W
     import signal
     import threading
 
-    from digest.delivery.sender import SendError
+    from digest.delivery.personalise import SendError
     from digest.issues import InvalidTransition
     from digest.schedule import send_week
 
@@ -508,7 +508,10 @@ def send_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from digest.delivery import TransportError, make_transport
-    from digest.delivery.sender import SendError, plan_send, send_issue, send_test
+    from digest.delivery.personalise import SendError
+    from digest.delivery.runner import send_issue
+    from digest.delivery.samples import plan_send, send_test
+    from digest.preflight import send_gate
 
     if dry_run and to:
         fail("--dry-run and --to do not go together: a test send sends one mail")
@@ -537,7 +540,7 @@ def send_command(
             )
             return
         if dry_run:
-            plan_ = plan_send(eng, conf, transport, wk)
+            plan_ = plan_send(eng, conf, transport, wk, now=db.utcnow())
             console.print(
                 f"{wk}: {plan_.recipients:,} subscriber{'s' * (plan_.recipients != 1)} would get "
                 f"this issue via {transport.name} ({plan_.already_done:,} already handled), in "
@@ -572,6 +575,8 @@ def send_command(
                 conf,
                 transport,
                 wk,
+                now=db.utcnow,
+                preflight=send_gate(eng, conf),
                 stop=stop,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
@@ -1015,12 +1020,13 @@ def _retry_failed(eng: Engine, conf: Settings, wk: IsoWeek) -> None:
     import threading
 
     from digest.delivery import make_transport
-    from digest.delivery.sender import SendError, retry_failed
+    from digest.delivery.personalise import SendError
+    from digest.delivery.runner import retry_failed
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        summary = retry_failed(eng, conf, make_transport(conf), wk, stop=stop)
+        summary = retry_failed(eng, conf, make_transport(conf), wk, now=db.utcnow, stop=stop)
     except SendError as exc:
         fail(str(exc))
         return

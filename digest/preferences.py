@@ -22,7 +22,7 @@ from digest.config import Settings
 from digest.db import subscribers
 from digest.delivery import PLACEHOLDERS, Message, send_one_off
 from digest.delivery.log import reader_log
-from digest.delivery.sender import subscriber_recipient
+from digest.delivery.personalise import subscriber_recipient
 from digest.issues import list_issues
 from digest.render import archive_url, render_mail
 from digest.schedule import local_send_time, week_fire

@@ -38,7 +38,7 @@ from digest.owner import owner_liveness
 from digest.weeks import IsoWeek, current_week, parse_week
 
 if TYPE_CHECKING:
-    from digest.delivery.sender import SendSummary
+    from digest.delivery.runner import SendSummary
 
 __all__ = [
     "JOBS_TABLE",
@@ -437,10 +437,18 @@ def _send(
     zones: frozenset[str | None] | None = None,
 ) -> WeeklyResult:
     from digest.delivery import make_transport
-    from digest.delivery.sender import send_issue
+    from digest.delivery.runner import send_issue
+    from digest.preflight import send_gate
 
     summary = send_issue(
-        engine, settings, make_transport(settings), week, stop=stop, now=now, zones=zones
+        engine,
+        settings,
+        make_transport(settings),
+        week,
+        now=db.utcnow if now is None else now,
+        preflight=send_gate(engine, settings),
+        stop=stop,
+        zones=zones,
     )
     issue = get_issue(engine, week)
     log_event(

@@ -24,7 +24,8 @@ from digest.checks import check_message
 from digest.config import Settings, get_settings
 from digest.delivery.base import Message, PermanentError, Recipient
 from digest.delivery.outbox import OutboxTransport, build_mime, mime_bytes
-from digest.delivery.sender import sample_message, send_issue
+from digest.delivery.runner import send_issue
+from digest.delivery.samples import sample_message
 from digest.delivery.sendgrid import build_payload
 from digest.headers import (
     HeaderError,

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from digest.config import Settings
 from digest.delivery.base import Message, Recipient
 from digest.delivery.outbox import OutboxTransport, mime_bytes
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 
 

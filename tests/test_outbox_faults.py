@@ -27,7 +27,7 @@ from digest.config import Settings, get_settings
 from digest.delivery import outbox as outbox_module
 from digest.delivery.base import RetryableError
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.issues import get_issue
 from tests.sending import (
     NOW,

@@ -18,7 +18,7 @@ from digest.build import build_issue as build_real_issue
 from digest.config import Settings
 from digest.db import deliveries, events
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.delivery.webhook import handle_events
 from digest.preferences import export_data, pause, resume, time_zones, update_profile
 from digest.subscribers import InvalidSubscriber, Subscriber, add_confirmed, get_subscriber

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from digest.build import build_issue
 from digest.db import deliveries, events, issues, queue, subscribers
 from digest.delivery import make_transport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.delivery.webhook import handle_events
 from digest.queue import add_to_queue
 from digest.subscribers import add_confirmed, get_subscriber, subscribe

@@ -32,7 +32,7 @@ from digest.config import Settings, get_settings
 from digest.delivery import make_transport
 from digest.delivery.base import Message, Recipient, RetryableError
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.delivery.sendgrid import SendGridTransport
 from digest.feed import render_feed
 from digest.glossary import load_glossary, read_glossary
