@@ -1,11 +1,14 @@
 """The check a built issue passes before it is sent (`digest check`, the build, the send).
 
 It gathers what the pure gates in `digest.checks` look at — the stored mail and page, the first
-batch's real per-recipient messages from the sender's own code, the feed — from the database.
+batch's real per-recipient messages from the send's own code, the feed — from the database;
+`send_gate` is the form a send takes it in, so delivery never needs to know this module.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from datetime import datetime
 from functools import partial
 
@@ -13,14 +16,19 @@ from sqlalchemy import Engine
 
 from digest.checks import check_email, check_feed, check_message, check_page
 from digest.config import Settings
-from digest.db import utcnow
 from digest.delivery.outbox import mime_bytes
-from digest.delivery.sender import SendError, sample_message
+from digest.delivery.personalise import SendError
+from digest.delivery.runner import Preflight
+from digest.delivery.samples import sample_message
 from digest.feed import render_feed
-from digest.issues import get_issue, list_issues
+from digest.issues import InvalidTransition, get_issue, list_issues, transition
+from digest.logs import get_logger, log_event
+from digest.model.issue import IssueRecord
 from digest.weeks import IsoWeek
 
-__all__ = ["SAMPLE_SIZE", "check_issue"]
+__all__ = ["SAMPLE_SIZE", "check_issue", "send_gate"]
+
+log = get_logger("digest.preflight")
 
 # Recipients of the first batch whose messages are built and checked: enough to catch a
 # per-subscriber fault (a name, an address) without signing a thousand tokens.
@@ -32,7 +40,7 @@ def check_issue(
     settings: Settings,
     week: IsoWeek,
     *,
-    now: datetime | None = None,
+    now: datetime,
     sample: int = SAMPLE_SIZE,
     notes: list[str] | None = None,
 ) -> list[str]:
@@ -50,7 +58,6 @@ def check_issue(
     What is worth saying but must not stop the issue (a sampled reader whose address no
     transport can write: the send records them refused) is appended to `notes`.
     """
-    now = now or utcnow()
     issue = get_issue(engine, week)
     if issue is None:
         return [f"there is no issue for {week}; build it first (`digest build`)"]
@@ -70,3 +77,31 @@ def check_issue(
     public[issue.week] = issue
     problems.extend(check_feed(render_feed(settings, list(public.values()), now)))
     return problems
+
+
+def send_gate(engine: Engine, settings: Settings) -> Preflight:
+    """`check_issue` as a send's `preflight`: the problems as one refusal reason, or None.
+
+    A refused issue stays built, sendable once fixed, with the reason shown in `digest status`.
+    """
+
+    def gate(issue: IssueRecord, now: datetime) -> str | None:
+        problems = check_issue(engine, settings, issue.week, now=now)
+        if not problems:
+            return None
+        shown = "; ".join(problems[:5]) + ("; …" if len(problems) > 5 else "")
+        reason = (
+            f"the issue check found {len(problems)} problem{'s' * (len(problems) != 1)}: "
+            f"{shown} (run `digest check --week {issue.week}`)"
+        )
+        if issue.status == "built":
+            # built → built keeps it sendable and shows the reason in `digest status`; if
+            # another process moved it on meanwhile, that run decides.
+            with contextlib.suppress(InvalidTransition):
+                transition(engine, issue.week, "built", reason, now=now)
+        log_event(
+            log, "send_refused", level=logging.WARNING, week=str(issue.week), problems=problems
+        )
+        return reason
+
+    return gate

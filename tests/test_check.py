@@ -23,10 +23,12 @@ from digest.config import Settings
 from digest.core.mails import Message, Recipient
 from digest.db import utcnow
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import _recipient, sample_message, send_issue
+from digest.delivery.personalise import subscriber_recipient
+from digest.delivery.runner import send_issue
+from digest.delivery.samples import sample_message
 from digest.issues import get_issue, save_built
 from digest.model.glossary import Glossary
-from digest.preflight import check_issue
+from digest.preflight import check_issue, send_gate
 from tests.sending import HTML, NOW, TEXT, WEEK, build_issue, ledger, seed_subscribers
 
 runner = CliRunner()
@@ -145,9 +147,9 @@ def test_every_problem_of_a_bad_mail_is_listed(engine: Engine, settings: Setting
 def test_a_message_without_one_click_headers_or_with_a_forged_link_fails(
     settings: Settings,
 ) -> None:
-    good = _recipient(settings, 7, "ann@example.org", "Ann")
+    good = subscriber_recipient(settings, 7, "ann@example.org", "Ann")
     forged_settings = settings.model_copy(update={"secret_key": SecretStr("someone-elses-key")})
-    forged = _recipient(forged_settings, 8, "bob@example.org", "Bob")
+    forged = subscriber_recipient(forged_settings, 8, "bob@example.org", "Bob")
     borrowed = Recipient(  # Ann's links in Bob's mail
         email="bob@example.org",
         substitutions=good.substitutions,
@@ -178,7 +180,7 @@ def test_a_message_without_one_click_headers_or_with_a_forged_link_fails(
 
 
 def test_checking_links_never_creates_a_signing_key(settings: Settings, tmp_path: Path) -> None:
-    signed = _recipient(settings, 7, "ann@example.org", "Ann")
+    signed = subscriber_recipient(settings, 7, "ann@example.org", "Ann")
     message = Message(
         subject="s", html=HTML, text=TEXT, recipients=[signed], from_email="d@example.org"
     )
@@ -200,7 +202,7 @@ def test_checking_links_never_creates_a_signing_key(settings: Settings, tmp_path
 
 
 def test_a_malformed_list_unsubscribe_header_fails(settings: Settings) -> None:
-    good = _recipient(settings, 7, "ann@example.org", "Ann")
+    good = subscriber_recipient(settings, 7, "ann@example.org", "Ann")
     url = good.substitutions["%%unsubscribe_url%%"]
     odd = Recipient(
         email="ann@example.org",
@@ -246,7 +248,8 @@ def test_send_refuses_an_issue_that_fails_the_check_and_leaves_it_built(
     store(engine, text="Too short: %%unsubscribe_url%%")
     outbox = OutboxTransport(tmp_path / "outbox", clock=utcnow)
 
-    refused = send_issue(engine, settings, outbox, WEEK, now=NOW)
+    gate = send_gate(engine, settings)
+    refused = send_issue(engine, settings, outbox, WEEK, now=NOW, preflight=gate)
 
     assert (refused.status, refused.sent, refused.api_calls) == ("failed", 0, 0)
     assert refused.reason is not None
@@ -258,7 +261,7 @@ def test_send_refuses_an_issue_that_fails_the_check_and_leaves_it_built(
     assert ledger(engine) == {} and not list((tmp_path / "outbox").glob("*.eml"))
 
     store(engine)  # the editor fixes the issue and rebuilds it
-    fixed = send_issue(engine, settings, outbox, WEEK, now=NOW)
+    fixed = send_issue(engine, settings, outbox, WEEK, now=NOW, preflight=gate)
 
     assert (fixed.status, fixed.sent) == ("sent", 5)
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 5
@@ -279,14 +282,17 @@ def test_a_send_that_has_started_is_not_checked_again(
         if done >= 10:
             stop.set()
 
-    first = send_issue(engine, small, outbox, WEEK, now=NOW, stop=stop, progress=stop_after_a_batch)
+    first = send_issue(
+        engine, small, outbox, WEEK, now=NOW, preflight=send_gate(engine, small),
+        stop=stop, progress=stop_after_a_batch,
+    )  # fmt: skip
     assert (first.status, first.sent) == ("paused", 10)
 
     # Its content is frozen: the rest of the list gets what the first half got, even though
     # the check would now refuse to start it.
     later = small.model_copy(update={"base_url": "http://digest.example.org"})
     assert check_issue(engine, later, WEEK, now=NOW) != []
-    second = send_issue(engine, later, outbox, WEEK, now=NOW)
+    second = send_issue(engine, later, outbox, WEEK, now=NOW, preflight=send_gate(engine, later))
 
     assert (second.status, second.total_sent) == ("sent", 20)
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from digest.config import Settings, get_settings
 from digest.db import deliveries, subscribers, utcnow
 from digest.delivery.log import issue_deliveries, reader_log
-from digest.delivery.sender import retry_failed, send_issue
+from digest.delivery.runner import retry_failed, send_issue
 from digest.issues import claim_send, get_issue
 from digest.store.events import handle_events
 from digest.store.subscribers import get_subscriber, mark_status, unsubscribe_subscriber
@@ -111,7 +111,7 @@ def test_retry_failed_sends_only_to_readers_whose_delivery_failed(
     # A retry is about rows: the failed issue stays failed until `digest send` finishes it.
     assert get_issue(engine, WEEK).status == "failed"
     assert "the issue stays failed" in (summary.reason or "")
-    assert retry_failed(engine, settings, sendgrid_transport(sendgrid), WEEK).sent == 0
+    assert retry_failed(engine, settings, sendgrid_transport(sendgrid), WEEK, now=NOW).sent == 0
 
 
 def test_retry_failed_rechecks_each_reader_before_sending_again(

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, event, text
 
 from digest import db
 from digest.config import Settings
-from digest.delivery.sender import SendSummary, send_issue
+from digest.delivery.runner import SendSummary, send_issue
 from digest.delivery.sendgrid import SendGridTransport
 from digest.issues import get_issue
 from tests.sendgrid_server import SendGridTestServer

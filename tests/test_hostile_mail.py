@@ -28,7 +28,8 @@ from digest.core.reader_input import normalise_email
 from digest.core.reader_links import confirm_url
 from digest.core.reader_mails import confirmation_mail
 from digest.delivery.outbox import OutboxTransport, build_mime, mime_bytes
-from digest.delivery.sender import sample_message, send_issue
+from digest.delivery.runner import send_issue
+from digest.delivery.samples import sample_message
 from digest.delivery.sendgrid import build_payload
 from digest.delivery.transport import PermanentError
 from digest.headers import (

@@ -31,7 +31,7 @@ from digest.cli import app
 from digest.config import Settings
 from digest.db import deliveries, issues, subscribers, utcnow
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import retry_failed, send_issue
+from digest.delivery.runner import retry_failed, send_issue
 from digest.issues import (
     claim_send,
     get_issue,
@@ -444,11 +444,12 @@ def test_a_send_that_takes_over_at_once_records_a_batch_sendgrid_has_as_sent(
     _crashed_mid_batch(engine, ids[:10], _dead_sender())
     issue = get_issue(engine, WEEK)
     assert issue is not None
-    from digest.delivery.sender import _message, _recipient, batch_key
+    from digest.delivery.ledger import batch_key
+    from digest.delivery.personalise import issue_message, subscriber_recipient
 
-    went_out = [_recipient(settings, sid, f"reader{i}@example.org", "Reader")
+    went_out = [subscriber_recipient(settings, sid, f"reader{i}@example.org", "Reader")
                 for i, sid in enumerate(ids[:10])]  # fmt: skip
-    sendgrid_transport(sendgrid).send(_message(settings, issue, went_out, batch_key(issue, 1)))
+    sendgrid_transport(sendgrid).send(issue_message(settings, issue, went_out, batch_key(issue, 1)))
 
     summary = send_issue(engine, settings, sendgrid_transport(sendgrid), WEEK, now=NOW)
 

@@ -14,7 +14,7 @@ from digest.config import Settings
 from digest.core.mails import Message, Recipient
 from digest.db import utcnow
 from digest.delivery.outbox import OutboxTransport, mime_bytes
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 
 

@@ -27,7 +27,7 @@ from digest.config import Settings, get_settings
 from digest.db import utcnow
 from digest.delivery import outbox as outbox_module
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.delivery.transport import RetryableError
 from digest.issues import get_issue
 from tests.sending import (

@@ -19,7 +19,7 @@ from digest.config import Settings
 from digest.core.reader_times import time_zones
 from digest.db import deliveries, events, utcnow
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.readers.preferences import export_data, pause, resume, update_profile
 from digest.store.events import handle_events

@@ -28,7 +28,9 @@ from digest.core.mails import Message
 from digest.db import deliveries, subscribers, utcnow
 from digest.delivery.log import issue_deliveries
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import SendError, send_issue, send_test
+from digest.delivery.personalise import SendError
+from digest.delivery.runner import send_issue
+from digest.delivery.samples import send_test
 from digest.delivery.sendgrid import SendGridTransport
 from digest.delivery.transport import SendResult
 from digest.issues import get_issue

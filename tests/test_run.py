@@ -30,7 +30,7 @@ from digest.cli import app
 from digest.config import get_settings
 from digest.core.cadence import scheduled_week
 from digest.delivery import make_transport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.issues import get_issue
 from digest.scheduler import JOB_ID, make_scheduler, start_scheduler
 from digest.status import gather_status
@@ -367,7 +367,7 @@ def test_resume_sends_the_rest_of_a_paused_issue(engine, settings_env, outbox):
     build_issue(engine, settings, load_glossary(settings.terms_dir), week, now=db.utcnow())
     stop = threading.Event()
     stop.set()  # as if SIGTERM arrived before the first batch
-    summary = send_issue(engine, settings, make_transport(settings), week, stop=stop)
+    summary = send_issue(engine, settings, make_transport(settings), week, now=db.utcnow, stop=stop)
     assert summary.status == "paused"
     assert get_issue(engine, week).status == "paused"
 

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from digest.build import build_issue
 from digest.db import deliveries, events, issues, queue, subscribers, utcnow
 from digest.delivery import make_transport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.queue import add_to_queue
 from digest.readers.signup import subscribe
 from digest.store.events import handle_events

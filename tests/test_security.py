@@ -32,7 +32,7 @@ from digest.config import Settings, get_settings
 from digest.core.mails import Message, Recipient
 from digest.delivery import make_transport
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.delivery.sendgrid import SendGridTransport
 from digest.delivery.transport import RetryableError
 from digest.feed import render_feed

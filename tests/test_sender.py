@@ -19,16 +19,11 @@ from sqlalchemy import Engine, insert, select, update
 
 from digest.config import Settings
 from digest.db import deliveries, subscribers, utcnow
+from digest.delivery.ledger import batch_key
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import (
-    SendError,
-    _message,
-    _recipient,
-    batch_key,
-    plan_send,
-    send_issue,
-    send_test,
-)
+from digest.delivery.personalise import SendError, issue_message, subscriber_recipient
+from digest.delivery.runner import send_issue
+from digest.delivery.samples import plan_send, send_test
 from digest.delivery.sendgrid import SendGridTransport
 from digest.issues import claim_send, get_issue, transition
 from digest.model.issue import IssueRecord
@@ -478,10 +473,10 @@ def test_claimed_batch_the_provider_accepted_is_recorded_not_resent(
     outbox = OutboxTransport(tmp_path / "outbox", clock=utcnow)
     # What the crashed run had handed over before it died:
     crashed = [
-        _recipient(settings, sid, f"reader{i}@example.org", "Reader")
+        subscriber_recipient(settings, sid, f"reader{i}@example.org", "Reader")
         for i, sid in enumerate(ids[:10])
     ]
-    outbox.send(_message(settings, issue, crashed, batch_key(issue, 1)))
+    outbox.send(issue_message(settings, issue, crashed, batch_key(issue, 1)))
 
     summary = send_issue(engine, settings, outbox, WEEK, now=NOW)
 

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 from digest.config import Settings
 from digest.db import events, subscribers, utcnow
 from digest.delivery.outbox import OutboxTransport
-from digest.delivery.sender import send_issue
+from digest.delivery.runner import send_issue
 from digest.issues import get_issue
 from digest.store.events import handle_events
 from digest.web import create_app

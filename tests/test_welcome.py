@@ -191,6 +191,6 @@ def test_a_welcome_template_that_breaks_a_gate_is_refused_not_sent(settings, eng
 
 def _only(settings: Settings, subscriber):  # type: ignore[no-untyped-def]
     """The welcome mail's one recipient, with their links filled in."""
-    from digest.delivery.sender import subscriber_recipient
+    from digest.delivery.personalise import subscriber_recipient
 
     return subscriber_recipient(settings, subscriber.id, subscriber.email, subscriber.name)

@@ -21,11 +21,14 @@ from digest.build import build_issue
 from digest.config import Settings
 from digest.core.cadence import TICK_MINUTES, plan_local_sends
 from digest.delivery import make_transport
-from digest.delivery.sender import SendSummary, send_issue
+from digest.delivery.batches import Clock
+from digest.delivery.runner import SendSummary, send_issue
+from digest.delivery.transport import Transport
 from digest.issues import InvalidTransition, get_issue
 from digest.logs import get_logger, log_event
 from digest.model.glossary import Glossary
-from digest.model.issue import IssueRecord
+from digest.model.issue import IssueRecord, IssueStatus
+from digest.preflight import send_gate
 from digest.store.terms import load_glossary
 from digest.weeks import IsoWeek
 
@@ -37,15 +40,16 @@ __all__ = [
     "prepare",
     "resumable",
     "run_weekly",
+    "send",
     "send_week",
 ]
 
-# Until digest.model.issue names the statuses, the ones that decide an issue's next step are
-# spelled here only. A job leaves a finished issue alone: sent, or failed (an operator cancelled
-# it or it broke; resuming it is their call, `digest issue resume`).
-_FINISHED = frozenset({"sent", "failed"})
-_STARTED = frozenset({"sending", "paused"})  # a send began: resume it, never rebuild it
-_TO_BUILD = frozenset({"planned", "built"})  # build (a built issue is kept as it is)
+# What each status means for the issue's next step (the statuses: digest.model.issue). A job
+# leaves a finished issue alone: sent, or failed (an operator cancelled it or it broke; resuming
+# it is their call, `digest issue resume`).
+_FINISHED: frozenset[IssueStatus] = frozenset({"sent", "failed"})
+_STARTED: frozenset[IssueStatus] = frozenset({"sending", "paused"})  # resume, never rebuild
+_TO_BUILD: frozenset[IssueStatus] = frozenset({"planned", "built"})  # a built one is kept
 SKIPPED = "skipped"  # WeeklyResult.status when nothing was attempted
 
 # The events keep the logger name they have always had: operators filter on it (see
@@ -227,6 +231,33 @@ def _nothing_to_do(issue: IssueRecord) -> WeeklyResult:
     return WeeklyResult(issue.week, issue.status)
 
 
+def send(
+    engine: Engine,
+    settings: Settings,
+    transport: Transport,
+    week: IsoWeek,
+    *,
+    now: datetime | Clock,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    zones: frozenset[str | None] | None = None,
+) -> SendSummary:
+    """Send (or resume) `week`'s built issue behind the preflight gate: the one place a send
+    is started, whether by `digest send`, the weekly job or a local-time tick. The delivery
+    layer only carries the verdict out; deciding that an issue may go is the campaign's."""
+    return send_issue(
+        engine,
+        settings,
+        transport,
+        week,
+        now=now,
+        preflight=send_gate(engine, settings),
+        stop=stop,
+        progress=progress,
+        zones=zones,
+    )
+
+
 def _send(
     engine: Engine,
     settings: Settings,
@@ -236,8 +267,14 @@ def _send(
     now: datetime | None = None,
     zones: frozenset[str | None] | None = None,
 ) -> WeeklyResult:
-    summary = send_issue(
-        engine, settings, make_transport(settings), week, stop=stop, now=now, zones=zones
+    summary = send(
+        engine,
+        settings,
+        make_transport(settings),
+        week,
+        now=db.utcnow if now is None else now,
+        stop=stop,
+        zones=zones,
     )
     issue = get_issue(engine, week)
     log_event(

@@ -67,8 +67,10 @@ def send_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from digest.campaign.lifecycle import send
     from digest.delivery import make_transport
-    from digest.delivery.sender import SendError, plan_send, send_issue, send_test
+    from digest.delivery.personalise import SendError
+    from digest.delivery.samples import plan_send, send_test
     from digest.delivery.transport import TransportError
 
     if dry_run and to:
@@ -99,7 +101,7 @@ def send_command(
             )
             return
         if dry_run:
-            plan_ = plan_send(eng, conf, transport, wk)
+            plan_ = plan_send(eng, conf, transport, wk, now=db.utcnow())
             console.print(
                 f"{wk}: {plan_.recipients:,} subscriber{'s' * (plan_.recipients != 1)} would get "
                 f"this issue via {transport.name} ({plan_.already_done:,} already handled), in "
@@ -126,11 +128,12 @@ def send_command(
         task = bar.add_task(f"sending {wk}", total=None)
         try:
             with bar:
-                summary = send_issue(
+                summary = send(
                     eng,
                     conf,
                     transport,
                     wk,
+                    now=db.utcnow,
                     stop=stop,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
@@ -168,11 +171,12 @@ def send_command(
 def _retry_failed(eng: Engine, conf: Settings, wk: IsoWeek) -> None:
     """`digest send --retry-failed`: re-send failed rows only; exit codes as `digest send`."""
     from digest.delivery import make_transport
-    from digest.delivery.sender import SendError, retry_failed
+    from digest.delivery.personalise import SendError
+    from digest.delivery.runner import retry_failed
 
     with stop_on(signal.SIGINT) as stop:
         try:
-            summary = retry_failed(eng, conf, make_transport(conf), wk, stop=stop)
+            summary = retry_failed(eng, conf, make_transport(conf), wk, now=db.utcnow, stop=stop)
         except SendError as exc:
             fail(str(exc))
             return
@@ -211,7 +215,7 @@ def issue_resume(
     Exit status: 0 sent, 2 paused or busy in another process, 1 failed.
     """
     from digest.campaign.lifecycle import send_week
-    from digest.delivery.sender import SendError
+    from digest.delivery.personalise import SendError
     from digest.issues import InvalidTransition
 
     wk = week_argument(week)

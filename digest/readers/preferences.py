@@ -20,7 +20,7 @@ from digest.core.reader_mails import welcome_message
 from digest.core.urls import Urls
 from digest.delivery import send_one_off
 from digest.delivery.log import reader_log
-from digest.delivery.sender import subscriber_recipient
+from digest.delivery.personalise import subscriber_recipient
 from digest.issues import list_issues
 from digest.model.subscriber import PAUSABLE, InvalidSubscriber, Subscriber
 from digest.store import subscribers as store

@@ -1,0 +1,306 @@
+"""Walking a send's audience batch by batch: claim a page in the ledger, deliver it, settle it,
+and pick up the batches an earlier run left open; pause, fail or finish the issue.
+
+One `BatchRun` is one pass of `send_issue` or `retry_failed`, holding the send lease throughout;
+its counters become that run's `SendSummary`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import Engine
+
+from digest.config import Settings
+from digest.core.mails import Recipient
+from digest.delivery import ledger
+from digest.delivery.attempts import BatchAttempts, Uncertain, refused_in_batch
+from digest.delivery.audience import Zones, audience_page, count_unclaimed
+from digest.delivery.lease import renew
+from digest.delivery.personalise import issue_message, subscriber_id
+from digest.delivery.transport import PermanentError, RetryableError, Transport
+from digest.issues import transition
+from digest.logs import get_logger, log_event
+from digest.model.issue import IssueRecord
+from digest.model.owner import Owner
+from digest.weeks import IsoWeek
+
+__all__ = ["BatchRun", "Clock", "Outcome", "SendStatus"]
+
+log = get_logger("digest.delivery.batches")
+
+Clock = Callable[[], datetime]
+# "waiting": a local-time send did the zones due so far; later zones' readers are still to come.
+SendStatus = Literal["sent", "paused", "failed", "busy", "waiting"]
+
+
+@dataclass
+class Outcome:
+    """Where a step left the run: going on (status None), or ended and why."""
+
+    status: SendStatus | None = None  # None: keep going
+    reason: str | None = None
+
+
+@dataclass
+class BatchRun:
+    """One run over an issue's batches, with its own counts; `runner` starts and ends it."""
+
+    engine: Engine
+    settings: Settings
+    transport: Transport
+    issue: IssueRecord
+    now: datetime  # the run's start: who is paused, who counts
+    clock: Clock  # stamps rows and transitions as the run goes
+    lease_clock: Clock  # the real clock the lease is stamped with
+    owner: str | Owner
+    lease: timedelta
+    stop: threading.Event | None
+    progress: Callable[[int, int], None] | None
+    sleep: Callable[[float], None]
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    refused: int = 0
+    batches: int = 0
+    api_calls: int = 0
+    done: int = 0
+    total: int = 0
+    per_batch: int = 1000
+    next_batch: int = 1
+    # A local-time send's zones (None: everyone); only an unrestricted run may finish the issue.
+    zones: Zones | None = None
+    # `retry_failed`: re-send failed rows only, and never move the issue (see that function).
+    retry: bool = False
+    # The lease end of a dead sender this run took over from before it lapsed. Until then a
+    # lagging provider's "not found" for that sender's batch may only mean its feed has not
+    # caught up (a resume after the lapse has always waited this long before asking).
+    inherited_until: datetime | None = None
+
+    @property
+    def week(self) -> IsoWeek:
+        return self.issue.week
+
+    @property
+    def cutoff(self) -> datetime:
+        assert self.issue.send_started_at is not None
+        return self.issue.send_started_at
+
+    def execute(self) -> Outcome:
+        try:
+            template = issue_message(self.settings, self.issue, (), None)
+            self.per_batch = min(
+                self.settings.batch_size, self.transport.recipients_per_batch(template)
+            )
+        except PermanentError as exc:
+            return self._fail_issue(str(exc))
+        self.done, self.next_batch = ledger.ledger_position(self.engine, self.issue)
+        self.total = self.done + count_unclaimed(
+            self.engine, self.issue, self.cutoff, self.now, self.zones
+        )
+        self._report()
+
+        for batch in ledger.open_batches(self.engine, self.issue):
+            outcome = self._resume_batch(batch)
+            if outcome.status is not None:
+                return outcome
+
+        after = 0
+        while True:
+            if self.stop is not None and self.stop.is_set():
+                return self._pause("stopped on request; run `digest send` again to resume")
+            self._renew_lease()
+            batch = self.next_batch
+            page = audience_page(self.cutoff, after, self.per_batch, self.zones)
+            claimed = ledger.claim_batch(
+                self.engine, self.settings, self.issue, batch, page,
+                now=self.now, claimed_at=self.clock(),
+            )  # fmt: skip
+            if claimed is None:
+                break
+            self.next_batch += 1 if claimed.rows else 0
+            self.skipped += claimed.skipped
+            self.refused += claimed.refused
+            self.done += claimed.skipped + claimed.refused
+            after = claimed.last_id
+            if claimed.recipients:
+                outcome = self._deliver(batch, claimed.recipients)
+                if outcome.status is not None:
+                    return outcome
+            self._report()
+        return self._finish()
+
+    def retry_failed(self) -> Outcome:
+        """Send the batches whose rows failed again, and nothing else: nobody new is claimed."""
+        batches = ledger.open_batches(self.engine, self.issue, ("failed",))
+        self.total = ledger.count_rows(self.engine, self.issue, ("failed",))
+        self._report()
+        for batch in batches:
+            if self.stop is not None and self.stop.is_set():
+                return self._pause("stopped on request; run the retry again to finish it")
+            outcome = self._resume_batch(batch)
+            if outcome.status is not None:
+                return outcome
+            self._report()
+        return Outcome("sent")
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done, max(self.total, self.done))
+
+    def _renew_lease(self) -> None:
+        renew(self.engine, self.week, self.owner, self.lease, self.lease_clock())
+
+    def _resume_batch(self, batch: int) -> Outcome:
+        """Settle a batch an earlier run left open: record it, re-send it, or give it up."""
+        self._renew_lease()
+        key = ledger.batch_key(self.issue, batch)
+        rows = ledger.open_batch_rows(self.engine, self.issue, batch)
+        if any(row[1] == "claimed" for row in rows):
+            # The run that claimed it died between the provider and the ledger: ask.
+            claimed = ledger.recipients_of(self.settings, rows, "claimed")
+            try:
+                # Readers the transport refused (or would refuse) are settled first, by what
+                # the transport says of this batch: a lookup cannot speak for readers who were
+                # never part of what went out.
+                message = issue_message(self.settings, self.issue, claimed, key)
+                refused = refused_in_batch(self.transport, message) if claimed else {}
+                if refused:
+                    self._record_refused(batch, refused, claimed)
+                    gone = {subscriber_id(r) for r in claimed if r.email in refused}
+                    rows = [row for row in rows if row[2] not in gone]
+                    if not rows:
+                        return Outcome()
+                went_out = self.transport.lookup_batch(key)
+            except RetryableError as exc:
+                return self._pause(f"{exc} (batch {batch}; run `digest send` again to resume)")
+            except PermanentError as exc:
+                return self._fail_issue(str(exc))
+            why = "a run before this one was cut off mid-request"
+            if went_out is False and self._lookup_unsettled():
+                went_out = None
+                why = (
+                    "its sender was killed mid-request and taken over at once, before the "
+                    "provider's activity feed can be trusted to show the batch"
+                )
+            log_event(log, "batch_lookup", week=str(self.week), batch_key=key, found=went_out)
+            if went_out:
+                self._mark(batch, "sent", error=None)
+                return Outcome()
+            if went_out is None and self.settings.ambiguous_batches == "skip":
+                self._give_up_uncertain(batch, why)
+                return Outcome()
+        # Not sent (or policy says resend): re-check each subscriber, then send what is left.
+        skipped, recipients = ledger.reopen_batch(
+            self.engine, self.settings, self.issue, batch, rows,
+            now=self.now, claimed_at=self.clock(),
+        )  # fmt: skip
+        self.skipped += skipped
+        self.done += skipped
+        if not recipients:
+            return Outcome()
+        return self._deliver(batch, recipients)
+
+    def _lookup_unsettled(self) -> bool:
+        """True while a "not found" about a taken-over sender's batch is no proof (see
+        `inherited_until`); the lease clock, since leases are stamped with it."""
+        return (
+            self.inherited_until is not None
+            and not self.transport.exact_lookup
+            and self.lease_clock() < self.inherited_until
+        )
+
+    def _deliver(self, batch: int, recipients: list[Recipient]) -> Outcome:
+        key = ledger.batch_key(self.issue, batch)
+        attempts = BatchAttempts(
+            self.transport,
+            self.settings,
+            issue_message(self.settings, self.issue, recipients, key),
+            key,
+            str(self.week),
+            renew=self._renew_lease,
+            stop=self.stop,
+            sleep=self.sleep,
+        )
+        self.batches += 1
+        try:
+            result = attempts.run()
+        except RetryableError as exc:
+            if not attempts.maybe_delivered:
+                # It certainly did not go out: let the next run claim these subscribers afresh.
+                self._release(batch)
+            return self._pause(f"{exc} (batch {batch}; run `digest send` again to resume)")
+        except PermanentError as exc:
+            self._mark(batch, "failed", error=str(exc))
+            return self._fail_issue(str(exc))
+        except Uncertain:
+            self._give_up_uncertain(batch, "the request timed out or its connection dropped")
+            return Outcome()
+        finally:
+            self.api_calls += attempts.calls
+        if result.refused:
+            self._record_refused(batch, result.refused, recipients)
+        self._mark(batch, "sent", error=None, message_id=result.message_id)
+        return Outcome()
+
+    # ---------------------------------------------------------------- recording
+
+    def _mark(
+        self, batch: int, status: str, *, error: str | None, message_id: str | None = None
+    ) -> None:
+        count = ledger.mark_batch(
+            self.engine, self.issue, batch, status,
+            error=error, sent_at=self.clock(), message_id=message_id,
+        )  # fmt: skip
+        if status == "sent":
+            self.sent += count
+        elif status == "failed":
+            self.failed += count
+        self.done += count
+
+    def _record_refused(
+        self, batch: int, refused: Mapping[str, str], recipients: Sequence[Recipient]
+    ) -> None:
+        count = ledger.record_refused(
+            self.engine, self.issue, batch, refused, recipients, self.transport.name
+        )
+        self.refused += count
+        self.done += count
+
+    def _release(self, batch: int) -> None:
+        if self.retry:
+            # The rows were failed before this retry and certainly did not go out now either.
+            self._mark(batch, "failed", error="the provider stayed unavailable during a retry")
+            return
+        ledger.release_batch(self.engine, self.issue, batch)
+
+    def _give_up_uncertain(self, batch: int, why: str) -> None:
+        count = ledger.skip_uncertain(self.engine, self.issue, batch, why)
+        self.uncertain += count
+        self.done += count
+
+    # ---------------------------------------------------------------- ending
+
+    def _pause(self, reason: str) -> Outcome:
+        if not self.retry:
+            transition(self.engine, self.week, "paused", reason, now=self.clock())
+        return Outcome("paused", reason)
+
+    def _fail_issue(self, reason: str) -> Outcome:
+        if not self.retry:
+            transition(self.engine, self.week, "failed", reason, now=self.clock())
+        return Outcome("failed", reason)
+
+    def _finish(self) -> Outcome:
+        open_rows = ledger.count_rows(self.engine, self.issue, ("claimed", "failed"))
+        if open_rows:  # pragma: no cover - every path above settles its batch first
+            return self._pause(f"{open_rows} deliveries are still open")
+        if self.zones is not None:  # later zones' readers are still to come: stays "sending"
+            return Outcome("waiting", "sent to the time zones due so far")
+        transition(self.engine, self.week, "sent", now=self.clock())
+        return Outcome("sent", ledger.refused_reason(self.engine, self.issue, self.transport.name))

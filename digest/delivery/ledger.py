@@ -1,0 +1,376 @@
+"""The delivery ledger: one `deliveries` row per reader and issue, claimed before the transport
+sees its batch and settled (sent, failed, skipped, refused) after.
+
+Each write is one committed transaction, so a run killed anywhere leaves rows the next run can
+read: claimed-but-unsettled rows are a batch the provider may or may not have.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Row, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from digest.config import Settings
+from digest.core.mails import Recipient
+from digest.db import deliveries, subscribers
+from digest.delivery.audience import claimed_between
+from digest.delivery.lease import LostLease
+from digest.delivery.personalise import subscriber_id, subscriber_recipient
+from digest.headers import HeaderError
+from digest.logs import get_logger, log_event
+from digest.model.issue import IssueRecord
+
+__all__ = [
+    "ClaimedBatch",
+    "OpenRow",
+    "batch_key",
+    "claim_batch",
+    "count_rows",
+    "ledger_position",
+    "mark_batch",
+    "open_batch_rows",
+    "open_batches",
+    "recipients_of",
+    "record_refused",
+    "refused_reason",
+    "release_batch",
+    "reopen_batch",
+    "skip_uncertain",
+    "total_sent",
+]
+
+log = get_logger("digest.delivery.ledger")
+
+# An open batch's row with its reader as stored now: (row id, row status, subscriber id, email,
+# name, subscriber status, paused_until); the reader's are None when they were erased.
+OpenRow = Row[Any, Any, Any, Any, Any, Any, Any]
+
+
+def batch_key(issue: IssueRecord, batch: int, *, started_at: datetime | None = None) -> str:
+    """The name a batch carries at the provider (custom arg `batch_key`, outbox file names).
+
+    Derived from stored facts only — week, the send's start and the batch number — so a run
+    that resumes after a crash names a batch exactly as the run that claimed it did.
+    `started_at` stands in for a send not started yet (a sample's key of the real length).
+    """
+    started = issue.send_started_at or started_at
+    assert started is not None
+    return f"{issue.week}-{int(started.timestamp())}-{batch:06d}"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def count_rows(engine: Engine, issue: IssueRecord, statuses: Sequence[str] | None = None) -> int:
+    """How many of `issue`'s rows have one of `statuses` (None: rows of any status)."""
+    query = select(func.count()).where(deliveries.c.issue_id == issue.id)
+    if statuses is not None:
+        query = query.where(deliveries.c.status.in_(statuses))
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def total_sent(engine: Engine, issue: IssueRecord) -> int:
+    return count_rows(engine, issue, ("sent",))
+
+
+def ledger_position(engine: Engine, issue: IssueRecord) -> tuple[int, int]:
+    """(rows so far, the next batch number) for a run that picks the send up."""
+    with engine.connect() as conn:
+        latest = conn.execute(
+            select(func.coalesce(func.max(deliveries.c.batch), 0)).where(
+                deliveries.c.issue_id == issue.id
+            )
+        ).scalar_one()
+    return count_rows(engine, issue), 1 + int(latest)
+
+
+def open_batches(
+    engine: Engine, issue: IssueRecord, statuses: tuple[str, ...] = ("claimed", "failed")
+) -> list[int]:
+    """Batches a run before this one left claimed (in flight) or failed."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(deliveries.c.batch)
+                .where(deliveries.c.issue_id == issue.id, deliveries.c.status.in_(statuses))
+                .group_by(deliveries.c.batch)
+                .order_by(deliveries.c.batch)
+            ).scalars()
+        )
+
+
+def open_batch_rows(engine: Engine, issue: IssueRecord, batch: int) -> list[OpenRow]:
+    """A batch's claimed and failed rows, with their reader as stored now."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.status,
+                    subscribers.c.id,
+                    subscribers.c.email,
+                    subscribers.c.name,
+                    subscribers.c.status,
+                    subscribers.c.paused_until,
+                )
+                .select_from(deliveries.outerjoin(subscribers))
+                .where(
+                    deliveries.c.issue_id == issue.id,
+                    deliveries.c.batch == batch,
+                    deliveries.c.status.in_(("claimed", "failed")),
+                )
+                .order_by(deliveries.c.subscriber_id)
+            ).all()
+        )
+
+
+def recipients_of(settings: Settings, rows: Sequence[OpenRow], status: str) -> list[Recipient]:
+    """The readers of `open_batch_rows` whose row has `status`, as recipients (erased left out)."""
+    return [
+        subscriber_recipient(settings, sid, email, name)
+        for _row_id, row_status, sid, email, name, _sub, _paused in rows
+        if row_status == status and sid is not None
+    ]
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+@dataclass
+class ClaimedBatch:
+    """What `claim_batch` wrote: the readers to send to now, and the rows settled at once."""
+
+    recipients: list[Recipient] = field(default_factory=list)
+    last_id: int = 0  # the page's last subscriber id: where the next page starts
+    rows: int = 0
+    skipped: int = 0  # paused readers
+    refused: int = 0  # addresses no mail header can hold
+
+
+def claim_batch(
+    engine: Engine,
+    settings: Settings,
+    issue: IssueRecord,
+    batch: int,
+    page: Select[Any],
+    *,
+    now: datetime,
+    claimed_at: datetime,
+) -> ClaimedBatch | None:
+    """Claim the readers of `page` (an `audience_page`) as batch `batch`, in one committed
+    transaction; None when the page is empty (the audience is done).
+
+    Readers an earlier run claimed are passed over (a resume walks the list from the start
+    again); a reader paused at `now` is settled `skipped`, and one whose stored address no mail
+    header can hold `refused`. LostLease when a second sender inserted the same rows.
+    """
+    claimed = ClaimedBatch()
+    rows: list[dict[str, Any]] = []
+    try:
+        with engine.begin() as conn:
+            found = conn.execute(page).all()
+            if not found:
+                return None
+            done = set(conn.execute(claimed_between(issue, found[0][0], found[-1][0])).scalars())
+            for sid, email, name, paused_until in found:
+                if sid in done:
+                    continue
+                status, error = "claimed", None
+                if paused_until is not None and paused_until > now:
+                    status, error = "skipped", f"paused until {paused_until.isoformat()}"
+                    claimed.skipped += 1
+                else:
+                    try:
+                        claimed.recipients.append(subscriber_recipient(settings, sid, email, name))
+                    except HeaderError as exc:
+                        # A stored address no mail header can hold (a raw line break): final
+                        # for this reader, and the rest of the batch goes on.
+                        status, error = "refused", f"the stored address cannot be sent to: {exc}"
+                        claimed.refused += 1
+                rows.append(
+                    {
+                        "issue_id": issue.id,
+                        "subscriber_id": sid,
+                        "batch": batch,
+                        "status": status,
+                        "attempts": 0,
+                        "error": error,
+                        "claimed_at": claimed_at,
+                    }
+                )
+            if rows:
+                conn.execute(insert(deliveries), rows)
+    except IntegrityError:
+        # Only a second sender inserting the same (issue, subscriber) gets here.
+        raise LostLease() from None
+    claimed.rows = len(rows)
+    claimed.last_id = found[-1][0]
+    return claimed
+
+
+def reopen_batch(
+    engine: Engine,
+    settings: Settings,
+    issue: IssueRecord,
+    batch: int,
+    rows: Sequence[OpenRow],
+    *,
+    now: datetime,
+    claimed_at: datetime,
+) -> tuple[int, list[Recipient]]:
+    """Re-check each reader of an open batch that is to be sent again: (how many were settled
+    `skipped` — unsubscribed, erased or paused since —, the recipients still to send to).
+
+    The batch's failed rows are claimed again, so a run killed now leaves it in flight.
+    """
+    skip: list[dict[str, Any]] = []
+    recipients: list[Recipient] = []
+    for row_id, _status, sid, email, name, sub_status, paused_until in rows:
+        if sid is None or sub_status != "active":
+            skip.append({"row_id": row_id, "err": f"subscriber is {sub_status or 'erased'}"})
+        elif paused_until is not None and paused_until > now:
+            skip.append({"row_id": row_id, "err": f"paused until {paused_until.isoformat()}"})
+        else:
+            recipients.append(subscriber_recipient(settings, sid, email, name))
+    with engine.begin() as conn:
+        if skip:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("row_id"))
+                .values(status="skipped", error=bindparam("err")),
+                skip,
+            )
+        conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.issue_id == issue.id,
+                deliveries.c.batch == batch,
+                deliveries.c.status == "failed",
+            )
+            .values(status="claimed", error=None, claimed_at=claimed_at)
+        )
+    return len(skip), recipients
+
+
+# --------------------------------------------------------------------------- settling
+
+
+def _claimed_rows(issue: IssueRecord, batch: int) -> Any:
+    return update(deliveries).where(
+        deliveries.c.issue_id == issue.id,
+        deliveries.c.batch == batch,
+        deliveries.c.status == "claimed",
+    )
+
+
+def mark_batch(
+    engine: Engine,
+    issue: IssueRecord,
+    batch: int,
+    status: str,
+    *,
+    error: str | None,
+    sent_at: datetime,
+    message_id: str | None = None,
+) -> int:
+    """Settle a batch's claimed rows as `status` (sent or failed); how many there were."""
+    values: dict[str, Any] = {"status": status, "error": error}
+    if status == "sent":
+        values |= {"sent_at": sent_at, "message_id": message_id}
+    with engine.begin() as conn:
+        result = conn.execute(
+            _claimed_rows(issue, batch).values(attempts=deliveries.c.attempts + 1, **values)
+        )
+    return int(result.rowcount)
+
+
+def record_refused(
+    engine: Engine,
+    issue: IssueRecord,
+    batch: int,
+    refused: Mapping[str, str],
+    recipients: Sequence[Recipient],
+    transport: str,
+) -> int:
+    """Settle the readers the transport would not take as `refused`, with its reason.
+
+    Final, like `skipped`: it is not `failed`, which a run (and `--retry-failed`) would
+    send again — and the transport would refuse again, so the issue could never finish.
+    """
+    by_reason: dict[str, list[int]] = {}
+    for recipient in recipients:
+        if recipient.email in refused:
+            by_reason.setdefault(refused[recipient.email], []).append(subscriber_id(recipient))
+    count = 0
+    with engine.begin() as conn:
+        for reason, ids in by_reason.items():
+            result = conn.execute(
+                _claimed_rows(issue, batch)
+                .where(deliveries.c.subscriber_id.in_(ids))
+                .values(status="refused", error=reason, attempts=deliveries.c.attempts + 1)
+            )
+            count += result.rowcount
+    # Subscriber ids, never addresses: this ends up in logs.
+    log_event(
+        log,
+        "batch_refused",
+        level=logging.WARNING,
+        week=str(issue.week),
+        batch_key=batch_key(issue, batch),
+        subscriber_ids=sorted(i for ids in by_reason.values() for i in ids),
+        transport=transport,
+    )
+    return count
+
+
+def release_batch(engine: Engine, issue: IssueRecord, batch: int) -> None:
+    """Drop a batch's claimed rows: it certainly did not go out, so the next run claims afresh."""
+    with engine.begin() as conn:
+        conn.execute(
+            delete(deliveries).where(
+                deliveries.c.issue_id == issue.id,
+                deliveries.c.batch == batch,
+                deliveries.c.status == "claimed",
+            )
+        )
+
+
+def skip_uncertain(engine: Engine, issue: IssueRecord, batch: int, why: str) -> int:
+    """Settle a batch nobody can say went out as `skipped`, not re-sent (the policy's choice)."""
+    error = (
+        f"uncertain: {why} and the provider cannot say whether batch "
+        f"{batch_key(issue, batch)} went out; not re-sent (DIGEST_AMBIGUOUS_BATCHES=skip)"
+    )
+    with engine.begin() as conn:
+        result = conn.execute(_claimed_rows(issue, batch).values(status="skipped", error=error))
+    log_event(log, "batch_uncertain", week=str(issue.week), batch=batch, recipients=result.rowcount)
+    return int(result.rowcount)
+
+
+def refused_reason(engine: Engine, issue: IssueRecord, transport: str) -> str | None:
+    """What a finished send says about its refused readers (all of them, not this run's)."""
+    with engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                select(deliveries.c.subscriber_id)
+                .where(deliveries.c.issue_id == issue.id, deliveries.c.status == "refused")
+                .order_by(deliveries.c.subscriber_id)
+            ).scalars()
+        )
+    if not ids:
+        return None
+    shown = ", ".join(str(i) if i is not None else "erased" for i in ids[:10])
+    shown += ", …" if len(ids) > 10 else ""
+    many = len(ids) != 1
+    return (
+        f"{len(ids)} reader{'s' * many} refused (subscriber{'s' * many} {shown}): the "
+        f"{transport} transport cannot send to {'their addresses' if many else 'the address'}"
+        "; `digest deliveries ID` shows why — correct or remove the address"
+    )

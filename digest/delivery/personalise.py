@@ -1,0 +1,118 @@
+"""The mail a send makes of a stored issue: which issues can be sent, and each reader's copy.
+
+One place builds a reader's links and headers, so the issue, a test send, the check's sample and
+the welcome mail all carry the same unsubscribe and preference links as the real send.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+
+from digest.config import Settings
+from digest.core import reader_links as subscriber_links
+from digest.core.mails import PLACEHOLDERS, Message, Recipient
+from digest.headers import safe_display_name
+from digest.issues import get_issue
+from digest.model.issue import IssueRecord
+from digest.weeks import IsoWeek
+
+__all__ = [
+    "SENDABLE",
+    "SendError",
+    "issue_message",
+    "sendable_issue",
+    "subscriber_id",
+    "subscriber_recipient",
+]
+
+# The statuses an issue with rendered content can be sent (or resumed, or re-tried) in.
+SENDABLE = ("built", "sending", "paused", "failed", "sent")
+
+
+class SendError(Exception):
+    """The issue cannot be sent as asked (missing, not built, or a bad test address)."""
+
+
+def sendable_issue(engine: Engine, week: IsoWeek) -> IssueRecord:
+    """`week`'s issue if it can be sent; SendError says why not (and what to run first)."""
+    issue = get_issue(engine, week)
+    if issue is None:
+        raise SendError(f"there is no issue for {week}; build it first (`digest build`)")
+    if issue.status not in SENDABLE:
+        raise SendError(f"issue {week} is {issue.status}; only a built issue can be sent")
+    if issue.html is None or issue.text is None or issue.subject is None:
+        raise SendError(f"issue {week} has no rendered content; build it first (`digest build`)")
+    return issue
+
+
+def subscriber_recipient(
+    settings: Settings, subscriber_id: int, email: str, name: str | None
+) -> Recipient:
+    """A subscriber as a recipient of any list mail (the weekly issue, the welcome mail): their
+    own unsubscribe and preference links in the placeholders, and RFC 8058 one-click headers.
+
+    Raises HeaderError for an address no mail header can hold; the send records that reader
+    refused and goes on with the rest.
+    """
+    # A name stored before today's rules (an encoded-word, a bidi override) is left out of the
+    # header, subject and greeting instead of stopping the batch: the reader still gets the mail.
+    name = safe_display_name(name)
+    unsubscribe_url = subscriber_links.unsubscribe_url(settings, subscriber_id, email)
+    preferences_url = subscriber_links.preferences_url(settings, subscriber_id, email)
+    list_unsubscribe = f"<{unsubscribe_url}>"
+    if settings.unsubscribe_mailto:
+        mailbox = settings.unsubscribe_mailto.removeprefix("mailto:")
+        list_unsubscribe += f", <mailto:{mailbox}?subject=unsubscribe>"
+    return Recipient(
+        email=email,
+        name=name,
+        substitutions={
+            PLACEHOLDERS["unsubscribe_url"]: unsubscribe_url,
+            PLACEHOLDERS["preferences_url"]: preferences_url,
+            PLACEHOLDERS["name"]: name or "",
+            PLACEHOLDERS["name_html"]: html.escape(name or ""),
+        },
+        # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" to the https URL.
+        headers={
+            "List-Unsubscribe": list_unsubscribe,
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+        custom_args={"subscriber_id": str(subscriber_id)},
+    )
+
+
+def issue_message(
+    settings: Settings,
+    issue: IssueRecord,
+    recipients: Sequence[Recipient],
+    key: str | None,
+    *,
+    subject_prefix: str = "",
+) -> Message:
+    """`issue` as one `Message` to `recipients`, named `key` at the provider (None: a test send,
+    which no ledger batch stands behind)."""
+    if issue.html is None or issue.text is None or issue.subject is None:
+        raise SendError(f"issue {issue.week} has no rendered content; build it first")
+    custom_args = {"issue_week": str(issue.week)}
+    if key is not None:
+        custom_args["batch_key"] = key
+    return Message(
+        subject=subject_prefix + issue.subject,
+        html=issue.html,
+        text=issue.text,
+        recipients=recipients,
+        from_email=settings.sender_email,
+        from_name=settings.sender_name,
+        reply_to=settings.reply_to,
+        categories=("digest", f"digest-{issue.week}"),
+        custom_args=custom_args,
+        batch_key=key,
+    )
+
+
+def subscriber_id(recipient: Recipient) -> int:
+    """The subscriber a recipient built by `subscriber_recipient` stands for."""
+    return int(recipient.custom_args["subscriber_id"])

@@ -1,0 +1,139 @@
+"""Sends and messages that touch no ledger row: the dry-run plan, the sample of the next batch
+the issue check inspects, and a test copy to one address.
+
+Each builds its messages with the send's own code (`personalise`), so what they show is what the
+readers get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Engine, func, select
+
+from digest.config import Settings
+from digest.core.mails import Message
+from digest.db import subscribers
+from digest.delivery.audience import count_unclaimed, not_paused, unclaimed_page
+from digest.delivery.ledger import batch_key, count_rows
+from digest.delivery.personalise import (
+    SendError,
+    issue_message,
+    sendable_issue,
+    subscriber_recipient,
+)
+from digest.delivery.transport import SendResult, Transport
+from digest.headers import HeaderError
+from digest.weeks import IsoWeek
+
+__all__ = ["SendPlan", "plan_send", "sample_message", "send_test"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendPlan:
+    """What `digest send --dry-run` reports: who would get the issue, and the first request."""
+
+    recipients: int
+    already_done: int
+    batch_size: int
+    batches: int
+    first_batch_bytes: int
+
+
+def plan_send(
+    engine: Engine,
+    settings: Settings,
+    transport: Transport,
+    week: IsoWeek,
+    *,
+    now: datetime,
+) -> SendPlan:
+    """Count who would get `week`'s issue and size the first request; sends and claims nothing."""
+    issue = sendable_issue(engine, week)
+    cutoff = issue.send_started_at or now
+    per_batch = min(
+        settings.batch_size,
+        transport.recipients_per_batch(issue_message(settings, issue, (), None)),
+    )
+    count = count_unclaimed(engine, issue, cutoff, now)
+    done = count_rows(engine, issue)
+    with engine.connect() as conn:
+        page = conn.execute(unclaimed_page(issue, cutoff, 0, per_batch).where(not_paused(now)))
+        rows = page.all()
+    first_bytes = 0
+    if rows:
+        recipients = [
+            subscriber_recipient(settings, sid, email, name) for sid, email, name, _ in rows
+        ]
+        # A stand-in key of the real key's length, so the size is the real one.
+        key = batch_key(issue, 1, started_at=cutoff)
+        first_bytes = transport.payload_size(issue_message(settings, issue, recipients, key))
+    return SendPlan(
+        recipients=count,
+        already_done=done,
+        batch_size=per_batch,
+        batches=-(-count // per_batch),
+        first_batch_bytes=first_bytes,
+    )
+
+
+def sample_message(
+    engine: Engine,
+    settings: Settings,
+    week: IsoWeek,
+    *,
+    limit: int = 20,
+    now: datetime,
+) -> Message:
+    """The next batch's `Message` as `send_issue` would build it, for its first `limit`
+    recipients; claims and sends nothing. When nobody is left to send to, one stand-in
+    recipient (subscriber id 0, `sample@example.org`) takes their place, so there is always a
+    real message to check (`digest check`)."""
+    issue = sendable_issue(engine, week)
+    cutoff = issue.send_started_at or now
+    with engine.connect() as conn:
+        page = conn.execute(unclaimed_page(issue, cutoff, 0, limit).where(not_paused(now))).all()
+    recipients = []
+    for sid, email, name, _paused in page:
+        # A stored address no header can hold is refused by the send for that reader alone;
+        # it is no fault of the issue, so it is left out of the sample rather than failing it.
+        with contextlib.suppress(HeaderError):
+            recipients.append(subscriber_recipient(settings, sid, email, name))
+    if not recipients:
+        recipients = [subscriber_recipient(settings, 0, "sample@example.org", "Sample Reader")]
+    return issue_message(settings, issue, recipients, batch_key(issue, 1, started_at=cutoff))
+
+
+def send_test(
+    engine: Engine,
+    settings: Settings,
+    transport: Transport,
+    week: IsoWeek,
+    address: str,
+) -> SendResult:
+    """Send `week`'s issue to one address with "[TEST] " before the subject; the ledger is untouched.
+
+    A subscriber's own address gets their real links; any other address gets links signed for
+    it (they lead to "not subscribed" pages, but look and measure like the real ones).
+    """
+    try:
+        email = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise SendError(f"{address!r} is not a valid address: {exc}") from None
+    issue = sendable_issue(engine, week)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(subscribers.c.id, subscribers.c.name).where(
+                func.lower(subscribers.c.email) == email.lower()
+            )
+        ).first()
+    sid, name = (int(row[0]), row[1]) if row else (0, None)
+    recipient = subscriber_recipient(settings, sid, email, name)
+    message = issue_message(settings, issue, [recipient], None, subject_prefix="[TEST] ")
+    result = transport.send(message)
+    if result.refused:
+        raise SendError(f"{transport.name} refused {email}: {'; '.join(result.refused.values())}")
+    return result
