@@ -17,16 +17,16 @@ from pathlib import Path
 
 from benchmarks.common import ChildRun, base_env, run_child
 from benchmarks.data import write_glossary
-from digest import db
-from digest.build import build_site, check_rendered, make_snapshot
+from digest.campaign.build import build_site, check_rendered, make_snapshot
 from digest.config import Settings
-from digest.feed import render_feed
-from digest.issues import featured_history, list_issues, transition
-from digest.queue import list_queue
-from digest.render import render_issue
-from digest.selection import pick_featured
+from digest.core.feed import render_feed
+from digest.core.render import render_issue
+from digest.core.selection import pick_featured
+from digest.model.weeks import IsoWeek
+from digest.store import db
+from digest.store.issues import featured_history, list_issues, transition
+from digest.store.queue import list_queue
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 
 __all__ = ["BuildResult", "run_build"]
 

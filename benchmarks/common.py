@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, text
 
-from digest.db import normalise_url
+from digest.store.db import normalise_url
 
 __all__ = [
     "REPO",

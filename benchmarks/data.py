@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from digest.db import subscribers
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store.db import subscribers
 
 __all__ = ["insert_subscribers", "subscriber_email", "write_glossary"]
 

@@ -1,7 +1,7 @@
 """The send floor: the least work any sender must do for the same issue and the same subscribers.
 
 Read the active subscribers in id order, sign each one's unsubscribe and preferences links with
-the same `digest.tokens.make_token`, encode the same v3 JSON body, POST it over one keep-alive
+the same `digest.core.tokens.make_token`, encode the same v3 JSON body, POST it over one keep-alive
 connection. No ledger, no retries, no leases: `send / floor` is what digest's safety costs.
 
     python -m benchmarks.floor --week 2026-W17   # settings from DIGEST_* env, prints JSON
@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
-from digest import db
 from digest.config import Settings, get_settings
-from digest.db import issues, subscribers
-from digest.tokens import make_token
+from digest.core.tokens import make_token
+from digest.store import db
+from digest.store.db import issues, subscribers
 
 __all__ = ["run_floor"]
 

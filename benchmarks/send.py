@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 
 from benchmarks.common import ChildRun, FakeSendGrid, base_env, postgres_schema, run_child
 from benchmarks.data import insert_subscribers, write_glossary
-from digest import db
-from digest.build import build_issue
+from digest.campaign.build import build_issue
 from digest.config import Settings
+from digest.model.weeks import IsoWeek
+from digest.store import db
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 
 __all__ = ["SendResult", "run_send"]
 

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 from sqlalchemy import func, select
 
 from benchmarks.common import REPO, base_env, peak_rss_kib
-from digest import db
+from digest.store import db
 
 __all__ = ["WebResult", "run_web"]
 

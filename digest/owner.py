@@ -4,7 +4,7 @@ A lease alone cannot tell a slow sender from a dead one, so a sender killed with
 a power cut) used to hold its issue until the lease lapsed. With the owner's host name, boot id,
 pid namespace, pid and process start time stored beside the lease, a claimant on the same host
 can prove the owner gone — the machine has booted since, or no process has that pid and start
-time — and take over at once (`digest.issues.claim_send`).
+time — and take over at once (`digest.store.issues.claim_send`).
 
 The rule is: take over only on proof. Another host's owner cannot be checked from here (the
 lease is the only truth there), and so neither can one whose facts are missing (an older digest,

@@ -22,13 +22,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from sqlalchemy import Engine
 
-from digest import db
 from digest.campaign.lifecycle import local_time_tick, run_weekly
 from digest.config import Settings, get_settings
 from digest.core.cadence import job_trigger, scheduled_week
 from digest.logs import get_logger, log_event
+from digest.model.weeks import current_week, parse_week
+from digest.store import db
 from digest.store.jobs import make_jobstore, next_run_in
-from digest.weeks import current_week, parse_week
 
 __all__ = [
     "JOB_ID",

@@ -13,17 +13,17 @@ from types import FrameType
 import uvicorn
 from sqlalchemy import Engine
 
-from digest import db
 from digest.campaign.lifecycle import resumable
 from digest.config import Settings
 from digest.core.cadence import due_week
-from digest.issues import get_issue, lease_holder
 from digest.logs import get_logger, log_event
 from digest.model.schedule import parse_schedule
+from digest.model.weeks import IsoWeek
 from digest.owner import owner_liveness
 from digest.scheduler import make_scheduler, run_soon, start_scheduler, stopping
+from digest.store import db
+from digest.store.issues import get_issue, lease_holder
 from digest.web import create_app
-from digest.weeks import IsoWeek
 
 __all__ = ["serve"]
 

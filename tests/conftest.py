@@ -27,9 +27,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, make_url, text
 
 import tests.browser
-from digest import db
 from digest.config import Settings, get_settings
 from digest.model.glossary import Glossary
+from digest.store import db
 from digest.store.terms import load_glossary
 from digest.web import create_app
 

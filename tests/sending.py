@@ -20,11 +20,11 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
 
-from digest.db import deliveries, issues, subscribers
 from digest.delivery.sendgrid import SendGridTransport
-from digest.issues import save_built
 from digest.model.issue import IssueRecord
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store.db import deliveries, issues, subscribers
+from digest.store.issues import save_built
 from tests.sendgrid_server import SendGridTestServer
 
 __all__ = [

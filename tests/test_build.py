@@ -11,18 +11,18 @@ import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from digest import db
-from digest.build import build_issue, build_site, make_snapshot, preview_issue, write_build
-from digest.checks import GMAIL_CLIP_BYTES, QualityError, check_email, check_page
+from digest.campaign.build import build_issue, build_site, make_snapshot, preview_issue, write_build
 from digest.cli import app
+from digest.core.checks import GMAIL_CLIP_BYTES, QualityError, check_email, check_page
+from digest.core.feed import render_feed
 from digest.core.mails import PLACEHOLDERS
-from digest.feed import render_feed
-from digest.issues import InvalidTransition, get_issue, list_issues, transition
-from digest.queue import add_to_queue, list_queue
-from digest.render import archive_page
-from digest.selection import Pick
+from digest.core.render import archive_page
+from digest.core.selection import Pick
+from digest.model.weeks import IsoWeek
+from digest.store import db
+from digest.store.issues import InvalidTransition, get_issue, list_issues, transition
+from digest.store.queue import add_to_queue, list_queue
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 from tests.conftest import term_text
 from tests.test_render import settings_for
 
@@ -259,7 +259,7 @@ def test_static_feed_and_index_list_sent_issues_and_this_one(engine, settings, g
 
 
 def test_write_build_without_feed_writes_the_mail_and_page_only(settings, glossary, tmp_path):
-    from digest.render import render_issue
+    from digest.core.render import render_issue
 
     rendered = render_issue(
         make_snapshot(settings, glossary, Pick(W48, "beta", "rotation")), settings
@@ -429,9 +429,9 @@ def test_a_week_renders_from_a_10000_term_glossary(settings):
     only the featured term and its neighbours, so the glossary's size must not show."""
     import random
 
+    from digest.core.render import render_issue
+    from digest.core.selection import pick_featured
     from digest.model.glossary import Glossary, Section, Source, Term
-    from digest.render import render_issue
-    from digest.selection import pick_featured
     from tests.test_render import record_of
 
     rng = random.Random(7)

@@ -14,21 +14,21 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from digest.build import build_issue as build_real_issue
-from digest.build import build_site
+from digest.campaign.build import build_issue as build_real_issue
+from digest.campaign.build import build_site
 from digest.campaign.lifecycle import run_weekly
-from digest.checks import GMAIL_CLIP_BYTES, QualityError, check_feed, check_message
+from digest.campaign.preflight import check_issue, send_gate
 from digest.cli import app
 from digest.config import Settings
+from digest.core.checks import GMAIL_CLIP_BYTES, QualityError, check_feed, check_message
 from digest.core.mails import Message, Recipient
-from digest.db import utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.personalise import subscriber_recipient
 from digest.delivery.runner import send_issue
 from digest.delivery.samples import sample_message
-from digest.issues import get_issue, save_built
 from digest.model.glossary import Glossary
-from digest.preflight import check_issue, send_gate
+from digest.store.db import utcnow
+from digest.store.issues import get_issue, save_built
 from tests.sending import HTML, NOW, TEXT, WEEK, build_issue, ledger, seed_subscribers
 
 runner = CliRunner()

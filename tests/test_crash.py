@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import Engine, select
 
-from digest.db import deliveries, issues, subscribers
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store.db import deliveries, issues, subscribers
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     REPO,

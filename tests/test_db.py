@@ -1,4 +1,4 @@
-"""The schema: migrations create exactly what digest/db.py describes, on every backend."""
+"""The schema: migrations create exactly what digest/store/db.py describes, on every backend."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from digest import db
+from digest.store import db
 
 
 def test_migrations_match_the_table_definitions(engine):

@@ -14,11 +14,11 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from digest.config import Settings, get_settings
-from digest.db import deliveries, subscribers, utcnow
-from digest.delivery.log import issue_deliveries, reader_log
 from digest.delivery.runner import retry_failed, send_issue
-from digest.issues import claim_send, get_issue
+from digest.store.db import deliveries, subscribers, utcnow
+from digest.store.deliveries import issue_deliveries, reader_log
 from digest.store.events import handle_events
+from digest.store.issues import claim_send, get_issue
 from digest.store.subscribers import get_subscriber, mark_status, unsubscribe_subscriber
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from digest.render import render_issue
+from digest.core.render import render_issue
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_render import settings_for, snapshot_of, tricky_glossary
 

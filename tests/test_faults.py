@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
-from digest import db
 from digest.config import Settings
 from digest.delivery.runner import SendSummary, send_issue
 from digest.delivery.sendgrid import SendGridTransport
-from digest.issues import get_issue
+from digest.store import db
+from digest.store.issues import get_issue
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import NOW, WEEK, build_issue, ledger, seed_subscribers, wait_out_the_lease
 

@@ -9,8 +9,8 @@ from email.utils import parsedate_to_datetime
 import feedparser
 import pytest
 
-from digest.feed import render_feed
-from digest.weeks import IsoWeek
+from digest.core.feed import render_feed
+from digest.model.weeks import IsoWeek
 from tests.test_render import (
     NOW,
     TRICKY_TITLE,

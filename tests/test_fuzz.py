@@ -26,18 +26,18 @@ from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert
 
-from digest import db
 from digest.config import Settings, get_settings
 from digest.core.reader_input import normalise_email
+from digest.core.tokens import BadToken, make_token, read_token
 from digest.model.glossary import InvalidGlossary, render_markdown
 from digest.model.subscriber import STATUSES
 from digest.model.subscriber import InvalidSubscriber as _InvalidSubscriber
+from digest.model.weeks import IsoWeek, parse_week
+from digest.store import db
 from digest.store.subscriber_csv import export_csv, import_csv
 from digest.store.subscribers import list_subscribers
 from digest.store.terms import load_glossary, read_glossary
-from digest.tokens import BadToken, make_token, read_token
 from digest.web import create_app
-from digest.weeks import IsoWeek, parse_week
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from digest.model.glossary import Alias, Glossary, GlossaryError, InvalidGlossary, Source, Term
+from digest.model.weeks import IsoWeek
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 from tests.conftest import STARTER_TERMS, term_text
 
 

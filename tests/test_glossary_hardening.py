@@ -30,14 +30,14 @@ from hypothesis import strategies as st
 from markdown_it.common.entities import entities
 from typer.testing import CliRunner
 
-from digest.build import make_snapshot
+from digest.campaign.build import make_snapshot
 from digest.cli import app
 from digest.config import Settings
+from digest.core.render import RenderedIssue, render_issue
+from digest.core.selection import Pick
 from digest.model.glossary import Glossary
-from digest.render import RenderedIssue, render_issue
-from digest.selection import Pick
+from digest.model.weeks import IsoWeek
 from digest.store.terms import MAX_TERM_BYTES, read_glossary
-from digest.weeks import IsoWeek
 from tests.conftest import REPO, term_text
 from tests.test_fuzz import fuzz_examples
 

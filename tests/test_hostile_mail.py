@@ -20,9 +20,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select, update
 
-from digest import db
-from digest.checks import check_message
+from digest.campaign.preflight import check_issue
 from digest.config import Settings, get_settings
+from digest.core.checks import check_message
+from digest.core.headers import (
+    HeaderError,
+    UnsupportedAddress,
+    address_header,
+    ascii_address,
+    list_unsubscribe_header,
+    verify_header_block,
+)
 from digest.core.mails import Message, Recipient
 from digest.core.reader_input import normalise_email
 from digest.core.reader_links import confirm_url
@@ -32,17 +40,9 @@ from digest.delivery.runner import send_issue
 from digest.delivery.samples import sample_message
 from digest.delivery.sendgrid import build_payload
 from digest.delivery.transport import PermanentError
-from digest.headers import (
-    HeaderError,
-    UnsupportedAddress,
-    address_header,
-    ascii_address,
-    list_unsubscribe_header,
-    verify_header_block,
-)
 from digest.model.subscriber import InvalidSubscriber
-from digest.preflight import check_issue
 from digest.readers.signup import Subscription, send_confirmation, subscribe
+from digest.store import db
 from digest.store.subscriber_csv import import_csv
 from digest.store.subscribers import add_confirmed, get_subscriber
 from tests.sending import (

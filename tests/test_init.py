@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from digest.cli import app
 from digest.cli.project import DEMO_READERS
 from digest.config import Settings, get_settings
-from digest.render import RenderError, render_template, template_roots
+from digest.core.render import RenderError, render_template, template_roots
 from digest.scaffold import (
     STARTER_TERMS,
     default_theme_dir,

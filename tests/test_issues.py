@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, event, insert, text, update
 
-from digest.db import issues, utcnow
-from digest.issues import (
+from digest.model.issue import TRANSITIONS
+from digest.model.weeks import IsoWeek
+from digest.store.db import issues, utcnow
+from digest.store.issues import (
     InvalidTransition,
     claim_send,
     featured_history,
@@ -24,8 +26,6 @@ from digest.issues import (
     save_built,
     transition,
 )
-from digest.model.issue import TRANSITIONS
-from digest.weeks import IsoWeek
 from tests.sending import wait_for
 
 STATES = ("planned", "built", "sending", "sent", "paused", "failed")

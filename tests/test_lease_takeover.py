@@ -29,18 +29,10 @@ from typer.testing import CliRunner
 
 from digest.cli import app
 from digest.config import Settings
-from digest.db import deliveries, issues, subscribers, utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import retry_failed, send_issue
-from digest.issues import (
-    claim_send,
-    get_issue,
-    lease_holder,
-    list_issues,
-    release_send,
-    transition,
-)
 from digest.model.owner import Machine, Owner
+from digest.model.weeks import IsoWeek
 from digest.owner import (
     Liveness,
     ProcessInfo,
@@ -51,7 +43,15 @@ from digest.owner import (
     probe_process,
     this_machine,
 )
-from digest.weeks import IsoWeek
+from digest.store.db import deliveries, issues, subscribers, utcnow
+from digest.store.issues import (
+    claim_send,
+    get_issue,
+    lease_holder,
+    list_issues,
+    release_send,
+    transition,
+)
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     NOW,
@@ -241,7 +241,7 @@ def test_a_dead_owner_on_this_host_is_taken_over_at_once_and_the_takeover_is_log
     _claimed_by(engine, dead)
     me = current_owner()
 
-    with caplog.at_level(logging.WARNING, logger="digest.issues"):
+    with caplog.at_level(logging.WARNING, logger="digest.store.issues"):
         claim = claim_send(engine, WEEK, me, LEASE, judge_holder=owner_liveness, now=utcnow())
 
     assert claim and claim.took_over

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
-from digest import db
 from digest.campaign import lifecycle
 from digest.campaign.lifecycle import Prepared, prepare, resumable
-from digest.issues import get_issue, transition
 from digest.model.glossary import Glossary
+from digest.store import db
+from digest.store.issues import get_issue, transition
 from tests.sending import NOW, WEEK, build_issue
 
 

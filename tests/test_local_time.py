@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from digest.campaign.lifecycle import local_time_tick
+from digest.campaign.status import gather_status
 from digest.config import Settings, get_settings
 from digest.core.cadence import (
     TICK_MINUTES,
@@ -27,14 +28,13 @@ from digest.core.cadence import (
     week_fire,
     zone_slots,
 )
-from digest.db import deliveries
-from digest.issues import get_issue
 from digest.model.schedule import parse_schedule
 from digest.model.subscriber import Subscriber
+from digest.model.weeks import IsoWeek
 from digest.readers.preferences import pause, update_profile
-from digest.status import gather_status
+from digest.store.db import deliveries
+from digest.store.issues import get_issue
 from digest.store.subscribers import add_confirmed
-from digest.weeks import IsoWeek
 
 WEEK = IsoWeek(2026, 10)  # Monday 2 March 2026: no daylight-saving change anywhere near
 JOINED = datetime(2026, 2, 1, tzinfo=UTC)
@@ -304,8 +304,8 @@ def test_the_weekly_job_reads_the_setting_from_the_environment(settings_env, mon
 def test_the_scheduled_job_runs_the_tick_when_local_time_delivery_is_on(
     settings_env, engine, monkeypatch
 ):
+    from digest.model.weeks import current_week
     from digest.scheduler import weekly_job
-    from digest.weeks import current_week
 
     # A weekly crontab whose fire was an hour ago: its zone (the newsletter's) is due now.
     fired = datetime.now(UTC) - timedelta(hours=1)

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from digest.news import FeedError, NewsItem, fetch_news, parse_feed, select_news
+from digest.store.news import FeedError, NewsItem, fetch_news, parse_feed, select_news
 from tests.test_render import settings_for
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -150,7 +150,7 @@ def test_broken_feeds_are_logged_and_skipped_never_fatal(server, caplog):
         news_feeds=[f"{server}/{name}" for name in bad] + [f"{server}/good.xml", "ftp://x/feed"],
         news_items=1,
     )
-    with caplog.at_level(logging.WARNING, logger="digest.news"):
+    with caplog.at_level(logging.WARNING, logger="digest.store.news"):
         items = fetch_news(settings, NOW)
     assert [i.title for i in items] == ["Newest & best"]
     logged = caplog.text
@@ -166,7 +166,7 @@ def test_a_slow_feed_is_given_up_after_the_timeout(server, caplog):
         news_feeds=[f"{server}/slow.xml", f"{server}/good.xml"], news_timeout=0.5, news_items=1
     )
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="digest.news"):
+    with caplog.at_level(logging.WARNING, logger="digest.store.news"):
         items = fetch_news(settings, NOW)
     assert time.monotonic() - started < SLOW_SECONDS - 1
     assert [i.title for i in items] == ["Newest & best"]
@@ -176,7 +176,7 @@ def test_a_slow_feed_is_given_up_after_the_timeout(server, caplog):
 def test_a_feed_that_trickles_in_is_cut_off_at_the_timeout_in_total(server, caplog):
     settings = settings_for(news_feeds=[f"{server}/drip.xml"], news_timeout=0.5)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="digest.news"):
+    with caplog.at_level(logging.WARNING, logger="digest.store.news"):
         assert fetch_news(settings, NOW) == []
     assert time.monotonic() - started < 1.5
     assert f"{server}/drip.xml skipped: took longer than 0.5 s" in caplog.text

@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 
 from digest.config import Settings
 from digest.core.mails import Message, Recipient
-from digest.db import utcnow
 from digest.delivery.outbox import OutboxTransport, mime_bytes
 from digest.delivery.runner import send_issue
+from digest.store.db import utcnow
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 
 

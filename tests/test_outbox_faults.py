@@ -24,12 +24,12 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from digest.config import Settings, get_settings
-from digest.db import utcnow
 from digest.delivery import outbox as outbox_module
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import send_issue
 from digest.delivery.transport import RetryableError
-from digest.issues import get_issue
+from digest.store.db import utcnow
+from digest.store.issues import get_issue
 from tests.sending import (
     NOW,
     WEEK,

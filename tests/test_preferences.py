@@ -14,18 +14,18 @@ from html import unescape
 import pytest
 from sqlalchemy import select
 
-from digest.build import build_issue as build_real_issue
+from digest.campaign.build import build_issue as build_real_issue
 from digest.config import Settings
 from digest.core.reader_times import time_zones
-from digest.db import deliveries, events, utcnow
+from digest.core.tokens import make_token, read_token
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import send_issue
 from digest.model.subscriber import InvalidSubscriber, Subscriber
+from digest.model.weeks import IsoWeek
 from digest.readers.preferences import export_data, pause, resume, update_profile
+from digest.store.db import deliveries, events, utcnow
 from digest.store.events import handle_events
 from digest.store.subscribers import add_confirmed, get_subscriber
-from digest.tokens import make_token, read_token
-from digest.weeks import IsoWeek
 from tests.sending import NOW, WEEK, build_issue, ledger
 
 ANN = "ann@example.org"
@@ -351,7 +351,7 @@ def ann_zone():  # type: ignore[no-untyped-def]
 
 
 def _issue_id(engine, week: IsoWeek) -> int:  # type: ignore[no-untyped-def]
-    from digest.issues import get_issue
+    from digest.store.issues import get_issue
 
     issue = get_issue(engine, week)
     assert issue is not None

@@ -6,12 +6,14 @@ import pytest
 from sqlalchemy import Engine, select, update
 from typer.testing import CliRunner
 
-from digest import db
 from digest.cli import app
-from digest.issues import save_built
+from digest.core.selection import Pick, pick_featured, plan
 from digest.model.glossary import Glossary
 from digest.model.queue import QueueEntry
-from digest.queue import (
+from digest.model.weeks import IsoWeek
+from digest.store import db
+from digest.store.issues import save_built
+from digest.store.queue import (
     AlreadyFeatured,
     QueueError,
     add_to_queue,
@@ -20,9 +22,7 @@ from digest.queue import (
     move_in_queue,
     remove_from_queue,
 )
-from digest.selection import Pick, pick_featured, plan
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 from tests.conftest import term_text
 
 W = IsoWeek(2026, 10)

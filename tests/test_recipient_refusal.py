@@ -25,15 +25,15 @@ from typer.testing import CliRunner
 
 from digest.config import Settings, get_settings
 from digest.core.mails import Message
-from digest.db import deliveries, subscribers, utcnow
-from digest.delivery.log import issue_deliveries
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.personalise import SendError
 from digest.delivery.runner import send_issue
 from digest.delivery.samples import send_test
 from digest.delivery.sendgrid import SendGridTransport
 from digest.delivery.transport import SendResult
-from digest.issues import get_issue
+from digest.store.db import deliveries, subscribers, utcnow
+from digest.store.deliveries import issue_deliveries
+from digest.store.issues import get_issue
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     JOINED,

@@ -16,10 +16,7 @@ import pytest
 
 from digest.config import Settings
 from digest.core.mails import PLACEHOLDERS
-from digest.model.glossary import Glossary
-from digest.model.issue import IssueRecord
-from digest.packaged import default_theme_dir
-from digest.render import (
+from digest.core.render import (
     RenderError,
     archive_index,
     archive_page,
@@ -27,9 +24,12 @@ from digest.render import (
     render_issue,
     subject_line,
 )
-from digest.selection import Pick
+from digest.core.selection import Pick
+from digest.model.glossary import Glossary
+from digest.model.issue import IssueRecord
+from digest.model.weeks import IsoWeek, parse_week
+from digest.packaged import default_theme_dir
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek, parse_week
 from tests.conftest import term_text
 
 WEEK = IsoWeek(2026, 48)
@@ -93,7 +93,7 @@ def tricky_glossary(make_terms: Callable[[dict[str, str]], Path]) -> Glossary:
 def snapshot_of(
     glossary: Glossary, slug: str, settings: Settings, week: IsoWeek = WEEK, news: Any = ()
 ) -> dict[str, Any]:
-    from digest.build import make_snapshot
+    from digest.campaign.build import make_snapshot
 
     return make_snapshot(settings, glossary, Pick(week, slug, "rotation"), news)
 

@@ -23,20 +23,20 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from typer.testing import CliRunner
 
-from digest import db
-from digest.build import build_issue
+from digest.campaign.build import build_issue
 from digest.campaign.lifecycle import run_weekly
+from digest.campaign.status import gather_status
 from digest.cli import app
 from digest.config import get_settings
 from digest.core.cadence import scheduled_week
 from digest.delivery import make_transport
 from digest.delivery.runner import send_issue
-from digest.issues import get_issue
+from digest.model.weeks import IsoWeek
 from digest.scheduler import JOB_ID, make_scheduler, start_scheduler
-from digest.status import gather_status
+from digest.store import db
+from digest.store.issues import get_issue
 from digest.store.jobs import JOBS_TABLE
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 
 REPO = Path(__file__).resolve().parent.parent
 DIGEST = str(REPO / ".venv" / "bin" / "digest")

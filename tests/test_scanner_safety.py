@@ -19,15 +19,15 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, select
 
-from digest.build import build_issue
-from digest.db import deliveries, events, issues, queue, subscribers, utcnow
+from digest.campaign.build import build_issue
+from digest.core.tokens import make_token
 from digest.delivery import make_transport
 from digest.delivery.runner import send_issue
-from digest.queue import add_to_queue
 from digest.readers.signup import subscribe
+from digest.store.db import deliveries, events, issues, queue, subscribers, utcnow
 from digest.store.events import handle_events
+from digest.store.queue import add_to_queue
 from digest.store.subscribers import add_confirmed, get_subscriber
-from digest.tokens import make_token
 from tests.sending import JOINED, NOW, WEEK
 
 TABLES = (subscribers, deliveries, events, queue, issues)

@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import inspect, select, text
 
-from digest import db
 from digest.config import Settings, get_settings
 from digest.core.cadence import due_fire_time, scheduled_week
 from digest.model.schedule import ScheduleError, parse_schedule
+from digest.model.weeks import IsoWeek
 from digest.scheduler import JOB_ID, WEEKLY_JOB, make_scheduler, start_scheduler
+from digest.store import db
 from digest.store.jobs import JOBS_TABLE, make_jobstore
-from digest.weeks import IsoWeek
 
 AMS = ZoneInfo("Europe/Amsterdam")
 RECORDER = "tests.test_schedule:record_fire"

@@ -26,27 +26,27 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import Engine, select
 
-from digest import db
-from digest.build import build_issue
+from digest.campaign.build import build_issue
 from digest.config import Settings, get_settings
+from digest.core.feed import render_feed
 from digest.core.mails import Message, Recipient
+from digest.core.render import archive_page, subject_line
+from digest.core.tokens import make_token
 from digest.delivery import make_transport
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import send_issue
 from digest.delivery.sendgrid import SendGridTransport
 from digest.delivery.transport import RetryableError
-from digest.feed import render_feed
-from digest.issues import get_issue, transition
 from digest.model.issue import IssueRecord
 from digest.model.subscriber import InvalidSubscriber
-from digest.queue import add_to_queue
+from digest.model.weeks import IsoWeek
 from digest.readers.signup import subscribe
-from digest.render import archive_page, subject_line
+from digest.store import db
+from digest.store.issues import get_issue, transition
+from digest.store.queue import add_to_queue
 from digest.store.subscribers import add_confirmed, get_subscriber, mark_status
 from digest.store.terms import load_glossary, read_glossary
-from digest.tokens import make_token
 from digest.web import create_app
-from digest.weeks import IsoWeek
 from tests.sendgrid_server import SendGridTestServer
 from tests.test_subscribers import signed_ago
 

@@ -14,21 +14,21 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest import db
 from digest.cli import app
-from digest.issues import featured_history, list_issues
-from digest.model.glossary import Glossary, Section, Source, Term
-from digest.model.queue import QueueEntry
-from digest.queue import add_to_queue, list_queue
-from digest.selection import (
+from digest.core.selection import (
     Pick,
     first_open_week,
     pick_featured,
     plan,
     related_concepts,
 )
+from digest.model.glossary import Glossary, Section, Source, Term
+from digest.model.queue import QueueEntry
+from digest.model.weeks import IsoWeek
+from digest.store import db
+from digest.store.issues import featured_history, list_issues
+from digest.store.queue import add_to_queue, list_queue
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 from tests.conftest import REPO, term_text
 
 W = IsoWeek(2026, 10)
@@ -244,8 +244,8 @@ def test_the_pick_is_the_same_for_the_same_glossary_history_and_week(make_terms)
     assert plan(load_glossary(folder), history, [], W, 30) == first
     # …and in a fresh interpreter with a different string-hash seed.
     script = (
-        "import sys; from digest.store.terms import load_glossary; from digest.weeks import IsoWeek;"
-        "from digest.selection import plan;"
+        "import sys; from digest.store.terms import load_glossary; from digest.model.weeks import IsoWeek;"
+        "from digest.core.selection import plan;"
         "h=[(IsoWeek(2026,8),'term-b3'),(IsoWeek(2026,9),'term-c1')];"
         "print(' '.join(p.slug for p in plan(load_glossary(sys.argv[1]), h, [], IsoWeek(2026,10), 30)))"
     )

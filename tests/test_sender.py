@@ -18,16 +18,16 @@ import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from digest.config import Settings
-from digest.db import deliveries, subscribers, utcnow
+from digest.core.tokens import read_token
 from digest.delivery.ledger import batch_key
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.personalise import SendError, issue_message, subscriber_recipient
 from digest.delivery.runner import send_issue
 from digest.delivery.samples import plan_send, send_test
 from digest.delivery.sendgrid import SendGridTransport
-from digest.issues import claim_send, get_issue, transition
 from digest.model.issue import IssueRecord
-from digest.tokens import read_token
+from digest.store.db import deliveries, subscribers, utcnow
+from digest.store.issues import claim_send, get_issue, transition
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     NOW,

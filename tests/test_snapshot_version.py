@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
-from digest import db
-from digest.build import build_issue, build_site, preview_issue
+from digest.campaign.build import build_issue, build_site, preview_issue
 from digest.cli import app
-from digest.issues import get_issue, transition
 from digest.model.glossary import Glossary
 from digest.model.snapshot import SNAPSHOT_VERSION, SnapshotVersionError
+from digest.model.weeks import IsoWeek
+from digest.store import db
+from digest.store.issues import get_issue, transition
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 from tests.test_build import small_terms
 from tests.test_render import settings_for
 

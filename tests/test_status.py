@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import inspect, update
 
-from digest import db
+from digest.campaign.status import gather_status
 from digest.config import Settings
 from digest.core.cadence import next_fire_time
 from digest.model.schedule import parse_schedule
 from digest.scheduler import JOB_ID, make_scheduler, start_scheduler
-from digest.status import gather_status
+from digest.store import db
 from digest.store.jobs import JOBS_TABLE, make_jobstore
 
 

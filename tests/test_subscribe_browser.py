@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
-from digest import db
 from digest.config import get_settings
+from digest.core.tokens import make_token
 from digest.model.subscriber import Subscriber
+from digest.store import db
 from digest.store.subscribers import get_subscriber
-from digest.tokens import make_token
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, PERSON, serving
 
 pytestmark = pytest.mark.browser

@@ -19,12 +19,13 @@ import pytest
 from itsdangerous import TimestampSigner
 from sqlalchemy import func, insert, select
 
-from digest import db
 from digest.config import Settings
 from digest.core.reader_links import confirm_url, preferences_url, unsubscribe_url
+from digest.core.tokens import BadToken, make_token, read_token
 from digest.delivery.transport import TransportError
 from digest.model.subscriber import AlreadySuppressed, InvalidSubscriber
 from digest.readers.signup import confirm, subscribe, unsubscribe
+from digest.store import db
 from digest.store.subscriber_csv import export_csv, import_csv
 from digest.store.subscribers import (
     add_confirmed,
@@ -34,7 +35,6 @@ from digest.store.subscribers import (
     list_subscribers,
     mark_status,
 )
-from digest.tokens import BadToken, make_token, read_token
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 

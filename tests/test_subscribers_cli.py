@@ -13,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from digest import db
+from digest.store import db
 from digest.store.subscribers import get_subscriber, list_subscribers, mark_status
 from tests.conftest import REPO
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from digest.config import Settings
-from digest.tokens import BadToken, make_token, read_token
+from digest.core.tokens import BadToken, make_token, read_token
 
 
 @pytest.fixture

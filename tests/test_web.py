@@ -17,16 +17,16 @@ import feedparser
 import pytest
 from fastapi.testclient import TestClient
 
-from digest import db
-from digest.build import build_issue
+from digest.campaign.build import build_issue
 from digest.config import Settings
-from digest.issues import transition
+from digest.core.tokens import make_token
+from digest.model.weeks import IsoWeek
 from digest.readers.signup import subscribe
+from digest.store import db
+from digest.store.issues import transition
 from digest.store.subscribers import get_subscriber, mark_status
-from digest.tokens import make_token
 from digest.web import create_app
 from digest.web.webhooks import router as webhook_router
-from digest.weeks import IsoWeek
 from tests.test_subscribers import signed_ago
 
 ANN = "ann@example.org"

@@ -28,16 +28,16 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from digest import db
-from digest.build import build_issue
+from digest.campaign.build import build_issue
 from digest.config import Settings, get_settings
-from digest.issues import transition
+from digest.core.tokens import make_token
 from digest.model.subscriber import Subscriber
+from digest.model.weeks import IsoWeek
 from digest.readers.signup import subscribe
+from digest.store import db
+from digest.store.issues import transition
 from digest.store.subscribers import add_confirmed, get_subscriber
-from digest.tokens import make_token
 from digest.web import create_app
-from digest.weeks import IsoWeek
 from tests.test_scanner_safety import snapshot
 
 REPO = Path(__file__).resolve().parent.parent

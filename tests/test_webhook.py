@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from digest.config import Settings
-from digest.db import events, subscribers, utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import send_issue
-from digest.issues import get_issue
+from digest.store.db import events, subscribers, utcnow
 from digest.store.events import handle_events
+from digest.store.issues import get_issue
 from digest.web import create_app
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from digest.weeks import IsoWeek, current_week, parse_week
+from digest.model.weeks import IsoWeek, current_week, parse_week
 
 
 def test_parse_and_print_round_trip():

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from digest.build import build_issue
-from digest.checks import QualityError, check_email
+from digest.campaign.build import build_issue
 from digest.config import Settings, get_settings
+from digest.core.checks import QualityError, check_email
 from digest.core.reader_times import delivery_time
-from digest.db import utcnow
+from digest.core.tokens import make_token, read_token
 from digest.delivery.outbox import build_mime
-from digest.issues import transition
+from digest.model.weeks import IsoWeek
 from digest.packaged import default_theme_dir
 from digest.readers.preferences import send_welcome, welcome_mail
 from digest.readers.signup import subscribe
+from digest.store.db import utcnow
+from digest.store.issues import transition
 from digest.store.subscribers import add_confirmed, get_subscriber, unsubscribe_subscriber
-from digest.tokens import make_token, read_token
-from digest.weeks import IsoWeek
 
 WINTER = datetime(2026, 1, 14, 12, 0, tzinfo=UTC)  # a Wednesday, no DST anywhere relevant
 SUMMER = datetime(2026, 7, 15, 12, 0, tzinfo=UTC)

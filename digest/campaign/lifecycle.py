@@ -2,7 +2,7 @@
 send it, resume it or leave it alone — for the weekly job, the local-time tick and `digest send`.
 
 Every entry point is safe to run from several processes at once: a concurrent build is detected
-and the stored issue used, and the send lease (digest.issues) decides who sends.
+and the stored issue used, and the send lease (digest.store.issues) decides who sends.
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from digest import db
-from digest.build import build_issue
+from digest.campaign.build import build_issue
+from digest.campaign.preflight import send_gate
 from digest.config import Settings
 from digest.core.cadence import TICK_MINUTES, plan_local_sends
 from digest.delivery import make_transport
 from digest.delivery.batches import Clock
 from digest.delivery.runner import SendSummary, send_issue
 from digest.delivery.transport import Transport
-from digest.issues import InvalidTransition, get_issue
 from digest.logs import get_logger, log_event
 from digest.model.glossary import Glossary
 from digest.model.issue import IssueRecord, IssueStatus
-from digest.preflight import send_gate
+from digest.model.weeks import IsoWeek
+from digest.store import db
+from digest.store.issues import InvalidTransition, get_issue
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek
 
 __all__ = [
     "SKIPPED",

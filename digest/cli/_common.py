@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
-from digest import db
 from digest.config import Settings, get_settings
 from digest.model.glossary import Glossary, InvalidGlossary
+from digest.model.weeks import IsoWeek, current_week, parse_week
+from digest.store import db
 from digest.store.terms import load_glossary
-from digest.weeks import IsoWeek, current_week, parse_week
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

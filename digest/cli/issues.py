@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from digest import db
 from digest.cli._common import console, err, fail, invocation, week_option
+from digest.store import db
 
 
 def build_command(
@@ -29,10 +29,10 @@ def build_command(
     ] = False,
 ) -> None:
     """Build the week's issue; write the mail, its archive page, the archive index and feed."""
-    from digest.build import build_site
-    from digest.checks import QualityError
-    from digest.issues import InvalidTransition, get_issue
-    from digest.render import RenderError
+    from digest.campaign.build import build_site
+    from digest.core.checks import QualityError
+    from digest.core.render import RenderError
+    from digest.store.issues import InvalidTransition, get_issue
 
     inv = invocation(ctx)
     wk = inv.week_or_this(week)
@@ -74,8 +74,8 @@ def preview_command(
     import tempfile
     import webbrowser
 
-    from digest.build import preview_issue, write_build
-    from digest.render import RenderError
+    from digest.campaign.build import preview_issue, write_build
+    from digest.core.render import RenderError
 
     inv = invocation(ctx)
     wk = inv.week_or_this(week)
@@ -108,7 +108,7 @@ def check_command(
     The mail (size, lang, absolute links, image alt text, the text part), its archive page, the
     first batch's real messages (List-Unsubscribe headers, markers, signed links) and the feed.
     """
-    from digest.preflight import check_issue
+    from digest.campaign.preflight import check_issue
 
     inv = invocation(ctx)
     wk = inv.week_or_this(week)
@@ -138,7 +138,7 @@ def deliveries_command(
     for it, or who got it and are bounced now). With EMAIL: each issue they were due, its
     status, when it went out, the provider's message id and events (--week: only that week).
     """
-    from digest.delivery.log import issue_deliveries, reader_log
+    from digest.store.deliveries import issue_deliveries, reader_log
 
     wk = week_option("--week", week)
     inv = invocation(ctx)

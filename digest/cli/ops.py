@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from digest import db
 from digest.cli._common import console, fail, invocation
+from digest.store import db
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -51,7 +51,7 @@ def status_command(ctx: typer.Context) -> None:
     """Show when the weekly job fires next, the latest issue and its deliveries, and subscribers."""
     from datetime import UTC
 
-    from digest.status import gather_status
+    from digest.campaign.status import gather_status
 
     inv = invocation(ctx)
     conf = inv.settings()
@@ -110,7 +110,7 @@ def db_backup(
     ] = False,
 ) -> None:
     """Copy the SQLite database to PATH while digest keeps running (PostgreSQL: use pg_dump)."""
-    from digest.backup import BackupError, backup_database
+    from digest.store.backup import BackupError, backup_database
 
     try:
         size = backup_database(invocation(ctx).engine(), path, overwrite=overwrite)

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from digest import db
 from digest.cli._common import console, fail, invocation
-from digest.weeks import current_week
+from digest.model.weeks import current_week
+from digest.store import db
 
 DEMO_READERS = (
     ("ada@example.com", "Ada"),
@@ -62,8 +62,8 @@ def demo_command(ctx: typer.Context) -> None:
     import contextlib
 
     from digest.campaign.lifecycle import run_weekly
-    from digest.issues import get_issue
     from digest.model.subscriber import AlreadySuppressed
+    from digest.store.issues import get_issue
     from digest.store.subscribers import add_confirmed
 
     inv = invocation(ctx)

@@ -11,10 +11,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from digest import db
 from digest.cli._common import console, err, fail, invocation, week_option
-from digest.issues import featured_history
-from digest.queue import (
+from digest.core.selection import first_open_week, plan
+from digest.store import db
+from digest.store.issues import featured_history
+from digest.store.queue import (
     AlreadyFeatured,
     QueueError,
     add_to_queue,
@@ -22,7 +23,6 @@ from digest.queue import (
     move_in_queue,
     remove_from_queue,
 )
-from digest.selection import first_open_week, plan
 from digest.store.terms import read_glossary
 
 app = typer.Typer(

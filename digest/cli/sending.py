@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine
 
-from digest import db
 from digest.cli._common import (
     Invocation,
     console,
@@ -25,7 +24,8 @@ from digest.cli._common import (
 )
 from digest.cli._signals import stop_on
 from digest.config import Settings
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store import db
 
 issue_app = typer.Typer(
     help="One issue's life: resume a stopped send, cancel.", no_args_is_help=True
@@ -216,7 +216,7 @@ def issue_resume(
     """
     from digest.campaign.lifecycle import send_week
     from digest.delivery.personalise import SendError
-    from digest.issues import InvalidTransition
+    from digest.store.issues import InvalidTransition
 
     wk = week_argument(week)
     conf = invocation(ctx).ops_settings()
@@ -245,7 +245,7 @@ def issue_cancel(
     reason: Annotated[str, typer.Option(help="Why; shown by `digest status`.")] = "cancelled",
 ) -> None:
     """Mark an issue failed so no job sends it (planned, built, sending or paused)."""
-    from digest.issues import InvalidTransition, transition
+    from digest.store.issues import InvalidTransition, transition
 
     wk = week_argument(week)
     try:

@@ -13,8 +13,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from digest import db
 from digest.cli._common import console, err, fail, invocation
+from digest.store import db
 
 app = typer.Typer(
     help="Subscribers: add, import, export, list, count, remove (GDPR erase).",

@@ -15,7 +15,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from digest.config import Settings
 from digest.model.schedule import parse_schedule
-from digest.weeks import IsoWeek, current_week
+from digest.model.weeks import IsoWeek, current_week
 
 __all__ = [
     "TICK_MINUTES",

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from digest.headers import check_header_value
+from digest.core.headers import check_header_value
 
 __all__ = ["MARKER_RE", "PLACEHOLDERS", "Message", "Recipient", "fill_markers"]
 

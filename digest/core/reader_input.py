@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from digest.headers import display_name_problem
+from digest.core.headers import display_name_problem
 from digest.model.subscriber import InvalidSubscriber
 
 __all__ = ["TIMEZONE_MAX", "clean_name", "clean_timezone", "normalise_email"]
@@ -22,7 +22,7 @@ def normalise_email(raw: str) -> str:
     """The address as stored: validated (syntax only, no DNS), normalised, lower-cased.
 
     An internationalised domain is kept in Unicode (`dave@exämple.com`, typed either way) and
-    goes out in punycode (`digest.headers.ascii_address`). A non-ASCII local part is refused
+    goes out in punycode (`digest.core.headers.ascii_address`). A non-ASCII local part is refused
     here: it needs SMTPUTF8 end to end, SendGrid drops such mail silently, and an address
     digest accepted but cannot deliver would look subscribed and never get a mail.
     """
@@ -43,7 +43,7 @@ def normalise_email(raw: str) -> str:
 
 
 def clean_name(raw: str | None) -> str | None:
-    """An optional display name: trimmed, and refused when it breaks `digest.headers`' rules.
+    """An optional display name: trimmed, and refused when it breaks `digest.core.headers`' rules.
 
     Names go into mail headers (To:), subjects and greetings, so anything that could break a
     header or hide text is refused rather than silently stripped: controls, line breaks, bidi

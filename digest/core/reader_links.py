@@ -1,6 +1,6 @@
 """The signed links a reader follows: confirm, unsubscribe, preferences.
 
-A token and an address in one call: the token from `digest.tokens`, the address from the one
+A token and an address in one call: the token from `digest.core.tokens`, the address from the one
 URL builder (`digest.core.urls`); the confirmation mail, the welcome mail and the weekly sender
 all take their links from here.
 """
@@ -8,8 +8,8 @@ all take their links from here.
 from __future__ import annotations
 
 from digest.config import Settings
+from digest.core.tokens import Purpose, make_token
 from digest.core.urls import Urls
-from digest.tokens import Purpose, make_token
 
 __all__ = ["confirm_url", "preferences_url", "unsubscribe_url"]
 

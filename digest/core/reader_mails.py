@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from digest.checks import QualityError, check_email, check_message
 from digest.config import Settings
+from digest.core.checks import QualityError, check_email, check_message
 from digest.core.mails import PLACEHOLDERS, Message, Recipient
 from digest.core.reader_times import delivery_time
+from digest.core.render import base_context, render_mail
 from digest.model.subscriber import Subscriber
-from digest.render import base_context, render_mail
 
 __all__ = ["confirmation_mail", "welcome_message"]
 

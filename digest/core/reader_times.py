@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from digest.config import Settings
 from digest.core.cadence import local_send_time, week_fire
 from digest.model.subscriber import Subscriber
-from digest.weeks import current_week
+from digest.model.weeks import current_week
 
 __all__ = ["delivery_time", "pause_end", "time_zones"]
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from digest.characters import CANDIDATE_RE, is_refused, refusal, refused
+from digest.core.characters import CANDIDATE_RE, is_refused, refusal, refused
 from digest.model.glossary import REQUIRED_SECTIONS, GlossaryError, Section, render_markdown
 
 __all__ = ["body_character_errors", "reference_errors", "split_sections"]

@@ -21,11 +21,11 @@ from pydantic import (
     field_validator,
 )
 
-from digest.characters import first_refused, holds_refused, refusal
+from digest.core.characters import first_refused, holds_refused, refusal
 from digest.core.term_body import body_character_errors, reference_errors, split_sections
 from digest.core.term_yaml import YamlProblem, key_name, read_yaml, shown
 from digest.model.glossary import Alias, Difficulty, Glossary, GlossaryError, Source, Term
-from digest.weeks import parse_week
+from digest.model.weeks import parse_week
 
 __all__ = ["ParsedTerm", "assemble", "parse_term"]
 

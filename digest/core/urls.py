@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from digest.config import Settings
-    from digest.tokens import Purpose
-    from digest.weeks import IsoWeek
+    from digest.core.tokens import Purpose
+    from digest.model.weeks import IsoWeek
 
 __all__ = ["Urls"]
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from digest.db import utcnow
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.transport import PermanentError, SendResult, Transport
+from digest.store.db import utcnow
 
 if TYPE_CHECKING:
     from digest.config import Settings

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Select, exists, false, func, or_, select
 
-from digest.db import deliveries, subscribers
 from digest.model.issue import IssueRecord
+from digest.store.db import deliveries, subscribers
 
 __all__ = [
     "Zones",

@@ -23,11 +23,11 @@ from digest.delivery.audience import Zones, audience_page, count_unclaimed
 from digest.delivery.lease import renew
 from digest.delivery.personalise import issue_message, subscriber_id
 from digest.delivery.transport import PermanentError, RetryableError, Transport
-from digest.issues import transition
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
 from digest.model.owner import Owner
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store.issues import transition
 
 __all__ = ["BatchRun", "Clock", "Outcome", "SendStatus"]
 

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from digest.config import Settings
-from digest.issues import Claim, claim_send, describe_lease, lease_holder
 from digest.model.owner import Owner
+from digest.model.weeks import IsoWeek
 from digest.owner import owner_liveness
-from digest.weeks import IsoWeek
+from digest.store.issues import Claim, claim_send, describe_lease, lease_holder
 
 __all__ = [
     "LostLease",

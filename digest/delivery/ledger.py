@@ -17,14 +17,14 @@ from sqlalchemy import Engine, Row, Select, bindparam, delete, func, insert, sel
 from sqlalchemy.exc import IntegrityError
 
 from digest.config import Settings
+from digest.core.headers import HeaderError
 from digest.core.mails import Recipient
-from digest.db import deliveries, subscribers
 from digest.delivery.audience import claimed_between
 from digest.delivery.lease import LostLease
 from digest.delivery.personalise import subscriber_id, subscriber_recipient
-from digest.headers import HeaderError
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
+from digest.store.db import deliveries, subscribers
 
 __all__ = [
     "ClaimedBatch",

@@ -21,15 +21,15 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from digest.core.mails import Message, Recipient, fill_markers
-from digest.delivery.transport import PermanentError, RetryableError, SendResult
-from digest.headers import (
+from digest.core.headers import (
     address_header,
     ascii_address,
     list_unsubscribe_header,
     text_header,
     verify_header_block,
 )
+from digest.core.mails import Message, Recipient, fill_markers
+from digest.delivery.transport import PermanentError, RetryableError, SendResult
 
 __all__ = ["OutboxTransport", "build_mime", "mime_bytes"]
 
@@ -40,7 +40,7 @@ def _fill(template: str, recipient: Recipient) -> str:
     return fill_markers(template, recipient.substitutions)
 
 
-# Header values are written as digest encoded them (`digest.headers`), never re-parsed and
+# Header values are written as digest encoded them (`digest.core.headers`), never re-parsed and
 # re-folded by the email package: that round trip is what decodes an encoded-word into a raw
 # CR/LF (CVE-2024-6923) and what RFC 2047-encodes a long List-Unsubscribe into uselessness.
 _POLICY = SMTP.clone(refold_source="none")

@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 
 from digest.config import Settings
 from digest.core import reader_links as subscriber_links
+from digest.core.headers import safe_display_name
 from digest.core.mails import PLACEHOLDERS, Message, Recipient
-from digest.headers import safe_display_name
-from digest.issues import get_issue
 from digest.model.issue import IssueRecord
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store.issues import get_issue
 
 __all__ = [
     "SENDABLE",

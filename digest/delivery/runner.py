@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from digest.config import Settings
-from digest.db import utcnow
 from digest.delivery.attempts import stop_aware_sleep
 from digest.delivery.audience import Zones
 from digest.delivery.batches import BatchRun, Clock, Outcome, SendStatus
@@ -35,12 +34,13 @@ from digest.delivery.lease import (
 from digest.delivery.ledger import total_sent
 from digest.delivery.personalise import sendable_issue
 from digest.delivery.transport import Transport
-from digest.issues import Claim, InvalidTransition, get_issue, release_send, transition
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
 from digest.model.owner import Owner
+from digest.model.weeks import IsoWeek
 from digest.owner import current_owner
-from digest.weeks import IsoWeek
+from digest.store.db import utcnow
+from digest.store.issues import Claim, InvalidTransition, get_issue, release_send, transition
 
 __all__ = ["Clock", "Preflight", "SendStatus", "SendSummary", "retry_failed", "send_issue"]
 
@@ -96,7 +96,7 @@ def send_issue(
     `stop` cuts the wait short).
 
     `now` is when the run happens: an instant every row and transition is stamped with (tests,
-    a replayed tick), or a clock (`digest.db.utcnow`) read at the start and for each stamp.
+    a replayed tick), or a clock (`digest.store.db.utcnow`) read at the start and for each stamp.
     `lease_clock` is the real clock the send lease is stamped with, whatever `now` says.
 
     Before the first batch of a send, `preflight` (the campaign's issue check; None: none)

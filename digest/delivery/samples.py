@@ -15,8 +15,8 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Engine, func, select
 
 from digest.config import Settings
+from digest.core.headers import HeaderError
 from digest.core.mails import Message
-from digest.db import subscribers
 from digest.delivery.audience import count_unclaimed, not_paused, unclaimed_page
 from digest.delivery.ledger import batch_key, count_rows
 from digest.delivery.personalise import (
@@ -26,8 +26,8 @@ from digest.delivery.personalise import (
     subscriber_recipient,
 )
 from digest.delivery.transport import SendResult, Transport
-from digest.headers import HeaderError
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store.db import subscribers
 
 __all__ = ["SendPlan", "plan_send", "sample_message", "send_test"]
 

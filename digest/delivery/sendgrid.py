@@ -19,9 +19,9 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from digest.config import Settings
+from digest.core.headers import ascii_address, safe_display_name
 from digest.core.mails import Message, Recipient
 from digest.delivery.transport import PermanentError, RetryableError, SendResult
-from digest.headers import ascii_address, safe_display_name
 from digest.logs import get_logger, log_event
 
 __all__ = ["MAX_REQUEST_BYTES", "SendGridTransport", "build_payload"]

@@ -14,7 +14,7 @@ from typing import Literal
 
 from markdown_it import MarkdownIt
 
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
 
 __all__ = [
     "DIFFICULTY_RANK",

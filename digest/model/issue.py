@@ -1,7 +1,7 @@
 """A newsletter issue as data: its statuses, the moves allowed between them, and its record.
 
 planned → built → sending → sent (or paused / failed). The table here is the state machine;
-`digest.issues` enforces it in the database, one conditional UPDATE per move.
+`digest.store.issues` enforces it in the database, one conditional UPDATE per move.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 from digest.model.owner import Owner
 from digest.model.snapshot import Snapshot
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
 
 __all__ = [
     "FEATURED_STATES",

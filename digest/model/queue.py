@@ -1,13 +1,13 @@
 """One entry of the editors' queue, as data: a term to feature next, maybe pinned to a week.
 
-Selection reads these and `digest.queue` stores them; neither needs the other's side.
+Selection reads these and `digest.store.queue` stores them; neither needs the other's side.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
 
 __all__ = ["QueueEntry"]
 

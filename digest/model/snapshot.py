@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol, TypedDict
 
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
 
 __all__ = [
     "SNAPSHOT_VERSION",
@@ -73,7 +73,7 @@ class SnapshotPick(TypedDict):
 
 
 class Snapshot(TypedDict):
-    """What `digest.build.make_snapshot` writes, exactly as stored (the JSON is this dict)."""
+    """What `digest.campaign.build.make_snapshot` writes, exactly as stored (the JSON is this dict)."""
 
     version: int
     week: str

@@ -19,11 +19,11 @@ from digest.core.reader_input import clean_name, clean_timezone
 from digest.core.reader_mails import welcome_message
 from digest.core.urls import Urls
 from digest.delivery import send_one_off
-from digest.delivery.log import reader_log
 from digest.delivery.personalise import subscriber_recipient
-from digest.issues import list_issues
 from digest.model.subscriber import PAUSABLE, InvalidSubscriber, Subscriber
 from digest.store import subscribers as store
+from digest.store.deliveries import reader_log
+from digest.store.issues import list_issues
 
 __all__ = [
     "MAX_PAUSE_WEEKS",

@@ -16,10 +16,10 @@ from digest.core.mails import Message
 from digest.core.reader_input import clean_name, clean_timezone, normalise_email
 from digest.core.reader_links import confirm_url
 from digest.core.reader_mails import confirmation_mail
+from digest.core.tokens import BadToken, Purpose, read_token
 from digest.delivery import send_one_off
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.store import subscribers as store
-from digest.tokens import BadToken, Purpose, read_token
 
 __all__ = [
     "Subscription",

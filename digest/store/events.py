@@ -15,9 +15,9 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from digest.db import events, issues
 from digest.logs import get_logger, log_event
 from digest.store import subscribers as subscriber_store
+from digest.store.db import events, issues
 
 __all__ = ["KEPT_EVENTS", "WebhookResult", "handle_events"]
 

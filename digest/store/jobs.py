@@ -13,7 +13,7 @@ from sqlalchemy import Engine, inspect
 
 __all__ = ["JOBS_TABLE", "make_jobstore", "next_run_in", "stored_next_run"]
 
-JOBS_TABLE = "apscheduler_jobs"  # digest/migrations/env.py leaves this table to APScheduler
+JOBS_TABLE = "apscheduler_jobs"  # digest/store/migrations/env.py leaves this table to APScheduler
 
 
 def make_jobstore(engine: Engine) -> SQLAlchemyJobStore:

@@ -18,7 +18,6 @@ from typing import Any, BinaryIO, TextIO, cast
 from sqlalchemy import Connection, Engine, insert, update
 
 from digest.core.reader_input import clean_name, clean_timezone, normalise_email
-from digest.db import subscribers
 from digest.model.subscriber import (
     STATUSES,
     SUPPRESSED,
@@ -28,6 +27,7 @@ from digest.model.subscriber import (
     next_status,
     outcome,
 )
+from digest.store.db import subscribers
 from digest.store.subscribers import get_subscriber, list_subscribers
 
 __all__ = ["CSV_COLUMNS", "ImportReport", "RowError", "export_csv", "import_csv"]

@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 
 from digest.config import Settings
 from digest.core.reader_input import clean_name, clean_timezone, normalise_email
-from digest.db import subscribers
 from digest.model.subscriber import (
     PAUSABLE,
     STATUSES,
@@ -32,6 +31,7 @@ from digest.model.subscriber import (
     outcome,
     reported,
 )
+from digest.store.db import subscribers
 
 __all__ = [
     "OptIn",

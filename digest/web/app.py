@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
-from digest import db
 from digest.config import Settings, get_settings
+from digest.store import db
 from digest.web.limits import DeclaredBodyLimit, SecurityHeaders, allowed_methods, too_large
 from digest.web.pages import router as pages_router
 from digest.web.preferences import router as preferences_router

@@ -13,9 +13,9 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from digest.config import Settings
+from digest.core.tokens import BadToken, Purpose
 from digest.model.subscriber import Subscriber
 from digest.readers import signup
-from digest.tokens import BadToken, Purpose
 from digest.web.views import BadLink
 
 __all__ = ["EngineDep", "SettingsDep", "app_engine", "app_settings", "token_reader"]

@@ -20,12 +20,14 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from digest import db, issues, render
 from digest.config import Settings
-from digest.feed import render_feed
+from digest.core import render
+from digest.core.feed import render_feed
+from digest.core.tokens import BadToken
 from digest.model.subscriber import InvalidSubscriber, Subscriber
+from digest.model.weeks import parse_week
 from digest.readers import preferences, signup
-from digest.tokens import BadToken
+from digest.store import db, issues
 from digest.web.deps import EngineDep, SettingsDep, token_reader
 from digest.web.forms import (
     form_fields,
@@ -38,7 +40,6 @@ from digest.web.forms import (
 )
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
 from digest.web.views import UNSUBSCRIBED, bad_link, message, page
-from digest.weeks import parse_week
 
 __all__ = ["router"]
 

@@ -12,11 +12,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from digest import db
 from digest.config import Settings
 from digest.core import reader_times
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.readers import preferences
+from digest.store import db
 from digest.web.deps import EngineDep, SettingsDep, token_reader
 from digest.web.forms import invalid_message, mask, storable_text
 from digest.web.limits import FORM_LIMITS, GetAlsoHead

@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from digest import render
 from digest.config import Settings
+from digest.core import render
 
 __all__ = ["UNSUBSCRIBED", "BadLink", "bad_link", "message", "page", "page_context"]
 

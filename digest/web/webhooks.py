@@ -18,8 +18,8 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from starlette.concurrency import run_in_threadpool
 
-from digest.db import utcnow
 from digest.logs import get_logger, log_event
+from digest.store.db import utcnow
 from digest.store.events import handle_events
 from digest.web.deps import EngineDep, SettingsDep
 

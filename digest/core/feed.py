@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from digest.config import Settings
+from digest.core.render import base_context, render_article, render_template
 from digest.core.urls import Urls
 from digest.model.issue import IssueRecord
-from digest.render import base_context, render_article, render_template
 
 __all__ = ["render_feed"]
 

@@ -11,14 +11,14 @@ from sqlalchemy import Engine, func, select
 
 from digest.config import Settings
 from digest.core.cadence import next_fire_time, week_fire, zone_slots
-from digest.db import deliveries, queue, subscribers
-from digest.issues import describe_lease, list_issues
 from digest.model.issue import IssueRecord
 from digest.model.schedule import parse_schedule
+from digest.model.weeks import current_week
 from digest.owner import Liveness, owner_liveness
+from digest.store.db import deliveries, queue, subscribers
+from digest.store.issues import describe_lease, list_issues
 from digest.store.jobs import stored_next_run
 from digest.store.subscribers import count_by_status
-from digest.weeks import current_week
 
 __all__ = ["IssueSummary", "StatusReport", "ZoneProgress", "gather_status", "lease_note"]
 

@@ -1,11 +1,11 @@
-"""Alembic environment: runs digest's migrations on the connection `digest.db.upgrade` hands in."""
+"""Alembic environment: runs digest's migrations on the connection `digest.store.db.upgrade` hands in."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from digest.db import metadata
+from digest.store.db import metadata
 
 config = context.config
 

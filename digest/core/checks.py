@@ -2,7 +2,7 @@
 
 Pure functions returning every problem found (an empty list means fine), so a build reports all
 of them at once. HTML is read with the stdlib's html.parser, never with regular expressions;
-the feed with feedparser. `digest.preflight` gathers their inputs from the database.
+the feed with feedparser. `digest.campaign.preflight` gathers their inputs from the database.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import feedparser
 
 from digest.config import Settings
+from digest.core.headers import UnsupportedAddress, ascii_address
 from digest.core.mails import MARKER_RE, PLACEHOLDERS, Message, Recipient, fill_markers
+from digest.core.tokens import BadToken, Purpose, verify_token
 from digest.core.urls import Urls
-from digest.headers import UnsupportedAddress, ascii_address
-from digest.tokens import BadToken, Purpose, verify_token
 
 __all__ = [
     "GMAIL_CLIP_BYTES",

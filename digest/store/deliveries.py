@@ -11,11 +11,11 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
-from digest.db import deliveries, events, issues, subscribers
-from digest.issues import get_issue
 from digest.model.subscriber import Subscriber
+from digest.model.weeks import IsoWeek, parse_week
+from digest.store.db import deliveries, events, issues, subscribers
+from digest.store.issues import get_issue
 from digest.store.subscribers import get_subscriber
-from digest.weeks import IsoWeek, parse_week
 
 __all__ = [
     "BOUNCE_KINDS",

@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, or_, select, update
 
-from digest.db import issues
 from digest.logs import get_logger, log_event
 from digest.model.issue import FEATURED_STATES, TRANSITIONS, IssueRecord, IssueStatus, LeaseHolder
 from digest.model.owner import Owner
 from digest.model.snapshot import Snapshot
+from digest.model.weeks import IsoWeek, parse_week
 from digest.owner import Liveness
-from digest.weeks import IsoWeek, parse_week
+from digest.store.db import issues
 
 __all__ = [
     "Claim",
@@ -37,7 +37,7 @@ __all__ = [
     "transition",
 ]
 
-log = get_logger("digest.issues")
+log = get_logger("digest.store.issues")
 
 
 class InvalidTransition(Exception):

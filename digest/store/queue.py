@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from digest.db import queue
-from digest.issues import featured_history
 from digest.model.glossary import Glossary
 from digest.model.queue import QueueEntry
-from digest.weeks import IsoWeek, parse_week
+from digest.model.weeks import IsoWeek, parse_week
+from digest.store.db import queue
+from digest.store.issues import featured_history
 
 __all__ = [
     "AlreadyFeatured",

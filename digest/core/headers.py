@@ -16,7 +16,7 @@ from email.header import Header
 
 from email_validator import EmailNotValidError, validate_email
 
-from digest.characters import BIDI_CONTROLS, first_refused, refusal
+from digest.core.characters import BIDI_CONTROLS, first_refused, refusal
 
 __all__ = [
     "NAME_MAX",

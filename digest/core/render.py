@@ -28,8 +28,8 @@ from digest.core.mails import PLACEHOLDERS
 from digest.core.urls import Urls
 from digest.model.issue import IssueRecord
 from digest.model.snapshot import Snapshot
+from digest.model.weeks import IsoWeek, parse_week
 from digest.packaged import default_theme_dir
-from digest.weeks import IsoWeek, parse_week
 
 __all__ = [
     "SUBJECT_LIMIT",

@@ -1,6 +1,6 @@
 """The check a built issue passes before it is sent (`digest check`, the build, the send).
 
-It gathers what the pure gates in `digest.checks` look at — the stored mail and page, the first
+It gathers what the pure gates in `digest.core.checks` look at — the stored mail and page, the first
 batch's real per-recipient messages from the send's own code, the feed — from the database;
 `send_gate` is the form a send takes it in, so delivery never needs to know this module.
 """
@@ -14,21 +14,21 @@ from functools import partial
 
 from sqlalchemy import Engine
 
-from digest.checks import check_email, check_feed, check_message, check_page
 from digest.config import Settings
+from digest.core.checks import check_email, check_feed, check_message, check_page
+from digest.core.feed import render_feed
 from digest.delivery.outbox import mime_bytes
 from digest.delivery.personalise import SendError
 from digest.delivery.runner import Preflight
 from digest.delivery.samples import sample_message
-from digest.feed import render_feed
-from digest.issues import InvalidTransition, get_issue, list_issues, transition
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store.issues import InvalidTransition, get_issue, list_issues, transition
 
 __all__ = ["SAMPLE_SIZE", "check_issue", "send_gate"]
 
-log = get_logger("digest.preflight")
+log = get_logger("digest.campaign.preflight")
 
 # Recipients of the first batch whose messages are built and checked: enough to catch a
 # per-subscriber fault (a name, an address) without signing a thousand tokens.

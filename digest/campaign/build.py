@@ -15,20 +15,26 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from digest.checks import QualityError, check_email, check_page
+from digest.campaign.preflight import check_issue
 from digest.config import Settings
+from digest.core.checks import QualityError, check_email, check_page
+from digest.core.feed import render_feed
+from digest.core.render import RenderedIssue, archive_index, render_issue
+from digest.core.selection import Pick, PickSource, pick_featured, related_concepts
 from digest.core.urls import Urls
-from digest.feed import render_feed
-from digest.issues import InvalidTransition, featured_history, get_issue, list_issues, save_built
 from digest.model.glossary import Glossary
 from digest.model.issue import FEATURED_STATES, IssueRecord
 from digest.model.snapshot import SNAPSHOT_VERSION, Snapshot, check_snapshot_version
-from digest.news import NewsItem, fetch_news
-from digest.preflight import check_issue
-from digest.queue import consume, list_queue
-from digest.render import RenderedIssue, archive_index, render_issue
-from digest.selection import Pick, PickSource, pick_featured, related_concepts
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
+from digest.store.issues import (
+    InvalidTransition,
+    featured_history,
+    get_issue,
+    list_issues,
+    save_built,
+)
+from digest.store.news import NewsItem, fetch_news
+from digest.store.queue import consume, list_queue
 
 __all__ = [
     "BuildOutput",

@@ -16,7 +16,7 @@ from typing import Literal
 
 from digest.model.glossary import Glossary, Term
 from digest.model.queue import QueueEntry
-from digest.weeks import IsoWeek
+from digest.model.weeks import IsoWeek
 
 __all__ = ["Pick", "PickSource", "first_open_week", "pick_featured", "plan", "related_concepts"]
 

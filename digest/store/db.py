@@ -62,7 +62,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database; use digest.db.utcnow()")
+            raise ValueError("naive datetime given to the database; use digest.store.db.utcnow()")
         return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
