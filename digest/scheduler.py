@@ -163,7 +163,7 @@ def weekly_job(week: str | None = None) -> None:
     try:
         settings = get_settings()
         if week is None and settings.local_time_delivery:
-            local_time_tick(settings, stop=stopping)
+            local_time_tick(settings, db.utcnow, stop=stopping)
             return
         now = db.utcnow()
         target = parse_week(week) if week else scheduled_week(settings, now)

@@ -87,9 +87,9 @@ def test_the_wheel_carries_every_term_of_the_starter_glossary(names):
 
 
 def test_the_wheel_carries_the_migrations(names):
-    migrations = files_under(REPO / "digest" / "migrations")
+    migrations = files_under(REPO / "digest" / "store" / "migrations")
     assert {"env.py", "script.py.mako", "versions/0001_initial_schema.py"} <= migrations
-    assert in_wheel(names, "digest/migrations") == migrations
+    assert in_wheel(names, "digest/store/migrations") == migrations
 
 
 def test_the_wheel_carries_every_module_of_the_package(names):

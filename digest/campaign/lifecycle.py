@@ -139,7 +139,7 @@ def run_weekly(
             issue = prepare(engine, settings, week, now=now).issue
             if issue.status in _FINISHED:  # another process finished it meanwhile
                 return _nothing_to_do(issue)
-        return _send(engine, settings, week, stop)
+        return _send(engine, settings, week, stop, now=db.utcnow)
     finally:
         engine.dispose()
 
@@ -150,13 +150,13 @@ def send_week(
     """Send (or resume sending) an issue that is already built: `digest issue resume`."""
     engine = db.make_engine(settings.database_url)
     try:
-        return _send(engine, settings, week, stop)  # SendError names a missing or unbuilt issue
+        return _send(engine, settings, week, stop, now=db.utcnow)  # SendError names a missing or unbuilt issue
     finally:
         engine.dispose()
 
 
 def local_time_tick(
-    settings: Settings, now: datetime | None = None, *, stop: threading.Event | None = None
+    settings: Settings, now: datetime | Clock, *, stop: threading.Event | None = None
 ) -> list[WeeklyResult]:
     """One tick of local-time delivery: send each open week's issue to the readers whose local
     send time has come, building it first at the earliest zone's time.
@@ -165,9 +165,10 @@ def local_time_tick(
     so a reader who moves to another zone mid-week still gets the issue once. Only the tick at
     or after the last zone's time sends unrestricted and may mark the issue sent. A week none of
     whose zones came due within `misfire_grace_time` of the last one is not started late.
-    `now` as in `send_issue`: None reads the clock, a value freezes it (tests).
+    `now` as in `send_issue`: a clock (the scheduler passes `digest.store.db.utcnow`) is read
+    for each stamp, an instant freezes the tick (tests, a replayed tick).
     """
-    moment = now or db.utcnow()
+    moment = now() if callable(now) else now
     if stop is not None and stop.is_set():
         log_event(_log, "job_skipped", reason="shutting down")
         return []
@@ -264,7 +265,7 @@ def _send(
     week: IsoWeek,
     stop: threading.Event | None,
     *,
-    now: datetime | None = None,
+    now: datetime | Clock,
     zones: frozenset[str | None] | None = None,
 ) -> WeeklyResult:
     summary = send(
@@ -272,7 +273,7 @@ def _send(
         settings,
         make_transport(settings),
         week,
-        now=db.utcnow if now is None else now,
+        now=now,
         stop=stop,
         zones=zones,
     )

@@ -58,7 +58,7 @@ class Transport(Protocol):
     max_batch: int
     # Whether `lookup_batch` is right the moment a batch is cut off (the outbox's manifest is on
     # disk or not). SendGrid's activity feed lags behind its sends, so right after taking over a
-    # dead sender's lease its "not found" is no proof yet (see sender._Run.inherited_until).
+    # dead sender's lease its "not found" is no proof yet (see batches.BatchRun.inherited_until).
     exact_lookup: bool
 
     def send(self, message: Message) -> SendResult: ...
