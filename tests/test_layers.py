@@ -25,7 +25,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("store", ("digest.store",)),
     ("delivery", ("digest.delivery",)),
     ("campaign", ("digest.campaign", "digest.readers")),
-    ("edges", ("digest.scheduler", "digest.service", "digest.web", "digest.cli", "digest.scaffold")),
+    (
+        "edges",
+        ("digest.scheduler", "digest.service", "digest.web", "digest.cli", "digest.scaffold"),
+    ),
 )
 PURE = ("digest.model", "digest.core")
 # What the pure layers may not load: the database, the network, the web server, the scheduler's
@@ -166,7 +169,9 @@ def test_the_core_never_reads_the_clock(module: str) -> None:
     utcnow = [
         f"line {node.lineno}: utcnow()"
         for node in ast.walk(_tree(module))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "utcnow"
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "utcnow"
     ]
     assert calls + utcnow == []
 

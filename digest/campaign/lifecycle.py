@@ -150,7 +150,8 @@ def send_week(
     """Send (or resume sending) an issue that is already built: `digest issue resume`."""
     engine = db.make_engine(settings.database_url)
     try:
-        return _send(engine, settings, week, stop, now=db.utcnow)  # SendError names a missing or unbuilt issue
+        # SendError names a missing or unbuilt issue
+        return _send(engine, settings, week, stop, now=db.utcnow)
     finally:
         engine.dispose()
 
