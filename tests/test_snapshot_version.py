@@ -14,12 +14,15 @@ from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
 from digest.campaign.build import build_issue, build_site, preview_issue
+from digest.campaign.preflight import check_issue
 from digest.cli import app
+from digest.core.checks import check_feed
+from digest.core.feed import render_feed
 from digest.model.glossary import Glossary
 from digest.model.snapshot import SNAPSHOT_VERSION, SnapshotVersionError
 from digest.model.weeks import IsoWeek
 from digest.store import db
-from digest.store.issues import get_issue, transition
+from digest.store.issues import get_issue, list_issues, transition
 from digest.store.terms import load_glossary
 from tests.test_build import small_terms
 from tests.test_render import settings_for
@@ -142,3 +145,39 @@ def test_cli_build_says_an_issue_was_built_by_a_newer_digest(
     result = runner.invoke(app, ["build", "--week", "2026-W48", "--out", out])
     assert result.exit_code == 1
     assert NEWER in " ".join(result.output.split())
+
+
+def test_the_feed_leaves_out_an_issue_it_cannot_read_and_stays_valid(
+    engine: Engine, settings, glossary: Glossary
+) -> None:
+    build(engine, settings, glossary, W47)
+    send(engine, W47)
+    build(engine, settings, glossary, W48)
+    send(engine, W48)
+    store_version(engine, W48, SNAPSHOT_VERSION + 1)
+
+    records = list_issues(engine, statuses=["sent"])
+    xml = render_feed(settings, records, NOW)
+
+    assert check_feed(xml) == []
+    assert "/issues/2026-W47" in xml
+    assert "/issues/2026-W48" not in xml
+
+
+def test_digest_check_refuses_an_issue_it_cannot_read_and_notes_the_feed_gap(
+    engine: Engine, settings, glossary: Glossary
+) -> None:
+    build(engine, settings, glossary, W47)
+    send(engine, W47)
+    store_version(engine, W47, SNAPSHOT_VERSION + 1)
+    build(engine, settings, glossary, W48)
+
+    notes: list[str] = []
+    assert check_issue(engine, settings, W48, now=NOW, notes=notes) == []
+    assert notes == [
+        "the feed leaves out 2026-W47: issue 2026-W47 was built by a newer digest (snapshot "
+        "version 2); upgrade digest; a sent issue cannot be rebuilt"
+    ]
+
+    store_version(engine, W48, SNAPSHOT_VERSION + 1)
+    assert check_issue(engine, settings, W48, now=NOW) == [NEWER]

@@ -23,6 +23,7 @@ from digest.delivery.runner import Preflight
 from digest.delivery.samples import sample_message
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
+from digest.model.snapshot import snapshot_problem
 from digest.model.weeks import IsoWeek
 from digest.store.issues import InvalidTransition, get_issue, list_issues, transition
 
@@ -63,6 +64,9 @@ def check_issue(
         return [f"there is no issue for {week}; build it first (`digest build`)"]
     if issue.html is None or issue.text is None or issue.subject is None:
         return [f"issue {week} is {issue.status} and has no content; build it first"]
+    unreadable = snapshot_problem(issue)
+    if unreadable is not None:  # resends and the feed render from the snapshot
+        return [unreadable]
     problems = list(check_email(issue.html, issue.text))
     if issue.archive_html is not None:
         problems.extend(f"archive page: {p}" for p in check_page(issue.archive_html))
@@ -74,6 +78,12 @@ def check_issue(
         serialise = partial(mime_bytes, now=now)
         problems.extend(check_message(settings, message, serialise=serialise, notes=notes))
     public = {r.week: r for r in list_issues(engine, statuses=["sent"], limit=settings.feed_items)}
+    if notes is not None:
+        notes.extend(
+            f"the feed leaves out {r.week}: {why}"
+            for r in public.values()
+            if (why := snapshot_problem(r)) is not None
+        )
     public[issue.week] = issue
     problems.extend(check_feed(render_feed(settings, list(public.values()), now)))
     return problems

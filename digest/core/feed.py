@@ -16,6 +16,7 @@ from digest.config import Settings
 from digest.core.render import base_context, render_article, render_template
 from digest.core.urls import Urls
 from digest.model.issue import IssueRecord
+from digest.model.snapshot import readable
 
 __all__ = ["render_feed"]
 
@@ -45,8 +46,13 @@ def render_feed(settings: Settings, records: Sequence[IssueRecord], now: datetim
     The caller chooses which issues are public (the web app passes sent ones; a static build
     adds the issue it just built). `lastBuildDate` is the newest item's date — when the channel
     last changed — and `now` only when there are no items yet.
+
+    An issue whose snapshot this digest cannot read (built by a newer one) is left out rather
+    than breaking the feed for every reader; `digest check` names it (campaign.preflight).
     """
-    chosen = sorted((r for r in records if r.snapshot), key=lambda r: r.week, reverse=True)
+    chosen = sorted(
+        (r for r in records if r.snapshot and readable(r)), key=lambda r: r.week, reverse=True
+    )
     chosen = chosen[: settings.feed_items]
     context = base_context(settings)
     urls: Urls = context["urls"]

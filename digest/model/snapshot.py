@@ -23,6 +23,8 @@ __all__ = [
     "SnapshotVersionError",
     "StoredSnapshot",
     "check_snapshot_version",
+    "readable",
+    "snapshot_problem",
 ]
 
 # The shape below. Bump it when the shape changes, so a digest that does not know a snapshot's
@@ -99,6 +101,20 @@ class StoredSnapshot(Protocol):
     def snapshot(self) -> Mapping[str, object] | None: ...
     @property
     def can_rebuild(self) -> bool: ...
+
+
+def snapshot_problem(record: StoredSnapshot) -> str | None:
+    """Why this digest cannot render `record`'s snapshot, with what to do; None when it can."""
+    try:
+        check_snapshot_version(record)
+    except SnapshotVersionError as exc:
+        return str(exc)
+    return None
+
+
+def readable(record: StoredSnapshot) -> bool:
+    """Whether this digest can render `record`'s snapshot (see `check_snapshot_version`)."""
+    return snapshot_problem(record) is None
 
 
 def check_snapshot_version(record: StoredSnapshot) -> None:
