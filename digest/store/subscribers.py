@@ -145,13 +145,7 @@ def release_confirmation(engine: Engine, claimed: Subscriber, previous: datetime
 
 def activate(engine: Engine, subscriber_id: int, *, now: datetime) -> Subscriber | None:
     """Confirm a pending subscriber; returns the subscriber as stored now (None: gone)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(subscribers)
-            .where(subscribers.c.id == subscriber_id, _may("confirm"))
-            .values(status=outcome("confirm"), confirmed_at=now, updated_at=now)
-        )
-        return get_subscriber(conn, subscriber_id)
+    return _move(engine, subscriber_id, "confirm", confirmed_at=now, updated_at=now)
 
 
 def add_confirmed(
@@ -214,13 +208,7 @@ def unsubscribe_subscriber(
 ) -> Subscriber | None:
     """Unsubscribe a pending or active subscriber the caller has already identified (an
     unsubscribe or preferences link); idempotent, and bounced or complained stay as they are."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(subscribers)
-            .where(subscribers.c.id == subscriber_id, _may("unsubscribe"))
-            .values(status=outcome("unsubscribe"), unsubscribed_at=now, updated_at=now)
-        )
-        return get_subscriber(conn, subscriber_id)
+    return _move(engine, subscriber_id, "unsubscribe", unsubscribed_at=now, updated_at=now)
 
 
 def mark_status(
@@ -293,6 +281,20 @@ def end_pause(engine: Engine, subscriber_id: int, *, now: datetime) -> Subscribe
 def _may(event: SubscriberEvent) -> ColumnElement[bool]:
     """The WHERE condition of `event`: the row's status is one the table lets it change."""
     return subscribers.c.status.in_(sorted(allowed_from(event)))
+
+
+def _move(
+    engine: Engine, subscriber_id: int, event: SubscriberEvent, **stamps: datetime
+) -> Subscriber | None:
+    """Apply `event` to one subscriber if the table allows it from their status (a conditional
+    UPDATE, so a racing change wins or loses whole); the subscriber as stored now."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(subscribers)
+            .where(subscribers.c.id == subscriber_id, _may(event))
+            .values(status=outcome(event), **stamps)
+        )
+        return get_subscriber(conn, subscriber_id)
 
 
 def _opt_in(
