@@ -29,6 +29,7 @@ __all__ = [
     "plan_local_sends",
     "scheduled_week",
     "week_fire",
+    "zone_name",
     "zone_slots",
 ]
 
@@ -140,7 +141,7 @@ def zone_slots(
     """Each stored zone's send time for the week of `fire`, earliest first."""
     slots = []
     for stored in set(zones):
-        name = _zone_name(stored, settings)
+        name = zone_name(stored, settings)
         slots.append(ZoneSlot(stored, name, local_send_time(fire, ZoneInfo(name))))
     return tuple(sorted(slots, key=lambda s: (s.send_at, s.zone or "")))
 
@@ -169,7 +170,7 @@ def plan_local_sends(
     return plans
 
 
-def _zone_name(stored: str | None, settings: Settings) -> str:
+def zone_name(stored: str | None, settings: Settings) -> str:
     """The IANA zone a stored value means; an empty or unknown one means DIGEST_TIMEZONE."""
     if stored:
         try:

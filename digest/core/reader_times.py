@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from digest.config import Settings
-from digest.core.cadence import local_send_time, week_fire
+from digest.core.cadence import local_send_time, week_fire, zone_name
 from digest.model.subscriber import Subscriber
 from digest.model.weeks import current_week
 
@@ -44,7 +44,7 @@ def delivery_time(settings: Settings, timezone: str | None, now: datetime) -> st
     it the one send time in DIGEST_TIMEZONE is shown converted to the reader's zone. A schedule
     firing on several days sends one issue a week, at the first fire, so that is the one shown.
     """
-    name = _zone_name(timezone, settings)
+    name = zone_name(timezone, settings)
     zone = ZoneInfo(name)
     upcoming: list[datetime] = []
     week = current_week(now, settings.zone)
@@ -75,7 +75,7 @@ def pause_end(settings: Settings, subscriber: Subscriber, now: datetime) -> str 
     until = subscriber.paused_until
     if until is None or until <= now:
         return None
-    local = until.astimezone(ZoneInfo(_zone_name(subscriber.timezone, settings)))
+    local = until.astimezone(ZoneInfo(zone_name(subscriber.timezone, settings)))
     return f"{_day(local.date())} {local.year}"
 
 
@@ -95,13 +95,3 @@ def time_zones() -> tuple[str, ...]:
 
 def _day(day: date) -> str:
     return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
-
-
-def _zone_name(timezone: str | None, settings: Settings) -> str:
-    if timezone:
-        try:
-            ZoneInfo(timezone)
-            return timezone
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    return settings.timezone
