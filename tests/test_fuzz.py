@@ -139,9 +139,46 @@ def simple_terms(draw: st.DrawFn) -> tuple[dict[str, Any], list[tuple[str, str]]
 
 
 def term_file(front: dict[str, Any], sections: list[tuple[str, str]]) -> str:
-    dumped = yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10_000)
+    runs: dict[str, str] = {}
+    dumped = yaml.safe_dump(
+        _stand_in_for_runs(front, runs, {}), allow_unicode=True, sort_keys=False, width=10_000
+    )
+    if any(dumped.count(stand_in) != 1 for stand_in in runs):  # never seen; but be exact
+        dumped = yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=10_000)
+    for stand_in, run in runs.items():
+        dumped = dumped.replace(stand_in, run)
     body = "\n\n".join(f"## {title}\n\n{text}" for title, text in sections)
     return f"---\n{dumped}---\n\n{body}\n"
+
+
+# PyYAML's pure-Python emitter looks at a scalar one character at a time, twice: the runs of up
+# to 200,000 "x" that `_odd_strings` makes cost it most of this module's time. A run of one
+# letter is dumped exactly as a short one is (a plain scalar, never folded: it has no spaces),
+# so `term_file` dumps a short stand-in of letters in its place and puts the run back after.
+_LONG_RUN = 1000
+
+
+def _stand_in_for_runs(value: Any, runs: dict[str, str], done: dict[int, Any]) -> Any:
+    """`value` with each long run of "x" among its values (not keys) replaced by a stand-in
+    recorded in `runs`; containers without one are returned as they are, and a container met
+    twice is replaced by one copy, so the dumper's anchors and aliases come out the same."""
+    if isinstance(value, str):
+        if len(value) <= _LONG_RUN or value.strip("x"):
+            return value
+        stand_in = "xstandin" + "".join("abcdefghij"[int(d)] for d in str(len(runs))) + "zx"
+        runs[stand_in] = value
+        return stand_in
+    if not isinstance(value, list | dict) or id(value) in done:
+        return done.get(id(value), value)
+    if isinstance(value, list):
+        items = [_stand_in_for_runs(v, runs, done) for v in value]
+        changed = any(a is not b for a, b in zip(items, value, strict=True))
+        done[id(value)] = items if changed else value
+    else:
+        pairs = {k: _stand_in_for_runs(v, runs, done) for k, v in value.items()}
+        changed = any(pairs[k] is not v for k, v in value.items())
+        done[id(value)] = pairs if changed else value
+    return done[id(value)]
 
 
 def _read_one(content: str | bytes, slug: str = "term") -> tuple[Path, Any, list[Any]]:

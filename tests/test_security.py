@@ -62,7 +62,8 @@ def settings(settings_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    # `engine`: migrated beforehand, as conftest's client is (see there).
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
 

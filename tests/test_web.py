@@ -33,7 +33,8 @@ ANN = "ann@example.org"
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def client(settings: Settings, engine: object) -> Iterator[TestClient]:
+    # `engine`: migrated beforehand, as conftest's client is (see there).
     with TestClient(create_app(settings), client=("203.0.113.5", 40000)) as c:
         yield c
 

@@ -47,7 +47,8 @@ TOO_LARGE = {"error": "The request body is too large: this address accepts at mo
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    # `engine`: migrated beforehand, as conftest's client is (see there).
     app = create_app(settings.model_copy(update={"subscribe_rate_limit": 0}))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
