@@ -251,7 +251,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("migrated")
-    path = folder / "digest.store.db"
+    path = folder / "digest.db"
     eng = db.make_engine(f"sqlite:///{path}")
     db.upgrade(eng)
     eng.dispose()  # the last connection closed: WAL checkpointed into the file and removed

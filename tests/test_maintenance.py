@@ -62,14 +62,14 @@ def test_a_backup_taken_during_a_write_holds_only_committed_data(
         "VALUES ('late@example.org', 'pending', 'web', '2026-03-01', '2026-03-01')"
     )
 
-    size = backup_database(engine, tmp_path / "backups" / "digest.store.db")
+    size = backup_database(engine, tmp_path / "backups" / "digest.db")
     writer.execute("COMMIT")
     writer.close()
 
-    copy = tmp_path / "backups" / "digest.store.db"
+    copy = tmp_path / "backups" / "digest.db"
     assert size == copy.stat().st_size
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600  # every subscriber's address is in it
-    assert [p.name for p in copy.parent.iterdir()] == ["digest.store.db"]  # no -wal, no temp file
+    assert [p.name for p in copy.parent.iterdir()] == ["digest.db"]  # no -wal, no temp file
     restored = db.make_engine(f"sqlite:///{copy}")
     db.upgrade(restored)
     assert _count(restored) == 50 and _count(engine) == 51
@@ -133,11 +133,11 @@ def test_postgresql_backups_are_pointed_to_pg_dump(
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL only")
 
-    result = runner.invoke(app, ["db", "backup", str(tmp_path / "digest.store.db")])
+    result = runner.invoke(app, ["db", "backup", str(tmp_path / "digest.db")])
 
     assert result.exit_code == 1
     assert "for PostgreSQL use pg_dump" in result.output
-    assert not (tmp_path / "digest.store.db").exists()
+    assert not (tmp_path / "digest.db").exists()
 
 
 # --------------------------------------------------------------------------- key rotation
