@@ -44,7 +44,6 @@ __all__ = [
     "sendgrid_transport",
     "start_send",
     "wait_for",
-    "wait_out_the_lease",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -209,13 +208,3 @@ def lease_runs_out(engine: Engine, week: IsoWeek = WEEK) -> None:
             .where(issues.c.week == str(week))
             .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
         )
-
-
-def wait_out_the_lease(engine: Engine, week: IsoWeek = WEEK) -> None:
-    """Wait as long as a (killed or stuck) sender's lease on `week` still runs, and no longer."""
-    with engine.connect() as conn:
-        until = conn.execute(
-            select(issues.c.claimed_until).where(issues.c.week == str(week))
-        ).scalar_one_or_none()
-    if until is not None:
-        time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.05)

@@ -3,8 +3,8 @@ the issue exactly once — counted at the (local) SendGrid, and the ledger agree
 
 A real `digest send` subprocess sends a few thousand readers through the SendGrid transport to
 tests/sendgrid_server.py, is killed at a seeded random moment (while starting, claiming, with a
-request at SendGrid, or recording), and is started again once its lease has lapsed, as an
-operator or `digest run` would. With SendGrid's batch lookup working, the default ambiguity
+request at SendGrid, or recording), and is started again once its lease has lapsed (made to lapse at once rather
+than slept out), as an operator or `digest run` would. With SendGrid's batch lookup working, the default ambiguity
 policy (skip) never has to guess, so there may be no gaps either.
 
 DIGEST_CRASH_TRIALS (default 6, the CI budget; 20 for a full run) issues are sent per backend,
@@ -32,11 +32,11 @@ from tests.sending import (
     WEEK,
     build_issue,
     cli_env,
+    lease_runs_out,
     ledger,
     seed_subscribers,
     start_send,
     wait_for,
-    wait_out_the_lease,
 )
 
 pytestmark = pytest.mark.slow
@@ -58,8 +58,9 @@ def sendgrid() -> Iterator[SendGridTestServer]:
 
 @pytest.fixture
 def env(settings_env: dict[str, str], sendgrid: SendGridTestServer) -> dict[str, str]:
-    # A short lease (1 s, the request timeout plus the longest backoff) so a killed sender's
-    # claim lapses quickly; the restarted run really waits for it, as it would in production.
+    # A short lease (1 s, the request timeout plus the longest backoff): a live sender renews it
+    # between batches, as in production. A killed one's is made to lapse (`lease_runs_out`, the
+    # same state as waiting it out) rather than slept out: a second a kill, two dozen kills a run.
     return cli_env(
         settings_env,
         sendgrid,
@@ -186,7 +187,7 @@ def test_a_send_killed_at_random_points_reaches_every_reader_exactly_once(
             if not _kill_at_random(start_send(env, week), sendgrid, rng):
                 break
             tally.kills += 1
-            wait_out_the_lease(engine, week)
+            lease_runs_out(engine, week)
         _run_to_the_end(env, week)
         tally.trials += 1
         _count(tally, engine, sendgrid, week)
@@ -224,7 +225,7 @@ def test_two_senders_started_together_send_each_reader_once_even_when_killed(
         outputs.append((proc.returncode, out.decode()))
     busy = [out for code, out in outputs if code == 2 and "another process" in out]
     assert len(busy) == 1 and tally.kills == 1, outputs
-    wait_out_the_lease(engine, WEEK)
+    lease_runs_out(engine, WEEK)
 
     # Round two: both start together again; one resumes to the end, the other is busy (or, if
     # it came late, finds the issue already sent).
