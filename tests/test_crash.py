@@ -1,10 +1,10 @@
 """Crash tests: `digest send` killed with SIGKILL at random points still gets every active reader
 the issue exactly once — counted at the (local) SendGrid, and the ledger agrees.
 
-A real `digest send` subprocess sends a few thousand readers through the SendGrid transport to
+A real `digest send` process (forked warm: tests/cli_process.py) sends a few thousand readers through the SendGrid transport to
 tests/sendgrid_server.py, is killed at a seeded random moment (while starting, claiming, with a
 request at SendGrid, or recording), and is started again once its lease has lapsed, as an
-operator or `digest run` would. With SendGrid's batch lookup working, the default ambiguity
+operator or `digest run` would (the test lets the lease lapse at once rather than sleep). With SendGrid's batch lookup working, the default ambiguity
 policy (skip) never has to guess, so there may be no gaps either.
 
 DIGEST_CRASH_TRIALS (default 6, the CI budget; 20 for a full run) issues are sent per backend,
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,17 +25,18 @@ from sqlalchemy import Engine, select
 
 from digest.db import deliveries, issues, subscribers
 from digest.weeks import IsoWeek
+from tests.cli_process import CliProcess
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
-    REPO,
     WEEK,
     build_issue,
     cli_env,
+    lease_runs_out,
     ledger,
+    run_send,
     seed_subscribers,
     start_send,
     wait_for,
-    wait_out_the_lease,
 )
 
 pytestmark = pytest.mark.slow
@@ -58,8 +58,9 @@ def sendgrid() -> Iterator[SendGridTestServer]:
 
 @pytest.fixture
 def env(settings_env: dict[str, str], sendgrid: SendGridTestServer) -> dict[str, str]:
-    # A short lease (1 s, the request timeout plus the longest backoff) so a killed sender's
-    # claim lapses quickly; the restarted run really waits for it, as it would in production.
+    # A short lease (1 s, the request timeout plus the longest backoff): a live sender renews it
+    # between batches, as in production. A killed one's is made to lapse (`lease_runs_out`)
+    # rather than slept out: a second a kill, two dozen kills a run.
     return cli_env(
         settings_env,
         sendgrid,
@@ -100,9 +101,7 @@ class Tally:
 # --------------------------------------------------------------------------- helpers
 
 
-def _kill_at_random(
-    proc: subprocess.Popen[bytes], server: SendGridTestServer, rng: random.Random
-) -> bool:
+def _kill_at_random(proc: CliProcess, server: SendGridTestServer, rng: random.Random) -> bool:
     """SIGKILL `proc` at a random moment; False when it finished first."""
     if rng.random() < 0.25:
         # Anywhere from start-up (imports, migrations, the issue check) into the first batches.
@@ -126,10 +125,7 @@ def _kill_at_random(
 
 
 def _run_to_the_end(env: dict[str, str], week: IsoWeek) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "digest.cli", "send", "--week", str(week)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+    done = run_send(env, week, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -186,7 +182,7 @@ def test_a_send_killed_at_random_points_reaches_every_reader_exactly_once(
             if not _kill_at_random(start_send(env, week), sendgrid, rng):
                 break
             tally.kills += 1
-            wait_out_the_lease(engine, week)
+            lease_runs_out(engine, week)
         _run_to_the_end(env, week)
         tally.trials += 1
         _count(tally, engine, sendgrid, week)
@@ -224,7 +220,7 @@ def test_two_senders_started_together_send_each_reader_once_even_when_killed(
         outputs.append((proc.returncode, out.decode()))
     busy = [out for code, out in outputs if code == 2 and "another process" in out]
     assert len(busy) == 1 and tally.kills == 1, outputs
-    wait_out_the_lease(engine, WEEK)
+    lease_runs_out(engine, WEEK)
 
     # Round two: both start together again; one resumes to the end, the other is busy (or, if
     # it came late, finds the issue already sent).

@@ -53,6 +53,7 @@ from digest.owner import (
     this_machine,
 )
 from digest.weeks import IsoWeek
+from tests.cli_process import CliProcess
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     NOW,
@@ -62,6 +63,7 @@ from tests.sending import (
     cli_env,
     lease_runs_out,
     ledger,
+    run_send,
     seed_subscribers,
     sendgrid_transport,
     start_send,
@@ -637,9 +639,7 @@ READERS = 1000
 BATCH = 100
 
 
-def _kill_at_random(
-    proc: subprocess.Popen[bytes], progress: Callable[[], int], rng: random.Random
-) -> bool:
+def _kill_at_random(proc: CliProcess, progress: Callable[[], int], rng: random.Random) -> bool:
     """SIGKILL `proc` at a random moment of its send; False when it finished first."""
     if rng.random() < 0.25:  # anywhere from start-up into the first batches
         deadline = time.monotonic() + rng.uniform(0.0, 1.5)
@@ -675,10 +675,7 @@ def _kill_then_send_at_once(
             return kills, time.monotonic() - killed
         kills += 1
         killed = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "digest.cli", "send", "--week", str(week)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_send(env, week, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return kills, time.monotonic() - killed
 

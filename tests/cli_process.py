@@ -1,0 +1,143 @@
+"""`python -m digest.cli ARGS` in child processes that start in milliseconds, for the tests that
+start dozens of them (the kill -9 loops): a fresh interpreter spends ~1.3 s of CPU importing
+digest, SQLAlchemy, Alembic, pydantic and the rest before it does anything.
+
+Each child is forked from multiprocessing's fork server, which imported all of that once. It is
+still a process of its own (its own pid and start time, killed by SIGKILL like any other, its
+lease judged by them), and what it runs is what `-m` runs: the `digest.cli` module executed as
+`__main__`, with exactly the environment, working folder and arguments given, its output (stdout
+and stderr together) in a file. Only the interpreter's start-up and the imports are shared, made
+with the test process's environment: nothing digest does at import time reads it.
+
+`CliProcess` answers as much of `subprocess.Popen` as the tests use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import importlib.util
+import multiprocessing
+import os
+import pkgutil
+import runpy
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["CliProcess"]
+
+REPO = Path(__file__).resolve().parent.parent
+# What digest imports only when a command runs (migrations, a backend's driver, a transport).
+_LAZY_IMPORTS = [
+    "alembic.command",
+    "alembic.config",
+    "alembic.runtime.environment",
+    "alembic.runtime.migration",
+    "alembic.script",
+    "alembic.ddl.postgresql",
+    "alembic.ddl.sqlite",
+    "sqlalchemy.dialects.postgresql.psycopg",
+    "sqlalchemy.dialects.sqlite.pysqlite",
+    "psycopg",
+    "httpx",
+]
+
+
+def _digest_modules() -> Iterator[str]:
+    """Every module of the digest package, found on disk (not imported here); not the
+    migrations (Alembic loads those itself) nor a `__main__` (importing one runs it)."""
+
+    def walk(folder: Path, prefix: str) -> Iterator[str]:
+        for info in pkgutil.iter_modules([str(folder)]):
+            name = prefix + info.name
+            if info.name == "__main__" or name == "digest.migrations":
+                continue
+            yield name
+            if info.ispkg:
+                yield from walk(folder / info.name, name + ".")
+
+    import digest
+
+    (folder,) = digest.__path__
+    yield "digest"
+    yield from walk(Path(folder), "digest.")
+
+
+@functools.cache
+def _fork_server() -> multiprocessing.context.ForkServerContext:
+    """The context whose server forks the children; it starts with the first of them."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([*_digest_modules(), *_LAZY_IMPORTS])
+    return context
+
+
+def _run(args: list[str], env: dict[str, str], cwd: str, output: str) -> None:
+    """In the child: become `python -m digest.cli *args` and run to its exit."""
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["-m", *args]
+    spec = importlib.util.find_spec("digest.cli")
+    if spec is not None and spec.submodule_search_locations is None:
+        # A module run as __main__ is a copy apart from the imported one, as under -m (runpy
+        # warns about a module it is asked to run that is imported already).
+        sys.modules.pop("digest.cli", None)
+    try:
+        runpy.run_module("digest.cli", run_name="__main__", alter_sys=True)
+    finally:
+        # As an interpreter's exit does (multiprocessing's child ends with os._exit): wait for
+        # the threads, then run the atexit handlers; the streams are flushed after.
+        threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
+
+
+class CliProcess:
+    """A running `python -m digest.cli ARGS`; see the module's docstring."""
+
+    def __init__(self, args: Sequence[str], *, env: Mapping[str, str], cwd: Path = REPO) -> None:
+        self.args = ["python", "-m", "digest.cli", *args]
+        fd, self._output = tempfile.mkstemp(prefix="digest-cli-", suffix=".out")
+        os.close(fd)
+        self._out: bytes | None = None
+        self._process = _fork_server().Process(
+            target=_run, args=(list(args), dict(env), str(cwd), self._output), daemon=True
+        )
+        self._process.start()
+        self.pid: int = self._process.pid  # type: ignore[assignment]
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._process.exitcode
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self.poll() is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, None]:
+        """Wait for the end; its output (stdout and stderr together), and None, as Popen does
+        for a stdout piped with stderr sent to it."""
+        self.wait(timeout)
+        if self._out is None:
+            self._out = Path(self._output).read_bytes()
+            os.unlink(self._output)
+        return self._out, None
