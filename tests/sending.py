@@ -23,7 +23,7 @@ from digest.db import deliveries, issues, subscribers
 from digest.delivery.sendgrid import SendGridTransport
 from digest.issues import IssueRecord, save_built
 from digest.weeks import IsoWeek
-from tests.cli_process import CliProcess
+from tests.forked_python import ForkedPython
 from tests.sendgrid_server import SendGridTestServer
 
 __all__ = [
@@ -179,11 +179,10 @@ def cli_env(
     return env
 
 
-def start_send(env: dict[str, str], week: IsoWeek = WEEK) -> CliProcess:
+def start_send(env: dict[str, str], week: IsoWeek = WEEK) -> ForkedPython:
     """Start `python -m digest.cli send --week W` in a child process (output captured, merged),
-    forked from a warm server: it starts in milliseconds rather than a second (cli_process.py).
-    """
-    return CliProcess(["send", "--week", str(week)], env=env, cwd=REPO)
+    forked warm: it starts in milliseconds rather than a second (tests/forked_python.py)."""
+    return ForkedPython(["-m", "digest.cli", "send", "--week", str(week)], env=env, cwd=REPO)
 
 
 def run_send(

@@ -1,11 +1,12 @@
 """Crash tests: `digest send` killed with SIGKILL at random points still gets every active reader
 the issue exactly once — counted at the (local) SendGrid, and the ledger agrees.
 
-A real `digest send` process (forked warm: tests/cli_process.py) sends a few thousand readers through the SendGrid transport to
-tests/sendgrid_server.py, is killed at a seeded random moment (while starting, claiming, with a
-request at SendGrid, or recording), and is started again once its lease has lapsed, as an
-operator or `digest run` would (the test lets the lease lapse at once rather than sleep). With SendGrid's batch lookup working, the default ambiguity
-policy (skip) never has to guess, so there may be no gaps either.
+A real `digest send` process (forked warm: tests/forked_python.py) sends a few thousand readers
+through the SendGrid transport to tests/sendgrid_server.py, is killed at a seeded random moment
+(while starting, claiming, with a request at SendGrid, or recording), and is started again once
+its lease has lapsed, as an operator or `digest run` would (the test makes it lapse at once
+rather than sleep). With SendGrid's batch lookup working, the default ambiguity policy (skip)
+never has to guess, so there may be no gaps either.
 
 DIGEST_CRASH_TRIALS (default 6, the CI budget; 20 for a full run) issues are sent per backend,
 with the kill schedule drawn from DIGEST_CRASH_SEED (default fixed), so a failure replays.
@@ -25,7 +26,7 @@ from sqlalchemy import Engine, select
 
 from digest.db import deliveries, issues, subscribers
 from digest.weeks import IsoWeek
-from tests.cli_process import CliProcess
+from tests.forked_python import ForkedPython
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     WEEK,
@@ -101,7 +102,7 @@ class Tally:
 # --------------------------------------------------------------------------- helpers
 
 
-def _kill_at_random(proc: CliProcess, server: SendGridTestServer, rng: random.Random) -> bool:
+def _kill_at_random(proc: ForkedPython, server: SendGridTestServer, rng: random.Random) -> bool:
     """SIGKILL `proc` at a random moment; False when it finished first."""
     if rng.random() < 0.25:
         # Anywhere from start-up (imports, migrations, the issue check) into the first batches.

@@ -53,7 +53,7 @@ from digest.owner import (
     this_machine,
 )
 from digest.weeks import IsoWeek
-from tests.cli_process import CliProcess
+from tests.forked_python import ForkedPython
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     NOW,
@@ -639,7 +639,7 @@ READERS = 1000
 BATCH = 100
 
 
-def _kill_at_random(proc: CliProcess, progress: Callable[[], int], rng: random.Random) -> bool:
+def _kill_at_random(proc: ForkedPython, progress: Callable[[], int], rng: random.Random) -> bool:
     """SIGKILL `proc` at a random moment of its send; False when it finished first."""
     if rng.random() < 0.25:  # anywhere from start-up into the first batches
         deadline = time.monotonic() + rng.uniform(0.0, 1.5)
@@ -846,13 +846,12 @@ def test_digest_run_restarted_after_kill_9_resumes_the_send_as_soon_as_it_starts
     outbox = Path(settings_env["DIGEST_OUTBOX_DIR"])
     logs: list[Path] = []
 
-    def start(*args: str) -> subprocess.Popen[bytes]:
+    def start(*args: str) -> ForkedPython:
         logs.append(tmp_path / f"run-{len(logs)}.log")
-        with logs[-1].open("wb") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "digest.cli", "run", "--port", str(_free_port()), *args],
-                env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        return ForkedPython(
+            ["-m", "digest.cli", "run", "--port", str(_free_port()), *args],
+            env=env, cwd=tmp_path, output=logs[-1],
+        )  # fmt: skip
 
     first = start("--now")
     try:
