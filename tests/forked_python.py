@@ -23,61 +23,25 @@ import importlib.util
 import multiprocessing
 import multiprocessing.context
 import os
-import pkgutil
 import runpy
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["ForkedPython"]
 
 REPO = Path(__file__).resolve().parent.parent
-# What digest imports only when a command runs (migrations, a backend's driver, a transport).
-_LAZY_IMPORTS = [
-    "alembic.command",
-    "alembic.config",
-    "alembic.runtime.environment",
-    "alembic.runtime.migration",
-    "alembic.script",
-    "alembic.ddl.postgresql",
-    "alembic.ddl.sqlite",
-    "sqlalchemy.dialects.postgresql.psycopg",
-    "sqlalchemy.dialects.sqlite.pysqlite",
-    "psycopg",
-    "httpx",
-    "uvicorn",
-    "apscheduler.schedulers.background",
-]
-
-
-def _digest_modules() -> Iterator[str]:
-    """Every module of the digest package, found on disk (not imported here); not the
-    migrations (Alembic loads those itself) nor a `__main__` (importing one runs it)."""
-
-    def walk(folder: Path, prefix: str) -> Iterator[str]:
-        for info in pkgutil.iter_modules([str(folder)]):
-            name = prefix + info.name
-            if info.name == "__main__" or name == "digest.migrations":
-                continue
-            yield name
-            if info.ispkg:
-                yield from walk(folder / info.name, name + ".")
-
-    import digest
-
-    (folder,) = digest.__path__
-    yield "digest"
-    yield from walk(Path(folder), "digest.")
 
 
 @functools.cache
 def _fork_server() -> multiprocessing.context.ForkServerContext:
-    """The context whose server forks the children; it starts with the first of them."""
+    """The context whose server forks the children; it starts with the first of them, and
+    imports what they will need first (tests/forked_python_warmup.py)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*_digest_modules(), *_LAZY_IMPORTS])
+    context.set_forkserver_preload(["tests.forked_python_warmup"])
     return context
 
 
