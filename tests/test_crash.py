@@ -105,7 +105,8 @@ class Tally:
 def _kill_at_random(proc: ForkedPython, server: SendGridTestServer, rng: random.Random) -> bool:
     """SIGKILL `proc` at a random moment; False when it finished first."""
     if rng.random() < 0.25:
-        # Anywhere from start-up (imports, migrations, the issue check) into the first batches.
+        # Anywhere from start-up (settings, migrations, the issue check) into the batches; the
+        # imports happened in the warm fork server, so a late draw may find the run finished.
         deadline = time.monotonic() + rng.uniform(0.0, 1.5)
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.005)
