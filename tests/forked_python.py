@@ -24,6 +24,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ForkedPython"]
+__all__ = ["ForkedPython", "run_forked"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,15 +46,20 @@ def _fork_server() -> multiprocessing.context.ForkServerContext:
     return context
 
 
-def _run(argv: list[str], env: dict[str, str], cwd: str, output: str) -> None:
+def _run(argv: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
     """In the child: become `python *argv` and run to its exit."""
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    for target, path in ((1, out), (2, err)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, target)
+        os.close(fd)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    # The interpreter puts PYTHONPATH ahead of the standard library; ours started with the
+    # test process's path, so add what this environment's names and the path lacks.
+    for entry in reversed(env.get("PYTHONPATH", "").split(os.pathsep)):
+        if entry and os.path.abspath(entry) not in {os.path.abspath(p) for p in sys.path}:
+            sys.path.insert(0, entry)
     option, target, *args = argv
     try:
         if option == "-m":
@@ -76,9 +82,16 @@ def _run(argv: list[str], env: dict[str, str], cwd: str, output: str) -> None:
         atexit._run_exitfuncs()
 
 
+def _temporary_file() -> Path:
+    fd, name = tempfile.mkstemp(prefix="forked-python-", suffix=".out")
+    os.close(fd)
+    return Path(name)
+
+
 class ForkedPython:
-    """A running `python *argv`, argv being `-m MODULE ARGS` or `-c CODE ARGS`; its output goes
-    to `output`, else to a temporary file `communicate` reads. See the module's docstring."""
+    """A running `python *argv`, argv being `-m MODULE ARGS` or `-c CODE ARGS`. Its stdout goes
+    to `output`, else to a temporary file `communicate` reads; its stderr goes with it, or with
+    `separate_stderr` to a file of its own. See the module's docstring."""
 
     def __init__(
         self,
@@ -87,18 +100,24 @@ class ForkedPython:
         env: Mapping[str, str],
         cwd: Path = REPO,
         output: Path | None = None,
+        separate_stderr: bool = False,
     ) -> None:
         self.args = ["python", *argv]
+        self._temporary: list[Path] = []
         if output is None:
-            fd, name = tempfile.mkstemp(prefix="forked-python-", suffix=".out")
-            os.close(fd)
-            self._output, self._temporary = Path(name), True
+            output = _temporary_file()
+            self._temporary.append(output)
         else:  # made (emptied) here, as a file opened for a Popen's stdout would be
             output.write_bytes(b"")
-            self._output, self._temporary = output, False
-        self._out: bytes | None = None
+        self._errors: Path | None = None
+        if separate_stderr:
+            self._errors = _temporary_file()
+            self._temporary.append(self._errors)
+        self._output = output
+        self._read: tuple[bytes, bytes | None] | None = None
+        streams = (str(output), str(self._errors or output))
         self._process = _fork_server().Process(
-            target=_run, args=(list(argv), dict(env), str(cwd), str(self._output)), daemon=True
+            target=_run, args=(list(argv), dict(env), str(cwd), *streams), daemon=True
         )
         self._process.start()
         self.pid: int = self._process.pid  # type: ignore[assignment]
@@ -120,15 +139,36 @@ class ForkedPython:
         if self.poll() is None:
             os.kill(self.pid, sig)
 
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
         self._process.kill()
 
-    def communicate(self, timeout: float | None = None) -> tuple[bytes, None]:
-        """Wait for the end; the output (stdout and stderr together), and None, as Popen does
-        for a stdout piped with stderr sent to it."""
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, bytes | None]:
+        """Wait for the end; stdout (with stderr in it, unless `separate_stderr`) and stderr
+        (None when it went with stdout), as Popen does for the same pipes."""
         self.wait(timeout)
-        if self._out is None:
-            self._out = self._output.read_bytes()
-            if self._temporary:
-                self._output.unlink()
-        return self._out, None
+        if self._read is None:
+            errors = self._errors.read_bytes() if self._errors else None
+            self._read = (self._output.read_bytes(), errors)
+            for path in self._temporary:
+                path.unlink()
+        return self._read
+
+
+def run_forked(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path = REPO, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run([python, *argv], capture_output=True, text=True, timeout=timeout)`, forked
+    warm: stdout and stderr apart, killed (and TimeoutExpired raised) after `timeout`."""
+    proc = ForkedPython(argv, env=env, cwd=cwd, separate_stderr=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, out.decode(), (err or b"").decode()
+    )

@@ -23,7 +23,7 @@ from digest.db import deliveries, issues, subscribers
 from digest.delivery.sendgrid import SendGridTransport
 from digest.issues import IssueRecord, save_built
 from digest.weeks import IsoWeek
-from tests.forked_python import ForkedPython
+from tests.forked_python import ForkedPython, run_forked
 from tests.sendgrid_server import SendGridTestServer
 
 __all__ = [
@@ -188,15 +188,11 @@ def start_send(env: dict[str, str], week: IsoWeek = WEEK) -> ForkedPython:
 def run_send(
     env: dict[str, str], week: IsoWeek = WEEK, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
-    """`digest send --week W` started as `start_send` does, run to its end, as `subprocess.run`
-    reports it (stderr is in stdout; killed after `timeout`)."""
-    proc = start_send(env, week)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode or 0, out.decode(), "")
+    """`python -m digest.cli send --week W` run to its end, as `subprocess.run` with captured
+    output reports it, forked warm as `start_send` is (killed after `timeout`)."""
+    return run_forked(
+        ["-m", "digest.cli", "send", "--week", str(week)], env=env, cwd=REPO, timeout=timeout
+    )
 
 
 def wait_for(

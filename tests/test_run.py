@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -40,10 +39,9 @@ from digest.schedule import (
 )
 from digest.status import gather_status
 from digest.weeks import IsoWeek
-from tests.forked_python import ForkedPython
+from tests.forked_python import ForkedPython, run_forked
 
 REPO = Path(__file__).resolve().parent.parent
-DIGEST = str(REPO / ".venv" / "bin" / "digest")
 
 pytestmark = pytest.mark.slow
 
@@ -235,11 +233,9 @@ def test_sigterm_mid_send_finishes_the_batch_pauses_and_a_restart_completes_it(
 
 
 def test_a_bad_schedule_stops_run_before_anything_starts(settings_env, tmp_path):
-    result = subprocess.run(
-        [DIGEST, "run", "--port", str(free_port())],
+    result = run_forked(
+        ["-m", "digest.cli", "run", "--port", str(free_port())],
         env={**os.environ, "DIGEST_SCHEDULE": "mon 9"},
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert result.returncode == 1
