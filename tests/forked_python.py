@@ -1,18 +1,20 @@
 """`python -m MODULE ARGS` and `python -c CODE ARGS` in child processes that start in
-milliseconds, for the tests that start dozens of them (the kill -9 loops, `digest run`): a fresh
-interpreter spends ~1.3 s of CPU importing digest, SQLAlchemy, Alembic, pydantic and the rest
-before it does anything.
+milliseconds, for the tests that start dozens of them (the kill -9 loops, `digest run`, pytest
+sessions): a fresh interpreter spends ~1.3 s of CPU importing digest, SQLAlchemy, Alembic,
+pydantic and the rest before it does anything.
 
 Each child is forked from multiprocessing's fork server, which imported all of that once. It is
 still a process of its own (its own pid and start time, killed by SIGKILL or stopped by SIGTERM
 like any other, its lease judged by them), and what it runs is what the command line runs: the
-module executed as `__main__` (as -m does) or the code, with exactly the environment, working
-folder and arguments given, its output (stdout and stderr together) in a file; it ends as an
+module executed as `__main__` (as -m does) or the code, with exactly the environment (PYTHONPATH
+included), working folder and arguments given, stdout and stderr in files; it ends as an
 interpreter does (threads joined, atexit handlers run). Only the interpreter's start-up and the
 imports are shared, made with the test process's environment: nothing digest does at import
-time reads it.
+time reads it. What needs an interpreter of its own (another PYTHONHASHSEED, resource limits,
+a process's memory measured) keeps subprocess.
 
-`ForkedPython` answers as much of `subprocess.Popen` as the tests use.
+`ForkedPython` answers as much of `subprocess.Popen` as the tests use; `run_forked`, of
+`subprocess.run`.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def _run(argv: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> 
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    # The interpreter puts PYTHONPATH ahead of the standard library; ours started with the
-    # test process's path, so add what this environment's names and the path lacks.
+    # An interpreter puts PYTHONPATH ahead of the standard library; this one started with the
+    # test process's sys.path, so the entries it lacks go first.
     for entry in reversed(env.get("PYTHONPATH", "").split(os.pathsep)):
         if entry and os.path.abspath(entry) not in {os.path.abspath(p) for p in sys.path}:
             sys.path.insert(0, entry)
