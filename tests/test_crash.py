@@ -1,11 +1,12 @@
 """Crash tests: `digest send` killed with SIGKILL at random points still gets every active reader
 the issue exactly once — counted at the (local) SendGrid, and the ledger agrees.
 
-A real `digest send` subprocess sends a few thousand readers through the SendGrid transport to
-tests/sendgrid_server.py, is killed at a seeded random moment (while starting, claiming, with a
-request at SendGrid, or recording), and is started again once its lease has lapsed (made to lapse at once rather
-than slept out), as an operator or `digest run` would. With SendGrid's batch lookup working, the default ambiguity
-policy (skip) never has to guess, so there may be no gaps either.
+A real `digest send` process (forked warm: tests/forked_python.py) sends a few thousand readers
+through the SendGrid transport to tests/sendgrid_server.py, is killed at a seeded random moment
+(while starting, claiming, with a request at SendGrid, or recording), and is started again once
+its lease has lapsed, as an operator or `digest run` would (the test makes it lapse at once
+rather than sleep). With SendGrid's batch lookup working, the default ambiguity policy (skip)
+never has to guess, so there may be no gaps either.
 
 DIGEST_CRASH_TRIALS (default 6, the CI budget; 20 for a full run) issues are sent per backend,
 with the kill schedule drawn from DIGEST_CRASH_SEED (default fixed), so a failure replays.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,14 +26,15 @@ from sqlalchemy import Engine, select
 
 from digest.model.weeks import IsoWeek
 from digest.store.db import deliveries, issues, subscribers
+from tests.forked_python import ForkedPython
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
-    REPO,
     WEEK,
     build_issue,
     cli_env,
     lease_runs_out,
     ledger,
+    run_send,
     seed_subscribers,
     start_send,
     wait_for,
@@ -59,8 +60,8 @@ def sendgrid() -> Iterator[SendGridTestServer]:
 @pytest.fixture
 def env(settings_env: dict[str, str], sendgrid: SendGridTestServer) -> dict[str, str]:
     # A short lease (1 s, the request timeout plus the longest backoff): a live sender renews it
-    # between batches, as in production. A killed one's is made to lapse (`lease_runs_out`, the
-    # same state as waiting it out) rather than slept out: a second a kill, two dozen kills a run.
+    # between batches, as in production. A killed one's is made to lapse (`lease_runs_out`)
+    # rather than slept out: a second a kill, two dozen kills a run.
     return cli_env(
         settings_env,
         sendgrid,
@@ -101,12 +102,11 @@ class Tally:
 # --------------------------------------------------------------------------- helpers
 
 
-def _kill_at_random(
-    proc: subprocess.Popen[bytes], server: SendGridTestServer, rng: random.Random
-) -> bool:
+def _kill_at_random(proc: ForkedPython, server: SendGridTestServer, rng: random.Random) -> bool:
     """SIGKILL `proc` at a random moment; False when it finished first."""
     if rng.random() < 0.25:
-        # Anywhere from start-up (imports, migrations, the issue check) into the first batches.
+        # Anywhere from start-up (settings, migrations, the issue check) into the batches; the
+        # imports happened in the warm fork server, so a late draw may find the run finished.
         deadline = time.monotonic() + rng.uniform(0.0, 1.5)
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.005)
@@ -127,10 +127,7 @@ def _kill_at_random(
 
 
 def _run_to_the_end(env: dict[str, str], week: IsoWeek) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "digest.cli", "send", "--week", str(week)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+    done = run_send(env, week, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 

@@ -52,6 +52,7 @@ from digest.store.issues import (
     release_send,
     transition,
 )
+from tests.forked_python import ForkedPython
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     NOW,
@@ -61,6 +62,7 @@ from tests.sending import (
     cli_env,
     lease_runs_out,
     ledger,
+    run_send,
     seed_subscribers,
     sendgrid_transport,
     start_send,
@@ -647,9 +649,7 @@ READERS = 1000
 BATCH = 100
 
 
-def _kill_at_random(
-    proc: subprocess.Popen[bytes], progress: Callable[[], int], rng: random.Random
-) -> bool:
+def _kill_at_random(proc: ForkedPython, progress: Callable[[], int], rng: random.Random) -> bool:
     """SIGKILL `proc` at a random moment of its send; False when it finished first."""
     if rng.random() < 0.25:  # anywhere from start-up into the first batches
         deadline = time.monotonic() + rng.uniform(0.0, 1.5)
@@ -685,10 +685,7 @@ def _kill_then_send_at_once(
             return kills, time.monotonic() - killed
         kills += 1
         killed = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "digest.cli", "send", "--week", str(week)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_send(env, week, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return kills, time.monotonic() - killed
 
@@ -859,13 +856,12 @@ def test_digest_run_restarted_after_kill_9_resumes_the_send_as_soon_as_it_starts
     outbox = Path(settings_env["DIGEST_OUTBOX_DIR"])
     logs: list[Path] = []
 
-    def start(*args: str) -> subprocess.Popen[bytes]:
+    def start(*args: str) -> ForkedPython:
         logs.append(tmp_path / f"run-{len(logs)}.log")
-        with logs[-1].open("wb") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "digest.cli", "run", "--port", str(_free_port()), *args],
-                env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        return ForkedPython(
+            ["-m", "digest.cli", "run", "--port", str(_free_port()), *args],
+            env=env, cwd=tmp_path, output=logs[-1],
+        )  # fmt: skip
 
     first = start("--now")
     try:

@@ -12,7 +12,6 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from digest.store.backup import BackupError, backup_database
 from digest.store.db import subscribers
 from digest.store.subscribers import add_confirmed, get_subscriber
 from digest.web import create_app
+from tests.forked_python import run_forked
 from tests.sending import NOW, REPO, build_issue, seed_subscribers
 
 runner = CliRunner()
@@ -92,13 +92,10 @@ def test_a_backup_never_replaces_a_file_unless_asked(engine: Engine, tmp_path: P
 
 
 def _digest(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`digest ARGS` in its own process, as an operator runs it."""
+    """`digest ARGS` in its own process, as an operator runs it (forked warm)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env |= settings_env | {"PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "digest.cli", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return run_forked(["-m", "digest.cli", *args], cwd=REPO, env=env, timeout=60)
 
 
 def test_cli_backup_and_restore_by_copying_the_file_back(

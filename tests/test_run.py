@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -37,10 +35,9 @@ from digest.store import db
 from digest.store.issues import get_issue
 from digest.store.jobs import JOBS_TABLE
 from digest.store.terms import load_glossary
+from tests.forked_python import ForkedPython, run_forked
 
 REPO = Path(__file__).resolve().parent.parent
-DIGEST = str(REPO / ".venv" / "bin" / "digest")
-PYTHON = sys.executable
 
 pytestmark = pytest.mark.slow
 
@@ -104,18 +101,17 @@ def wait_until(predicate, timeout: float = 60.0, every: float = 0.05):
 
 
 class Service:
-    """`digest run` as a subprocess, with its log in a file."""
+    """`digest run` as a process of its own (forked warm: tests/forked_python.py), its log in a
+    file."""
 
     def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log_path = tmp_path / f"run-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [DIGEST, "run", "--port", str(self.port), *args],
+        self.proc = ForkedPython(
+            ["-m", "digest.cli", "run", "--port", str(self.port), *args],
             env={**os.environ, **(env or {})},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
             cwd=tmp_path,
+            output=self.log_path,
         )
 
     @property
@@ -130,16 +126,12 @@ class Service:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._log.close()
+        return self.proc.wait(timeout)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture
@@ -237,11 +229,9 @@ def test_sigterm_mid_send_finishes_the_batch_pauses_and_a_restart_completes_it(
 
 
 def test_a_bad_schedule_stops_run_before_anything_starts(settings_env, tmp_path):
-    result = subprocess.run(
-        [DIGEST, "run", "--port", str(free_port())],
+    result = run_forked(
+        ["-m", "digest.cli", "run", "--port", str(free_port())],
         env={**os.environ, "DIGEST_SCHEDULE": "mon 9"},
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert result.returncode == 1
@@ -267,18 +257,9 @@ def test_two_processes_firing_at_once_send_each_subscriber_one_mail(
 ):
     readers = add_subscribers(engine, 300)
     env = {**os.environ, "DIGEST_BATCH_SIZE": "20"}
-    fire_at = time.time() + 3.0  # both have imported everything by then
-    procs = [
-        subprocess.Popen(
-            [PYTHON, "-c", _FIRE_AT, repr(fire_at)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    logs = [proc.communicate(timeout=120)[0] for proc in procs]
+    fire_at = time.time() + 1.0  # both have started by then (forked warm: ~0.1 s)
+    procs = [ForkedPython(["-c", _FIRE_AT, repr(fire_at)], env=env) for _ in range(2)]
+    logs = [proc.communicate(timeout=120)[0].decode() for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], logs
     assert not any("event=job_failed" in log for log in logs), logs
 

@@ -7,8 +7,6 @@ SendGrid transport talking HTTP to the local SendGrid test server.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,13 +29,13 @@ from digest.store.issues import claim_send, get_issue, transition
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
     NOW,
-    REPO,
     WEEK,
     FakeSleep,
     build_issue,
     cli_env,
     lease_runs_out,
     ledger,
+    run_send,
     seed_subscribers,
     sendgrid_transport,
     start_send,
@@ -647,10 +645,7 @@ def test_send_killed_after_sendgrid_accepted_a_batch_resumes_without_duplicates(
     assert ledger(engine) == {"sent": 200, "claimed": 100}
     lease_runs_out(engine)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "digest.cli", "send", "--week", str(WEEK)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_send(env, timeout=120)
 
     assert done.returncode == 0, done.stdout + done.stderr
     deliveries_seen = sendgrid.deliveries()
@@ -680,10 +675,7 @@ def test_send_killed_at_any_point_resumes_every_subscriber_exactly_once(
     lease_runs_out(engine)
     sendgrid.state.delay = 0.0
 
-    done = subprocess.run(
-        [sys.executable, "-m", "digest.cli", "send", "--week", str(WEEK)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_send(env, timeout=120)
 
     assert done.returncode == 0, done.stdout + done.stderr
     deliveries_seen = sendgrid.deliveries()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from typer.testing import CliRunner
 from digest.store import db
 from digest.store.subscribers import get_subscriber, list_subscribers, mark_status
 from tests.conftest import REPO
+from tests.forked_python import ForkedPython
 
 runner = CliRunner()
 
@@ -156,13 +155,7 @@ def test_serve_runs_the_web_service(settings_env, engine):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, **settings_env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digest.cli", "serve", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = ForkedPython(["-m", "digest.cli", "serve", "--port", str(port)], env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -171,7 +164,8 @@ def test_serve_runs_the_web_service(settings_env, engine):
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    output = proc.stdout.read().decode() if proc.stdout else ""
+                    proc.kill()
+                    output = proc.communicate(10)[0].decode()
                     pytest.fail(f"digest serve did not come up:\n{output}")
                 time.sleep(0.1)
         assert answer.json() == {"status": "ok", "database": "ok"}

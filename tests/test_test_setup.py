@@ -5,8 +5,6 @@ and that its SendGrid stand-in stops at once (the suite starts and stops hundred
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from tests.conftest import (
     find_postgres,
     postgres,
 )
+from tests.forked_python import run_forked
 from tests.sendgrid_server import SendGridTestServer
 
 NOBODY = "postgresql://postgres@127.0.0.1:1/test"  # port 1: refused at once
@@ -73,7 +72,7 @@ def _session(tmp_path: Path, *targets: str, chromium: str | None = None, **env: 
         if k not in {"CI", ENV_VAR} and not k.startswith(("PYTEST_", "HYPOTHESIS"))
     }
     child_env.update(env)
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets]
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", *targets]
     if chromium is not None:
         # A plugin loaded before the conftest points the browser tests at another Chromium.
         (tmp_path / "other_chromium.py").write_text(
@@ -81,9 +80,8 @@ def _session(tmp_path: Path, *targets: str, chromium: str | None = None, **env: 
         )
         child_env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(tmp_path)])
         args += ["-p", "other_chromium"]
-    return subprocess.run(
-        args, cwd=REPO, env=child_env, capture_output=True, text=True, timeout=300, check=False
-    )
+    # Forked warm (tests/forked_python.py): a session's start-up imports are most of its time.
+    return run_forked(args, cwd=REPO, env=child_env, timeout=300)
 
 
 def test_without_postgresql_or_chromium_a_session_skips_them_and_says_so_last(tmp_path: Path):
