@@ -124,6 +124,22 @@ class Settings(BaseSettings):
     # experience.md); off: everyone at once, at the schedule's time in `timezone`.
     local_time_delivery: bool = False
 
+    # The editors' desk (docs/desk.md). With approval required, the weekly job builds each issue
+    # `approval_lead_hours` before its send, mails the editors a preview link, and sends only an
+    # approved issue; an unapproved one is held at send time (not sent, not failed).
+    require_approval: bool = False
+    approval_lead_hours: float = Field(
+        default=48.0, ge=0, le=24 * 6, description="hours before the send an issue is built"
+    )
+    # A subject longer than this is flagged by `digest check` (mail clients cut around 60-70).
+    subject_warn_length: int = Field(default=70, ge=20)
+    desk_session_max_age: int = Field(
+        default=12 * 3600, ge=60, description="seconds a desk login lasts without activity"
+    )
+    desk_login_rate_limit: int = Field(
+        default=5, ge=1, description="failed desk logins per account (and per IP) in 15 minutes"
+    )
+
     log_level: str = "INFO"
 
     # Read once per Settings object: a send signs two tokens per recipient.

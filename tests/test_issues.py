@@ -46,6 +46,10 @@ ALLOWED = {
     ("built", "failed"),
     ("sending", "failed"),
     ("paused", "failed"),
+    ("built", "held"),  # not approved by its send time, or an editor held it
+    ("held", "held"),
+    ("held", "built"),  # approved (or rebuilt): it may go again
+    ("held", "failed"),  # cancelled
 }
 WEEK = IsoWeek(2026, 17)
 

@@ -1,6 +1,7 @@
 """A newsletter issue as data: its statuses, the moves allowed between them, and its record.
 
-planned → built → sending → sent (or paused / failed). The table here is the state machine;
+planned → built → sending → sent (or paused / failed); with approval required, a built issue
+nobody approved by its send time is held instead of sent. The table here is the state machine;
 `digest.store.issues` enforces it in the database, one conditional UPDATE per move.
 """
 
@@ -24,22 +25,26 @@ __all__ = [
     "LeaseHolder",
 ]
 
-IssueStatus = Literal["planned", "built", "sending", "sent", "paused", "failed"]
+IssueStatus = Literal["planned", "built", "held", "sending", "sent", "paused", "failed"]
 ISSUE_STATUSES: tuple[IssueStatus, ...] = get_args(IssueStatus)
 
 # to-state → the states it may be reached from. Rebuilding is allowed until sending starts:
 # after that the content is frozen, so what went out is what the archive shows.
 TRANSITIONS: Mapping[IssueStatus, frozenset[IssueStatus]] = {
     "planned": frozenset({"failed"}),
-    "built": frozenset({"planned", "built", "failed"}),
+    # A held issue goes back to built when an editor approves it (or rebuilds it).
+    "built": frozenset({"planned", "built", "held", "failed"}),
+    # Held: built, but not approved when its send came due (or an editor held it). Never sent
+    # from here; approval moves it back to built first.
+    "held": frozenset({"built", "held"}),
     "sending": frozenset({"built", "paused", "failed", "sending"}),
     "sent": frozenset({"sending"}),
     "paused": frozenset({"sending"}),
-    "failed": frozenset({"planned", "built", "sending", "paused"}),
+    "failed": frozenset({"planned", "built", "held", "sending", "paused"}),
 }
 # The states of an issue that has its content: it counts as featured (selection's rotation
 # reads these), and a build leaves it alone unless told to rebuild.
-FEATURED_STATES: tuple[IssueStatus, ...] = ("built", "sending", "sent", "paused")
+FEATURED_STATES: tuple[IssueStatus, ...] = ("built", "held", "sending", "sent", "paused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,12 @@ class IssueRecord:
     updated_at: datetime
     # The process behind `claimed_by`, when it recorded itself (see digest.owner).
     claimed_owner: Owner | None = None
+    # Who approved this content and when (DIGEST_REQUIRE_APPROVAL); None: not approved.
+    approved_at: datetime | None = None
+    approved_by: str | None = None
+    # An editor's subject / preheader for this one issue, kept across rebuilds.
+    subject_override: str | None = None
+    preheader_override: str | None = None
 
     @property
     def lease(self) -> LeaseHolder | None:
@@ -89,6 +100,10 @@ class IssueRecord:
         if self.claimed_by is None:
             return None
         return LeaseHolder(self.claimed_by, self.claimed_until, self.claimed_owner)
+
+    @property
+    def approved(self) -> bool:
+        return self.approved_at is not None
 
     @property
     def can_rebuild(self) -> bool:

@@ -35,7 +35,10 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 __all__ = [
+    "audit_log",
     "deliveries",
+    "editor_sessions",
+    "editors",
     "events",
     "issues",
     "make_engine",
@@ -127,6 +130,13 @@ issues = Table(
     # The holder's process as digest.owner records it (host, boot id, pid namespace, pid, start
     # time), so a claimant on that host can tell a dead holder from a slow one. NULL: unknown.
     Column("claimed_owner", JSON),
+    # Approval (DIGEST_REQUIRE_APPROVAL): who approved this content, when. A rebuild or an edit
+    # of the subject withdraws it, since what was approved is no longer what would go out.
+    Column("approved_at", UTCDateTime()),
+    Column("approved_by", String(320)),
+    # An editor's own subject / preheader for this issue; wins over the term's and the default.
+    Column("subject_override", Text),
+    Column("preheader_override", Text),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("built_at", UTCDateTime()),
     Column("send_started_at", UTCDateTime()),
@@ -179,6 +189,47 @@ events = Table(
     Column("detail", Text),
     Column("occurred_at", UTCDateTime(), nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
+)
+
+editors = Table(
+    # The people who run the desk (/admin/). A password is stored only as its Argon2id hash.
+    "editors",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200)),
+    Column("role", String(16), nullable=False),  # editor | admin
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("last_login_at", UTCDateTime()),
+)
+
+editor_sessions = Table(
+    # One row per desk login. The cookie carries a random id; only its SHA-256 is stored, so a
+    # leaked database cannot be replayed as a session. Logging out or removing the editor ends it.
+    "editor_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column(
+        "editor_id", Id, ForeignKey("editors.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+)
+
+audit_log = Table(
+    # Who did what, when: every editor action from the desk or the CLI (approve, hold, subject,
+    # test send, queue changes, imports, erasures). Actors are addresses or "cli:<user>".
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False, index=True),
+    Column("actor", String(320), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200)),
+    Column("detail", Text),
 )
 
 
