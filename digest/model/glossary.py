@@ -112,6 +112,9 @@ class Term:
     aliases: tuple[Alias, ...] = ()
     sections: tuple[Section, ...] = ()
     path: Path | None = field(default=None, compare=False)
+    # The term file's own subject line and inbox preview; None: the built-in default.
+    subject: str | None = None
+    preheader: str | None = None
 
     @property
     def level(self) -> int:

@@ -8,7 +8,7 @@ not allow is refused with a reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "list_issues",
     "release_send",
     "save_built",
+    "save_subject",
     "transition",
 ]
 
@@ -113,7 +114,11 @@ def save_built(
     snapshot: Snapshot,
     now: datetime,
 ) -> IssueRecord:
-    """Store a built issue (create it, or rebuild one that has not started sending)."""
+    """Store a built issue (create it, or rebuild one that has not started sending).
+
+    A rebuild withdraws the issue's approval: the content an editor approved is replaced. The
+    subject and preheader overrides are left as they are; the build has rendered with them.
+    """
     values = {
         "featured_slug": featured_slug,
         "related_slugs": list(related_slugs),
@@ -128,6 +133,8 @@ def save_built(
         "snapshot": snapshot,
         "built_at": now,
         "updated_at": now,
+        "approved_at": None,
+        "approved_by": None,
     }
     with engine.begin() as conn:
         existing = get_issue(conn, week)
@@ -145,6 +152,54 @@ def save_built(
                     f"issue {week} is {existing.status}; its content is frozen once sending starts"
                 )
         record = get_issue(conn, week)
+    assert record is not None
+    return record
+
+
+def save_subject(
+    engine: Engine,
+    week: IsoWeek,
+    *,
+    built_at: datetime | None,
+    subject_override: str | None,
+    preheader_override: str | None,
+    content: Mapping[str, str] | None,
+    now: datetime,
+) -> IssueRecord:
+    """Store an editor's subject and preheader for `week` (None: the default) and, for a built
+    issue, `content` re-rendered with them (`subject`, `preheader`, `html`, `text`,
+    `archive_html`); withdraw the approval, since the approved mail changed.
+
+    One conditional UPDATE: only while sending has not started, and only over the build the
+    caller rendered from (`built_at`), so a rebuild in between is not overwritten with a
+    render of the old content. InvalidTransition says which of the two happened.
+    """
+    values: dict[str, Any] = {
+        "subject_override": subject_override,
+        "preheader_override": preheader_override,
+        "approved_at": None,
+        "approved_by": None,
+        "updated_at": now,
+        **(content or {}),
+    }
+    unchanged = issues.c.built_at.is_(None) if built_at is None else issues.c.built_at == built_at
+    stmt = update(issues).where(
+        issues.c.week == str(week),
+        issues.c.status.in_(TRANSITIONS["built"]),
+        issues.c.send_started_at.is_(None),
+        unchanged,
+    )
+    with engine.begin() as conn:
+        done = conn.execute(stmt.values(**values))
+        record = get_issue(conn, week)
+    if done.rowcount != 1:
+        if record is None:
+            raise InvalidTransition(f"there is no issue for {week}")
+        if record.send_started_at is not None or not record.can_rebuild:
+            raise InvalidTransition(
+                f"issue {week} is {record.status}; its subject is frozen once sending starts"
+            )
+        raise InvalidTransition(f"issue {week} was rebuilt meanwhile; try again")
     assert record is not None
     return record
 
