@@ -92,7 +92,7 @@ def test_fetching_every_link_of_every_mail_changes_nothing(
     assert subjects == [
         "Confirm your subscription",
         "Confirm your subscription",
-        "Term of the week",
+        "Large Language Model — AI Term of the Week",  # the issue: title — newsletter name
         "Welcome",
     ]
     ours = sorted(
