@@ -114,7 +114,7 @@ def send_command(
         try:  # an early week is refused before it is built, not after
             check_send(conf, get_issue(eng, wk), wk, now=db.utcnow(), force=force)
         except ApprovalError as exc:
-            fail(f"{wk}: {exc}", REFUSED)
+            fail(str(exc), REFUSED)
     _build_if_needed(inv, eng, conf, wk)
     try:
         if to:
@@ -168,7 +168,7 @@ def send_command(
                     force=force,
                 )
         except ApprovalError as exc:  # held or unapproved since the check above
-            fail(f"{wk}: {exc}", REFUSED)
+            fail(str(exc), REFUSED)
             return
         except SendError as exc:
             fail(str(exc))
@@ -275,8 +275,10 @@ def issue_hold(
         str | None, typer.Option(help="Why, in one line; shown by `digest status`.")
     ] = None,
 ) -> None:
-    """Hold a built issue: no job or `digest send` sends it until it is approved again (any
-    approval is withdrawn)."""
+    """Hold a built issue: nothing sends it until it is approved again.
+
+    Any approval is withdrawn; the reason is shown by `digest status`.
+    """
     from digest.campaign.approval import ApprovalError, hold
     from digest.store.audit import cli_actor
 
@@ -320,7 +322,7 @@ def issue_resume(
         try:
             result = send_week(conf, wk, stop=stop, force=force)
         except ApprovalError as exc:
-            fail(f"{wk}: {exc}", REFUSED)
+            fail(str(exc), REFUSED)
             return
         except (InvalidTransition, SendError) as exc:
             fail(str(exc))
