@@ -26,10 +26,12 @@ from digest.store.db import issues
 __all__ = [
     "Claim",
     "InvalidTransition",
+    "approve_issue",
     "claim_send",
     "describe_lease",
     "featured_history",
     "get_issue",
+    "hold_issue",
     "lease_holder",
     "list_issues",
     "release_send",
@@ -307,6 +309,64 @@ def release_send(engine: Engine, week: IsoWeek, owner: str | Owner) -> None:
         .where(issues.c.week == str(week), issues.c.claimed_by == token)
         .values(claimed_by=None, claimed_until=None, claimed_owner=None),
     )
+
+
+# Approval (DIGEST_REQUIRE_APPROVAL): an issue's content is approved while it is built or held,
+# never after sending starts, so what an editor approved is what goes out.
+_APPROVABLE: tuple[IssueStatus, ...] = ("built", "held")
+
+
+def approve_issue(engine: Engine, week: IsoWeek, *, by: str, now: datetime) -> IssueRecord:
+    """Mark `week`'s built or held issue approved by `by` (a held one moves back to built).
+
+    One conditional UPDATE, so an issue that started sending (or was rebuilt into nothing)
+    meanwhile is refused rather than approved after the fact.
+    """
+    stmt = (
+        update(issues)
+        .where(
+            issues.c.week == str(week),
+            issues.c.status.in_(_APPROVABLE),
+            issues.c.html.is_not(None),
+        )
+        .values(status="built", status_reason=None, approved_at=now, approved_by=by, updated_at=now)
+    )
+    return _moved(engine, week, stmt, "approved")
+
+
+def hold_issue(
+    engine: Engine, week: IsoWeek, reason: str, *, now: datetime, unless_approved: bool = False
+) -> IssueRecord:
+    """Move `week`'s built (or held) issue to held with `reason`, withdrawing any approval.
+
+    `unless_approved`: the send-time hold of an unapproved issue; an approval that lands just
+    before it wins (the UPDATE matches only a row still without one), and InvalidTransition
+    then says the issue is approved.
+    """
+    where = [issues.c.week == str(week), issues.c.status.in_(TRANSITIONS["held"])]
+    if unless_approved:
+        where.append(issues.c.approved_at.is_(None))
+    stmt = (
+        update(issues)
+        .where(*where)
+        .values(
+            status="held", status_reason=reason, approved_at=None, approved_by=None, updated_at=now
+        )
+    )
+    return _moved(engine, week, stmt, "held")
+
+
+def _moved(engine: Engine, week: IsoWeek, stmt: Any, what: str) -> IssueRecord:
+    """Run one conditional UPDATE of `week`'s row; InvalidTransition says why it matched none."""
+    with engine.begin() as conn:
+        done = conn.execute(stmt).rowcount == 1
+        record = get_issue(conn, week)
+    if record is None:
+        raise InvalidTransition(f"there is no issue for {week}")
+    if not done:
+        state = "approved" if record.approved and record.status == "built" else record.status
+        raise InvalidTransition(f"issue {week} is {state}; it cannot be {what} now")
+    return record
 
 
 def lease_holder(engine: Engine | Connection, week: IsoWeek) -> LeaseHolder | None:
