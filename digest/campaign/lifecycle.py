@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from digest.campaign.approval import check_send, hold_unapproved, notify_editors
 from digest.campaign.build import build_issue
+from digest.campaign.plan import usable_glossary
 from digest.campaign.preflight import send_gate
 from digest.config import Settings
 from digest.core.cadence import TICK_MINUTES, due_week, plan_local_sends, week_fire, zone_slots
@@ -32,7 +33,6 @@ from digest.model.issue import IssueRecord, IssueStatus
 from digest.model.weeks import IsoWeek, current_week
 from digest.store import db
 from digest.store.issues import InvalidTransition, get_issue
-from digest.store.terms import load_glossary
 
 __all__ = [
     "SKIPPED",
@@ -96,7 +96,7 @@ def prepare(
     if stored is not None and stored.html is not None:
         _log_prepared(stored, built=False)
         return Prepared(stored, built=False)
-    terms = glossary() if glossary is not None else load_glossary(settings.terms_dir)
+    terms = glossary() if glossary is not None else usable_glossary(settings)[0]
     try:
         issue = build_issue(engine, settings, terms, week, now=now)
     except (IntegrityError, InvalidTransition):

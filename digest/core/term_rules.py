@@ -402,6 +402,10 @@ def assemble(
     line order."""
     errors = [*errors, *_cross_check(parsed)]
     bad = {e.path for e in errors}
-    glossary = Glossary(p.term for p in parsed if p.term is not None and p.path not in bad)
     errors.sort(key=lambda e: (str(e.path), e.line or 0))
-    return glossary, errors
+    left_out: dict[str, list[GlossaryError]] = {}
+    for error in errors:
+        if error.path.suffix == ".md":  # a term file, named for its slug (not the folder)
+            left_out.setdefault(error.path.stem, []).append(error)
+    terms = (p.term for p in parsed if p.term is not None and p.path not in bad)
+    return Glossary(terms, left_out), errors
