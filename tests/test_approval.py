@@ -195,6 +195,38 @@ def test_approved_it_sends(engine, required):
     assert len(outbox(required)) == 3
 
 
+def test_an_approval_withdrawn_just_before_the_move_to_sending_sends_nothing(
+    engine, required, monkeypatch
+):
+    """The check and the move to sending are two statements: a rebuild (or subject edit) that
+    withdraws the approval between them must not let the unapproved content out."""
+    import digest.campaign.lifecycle as lifecycle
+    from digest.store.db import issues as issues_table
+
+    seed_subscribers(engine, 3)
+    build_issue(engine)
+    approve(engine, required, WEEK, actor=EDITOR, now=NOW)
+
+    def withdrawing_gate(engine_, settings_):  # type: ignore[no-untyped-def]
+        def gate(issue, now):  # type: ignore[no-untyped-def]
+            with engine.begin() as conn:  # what save_built / save_subject do to the row
+                conn.execute(
+                    issues_table.update()
+                    .where(issues_table.c.week == str(WEEK))
+                    .values(approved_at=None, approved_by=None)
+                )
+            return None
+
+        return gate
+
+    monkeypatch.setattr(lifecycle, "send_gate", withdrawing_gate)
+    with pytest.raises(NeedsApproval, match="needs an editor's approval"):
+        send(engine, required, make_transport(required), WEEK, now=NOW)
+    assert ledger(engine) == {} and outbox(required) == {}
+    issue = get_issue(engine, WEEK)
+    assert issue.status == "built" and issue.send_started_at is None and issue.claimed_by is None
+
+
 def test_a_future_weeks_issue_needs_force(engine, settings):
     seed_subscribers(engine, 2)
     build_issue(engine, WEEK + 1)

@@ -32,7 +32,7 @@ from digest.model.glossary import Glossary
 from digest.model.issue import IssueRecord, IssueStatus
 from digest.model.weeks import IsoWeek, current_week
 from digest.store import db
-from digest.store.issues import InvalidTransition, get_issue
+from digest.store.issues import InvalidTransition, NotApproved, get_issue
 
 __all__ = [
     "SKIPPED",
@@ -363,17 +363,24 @@ def send(
     """
     moment = now() if callable(now) else now
     check_send(settings, get_issue(engine, week), week, now=moment, force=force)
-    return send_issue(
-        engine,
-        settings,
-        transport,
-        week,
-        now=now,
-        preflight=send_gate(engine, settings),
-        stop=stop,
-        progress=progress,
-        zones=zones,
-    )
+    try:
+        return send_issue(
+            engine,
+            settings,
+            transport,
+            week,
+            now=now,
+            preflight=send_gate(engine, settings),
+            stop=stop,
+            progress=progress,
+            zones=zones,
+            approved_only=settings.require_approval,
+        )
+    except NotApproved:
+        # Withdrawn between the check above and the move to sending (a rebuild, a new subject):
+        # refuse as if it had been seen, with the message that says how to approve.
+        check_send(settings, get_issue(engine, week), week, now=moment, force=force)
+        raise
 
 
 def _send(

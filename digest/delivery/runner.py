@@ -86,6 +86,7 @@ def send_issue(
     sleep: Callable[[float], None] | None = None,
     zones: Zones | None = None,
     lease_clock: Clock = utcnow,
+    approved_only: bool = False,
 ) -> SendSummary:
     """Send (or resume sending) `week`'s built issue to every eligible subscriber, once.
 
@@ -103,6 +104,10 @@ def send_issue(
     runs: when it returns a reason nothing is claimed or sent, and the summary is "failed"
     with that reason. A send that has started is not checked again: its content is frozen, so
     the rest of the list gets what the first got.
+
+    `approved_only`: the move to sending requires the issue's approval in the same UPDATE
+    (the campaign decides approval; this only makes a withdrawal a moment before count), else
+    `NotApproved` is raised with nothing claimed for any reader.
 
     `zones` restricts the run to readers with these stored time zones (local-time delivery);
     such a run ends "waiting" instead of "sent" and leaves the issue `sending`, since only the
@@ -126,7 +131,7 @@ def send_issue(
         return _summary(started, "busy", None, reason, total_sent(engine, issue), claim)
     run: BatchRun | None = None
     try:
-        issue = transition(engine, week, "sending", now=at)
+        issue = transition(engine, week, "sending", now=at, approved_only=approved_only)
         run = BatchRun(
             engine=engine,
             settings=settings,

@@ -26,6 +26,7 @@ from digest.store.db import issues
 __all__ = [
     "Claim",
     "InvalidTransition",
+    "NotApproved",
     "approve_issue",
     "claim_send",
     "describe_lease",
@@ -45,6 +46,10 @@ log = get_logger("digest.store.issues")
 
 class InvalidTransition(Exception):
     """An issue was asked to move where its state machine does not allow."""
+
+
+class NotApproved(InvalidTransition):
+    """A move to sending refused because the issue lost its approval a moment before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,17 +218,30 @@ def transition(
     reason: str | None = None,
     *,
     now: datetime,
+    approved_only: bool = False,
 ) -> IssueRecord:
-    """Move `week`'s issue to `to` if the state machine allows it from where it is now."""
+    """Move `week`'s issue to `to` if the state machine allows it from where it is now.
+
+    `approved_only` (a first move to sending under DIGEST_REQUIRE_APPROVAL): only if the row
+    still carries an approval, or its send had already started. Checked in the same UPDATE, so
+    a rebuild or subject edit that withdraws the approval a moment before cannot slip through
+    with content nobody approved; NotApproved says so.
+    """
     values: dict[str, Any] = {"status": to, "status_reason": reason, "updated_at": now}
     if to == "sent":
         values["sent_at"] = now
     stmt = update(issues).where(issues.c.week == str(week), issues.c.status.in_(TRANSITIONS[to]))
+    if approved_only:
+        stmt = stmt.where(
+            or_(issues.c.approved_at.is_not(None), issues.c.send_started_at.is_not(None))
+        )
     result = _execute(engine, stmt.values(**values))
     if result.rowcount != 1:
         current = get_issue(engine, week)
         if current is None:
             raise InvalidTransition(f"there is no issue for {week}")
+        if approved_only and current.status in TRANSITIONS[to]:
+            raise NotApproved(f"issue {week} is not approved (its approval was withdrawn)")
         raise InvalidTransition(f"issue {week} cannot go from {current.status} to {to}")
     if to == "sending":
         # The send's start is the subscriber cut-off: set once, on the first move to sending.
