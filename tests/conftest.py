@@ -140,6 +140,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(f"browser not tested: {problem}")
 
 
+@pytest.fixture(autouse=True)
+def _root_log_handlers() -> Iterator[None]:
+    """Put the root logger's handlers back after each test. A command run in-process through
+    CliRunner (`digest issue resume`, `digest run`) installs digest's handler on the runner's
+    captured stderr, which is closed when the command returns: left in place, every later test
+    in that worker would see "--- Logging error ---" in its output instead of its own lines."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 # --------------------------------------------------------------------------- what did run
 
 # (kind, outcome) -> tests; kind is a backend or "browser", outcome "ran", "skipped" or

@@ -5,7 +5,7 @@ issue to go out, the glossary's health, and how many subscribers and queued term
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 
@@ -59,6 +59,9 @@ class NextIssue:
 
     planned: PlannedWeek
     send_at: datetime | None  # the schedule's fire in its week, in the configured zone
+    # Its fire has passed and it is not sent: no job sends it by itself any more (beyond the
+    # misfire grace), so an editor must (`digest send`).
+    missed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +131,11 @@ def _next_issue(
     except ValueError:  # nothing stored for the week, and no usable term to pick
         return None
     fire = week_fire(settings, planned.week)
-    return NextIssue(planned, fire.astimezone(settings.zone) if fire is not None else None)
+    if fire is None:
+        return NextIssue(planned, None)
+    grace = timedelta(seconds=settings.misfire_grace_time)
+    missed = fire + grace < now and planned.state not in ("sent", "sending", "paused")
+    return NextIssue(planned, fire.astimezone(settings.zone), missed=missed)
 
 
 def _summary(

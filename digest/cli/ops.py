@@ -111,7 +111,12 @@ def _next_issue(report: StatusReport) -> str:
     shown = f"{row.week} {row.slug} ({row.source}) — {row.state}"
     if row.issue is not None and row.issue.status_reason:
         shown += f": {row.issue.status_reason}"
-    if coming.send_at is not None and row.state != "sent":
+    if coming.missed and coming.send_at is not None:
+        shown += (
+            f"; its send time ({coming.send_at:%a %Y-%m-%d %H:%M %Z}) has passed: "
+            f"`digest send --week {row.week}` sends it now"
+        )
+    elif coming.send_at is not None and row.state != "sent":
         shown += f"; goes out {coming.send_at:%a %Y-%m-%d %H:%M %Z}"
     if row.note:
         shown += f" ({row.note})"
