@@ -1,5 +1,7 @@
 """The APScheduler wiring: a background scheduler whose weekly job lives in digest's database,
-the job's entry point, and the listeners that log missed and failed runs.
+the job's entry point, and the listeners that log missed and failed runs. With approval
+required, a second stored job (APPROVAL_JOB, every 15 minutes) builds issues ahead for the
+editors and sends one approved after its fire (campaign.lifecycle.approval_tick).
 
 The job is stored by its textual reference (WEEKLY_JOB) so a restart finds it again; a fire
 missed while no process ran is sent once if it is still within `misfire_grace_time`, and
@@ -8,6 +10,7 @@ skipped (and logged) otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import UTC, datetime
@@ -16,23 +19,29 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine
 
-from digest.campaign.lifecycle import local_time_tick, run_weekly
+from digest.campaign.lifecycle import approval_tick, local_time_tick, run_weekly
 from digest.config import Settings, get_settings
-from digest.core.cadence import job_trigger, scheduled_week
+from digest.core.cadence import TICK_MINUTES, job_trigger, scheduled_week
 from digest.logs import get_logger, log_event
 from digest.model.weeks import current_week, parse_week
 from digest.store import db
 from digest.store.jobs import make_jobstore, next_run_in
 
 __all__ = [
+    "APPROVAL_JOB",
+    "APPROVAL_JOB_ID",
     "JOB_ID",
     "WEEKLY_JOB",
+    "approval_job",
+    "install_approval_job",
     "install_weekly_job",
     "make_scheduler",
     "run_soon",
@@ -46,6 +55,8 @@ JOB_ID = "digest-weekly-issue"
 # stored under that name no longer unpickles, and install_weekly_job replaces it (see there).
 WEEKLY_JOB = "digest.scheduler:weekly_job"
 _NOW_JOB_ID = "digest-weekly-issue-now"
+APPROVAL_JOB_ID = "digest-approval"
+APPROVAL_JOB = "digest.scheduler:approval_job"
 
 _log = get_logger("digest.schedule")  # the name operators' log filters know (docs/operations.md)
 
@@ -126,15 +137,43 @@ def start_scheduler(scheduler: BaseScheduler, settings: Settings, func: str = WE
     """Start `scheduler` with the weekly job installed; nothing runs before the job is in place."""
     scheduler.start(paused=True)
     job = install_weekly_job(scheduler, settings, func)
+    install_approval_job(scheduler, settings)
     log_event(
         _log,
         "scheduler_started",
         schedule=settings.schedule,
         timezone=settings.timezone,
         next_run=job.next_run_time,
+        require_approval=settings.require_approval,
     )
     scheduler.resume()
     return job
+
+
+def install_approval_job(
+    scheduler: BaseScheduler, settings: Settings, func: str = APPROVAL_JOB
+) -> Job | None:
+    """Store the approval job when approval is required, and remove a stored one when not.
+
+    A tick rather than a date trigger: the send time depends on the schedule, the readers'
+    zones and the lead setting, all of which may change; each tick works it out again, and
+    its work is idempotent (the editors are told once per issue, a built issue is kept).
+    """
+    if not settings.require_approval:
+        with contextlib.suppress(JobLookupError):  # none stored: nothing to remove
+            scheduler.remove_job(APPROVAL_JOB_ID, jobstore="default")
+        return None
+    return scheduler.add_job(
+        func,
+        trigger=CronTrigger(minute=f"*/{TICK_MINUTES}", timezone=UTC),
+        id=APPROVAL_JOB_ID,
+        name="approval: build ahead, notify editors, send once approved",
+        jobstore="default",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=settings.misfire_grace_time,
+    )
 
 
 def run_soon(scheduler: BaseScheduler, at: datetime | None = None) -> Job:
@@ -170,6 +209,22 @@ def weekly_job(week: str | None = None) -> None:
         run_weekly(settings, target, now=now, stop=stopping)
     except Exception as exc:
         log_event(_log, "job_failed", level=logging.ERROR, week=week, error=str(exc), exc_info=True)
+
+
+def approval_job() -> None:
+    """The stored approval job (see `install_approval_job`); like `weekly_job`, it never
+    raises: a failure is logged as one event."""
+    try:
+        approval_tick(get_settings(), db.utcnow(), stop=stopping)
+    except Exception as exc:
+        log_event(
+            _log,
+            "job_failed",
+            level=logging.ERROR,
+            job=APPROVAL_JOB_ID,
+            error=str(exc),
+            exc_info=True,
+        )
 
 
 def _on_missed(event: JobExecutionEvent) -> None:

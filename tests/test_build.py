@@ -11,11 +11,18 @@ import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from digest.campaign.build import build_issue, build_site, make_snapshot, preview_issue, write_build
+from digest.campaign.build import (
+    build_issue,
+    build_site,
+    make_snapshot,
+    preview_issue,
+    sample_markers,
+    write_build,
+)
 from digest.cli import app
 from digest.core.checks import GMAIL_CLIP_BYTES, QualityError, check_email, check_page
 from digest.core.feed import render_feed
-from digest.core.mails import PLACEHOLDERS
+from digest.core.mails import PLACEHOLDERS, fill_markers
 from digest.core.render import archive_page
 from digest.core.selection import Pick
 from digest.model.weeks import IsoWeek
@@ -222,8 +229,11 @@ def test_archive_and_feed_show_what_went_out_after_the_glossary_changes(
 def test_build_site_writes_mail_archive_and_feed(engine, settings, glossary, tmp_path):
     out = build_site(engine, settings, glossary, W48, tmp_path / "out", now=NOW)
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in out.files) == sorted(FILES)
-    assert (tmp_path / "out/email.html").read_text() == out.record.html
-    assert (tmp_path / "out/email.txt").read_text() == out.record.text
+    # The mail as a sample reader gets it, so the file works in a browser.
+    sample = sample_markers(settings)
+    html, text = (tmp_path / "out/email.html").read_text(), (tmp_path / "out/email.txt").read_text()
+    assert html == fill_markers(out.record.html or "", sample)
+    assert text == fill_markers(out.record.text or "", sample)
     assert (tmp_path / "out/email.mjml").read_text().startswith('<mjml lang="en">')
     assert "2026-W48" in (tmp_path / "out/issues/index.html").read_text()
     assert not list((tmp_path / "out").rglob("*.tmp"))
@@ -264,7 +274,7 @@ def test_write_build_without_feed_writes_the_mail_and_page_only(settings, glossa
     rendered = render_issue(
         make_snapshot(settings, glossary, Pick(W48, "beta", "rotation")), settings
     )
-    written = write_build(tmp_path, rendered)
+    written = write_build(tmp_path, rendered, settings)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
         "email.html",
         "email.mjml",

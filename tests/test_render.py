@@ -254,26 +254,24 @@ def test_markdown_to_text_lists_code_and_links():
 # --------------------------------------------------------------------------- subject, preheader
 
 
-def test_subject_is_trimmed_on_a_word_under_78_characters():
-    summary = "A large AI model trained on broad data that can be adapted for many different tasks."
-    subject = subject_line("Foundation Model", summary)
-    assert subject == "Term of the week: Foundation Model — A large AI model trained on broad data…"
-    assert len(subject) <= 78
-
-
-def test_short_subject_is_kept_whole_without_final_period():
-    assert (
-        subject_line("RAG", "Look things up first.")
-        == "Term of the week: RAG — Look things up first"
+def test_default_subject_is_the_title_and_the_newsletter_name():
+    assert subject_line("Foundation Model", "AI Term of the Week", 70) == (
+        "Foundation Model — AI Term of the Week"
     )
+
+
+def test_a_long_title_stands_alone_in_the_subject_never_cut():
+    title = "Reinforcement Learning from Human Feedback with Proximal Policy Optimisation"
+    assert subject_line(title, "AI Term of the Week", 70) == title
+    assert not subject_line(title, "AI Term of the Week", 70).endswith("…")
+    assert subject_line("RAG  \n  basics", "AI  Term", 70) == "RAG basics — AI Term"
 
 
 def test_subject_and_preheader_come_from_the_term(tricky):
     _settings, snapshot, rendered = tricky
-    assert rendered.subject.startswith("Term of the week: Café <script>")
-    assert len(rendered.subject) <= 78
-    assert rendered.preheader == snapshot["term"]["definition"]
-    assert "A café term: &lt;i&gt;not italic&lt;/i&gt;" in rendered.html  # the preview text
+    assert rendered.subject == f"{TRICKY_TITLE} — AI Term of the Week"
+    assert rendered.preheader == snapshot["term"]["summary"]
+    assert "Summaries &amp; &lt;b&gt;tags&lt;/b&gt; stay text" in rendered.html  # the preview
 
 
 # --------------------------------------------------------------------------- links and markers

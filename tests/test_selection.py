@@ -486,7 +486,8 @@ def test_plan_command_prints_the_coming_weeks_and_changes_nothing(settings_env, 
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines()[1:]]
     assert rows[0][:5] == ["2030-W01", "daikon", "Vegetable", "intermediate", "queue"]
-    assert " ".join(rows[0][5:]) == "for the launch"
+    assert rows[0][5] == "pick"  # nothing built yet: a pick, not an issue
+    assert " ".join(rows[0][6:]) == "for the launch"
     assert rows[2][:5] == ["2030-W03", "endive", "Leaf", "advanced", "pin"]
     assert [r[4] for r in rows] == ["queue", "rotation", "pin", "rotation", "rotation", "rotation"]
     assert list_queue(engine) == before

@@ -19,12 +19,18 @@ from digest.campaign.preflight import check_issue
 from digest.config import Settings
 from digest.core.checks import QualityError, check_email, check_page
 from digest.core.feed import render_feed
+from digest.core.mails import PLACEHOLDERS, fill_markers
 from digest.core.render import RenderedIssue, archive_index, render_issue
 from digest.core.selection import Pick, PickSource, pick_featured, related_concepts
 from digest.core.urls import Urls
 from digest.model.glossary import Glossary
 from digest.model.issue import FEATURED_STATES, IssueRecord
-from digest.model.snapshot import SNAPSHOT_VERSION, Snapshot, check_snapshot_version
+from digest.model.snapshot import (
+    SNAPSHOT_VERSION,
+    Snapshot,
+    SnapshotTerm,
+    check_snapshot_version,
+)
 from digest.model.weeks import IsoWeek
 from digest.store.issues import (
     InvalidTransition,
@@ -43,8 +49,10 @@ __all__ = [
     "build_site",
     "check_rendered",
     "make_snapshot",
+    "next_issue_week",
     "preview_issue",
     "render_issue",
+    "sample_markers",
     "write_build",
 ]
 
@@ -71,24 +79,30 @@ def make_snapshot(
     term = glossary[pick.slug]
     related = related_concepts(glossary, term, settings.related_count)
     urls = Urls.from_settings(settings)
+    frozen: SnapshotTerm = {
+        "slug": term.slug,
+        "title": term.title,
+        "summary": term.summary,
+        "definition": term.definition,
+        "category": term.category,
+        "difficulty": term.difficulty,
+        "added": str(term.added),
+        "aliases": [{"name": a.name, "lang": a.lang} for a in term.aliases],
+        "sources": [{"title": s.title, "url": s.url} for s in term.sources],
+        "sections": [
+            {"title": s.title, "markdown": s.markdown, "html": s.html} for s in term.sections
+        ],
+        "url": urls.term(term.slug),
+    }
+    # Only when the file has them, so a term without its own lines freezes as it always did.
+    if term.subject is not None:
+        frozen["subject"] = term.subject
+    if term.preheader is not None:
+        frozen["preheader"] = term.preheader
     return {
         "version": SNAPSHOT_VERSION,
         "week": str(pick.week),
-        "term": {
-            "slug": term.slug,
-            "title": term.title,
-            "summary": term.summary,
-            "definition": term.definition,
-            "category": term.category,
-            "difficulty": term.difficulty,
-            "added": str(term.added),
-            "aliases": [{"name": a.name, "lang": a.lang} for a in term.aliases],
-            "sources": [{"title": s.title, "url": s.url} for s in term.sources],
-            "sections": [
-                {"title": s.title, "markdown": s.markdown, "html": s.html} for s in term.sections
-            ],
-            "url": urls.term(term.slug),
-        },
+        "term": frozen,
         "related": [
             {
                 "slug": other.slug,
@@ -159,7 +173,13 @@ def build_issue(
     if news is None:
         news = fetch_news(settings, now)
     snapshot = make_snapshot(settings, glossary, pick, news)
-    rendered = render_issue(snapshot, settings)
+    # An editor's subject and preheader belong to the week, not to one build of it.
+    rendered = render_issue(
+        snapshot,
+        settings,
+        subject=existing.subject_override if existing else None,
+        preheader=existing.preheader_override if existing else None,
+    )
     problems = check_rendered(rendered)
     if problems:
         raise QualityError(f"issue {week} ({pick.slug})", problems)
@@ -190,7 +210,12 @@ def _rendered_from(record: IssueRecord, settings: Settings) -> RenderedIssue:
     if not record.snapshot or record.html is None or record.text is None:
         raise ValueError(f"issue {record.week} has no content (status {record.status})")
     check_snapshot_version(record)
-    again = render_issue(record.snapshot, settings)
+    again = render_issue(
+        record.snapshot,
+        settings,
+        subject=record.subject_override,
+        preheader=record.preheader_override,
+    )
     return RenderedIssue(
         week=record.week,
         subject=record.subject or again.subject,
@@ -220,28 +245,64 @@ def preview_issue(
         pick, _fresh = _choose(engine, glossary, week)
         if news is None:
             news = fetch_news(settings, now)
-        rendered = render_issue(make_snapshot(settings, glossary, pick, news), settings)
+        rendered = render_issue(
+            make_snapshot(settings, glossary, pick, news),
+            settings,
+            subject=existing.subject_override if existing else None,
+            preheader=existing.preheader_override if existing else None,
+        )
     return rendered, check_rendered(rendered)
 
 
+def next_issue_week(engine: Engine, start: IsoWeek) -> IsoWeek:
+    """The week of the next issue to go out: `start` unless its issue was sent, else the
+    first later week without a sent issue (what an editor means by "the next one")."""
+    sent = {r.week for r in list_issues(engine, statuses=["sent"])}
+    week = start
+    while week in sent:
+        week += 1
+    return week
+
+
 # --------------------------------------------------------------------------- files
+
+# Where a sample reader's token would be: no token at all (it has no dots, so every link page
+# refuses it as "not valid"), plainly a sample to whoever reads the URL, and it keeps the built
+# files free of the clock and the signing key, so builds stay byte-identical.
+SAMPLE_TOKEN = "sample-reader-not-a-real-link"
+SAMPLE_NAME = "Sample Reader"
+
+
+def sample_markers(settings: Settings) -> dict[str, str]:
+    """The per-reader markers filled in for the built files' sample reader (`write_build`)."""
+    urls = Urls.from_settings(settings)
+    return {
+        PLACEHOLDERS["unsubscribe_url"]: urls.token_link("unsubscribe", SAMPLE_TOKEN),
+        PLACEHOLDERS["preferences_url"]: urls.token_link("preferences", SAMPLE_TOKEN),
+        PLACEHOLDERS["name"]: SAMPLE_NAME,
+        PLACEHOLDERS["name_html"]: SAMPLE_NAME,
+    }
 
 
 def write_build(
     out_dir: Path,
     rendered: RenderedIssue,
+    settings: Settings,
     feed_xml: str | None = None,
     archive_index_html: str | None = None,
 ) -> list[Path]:
     """Write the issue's files under `out_dir`; return their paths.
 
     email.html, email.txt, email.mjml, issues/<week>/index.html, and when given feed.xml and
-    issues/index.html. Each file is replaced atomically, so a web server reading the folder
-    never sees half a file.
+    issues/index.html. The mail is written as a sample reader gets it (`sample_markers`), so
+    the file works when opened in a browser; the stored issue keeps its markers for the send,
+    and email.mjml, the template's output, keeps them too. Each file is replaced atomically,
+    so a web server reading the folder never sees half a file.
     """
+    sample = sample_markers(settings)
     files = {
-        "email.html": rendered.html,
-        "email.txt": rendered.text,
+        "email.html": fill_markers(rendered.html, sample),
+        "email.txt": fill_markers(rendered.text, sample),
         "email.mjml": rendered.mjml,
         f"issues/{rendered.week}/index.html": rendered.archive_html,
     }
@@ -307,6 +368,7 @@ def build_site(
     files = write_build(
         out_dir,
         rendered,
+        settings,
         feed_xml=render_feed(settings, records, now),
         archive_index_html=archive_index(settings, records),
     )

@@ -1,5 +1,6 @@
 """An issue's life, decided in one place: build the week's issue if it has no content yet, then
-send it, resume it or leave it alone — for the weekly job, the local-time tick and `digest send`.
+send it, resume it, hold it for approval or leave it alone — for the weekly job, the local-time
+tick, the approval tick and `digest send`.
 
 Every entry point is safe to run from several processes at once: a concurrent build is detected
 and the stored issue used, and the send lease (digest.store.issues) decides who sends.
@@ -16,10 +17,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
+from digest.campaign.approval import check_send, hold_unapproved, notify_editors
 from digest.campaign.build import build_issue
+from digest.campaign.plan import usable_glossary
 from digest.campaign.preflight import send_gate
 from digest.config import Settings
-from digest.core.cadence import TICK_MINUTES, plan_local_sends
+from digest.core.cadence import TICK_MINUTES, due_week, plan_local_sends, week_fire, zone_slots
 from digest.delivery import make_transport
 from digest.delivery.batches import Clock
 from digest.delivery.runner import SendSummary, send_issue
@@ -27,15 +30,15 @@ from digest.delivery.transport import Transport
 from digest.logs import get_logger, log_event
 from digest.model.glossary import Glossary
 from digest.model.issue import IssueRecord, IssueStatus
-from digest.model.weeks import IsoWeek
+from digest.model.weeks import IsoWeek, current_week
 from digest.store import db
 from digest.store.issues import InvalidTransition, get_issue
-from digest.store.terms import load_glossary
 
 __all__ = [
     "SKIPPED",
     "Prepared",
     "WeeklyResult",
+    "approval_tick",
     "local_time_tick",
     "prepare",
     "resumable",
@@ -93,7 +96,7 @@ def prepare(
     if stored is not None and stored.html is not None:
         _log_prepared(stored, built=False)
         return Prepared(stored, built=False)
-    terms = glossary() if glossary is not None else load_glossary(settings.terms_dir)
+    terms = glossary() if glossary is not None else usable_glossary(settings)[0]
     try:
         issue = build_issue(engine, settings, terms, week, now=now)
     except (IntegrityError, InvalidTransition):
@@ -124,7 +127,9 @@ def run_weekly(
     """Build `week`'s issue if needed and send it; safe to call from several processes at once.
 
     A sent issue is left alone; a failed one too (an operator cancelled it or it broke: that
-    decision is theirs, `digest issue resume`); a paused one resumes where it stopped.
+    decision is theirs, `digest issue resume`); a paused one resumes where it stopped. One that
+    needs approval (DIGEST_REQUIRE_APPROVAL, or held by an editor) is held: not sent, not failed;
+    once approved, the approval tick or `digest send` sends it (campaign.approval.after_approval).
     """
     if stop is not None and stop.is_set():
         log_event(_log, "job_skipped", week=str(week), reason="shutting down")
@@ -139,19 +144,27 @@ def run_weekly(
             issue = prepare(engine, settings, week, now=now).issue
             if issue.status in _FINISHED:  # another process finished it meanwhile
                 return _nothing_to_do(issue)
-        return _send(engine, settings, week, stop, now=db.utcnow)
+        if (held := _held(engine, settings, issue, now=now)) is not None:
+            return held
+        # Scheduled: the week is the fire's own, never early (`force`); approval was just checked.
+        return _send(engine, settings, week, stop, now=db.utcnow, force=True)
     finally:
         engine.dispose()
 
 
 def send_week(
-    settings: Settings, week: IsoWeek, *, stop: threading.Event | None = None
+    settings: Settings,
+    week: IsoWeek,
+    *,
+    stop: threading.Event | None = None,
+    force: bool = False,
 ) -> WeeklyResult:
-    """Send (or resume sending) an issue that is already built: `digest issue resume`."""
+    """Send (or resume sending) an issue that is already built: `digest issue resume`, the
+    desk's "send now". Raises NeedsApproval / EarlySend as `send` does, before any delivery."""
     engine = db.make_engine(settings.database_url)
     try:
         # SendError names a missing or unbuilt issue
-        return _send(engine, settings, week, stop, now=db.utcnow)
+        return _send(engine, settings, week, stop, now=db.utcnow, force=force)
     finally:
         engine.dispose()
 
@@ -193,22 +206,95 @@ def local_time_tick(
                         late_by=str(moment - plan.slots[0].send_at),
                     )
                 continue
-            log_event(
-                _log,
-                "job_fired",
-                week=str(plan.week),
-                zones_due=len(plan.due),
-                zones=len(plan.slots),
-            )
+            if issue is None or issue.status != "held":  # a held week is not fired every tick
+                log_event(
+                    _log,
+                    "job_fired",
+                    week=str(plan.week),
+                    zones_due=len(plan.due),
+                    zones=len(plan.slots),
+                )
             if issue is None or issue.status in _TO_BUILD:
                 issue = prepare(engine, settings, plan.week, now=moment).issue
                 if issue.status in _FINISHED:
                     continue
+            if (held := _held(engine, settings, issue, now=moment, quiet=True)) is not None:
+                results.append(held)
+                continue
             zones = None if plan.final else plan.due
-            results.append(_send(engine, settings, plan.week, stop, now=now, zones=zones))
+            # The earliest zones start next week's issue while it is still Sunday here: not early.
+            sent = _send(engine, settings, plan.week, stop, now=now, zones=zones, force=True)
+            results.append(sent)
     finally:
         engine.dispose()
     return results
+
+
+def approval_tick(
+    settings: Settings, now: datetime, *, stop: threading.Event | None = None
+) -> list[WeeklyResult]:
+    """One tick of the approval job (DIGEST_REQUIRE_APPROVAL; every 15 minutes).
+
+    Builds the coming issue `approval_lead_hours` before its first send time and tells the
+    editors, once, that it waits for approval (also a held one, while its send is due). With
+    one weekly fire it also sends the due week's issue that was held at its fire and approved
+    since, while that fire is within `misfire_grace_time`: the weekly job fires only once.
+    (Local-time ticks pick an approved issue up by themselves.)
+    """
+    if not settings.require_approval:
+        return []
+    if stop is not None and stop.is_set():
+        log_event(_log, "job_skipped", reason="shutting down")
+        return []
+    lead = timedelta(hours=settings.approval_lead_hours)
+    grace = timedelta(seconds=settings.misfire_grace_time)
+    engine = db.make_engine(settings.database_url)
+    results: list[WeeklyResult] = []
+    try:
+        zones = _reader_zones(engine) if settings.local_time_delivery else [None]
+        this_week = current_week(now, settings.zone)
+        for week in (this_week - 1, this_week, this_week + 1):
+            fire = week_fire(settings, week)
+            if fire is None:
+                continue
+            first = zone_slots(settings, fire, zones or [None])[0].send_at
+            if first - lead <= now < first + grace:
+                _build_ahead(engine, settings, week, fire, first, now=now)
+        due = None if settings.local_time_delivery else due_week(settings, now)
+        issue = get_issue(engine, due) if due is not None else None
+        if due is not None and issue is not None and issue.status == "built" and issue.approved:
+            log_event(_log, "job_fired", week=str(due), reason="approved after its send time")
+            results.append(_send(engine, settings, due, stop, now=db.utcnow, force=True))
+    finally:
+        engine.dispose()
+    return results
+
+
+def _build_ahead(
+    engine: Engine,
+    settings: Settings,
+    week: IsoWeek,
+    fire: datetime,
+    first: datetime,
+    *,
+    now: datetime,
+) -> None:
+    """Build `week`'s issue before its first send time (`first`) if it has no content, and tell
+    the editors it waits for approval. After `first` the send's own job builds it; a failed
+    issue without content is an operator's to rebuild. A build error is logged, not raised."""
+    issue = get_issue(engine, week)
+    if issue is None or issue.html is None:
+        if now >= first or (issue is not None and issue.status not in _TO_BUILD):
+            return
+        try:
+            issue = prepare(engine, settings, week, now=now).issue
+        except Exception as exc:  # the build's own errors say what is wrong
+            log_event(
+                _log, "build_ahead_failed", level=logging.ERROR, week=str(week), error=str(exc)
+            )
+            return
+    if issue.status in ("built", "held") and not issue.approved:
+        notify_editors(engine, settings, issue, send_at=fire, now=now)
 
 
 def _log_prepared(issue: IssueRecord, *, built: bool) -> None:
@@ -233,6 +319,28 @@ def _nothing_to_do(issue: IssueRecord) -> WeeklyResult:
     return WeeklyResult(issue.week, issue.status)
 
 
+def _held(
+    engine: Engine, settings: Settings, issue: IssueRecord, *, now: datetime, quiet: bool = False
+) -> WeeklyResult | None:
+    """At a scheduled send: hold `issue` if it needs approval (logged when it is held now; an
+    already held one again only unless `quiet`, as every local-time tick sees it), or None
+    when it may go."""
+    kept = hold_unapproved(engine, settings, issue.week, now=now)
+    if kept is None:
+        return None
+    if issue.status != "held":
+        log_event(
+            _log,
+            "issue_held",
+            level=logging.WARNING,
+            week=str(kept.week),
+            status=kept.status,
+            reason=kept.status_reason,
+        )
+        return WeeklyResult(kept.week, kept.status)
+    return WeeklyResult(kept.week, kept.status) if quiet else _nothing_to_do(kept)
+
+
 def send(
     engine: Engine,
     settings: Settings,
@@ -243,10 +351,18 @@ def send(
     stop: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
     zones: frozenset[str | None] | None = None,
+    force: bool = False,
 ) -> SendSummary:
     """Send (or resume) `week`'s built issue behind the preflight gate: the one place a send
     is started, whether by `digest send`, the weekly job or a local-time tick. The delivery
-    layer only carries the verdict out; deciding that an issue may go is the campaign's."""
+    layer only carries the verdict out; deciding that an issue may go is the campaign's.
+
+    Before anything is delivered: NeedsApproval for an issue that needs approval (held, or
+    unapproved with DIGEST_REQUIRE_APPROVAL), EarlySend for a future week's issue unless
+    `force` (campaign.approval.check_send). `force` never skips approval.
+    """
+    moment = now() if callable(now) else now
+    check_send(settings, get_issue(engine, week), week, now=moment, force=force)
     return send_issue(
         engine,
         settings,
@@ -268,6 +384,7 @@ def _send(
     *,
     now: datetime | Clock,
     zones: frozenset[str | None] | None = None,
+    force: bool = False,
 ) -> WeeklyResult:
     summary = send(
         engine,
@@ -277,6 +394,7 @@ def _send(
         now=now,
         stop=stop,
         zones=zones,
+        force=force,
     )
     issue = get_issue(engine, week)
     log_event(

@@ -15,7 +15,13 @@ from functools import partial
 from sqlalchemy import Engine
 
 from digest.config import Settings
-from digest.core.checks import check_email, check_feed, check_message, check_page
+from digest.core.checks import (
+    check_email,
+    check_feed,
+    check_message,
+    check_page,
+    check_subject,
+)
 from digest.core.feed import render_feed
 from digest.delivery.outbox import mime_bytes
 from digest.delivery.personalise import SendError
@@ -57,7 +63,8 @@ def check_issue(
     - the RSS feed with this issue in it parses cleanly with unique guids (`checks.check_feed`).
 
     What is worth saying but must not stop the issue (a sampled reader whose address no
-    transport can write: the send records them refused) is appended to `notes`.
+    transport can write: the send records them refused; a subject longer than
+    `subject_warn_length`) is appended to `notes`.
     """
     issue = get_issue(engine, week)
     if issue is None:
@@ -67,6 +74,8 @@ def check_issue(
     unreadable = snapshot_problem(issue)
     if unreadable is not None:  # resends and the feed render from the snapshot
         return [unreadable]
+    if notes is not None:
+        notes.extend(check_subject(issue.subject, settings.subject_warn_length, str(week)))
     problems = list(check_email(issue.html, issue.text))
     if issue.archive_html is not None:
         problems.extend(f"archive page: {p}" for p in check_page(issue.archive_html))

@@ -1,5 +1,5 @@
-"""What `digest status` shows: when the job fires next, where the latest issue stands, and how
-many subscribers and queued terms there are — gathered from the database in one place.
+"""What `digest status` shows: when the job fires next, where the latest issue stands, the next
+issue to go out, the glossary's health, and how many subscribers and queued terms there are.
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
+from digest.campaign.plan import GlossaryHealth, PlannedWeek, coming_weeks
 from digest.config import Settings
 from digest.core.cadence import next_fire_time, week_fire, zone_slots
+from digest.model.glossary import Glossary
 from digest.model.issue import IssueRecord
 from digest.model.schedule import parse_schedule
 from digest.model.weeks import current_week
@@ -19,8 +21,16 @@ from digest.store.db import deliveries, queue, subscribers
 from digest.store.issues import describe_lease, list_issues
 from digest.store.jobs import stored_next_run
 from digest.store.subscribers import count_by_status
+from digest.store.terms import read_glossary
 
-__all__ = ["IssueSummary", "StatusReport", "ZoneProgress", "gather_status", "lease_note"]
+__all__ = [
+    "IssueSummary",
+    "NextIssue",
+    "StatusReport",
+    "ZoneProgress",
+    "gather_status",
+    "lease_note",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,14 @@ class ZoneProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class NextIssue:
+    """The next issue to go out: its plan row (term, source, state) and when it is due."""
+
+    planned: PlannedWeek
+    send_at: datetime | None  # the schedule's fire in its week, in the configured zone
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     schedule: str
     timezone: str
@@ -59,6 +77,9 @@ class StatusReport:
     subscribers: dict[str, int] = field(default_factory=dict)
     # With local-time delivery: the shown issue's progress per time zone, earliest first.
     zones: list[ZoneProgress] = field(default_factory=list)
+    # None: no issue is stored for it and no term is usable to pick one.
+    next_issue: NextIssue | None = None
+    glossary: GlossaryHealth = field(default_factory=lambda: GlossaryHealth(0, []))
 
 
 def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusReport:
@@ -83,6 +104,7 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
     zones = []
     if settings.local_time_delivery and issue is not None:
         zones = _zone_progress(engine, settings, issue.issue)
+    glossary, errors = read_glossary(settings.terms_dir)
     return StatusReport(
         schedule=settings.schedule,
         timezone=settings.timezone,
@@ -93,7 +115,20 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
         queue_length=queued,
         subscribers=by_status,
         zones=zones,
+        next_issue=_next_issue(engine, settings, glossary, now),
+        glossary=GlossaryHealth(len(glossary), errors),
     )
+
+
+def _next_issue(
+    engine: Engine, settings: Settings, glossary: Glossary, now: datetime
+) -> NextIssue | None:
+    try:
+        planned = coming_weeks(engine, settings, glossary, start=None, weeks=1, now=now)[0]
+    except ValueError:  # nothing stored for the week, and no usable term to pick
+        return None
+    fire = week_fire(settings, planned.week)
+    return NextIssue(planned, fire.astimezone(settings.zone) if fire is not None else None)
 
 
 def _summary(

@@ -17,7 +17,7 @@ from digest.config import Settings, get_settings
 from digest.model.glossary import Glossary, InvalidGlossary
 from digest.model.weeks import IsoWeek, current_week, parse_week
 from digest.store import db
-from digest.store.terms import load_glossary
+from digest.store.terms import read_glossary
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -38,6 +38,7 @@ class Invocation:
     terms: Path | None = None
     config: Path | None = None
     _settings: Settings | None = field(default=None, init=False, repr=False)
+    _glossary: Glossary | None = field(default=None, init=False, repr=False)
 
     def settings(self) -> Settings:
         """The settings, or exit 1 saying which value is wrong."""
@@ -60,14 +61,26 @@ class Invocation:
         return conf
 
     def glossary(self) -> Glossary:
-        """The glossary, or exit 1 with every error in it."""
-        try:
-            return load_glossary(self.settings().terms_dir)
-        except InvalidGlossary as exc:
-            for problem in exc.errors:
-                err.print(str(problem), markup=False, soft_wrap=True)
-            fail(f"the glossary is invalid ({exc}); run 'digest terms validate'")
-            raise
+        """The glossary's valid terms, with a warning naming each error of the files left out
+        (a broken file costs its own term, not the command); exit 1 only when no term is left."""
+        if self._glossary is None:
+            glossary, errors = read_glossary(self.settings().terms_dir)
+            for problem in errors:
+                err.print(f"warning: {problem}", markup=False, soft_wrap=True)
+            if errors:
+                summary = InvalidGlossary(errors)
+                if len(glossary) == 0:
+                    fail(f"the glossary has no valid term ({summary}); run 'digest terms validate'")
+                left = len({e.path for e in errors})
+                err.print(
+                    f"warning: {summary}; {left} term file{'s' * (left != 1)} left out, "
+                    f"{len(glossary)} term{'s' * (len(glossary) != 1)} used; "
+                    "run 'digest terms validate'",
+                    markup=False,
+                    soft_wrap=True,
+                )
+            self._glossary = glossary
+        return self._glossary
 
     def engine(self) -> Engine:
         """The database engine, with the schema brought up to date first."""

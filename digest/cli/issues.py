@@ -1,4 +1,5 @@
-"""Looking at an issue before and after it goes out: `build`, `preview`, `check`, `deliveries`.
+"""Looking at an issue before and after it goes out: `build`, `preview`, `check`, `deliveries`,
+and an editor's `issue subject`.
 
 Nothing here sends to subscribers (`digest send` is in digest.cli.sending).
 """
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from digest.cli._common import console, err, fail, invocation, week_option
+from digest.cli._common import console, err, fail, invocation, week_argument, week_option
 from digest.store import db
 
 
@@ -67,26 +68,38 @@ def _gui_browser() -> bool:
 def preview_command(
     ctx: typer.Context,
     week: Annotated[
-        str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")
+        str | None,
+        typer.Option(
+            "--week",
+            help="ISO week, e.g. 2026-W48 (default: the next issue to go out: this week's, "
+            "or the first later week not sent yet).",
+        ),
     ] = None,
 ) -> None:
-    """Render the week's issue into a temporary folder and open it; nothing is stored."""
+    """Render an issue into a temporary folder and open it, as a sample reader gets it;
+    nothing is stored."""
     import tempfile
     import webbrowser
 
-    from digest.campaign.build import preview_issue, write_build
+    from digest.campaign.build import next_issue_week, preview_issue, write_build
     from digest.core.render import RenderError
 
     inv = invocation(ctx)
-    wk = inv.week_or_this(week)
     conf, gloss, eng = inv.settings(), inv.glossary(), inv.engine()
+    if week is not None:
+        wk = week_argument(week)
+    else:
+        this = inv.this_week()
+        wk = next_issue_week(eng, this)
+        why = "this week's issue" if wk == this else f"the next issue; {this} was sent"
+        console.print(f"previewing {wk} ({why})", markup=False)
     try:
         rendered, problems = preview_issue(eng, conf, gloss, wk, now=db.utcnow())
     except (RenderError, ValueError) as exc:
         fail(str(exc))
         return
     out = Path(tempfile.mkdtemp(prefix=f"digest-preview-{wk}-"))
-    write_build(out, rendered)
+    write_build(out, rendered, conf)
     for problem in problems:
         err.print(f"warning: {problem}", markup=False, soft_wrap=True)
     console.print(f"{wk}: {rendered.subject}", markup=False, soft_wrap=True)
@@ -95,6 +108,79 @@ def preview_command(
         console.print(f"opened {email}", markup=False, soft_wrap=True)
     else:
         console.print(f"preview: {email}", markup=False, soft_wrap=True)
+
+
+def subject_command(
+    ctx: typer.Context,
+    week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W48.")],
+    subject: Annotated[
+        str | None, typer.Argument(help='The new subject line ("": back to the default).')
+    ] = None,
+    preheader: Annotated[
+        str | None,
+        typer.Option("--preheader", help='The inbox preview line ("": back to the default).'),
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Subject and preheader back to the default.")
+    ] = False,
+) -> None:
+    """Set one issue's subject line (and preheader) until sending starts; rebuilds keep it.
+
+    The stored mail is rendered again with it and any approval is withdrawn. The default is the
+    term file's own `subject:` / `preheader:`, else `<Title> — <newsletter name>` and the
+    term's summary. Without SUBJECT, --preheader or --reset: show the current lines.
+    """
+    from digest.campaign.editing import EditError, set_subject
+    from digest.store.audit import cli_actor
+    from digest.store.issues import get_issue
+
+    wk = week_argument(week)
+    inv = invocation(ctx)
+    conf, eng = inv.settings(), inv.engine()
+    if reset and (subject is not None or preheader is not None):
+        fail("--reset puts both lines back to the default; give it without SUBJECT or --preheader")
+    before = get_issue(eng, wk)
+    if subject is None and preheader is None and not reset:
+        if before is None:
+            fail(f"there is no issue for {wk}; build it first (`digest build --week {wk}`)")
+            return
+        _print_lines("subject", before.subject, before.subject_override, before.preheader)
+        return
+    if reset:
+        subject, preheader = "", ""
+    try:
+        after = set_subject(
+            eng,
+            conf,
+            wk,
+            subject=subject,
+            preheader=preheader,
+            actor=cli_actor(),
+            now=db.utcnow(),
+        )
+    except EditError as exc:
+        fail(str(exc))
+        return
+    assert before is not None  # set_subject refuses a week without an issue
+    console.print(
+        f"old subject: {before.subject or '(not built yet)'}", markup=False, soft_wrap=True
+    )
+    _print_lines("new subject", after.subject, after.subject_override, after.preheader)
+    if before.approved:
+        console.print(f"{wk}: approval withdrawn; approve it again before it is sent", markup=False)
+
+
+def _print_lines(
+    label: str, subject: str | None, override: str | None, preheader: str | None
+) -> None:
+    """The issue's lines as the mail has them; before its build, only the editor's override."""
+    if subject is None:
+        shown = override or "the default, once built"
+        console.print(f"{label}: {shown} (not built yet)", markup=False, soft_wrap=True)
+        return
+    console.print(f"{label}: {subject}", markup=False, soft_wrap=True)
+    if preheader is not None:
+        console.print(f"preheader: {preheader}", markup=False, soft_wrap=True)
 
 
 def check_command(

@@ -6,7 +6,7 @@ The long-running commands hand over to the service at once; `status` and `db` re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,6 +14,9 @@ from rich.text import Text
 
 from digest.cli._common import console, fail, invocation
 from digest.store import db
+
+if TYPE_CHECKING:  # imported by the command itself: `digest --help` stays quick
+    from digest.campaign.status import StatusReport
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -79,6 +82,7 @@ def status_command(ctx: typer.Context) -> None:
         counts = report.issue.deliveries
         shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
         rows.append(("deliveries", shown))
+    rows.append(("next issue", _next_issue(report)))
     for n, zone in enumerate(report.zones):  # local-time delivery: one line per time zone
         name = zone.zone if zone.stored is not None else f"{zone.zone} (not set)"
         when = f"{zone.send_at:%a %H:%M} ({zone.send_at.astimezone(UTC):%a %H:%M} UTC)"
@@ -86,12 +90,32 @@ def status_command(ctx: typer.Context) -> None:
     rows.append(("queue", f"{report.queue_length} term{'s' * (report.queue_length != 1)}"))
     people = ", ".join(f"{n} {status}" for status, n in sorted(report.subscribers.items()))
     rows.append(("subscribers", people or "none"))
+    health = report.glossary
+    errors = len(health.errors)
+    rows.append(("glossary", f"{health.terms} terms, {errors} error{'s' * (errors != 1)}"))
+    rows.extend(("", str(problem)) for problem in health.errors)  # path:line: field: message
     table = Table(box=None, show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for label, value in rows:
         table.add_row(label, Text(value))
     console.print(table)
+
+
+def _next_issue(report: StatusReport) -> str:
+    """`2026-W50 encoder-decoder (queue) — approved; goes out Mon 2026-12-07 09:00 CET`."""
+    coming = report.next_issue
+    if coming is None:
+        return "none (no usable term to pick; see glossary)"
+    row = coming.planned
+    shown = f"{row.week} {row.slug} ({row.source}) — {row.state}"
+    if row.issue is not None and row.issue.status_reason:
+        shown += f": {row.issue.status_reason}"
+    if coming.send_at is not None and row.state != "sent":
+        shown += f"; goes out {coming.send_at:%a %Y-%m-%d %H:%M %Z}"
+    if row.note:
+        shown += f" ({row.note})"
+    return shown
 
 
 @db_app.command("upgrade")

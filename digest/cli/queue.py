@@ -1,6 +1,7 @@
-"""`digest queue` (the editors' queue: add, list, remove, move) and `digest plan`.
+"""`digest queue` (the editors' queue: add, pin, list, remove, move) and `digest plan`.
 
-`plan` shows what the queue, pins and rotation will feature, so it lives with the queue it reads.
+`plan` shows what the queue, pins and rotation will feature, so it lives with the queue it reads;
+both show built issues as built (`campaign.plan.coming_weeks`, the one view of the coming weeks).
 """
 
 from __future__ import annotations
@@ -10,20 +11,23 @@ from typing import Annotated
 import typer
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import Engine
 
-from digest.cli._common import console, err, fail, invocation, week_option
-from digest.core.selection import first_open_week, plan
+from digest.campaign.plan import PlannedWeek, coming_weeks
+from digest.cli._common import Invocation, console, err, fail, invocation, week_option
+from digest.model.glossary import Glossary
 from digest.store import db
-from digest.store.issues import featured_history
+from digest.store.audit import cli_actor, record
+from digest.store.issues import list_issues
 from digest.store.queue import (
     AlreadyFeatured,
     QueueError,
     add_to_queue,
     list_queue,
     move_in_queue,
+    pin,
     remove_from_queue,
 )
-from digest.store.terms import read_glossary
 
 app = typer.Typer(
     help="Editors' queue: terms to feature next, optionally pinned to a week.",
@@ -64,20 +68,60 @@ def queue_add(
     except QueueError as exc:
         fail(str(exc))
         return
-    pin = f", pinned to {entry.week}" if entry.week else ""
-    console.print(f"queued {entry.slug} at position {entry.position}{pin}", markup=False)
+    pinned_to = f", pinned to {entry.week}" if entry.week else ""
+    _audit(eng, "queue.add", entry.slug, f"position {entry.position}{pinned_to}")
+    console.print(f"queued {entry.slug} at position {entry.position}{pinned_to}", markup=False)
+
+
+@app.command("pin")
+def queue_pin(
+    ctx: typer.Context,
+    slug: Annotated[str, typer.Argument(help="Term slug (or title, or alias).")],
+    week: Annotated[str, typer.Option("--week", help="The ISO week to feature it, e.g. 2026-W50.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Pin it even if it was featured before.")
+    ] = False,
+) -> None:
+    """Pin a term to a week: a queued one keeps its place and note, another is queued pinned."""
+    pinned = week_option("--week", week)
+    assert pinned is not None  # the option is required
+    inv = invocation(ctx)
+    gloss, eng = inv.glossary(), inv.engine()
+    try:
+        entry = pin(eng, gloss, slug, pinned, this_week=inv.this_week(), force=force)
+    except AlreadyFeatured as exc:
+        err.print(f"[yellow]warning:[/yellow] {exc}; add --force to pin it again", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except QueueError as exc:
+        fail(str(exc))
+        return
+    _audit(eng, "queue.pin", entry.slug, f"week {entry.week}, position {entry.position}")
+    console.print(f"pinned {entry.slug} to {entry.week} (position {entry.position})", markup=False)
 
 
 @app.command("list")
 def queue_list(ctx: typer.Context) -> None:
-    """Show the queue in order, with pins and notes."""
+    """Show the coming built issues, then the queue in order, with pins and notes."""
     # A partly invalid glossary still lists: the queue is what an editor checks while fixing it.
     inv = invocation(ctx)
-    gloss, _errors = read_glossary(inv.settings().terms_dir)
-    entries = list_queue(inv.engine())
+    gloss, eng = inv.glossary(), inv.engine()
+    built = _coming_built(eng, inv, gloss)
+    if built:
+        console.print("built (coming issues: out of the queue already)", markup=False)
+        table = Table(box=None)
+        for column in ("week", "slug", "title", "state", "source"):
+            table.add_column(column, no_wrap=column in ("week", "slug"))
+        for coming in built:
+            table.add_row(
+                str(coming.week), coming.slug, Text(coming.title or ""), coming.state, coming.source
+            )
+        console.print(table)
+    entries = list_queue(eng)
     if not entries:
         console.print("the queue is empty")
         return
+    if built:
+        console.print("queue", markup=False)
     week = inv.this_week()
     notes = any(e.note for e in entries)
     table = Table(box=None)
@@ -89,7 +133,12 @@ def queue_list(ctx: typer.Context) -> None:
         table.add_column("note", overflow="fold")
     for entry in entries:
         term = gloss.get(entry.slug)
-        title = term.title if term else "(gone from the glossary: skipped)"
+        if term is not None:
+            title = term.title
+        elif entry.slug in gloss.left_out:
+            title = "(its file has errors: skipped until fixed)"
+        else:
+            title = "(gone from the glossary: skipped)"
         pinned = str(entry.week) if entry.week else ""
         if entry.week is not None and entry.week < week:
             pinned += " (missed)"  # waits its turn like an unpinned entry
@@ -98,14 +147,28 @@ def queue_list(ctx: typer.Context) -> None:
     console.print(table)
 
 
+def _coming_built(eng: Engine, inv: Invocation, gloss: Glossary) -> list[PlannedWeek]:
+    """The stored issues from this week on that have not gone out: built, approved, held,
+    sending, paused or failed — their terms left the queue when they were built."""
+    this_week = inv.this_week()
+    weeks = [i.week for i in list_issues(eng, newest_first=False) if i.week >= this_week]
+    if not weeks:
+        return []
+    span = weeks[-1].weeks_since(this_week) + 1
+    rows = coming_weeks(eng, inv.settings(), gloss, start=this_week, weeks=span, now=db.utcnow())
+    return [r for r in rows if r.issue is not None and r.state != "sent"]
+
+
 @app.command("remove")
 def queue_remove(ctx: typer.Context, slug: str) -> None:
     """Take a term out of the queue."""
+    eng = invocation(ctx).engine()
     try:
-        entry = remove_from_queue(invocation(ctx).engine(), slug)
+        entry = remove_from_queue(eng, slug)
     except QueueError as exc:
         fail(str(exc))
         return
+    _audit(eng, "queue.remove", entry.slug, None)
     console.print(f"removed {entry.slug} from the queue", markup=False)
 
 
@@ -116,11 +179,13 @@ def queue_move(
     to: Annotated[int, typer.Option("--to", help="New position, 1 = next.")],
 ) -> None:
     """Move a queued term to another position."""
+    eng = invocation(ctx).engine()
     try:
-        entry = move_in_queue(invocation(ctx).engine(), slug, to)
+        entry = move_in_queue(eng, slug, to)
     except QueueError as exc:
         fail(str(exc))
         return
+    _audit(eng, "queue.move", entry.slug, f"position {entry.position}")
     console.print(f"moved {entry.slug} to position {entry.position}", markup=False)
 
 
@@ -129,38 +194,43 @@ def plan_command(
     weeks: Annotated[int, typer.Option("--weeks", min=1, max=520, help="How many weeks.")] = 12,
     start: Annotated[
         str | None,
-        typer.Option("--from", help="First week (default: the first week without an issue)."),
+        typer.Option("--from", help="First week (default: the next issue to go out)."),
     ] = None,
 ) -> None:
-    """Show the coming weeks' featured terms (pins, queue, rotation); changes nothing."""
+    """Show the coming weeks: built, approved, held and sent issues as they are, and the terms
+    the pins, queue and rotation will feature in the rest; changes nothing."""
     first = week_option("--from", start)
     inv = invocation(ctx)
     gloss, eng = inv.glossary(), inv.engine()
-    history = featured_history(eng)
-    first = first or first_open_week(history, inv.this_week())
     try:
-        picks = plan(gloss, history, list_queue(eng), first, weeks)
+        rows = coming_weeks(eng, inv.settings(), gloss, start=first, weeks=weeks, now=db.utcnow())
     except ValueError as exc:
         fail(str(exc))
         return
     # Slugs never wrap (they are what `queue add` takes); category and note wrap instead.
-    notes = any(p.note for p in picks)
+    notes = any(r.note for r in rows)
     table = Table(box=None)
     table.add_column("week", no_wrap=True)
-    table.add_column("term", no_wrap=True, min_width=max(len(p.slug) for p in picks))
+    table.add_column("term", no_wrap=True, min_width=max(len(r.slug) for r in rows))
     table.add_column("category")
     table.add_column("difficulty", no_wrap=True)
     table.add_column("source", no_wrap=True)
+    table.add_column("state", no_wrap=True)
     if notes:
         table.add_column("note", overflow="fold")
-    for pick in picks:
-        term = gloss[pick.slug]
-        row: list[str | Text] = [
-            str(pick.week),
-            pick.slug,
-            Text(term.category),
-            term.difficulty,
-            pick.source,
+    for row in rows:
+        term = gloss.get(row.slug)
+        cells: list[str | Text] = [
+            str(row.week),
+            row.slug,
+            Text(term.category if term else "(not in the glossary)"),
+            term.difficulty if term else "",
+            row.source,
+            row.state,
         ]
-        table.add_row(*row, *([Text(pick.note or "")] if notes else []))
+        table.add_row(*cells, *([Text(row.note or "")] if notes else []))
     console.print(table)
+
+
+def _audit(eng: Engine, action: str, slug: str, detail: str | None) -> None:
+    record(eng, actor=cli_actor(), action=action, target=slug, detail=detail, now=db.utcnow())

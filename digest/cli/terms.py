@@ -41,6 +41,9 @@ def terms_show(ctx: typer.Context, slug: str) -> None:
     gloss = invocation(ctx).glossary()
     term = gloss.lookup(slug)
     if term is None:
+        errors = gloss.left_out.get(slug.strip().casefold())
+        if errors:  # say so, rather than "no term": the file is there and needs fixing
+            fail(f"{slug!r} is left out of the glossary: " + "; ".join(map(str, errors)))
         fail(f"no term {slug!r}")
         return
     console.print(f"[bold]{term.title}[/bold]  ({term.slug})", markup=True)

@@ -30,6 +30,7 @@ __all__ = [
     "check_feed",
     "check_message",
     "check_page",
+    "check_subject",
 ]
 
 # Gmail cuts messages larger than 102 KB behind a "[Message clipped]" link, which hides the
@@ -171,6 +172,18 @@ def _check_text(text: str, allowed_markers: Collection[str]) -> list[str]:
 def check_page(html: str) -> list[str]:
     """Problems with a public web page (archive): no per-subscriber marker may appear at all."""
     return _check_html(_scan(html), allowed_markers=())
+
+
+def check_subject(subject: str, limit: int, week: str) -> list[str]:
+    """Warnings, not problems, about a subject line: over `limit` characters (the settings'
+    `subject_warn_length`) most inboxes cut it, phones sooner. It may still go out; the
+    warning says how to shorten it for this issue."""
+    if len(subject) <= limit:
+        return []
+    return [
+        f"the subject is {len(subject)} characters; inboxes cut subjects over about {limit} "
+        f'(shorten it: `digest issue subject {week} "…"`, or `subject:` in the term file)'
+    ]
 
 
 # --------------------------------------------------------------------------- per-recipient mail

@@ -27,18 +27,18 @@ from digest.config import Settings
 from digest.core.mails import PLACEHOLDERS
 from digest.core.urls import Urls
 from digest.model.issue import IssueRecord
-from digest.model.snapshot import Snapshot
+from digest.model.snapshot import Snapshot, SnapshotTerm
 from digest.model.weeks import IsoWeek, parse_week
 from digest.packaged import default_theme_dir
 
 __all__ = [
-    "SUBJECT_LIMIT",
     "RenderError",
     "RenderedIssue",
     "archive_index",
     "archive_page",
     "base_context",
     "environment",
+    "issue_lines",
     "markdown_to_text",
     "mjml_to_html",
     "preheader_text",
@@ -50,9 +50,6 @@ __all__ = [
     "template_roots",
 ]
 
-# Long subjects are cut by mail clients anyway; RFC 5322 recommends lines under 78 characters.
-SUBJECT_LIMIT = 78
-PREHEADER_LIMIT = 140
 TEXT_WIDTH = 72
 
 
@@ -182,26 +179,41 @@ def base_context(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _trim_words(text: str, limit: int) -> str:
-    """`text` on one line, at most `limit` characters, cut on a word boundary with an ellipsis."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]  # leave room for the ellipsis
-    if text[limit - 1] != " " and " " in cut:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip(" ,;:.—–-·") + "…"
+def subject_line(title: str, newsletter_name: str, limit: int) -> str:
+    """The default subject: `<title> — <newsletter name>` (`RAG — AI Term of the Week`).
+
+    Never cut and never an ellipsis: a subject trimmed mid-thought reads as a mistake in every
+    inbox. When title and name together pass `limit` (the length `digest check` warns at), the
+    title stands alone; a title longer than that is the editor's to shorten (`subject:`).
+    """
+    title = " ".join(title.split())
+    name = " ".join(newsletter_name.split())
+    both = f"{title} — {name}" if name else title
+    return both if len(both) <= limit else title
 
 
-def subject_line(title: str, summary: str, limit: int = SUBJECT_LIMIT) -> str:
-    """`Term of the week: <title> — <summary>`, trimmed on a word to at most `limit` characters."""
-    summary = " ".join(summary.split()).removesuffix(".")
-    return _trim_words(f"Term of the week: {title} — {summary}", limit)
+def preheader_text(summary: str) -> str:
+    """The inbox preview line: the term's summary, on one line (the subject names the term)."""
+    return " ".join(summary.split())
 
 
-def preheader_text(definition: str, limit: int = PREHEADER_LIMIT) -> str:
-    """The inbox preview line: the definition, since the subject already carries the summary."""
-    return _trim_words(definition, limit)
+def issue_lines(
+    term: SnapshotTerm,
+    settings: Settings,
+    *,
+    subject: str | None = None,
+    preheader: str | None = None,
+) -> tuple[str, str]:
+    """(subject, preheader) of an issue: an editor's per-issue override first, then the term
+    file's own `subject:` / `preheader:`, then the defaults. Snapshots from before terms could
+    carry their own lines simply lack the keys."""
+    chosen_subject = (
+        subject
+        or term.get("subject")
+        or subject_line(term["title"], settings.newsletter_name, settings.subject_warn_length)
+    )
+    chosen_preheader = preheader or term.get("preheader") or preheader_text(term["summary"])
+    return chosen_subject, chosen_preheader
 
 
 # --------------------------------------------------------------------------- plain text
@@ -315,11 +327,18 @@ def _wrap(text: str, width: int) -> list[str]:
 # --------------------------------------------------------------------------- issues
 
 
-def _context(snapshot: Snapshot, settings: Settings) -> dict[str, Any]:
+def _context(
+    snapshot: Snapshot,
+    settings: Settings,
+    *,
+    subject: str | None = None,
+    preheader: str | None = None,
+) -> dict[str, Any]:
     """What every issue template sees: the frozen snapshot plus the site's addresses."""
     week = parse_week(snapshot["week"])
     term = snapshot["term"]
     context = base_context(settings)
+    subject, preheader = issue_lines(term, settings, subject=subject, preheader=preheader)
     return {
         **context,
         "week": str(week),
@@ -327,17 +346,27 @@ def _context(snapshot: Snapshot, settings: Settings) -> dict[str, Any]:
         "term": term,
         "related": snapshot.get("related") or [],
         "news": snapshot.get("news") or [],
-        "subject": subject_line(term["title"], term["summary"]),
-        "preheader": preheader_text(term["definition"]),
+        "subject": subject,
+        "preheader": preheader,
         "archive_url": context["urls"].archive_page(week),
         "unsubscribe_url": PLACEHOLDERS["unsubscribe_url"],
         "preferences_url": PLACEHOLDERS["preferences_url"],
     }
 
 
-def render_issue(snapshot: Snapshot, settings: Settings) -> RenderedIssue:
-    """Render one issue from its snapshot: email (MJML and HTML), plain text and archive page."""
-    context = _context(snapshot, settings)
+def render_issue(
+    snapshot: Snapshot,
+    settings: Settings,
+    *,
+    subject: str | None = None,
+    preheader: str | None = None,
+) -> RenderedIssue:
+    """Render one issue from its snapshot: email (MJML and HTML), plain text and archive page.
+
+    `subject` / `preheader` are an editor's overrides for this issue (`issue_lines`); the
+    preheader is part of the HTML, so an override means a new render, not a new column value.
+    """
+    context = _context(snapshot, settings, subject=subject, preheader=preheader)
     context["text_sections"] = [
         {"title": s["title"], "text": markdown_to_text(s["markdown"])}
         for s in context["term"]["sections"]

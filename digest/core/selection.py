@@ -10,7 +10,7 @@ import hashlib
 import re
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,23 +46,41 @@ def pick_featured(
     3. Otherwise the rotation (see `_rotate`).
 
     Only history before `week` counts, so rebuilding a week gives the pick it had. Queue entries
-    for terms no longer in the glossary are skipped.
+    for terms no longer in the glossary are skipped; one whose file is invalid (in
+    `glossary.left_out`) is skipped too, but the pick's note says why, and the entry is never
+    consumed, so it goes out once the file is fixed.
     """
     if len(glossary) == 0:
         raise ValueError("the glossary is empty: there is nothing to feature")
-    entries = sorted((e for e in queue if e.slug in glossary), key=lambda e: e.position)
-    for entry in entries:
-        if entry.week == week:
-            return Pick(week, entry.slug, "pin", entry.note)
-    for entry in entries:
-        if entry.week is None or entry.week < week:
-            return Pick(week, entry.slug, "queue", entry.note)
+    ordered = sorted(queue, key=lambda e: e.position)
+    entries = [e for e in ordered if e.slug in glossary]
+    # The order the queue is tried in: this week's pin, then the due entries by position.
+    due: list[tuple[QueueEntry, PickSource]] = [(e, "pin") for e in ordered if e.week == week]
+    due += [(e, "queue") for e in ordered if e.week is None or e.week < week]
+    passed_over: list[str] = []
+    for entry, source in due:
+        if entry.slug in glossary:
+            return Pick(week, entry.slug, source, _note(*passed_over, entry.note))
+        errors = glossary.left_out.get(entry.slug)
+        if errors:
+            kind = "pinned" if source == "pin" else "queued"
+            passed_over.append(f"{kind} term {entry.slug} left out: {_first(errors)}")
     past = sorted(((w, s) for w, s in history if w < week), key=lambda item: item[0])
     # What is left in the queue is pinned to later weeks: the rotation must not take it early.
     reserved = {e.slug for e in entries}
     # …and should not match the category of next week's pin, or the two would run back to back.
     pinned_next = next((e.slug for e in entries if e.week == week + 1), None)
-    return Pick(week, _rotate(glossary, past, reserved, pinned_next), "rotation")
+    slug = _rotate(glossary, past, reserved, pinned_next)
+    return Pick(week, slug, "rotation", _note(*passed_over))
+
+
+def _note(*parts: str | None) -> str | None:
+    return "; ".join(p for p in parts if p) or None
+
+
+def _first(errors: Sequence[object]) -> str:
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{errors[0]}{more}"
 
 
 def plan(
@@ -71,23 +89,33 @@ def plan(
     queue: Sequence[QueueEntry],
     start: IsoWeek,
     weeks: int,
+    *,
+    fixed: Mapping[IsoWeek, Pick] | None = None,
 ) -> list[Pick]:
-    """The picks for `weeks` weeks from `start`, as the build would make them.
+    """The picks for `weeks` weeks from `start`, as building each week in turn would make them.
 
-    Each pick is appended to a simulated history and consumed from a simulated queue, exactly as
-    building that week would; nothing is stored. History from `start` on is ignored.
+    `fixed` holds the weeks whose term is already decided (an issue is built or sent for it):
+    they keep it, count as history for every later week, and consume nothing — their queue
+    entries went when they were built. Each other pick is appended to a simulated history and
+    consumed from a simulated queue, exactly as building that week would; nothing is stored.
+    Other history from `start` on is ignored: it is what the plan replaces.
     """
     if weeks < 0:
         raise ValueError(f"weeks must be 0 or more (got {weeks})")
-    simulated = [(w, s) for w, s in history if w < start]
+    decided = dict(fixed or {})
+    simulated = [(w, s) for w, s in history if w < start and w not in decided]
+    simulated += [(w, p.slug) for w, p in decided.items()]
     pending = list(queue)
     picks: list[Pick] = []
     for offset in range(weeks):
-        pick = pick_featured(glossary, simulated, pending, start + offset)
+        week = start + offset
+        pick = decided.get(week)
+        if pick is None:
+            pick = pick_featured(glossary, simulated, pending, week)
+            simulated.append((pick.week, pick.slug))
+            if pick.source != "rotation":
+                pending = [e for e in pending if e.slug != pick.slug]
         picks.append(pick)
-        simulated.append((pick.week, pick.slug))
-        if pick.source != "rotation":
-            pending = [e for e in pending if e.slug != pick.slug]
     return picks
 
 

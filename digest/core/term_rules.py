@@ -27,7 +27,19 @@ from digest.core.term_yaml import YamlProblem, key_name, read_yaml, shown
 from digest.model.glossary import Alias, Difficulty, Glossary, GlossaryError, Source, Term
 from digest.model.weeks import parse_week
 
-__all__ = ["ParsedTerm", "assemble", "parse_term"]
+__all__ = [
+    "PREHEADER_MAX_LENGTH",
+    "SUBJECT_MAX_LENGTH",
+    "ParsedTerm",
+    "assemble",
+    "mail_line",
+    "parse_term",
+]
+
+# Longest subject and preheader accepted, from a term file or an editor. Inboxes show about 70
+# and 100 characters; beyond these it is a paragraph pasted into the wrong field.
+SUBJECT_MAX_LENGTH = 150
+PREHEADER_MAX_LENGTH = 250
 
 # Used with fullmatch: `$` alone also matches before a trailing newline ("nl\n").
 _SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -71,6 +83,22 @@ def _one_line(value: str) -> str:
 
 def _paragraph(value: str) -> str:
     return _visible_text(value, one_line=False)
+
+
+def mail_line(value: str, max_length: int) -> str:
+    """`value` stripped, as a subject or preheader may hold it: one line of visible text with
+    no refused character, at most `max_length` characters; ValueError says what is wrong.
+
+    The rule the front matter's `subject:` and `preheader:` follow, for an editor's override
+    too, so a line the term file would refuse cannot come in through the CLI or the desk.
+    """
+    value = value.strip()
+    if not value:
+        raise ValueError("must contain visible text")
+    _one_line(value)
+    if len(value) > max_length:
+        raise ValueError(f"is {len(value)} characters; at most {max_length} are allowed")
+    return value
 
 
 _Line = Annotated[
@@ -122,6 +150,8 @@ class _FrontMatter(BaseModel):
     added: str
     related: list[_Line]
     sources: Annotated[list[_SourceIn], "sources"]
+    subject: Annotated[_Line, StringConstraints(max_length=SUBJECT_MAX_LENGTH)] | None = None
+    preheader: Annotated[_Line, StringConstraints(max_length=PREHEADER_MAX_LENGTH)] | None = None
 
     @field_validator("aliases", mode="before")
     @classmethod
@@ -304,6 +334,8 @@ def parse_term(raw: bytes, path: Path) -> tuple[ParsedTerm | None, list[Glossary
         aliases=tuple(Alias(a.name, a.lang) for a in meta.aliases),
         sections=tuple(sections),
         path=path,
+        subject=meta.subject,
+        preheader=meta.preheader,
     )
     return parsed, []
 
@@ -357,6 +389,10 @@ def assemble(
     line order."""
     errors = [*errors, *_cross_check(parsed)]
     bad = {e.path for e in errors}
-    glossary = Glossary(p.term for p in parsed if p.term is not None and p.path not in bad)
     errors.sort(key=lambda e: (str(e.path), e.line or 0))
-    return glossary, errors
+    left_out: dict[str, list[GlossaryError]] = {}
+    for error in errors:
+        if error.path.suffix == ".md":  # a term file, named for its slug (not the folder)
+            left_out.setdefault(error.path.stem, []).append(error)
+    terms = (p.term for p in parsed if p.term is not None and p.path not in bad)
+    return Glossary(terms, left_out), errors

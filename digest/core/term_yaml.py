@@ -6,6 +6,7 @@ composed node tree is kept beside the data and walked to turn an error's locatio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -132,7 +133,50 @@ def _yaml_problem(exc: yaml.YAMLError, front: str) -> tuple[int, str]:
     line = _line_at(front, mark, _FIRST_LINE) if mark is not None else _FIRST_LINE
     problem = getattr(exc, "problem", None) or str(exc).split("\n", 1)[0]
     problem = " ".join(str(problem).split())
-    return line, problem if len(problem) <= 200 else problem[:199] + "…"
+    problem = problem if len(problem) <= 200 else problem[:199] + "…"
+    lines = front.split("\n")
+    index = line - _FIRST_LINE
+    hint = _hint(problem, lines[index] if 0 <= index < len(lines) else "")
+    return line, f"{problem}; hint: {hint}" if hint else problem
+
+
+# `key: value` on one line, the key as YAML reads it (a list item's dash kept with it).
+_FIELD_RE = re.compile(r"^(?P<key>\s*(?:-\s+)?[^\s:#'\"][^:]*?):[ \t]+(?P<value>.+?)\s*$")
+
+
+def _hint(problem: str, line: str) -> str | None:
+    """What an editor most likely did to get PyYAML's `problem` on `line`, and the fix, shown
+    on their own line where it can be: PyYAML names the parser's state, not the slip."""
+    field = _FIELD_RE.match(line)
+    value = field["value"] if field else ""
+    example = _quoted(field["key"].strip(), value) if field else None
+    if "mapping values are not allowed" in problem:
+        if ": " in value or value.endswith(":"):
+            return f'quote a value that contains ": " ({example})'
+        if line[:1].isspace():
+            return (
+                "check this line's indentation: top-level fields start at the beginning of a line"
+            )
+        return 'quote a value that contains ": " (summary: "A: B")'
+    if "tab" in problem:
+        return "indent with spaces; YAML does not allow tabs there"
+    if field and value[:1] in ("'", '"') and "expected" in problem:
+        inner = value[1:-1] if len(value) > 1 and value[-1] == value[0] else value
+        return f"quote the value as a whole ({_quoted(field['key'].strip(), inner)})"
+    if value[:1] in ("@", "`", "%", "*", "&", "!", "|", ">", "[", "{", "-"):
+        return f"quote a value that starts with {value[0]!r} ({example})"
+    if "end of stream" in problem:
+        return "a quote or bracket opened in the front matter is never closed"
+    return None
+
+
+def _quoted(key: str, value: str) -> str:
+    """`key: "value"` as the editor could write it, short enough to read in one error line."""
+    if len(value) > 40:
+        value = value[:39] + "…"
+    if '"' not in value:
+        return f'{key}: "{value}"'
+    return f"{key}: '" + value.replace("'", "''") + "'"
 
 
 def _line_at(text: str, mark: Any, first_line: int) -> int:

@@ -78,3 +78,9 @@ class Urls:
             mailbox = self.unsubscribe_mailto.removeprefix("mailto:")
             value += f", <mailto:{mailbox}?subject=unsubscribe>"
         return value
+
+    # ------------------------------------------------------------------- the editors' desk
+
+    def desk_issue(self, week: IsoWeek | str) -> str:
+        """An issue's page in the editors' desk: its preview, and approve / hold."""
+        return f"{self.base_url}/admin/issues/{week}"

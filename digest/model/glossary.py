@@ -6,7 +6,7 @@ glossary built anywhere (the loader in `digest.store.terms`, or a test by hand).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -112,6 +112,9 @@ class Term:
     aliases: tuple[Alias, ...] = ()
     sections: tuple[Section, ...] = ()
     path: Path | None = field(default=None, compare=False)
+    # The term file's own subject line and inbox preview; None: the built-in default.
+    subject: str | None = None
+    preheader: str | None = None
 
     @property
     def level(self) -> int:
@@ -133,10 +136,21 @@ class Term:
 
 
 class Glossary:
-    """All terms of a folder, indexed by slug and by alias, with the related-concept graph."""
+    """All terms of a folder, indexed by slug and by alias, with the related-concept graph.
 
-    def __init__(self, terms: Iterable[Term]) -> None:
+    `left_out` names the files read but left out for their errors (slug → errors): selection
+    must say why it passed over a queued term, not act as if the editor never queued it.
+    """
+
+    def __init__(
+        self,
+        terms: Iterable[Term],
+        left_out: Mapping[str, Sequence[GlossaryError]] | None = None,
+    ) -> None:
         self._terms: dict[str, Term] = {t.slug: t for t in sorted(terms, key=lambda t: t.slug)}
+        self.left_out: dict[str, tuple[GlossaryError, ...]] = {
+            slug: tuple(errors) for slug, errors in (left_out or {}).items()
+        }
         self._names: dict[str, str] = {}
         for term in self._terms.values():
             for name in (term.slug, *term.names):

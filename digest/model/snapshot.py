@@ -7,7 +7,7 @@ another digest version, so the shape carries a version and is checked before it 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, TypedDict
+from typing import NotRequired, Protocol, TypedDict
 
 from digest.model.weeks import IsoWeek
 
@@ -60,6 +60,10 @@ class SnapshotTerm(TypedDict):
     sources: list[SnapshotSource]
     sections: list[SnapshotSection]
     url: str
+    # The term file's own lines, written only when it has them. Optional keys, not a new
+    # version: a snapshot without them renders with the default subject as it always did.
+    subject: NotRequired[str]
+    preheader: NotRequired[str]
 
 
 class RelatedTerm(TypedDict):

@@ -8,7 +8,7 @@ not allow is refused with a reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,14 +26,17 @@ from digest.store.db import issues
 __all__ = [
     "Claim",
     "InvalidTransition",
+    "approve_issue",
     "claim_send",
     "describe_lease",
     "featured_history",
     "get_issue",
+    "hold_issue",
     "lease_holder",
     "list_issues",
     "release_send",
     "save_built",
+    "save_subject",
     "transition",
 ]
 
@@ -113,7 +116,11 @@ def save_built(
     snapshot: Snapshot,
     now: datetime,
 ) -> IssueRecord:
-    """Store a built issue (create it, or rebuild one that has not started sending)."""
+    """Store a built issue (create it, or rebuild one that has not started sending).
+
+    A rebuild withdraws the issue's approval: the content an editor approved is replaced. The
+    subject and preheader overrides are left as they are; the build has rendered with them.
+    """
     values = {
         "featured_slug": featured_slug,
         "related_slugs": list(related_slugs),
@@ -128,6 +135,8 @@ def save_built(
         "snapshot": snapshot,
         "built_at": now,
         "updated_at": now,
+        "approved_at": None,
+        "approved_by": None,
     }
     with engine.begin() as conn:
         existing = get_issue(conn, week)
@@ -145,6 +154,54 @@ def save_built(
                     f"issue {week} is {existing.status}; its content is frozen once sending starts"
                 )
         record = get_issue(conn, week)
+    assert record is not None
+    return record
+
+
+def save_subject(
+    engine: Engine,
+    week: IsoWeek,
+    *,
+    built_at: datetime | None,
+    subject_override: str | None,
+    preheader_override: str | None,
+    content: Mapping[str, str] | None,
+    now: datetime,
+) -> IssueRecord:
+    """Store an editor's subject and preheader for `week` (None: the default) and, for a built
+    issue, `content` re-rendered with them (`subject`, `preheader`, `html`, `text`,
+    `archive_html`); withdraw the approval, since the approved mail changed.
+
+    One conditional UPDATE: only while sending has not started, and only over the build the
+    caller rendered from (`built_at`), so a rebuild in between is not overwritten with a
+    render of the old content. InvalidTransition says which of the two happened.
+    """
+    values: dict[str, Any] = {
+        "subject_override": subject_override,
+        "preheader_override": preheader_override,
+        "approved_at": None,
+        "approved_by": None,
+        "updated_at": now,
+        **(content or {}),
+    }
+    unchanged = issues.c.built_at.is_(None) if built_at is None else issues.c.built_at == built_at
+    stmt = update(issues).where(
+        issues.c.week == str(week),
+        issues.c.status.in_(TRANSITIONS["built"]),
+        issues.c.send_started_at.is_(None),
+        unchanged,
+    )
+    with engine.begin() as conn:
+        done = conn.execute(stmt.values(**values))
+        record = get_issue(conn, week)
+    if done.rowcount != 1:
+        if record is None:
+            raise InvalidTransition(f"there is no issue for {week}")
+        if record.send_started_at is not None or not record.can_rebuild:
+            raise InvalidTransition(
+                f"issue {week} is {record.status}; its subject is frozen once sending starts"
+            )
+        raise InvalidTransition(f"issue {week} was rebuilt meanwhile; try again")
     assert record is not None
     return record
 
@@ -252,6 +309,64 @@ def release_send(engine: Engine, week: IsoWeek, owner: str | Owner) -> None:
         .where(issues.c.week == str(week), issues.c.claimed_by == token)
         .values(claimed_by=None, claimed_until=None, claimed_owner=None),
     )
+
+
+# Approval (DIGEST_REQUIRE_APPROVAL): an issue's content is approved while it is built or held,
+# never after sending starts, so what an editor approved is what goes out.
+_APPROVABLE: tuple[IssueStatus, ...] = ("built", "held")
+
+
+def approve_issue(engine: Engine, week: IsoWeek, *, by: str, now: datetime) -> IssueRecord:
+    """Mark `week`'s built or held issue approved by `by` (a held one moves back to built).
+
+    One conditional UPDATE, so an issue that started sending (or was rebuilt into nothing)
+    meanwhile is refused rather than approved after the fact.
+    """
+    stmt = (
+        update(issues)
+        .where(
+            issues.c.week == str(week),
+            issues.c.status.in_(_APPROVABLE),
+            issues.c.html.is_not(None),
+        )
+        .values(status="built", status_reason=None, approved_at=now, approved_by=by, updated_at=now)
+    )
+    return _moved(engine, week, stmt, "approved")
+
+
+def hold_issue(
+    engine: Engine, week: IsoWeek, reason: str, *, now: datetime, unless_approved: bool = False
+) -> IssueRecord:
+    """Move `week`'s built (or held) issue to held with `reason`, withdrawing any approval.
+
+    `unless_approved`: the send-time hold of an unapproved issue; an approval that lands just
+    before it wins (the UPDATE matches only a row still without one), and InvalidTransition
+    then says the issue is approved.
+    """
+    where = [issues.c.week == str(week), issues.c.status.in_(TRANSITIONS["held"])]
+    if unless_approved:
+        where.append(issues.c.approved_at.is_(None))
+    stmt = (
+        update(issues)
+        .where(*where)
+        .values(
+            status="held", status_reason=reason, approved_at=None, approved_by=None, updated_at=now
+        )
+    )
+    return _moved(engine, week, stmt, "held")
+
+
+def _moved(engine: Engine, week: IsoWeek, stmt: Any, what: str) -> IssueRecord:
+    """Run one conditional UPDATE of `week`'s row; InvalidTransition says why it matched none."""
+    with engine.begin() as conn:
+        done = conn.execute(stmt).rowcount == 1
+        record = get_issue(conn, week)
+    if record is None:
+        raise InvalidTransition(f"there is no issue for {week}")
+    if not done:
+        state = "approved" if record.approved and record.status == "built" else record.status
+        raise InvalidTransition(f"issue {week} is {state}; it cannot be {what} now")
+    return record
 
 
 def lease_holder(engine: Engine | Connection, week: IsoWeek) -> LeaseHolder | None:

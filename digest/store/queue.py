@@ -16,9 +16,10 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from digest.model.glossary import Glossary
+from digest.model.issue import FEATURED_STATES
 from digest.model.queue import QueueEntry
 from digest.model.weeks import IsoWeek, parse_week
-from digest.store.db import queue
+from digest.store.db import issues, queue, utcnow
 from digest.store.issues import featured_history
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "consume",
     "list_queue",
     "move_in_queue",
+    "pin",
     "remove_from_queue",
 ]
 
@@ -110,6 +112,52 @@ def add_to_queue(
     except IntegrityError:  # another editor queued the same term at the same moment
         raise QueueError(f"{slug!r} is already in the queue") from None
     return _entry(row)
+
+
+def pin(
+    engine: Engine,
+    glossary: Glossary,
+    slug: str,
+    week: IsoWeek,
+    *,
+    this_week: IsoWeek | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> QueueEntry:
+    """Pin `slug` (or a title or alias) to `week`: a queued term keeps its place and note and
+    gets the pin; one not queued is added, pinned, at the end (refused as `add_to_queue` would
+    refuse it: `AlreadyFeatured` unless `force`). Return the stored entry.
+
+    Refused: an unknown term (with a suggestion), a week before `this_week`, a week pinned to
+    another term, and a week that already has an issue with content featuring another term —
+    the pin would never be used, and the editor would believe it was.
+    """
+    term = glossary.get(slug) or glossary.lookup(slug)
+    if term is None:
+        raise QueueError(f"no term {slug!r} in the glossary{_did_you_mean(slug, _names(glossary))}")
+    slug = term.slug
+    if this_week is not None and week < this_week:
+        raise QueueError(f"{week} is in the past (this week is {this_week})")
+    with engine.begin() as conn:
+        built = conn.execute(
+            select(issues.c.featured_slug, issues.c.status).where(
+                issues.c.week == str(week), issues.c.status.in_(FEATURED_STATES)
+            )
+        ).first()
+        if built is not None and built.featured_slug != slug:
+            raise QueueError(
+                f"{week} already has an issue ({built.status}) featuring {built.featured_slug!r}"
+            )
+        pinned = conn.execute(
+            select(queue.c.slug).where(queue.c.week == str(week), queue.c.slug != slug)
+        ).first()
+        if pinned is not None:
+            raise QueueError(f"{week} is already pinned to {pinned.slug!r}")
+        queued = conn.execute(update(queue).where(queue.c.slug == slug).values(week=str(week)))
+        if queued.rowcount:
+            return _entry(conn.execute(select(queue).where(queue.c.slug == slug)).one())
+    # Not queued yet: added as `queue add --week` would add it (the same checks, one place).
+    return add_to_queue(engine, glossary, slug, week=week, force=force, now=now or utcnow())
 
 
 def remove_from_queue(engine: Engine, slug: str) -> QueueEntry:
