@@ -256,6 +256,8 @@ def _page(
     status_code: int = 200,
     **context: Any,
 ) -> Response:
+    context.setdefault("confirm_send", False)
+    context.setdefault("early", False)
     issue = get_issue(engine, week)
     planned = None
     if issue is None:

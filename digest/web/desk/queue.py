@@ -86,11 +86,16 @@ async def queue_pin(
         if week is None:
             raise QueueError("give the week to pin it to, e.g. 2026-W50")
         now = db.utcnow()
-        this_week = current_week(now, settings.zone)
-        if week < this_week:  # as `queue add --week` refuses it
-            raise QueueError(f"{week} is in the past (this week is {this_week})")
         glossary, _ = usable_glossary(settings)
-        entry = pin(engine, glossary, _text(form, "slug"), week)
+        entry = pin(
+            engine,
+            glossary,
+            _text(form, "slug"),
+            week,
+            this_week=current_week(now, settings.zone),
+            force=form.get("force") == "yes",
+            now=now,
+        )
         audit.record(
             engine, actor=user.editor.email, action="queue.pin", target=entry.slug,
             detail=str(week), now=now,

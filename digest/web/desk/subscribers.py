@@ -73,10 +73,12 @@ async def subscribers_import(
             lambda: _page(request, settings, engine, user, error="Choose a CSV file to import.")
         )
     confirmed = form.get("confirmed") == "yes"
+    # In memory (bounded by MAX_IMPORT_BYTES): import_csv reads a binary file object, which
+    # the spooled upload is not.
+    data = io.BytesIO(await upload.read())
 
     def run() -> ImportReport:
-        upload.file.seek(0)
-        report = import_csv(engine, upload.file, confirmed=confirmed, now=db.utcnow())
+        report = import_csv(engine, data, confirmed=confirmed, now=db.utcnow())
         audit.record(
             engine, actor=user.editor.email, action="subscribers.import",
             target=(upload.filename or "upload")[:200], detail=_summary(report), now=db.utcnow(),
@@ -139,7 +141,8 @@ def _page(
     if query:
         wanted = query.casefold()
         found = [s for s in list_subscribers(engine) if wanted in s.email.casefold()][:_SHOWN]
-    report = context.get("report")
+    report = context.setdefault("report", None)
+    context.setdefault("confirm_erase", None)
     return desk_page(
         request,
         settings,
