@@ -1,0 +1,205 @@
+"""Each desk page and action through the TestClient, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digest.model.weeks import current_week
+from digest.store import audit, db
+from digest.store.issues import get_issue
+from digest.store.queue import list_queue
+from digest.store.subscribers import add_confirmed, get_subscriber
+from tests.desk_client import NOW, desk_client, log_in, make_editor
+
+
+def test_dashboard_shows_the_next_issue_glossary_readers_and_audit(settings_env, engine):
+    make_editor(engine)
+    add_confirmed(engine, "reader@example.org", now=NOW)
+    with desk_client() as client:
+        log_in(client)
+        page = client.get("/admin/")
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-store"
+    assert "nonce-" in page.headers["content-security-policy"]
+    for section in ('id="next-issue"', 'id="glossary-health"', 'id="subscribers"', 'id="audit"'):
+        assert section in page.text
+    assert "terms, all valid" in page.text
+    assert "<td>active</td><td>1</td>" in page.text
+    assert "editor.login" in page.text  # the audit log, newest first
+
+
+def test_queue_add_pin_move_remove_with_the_clis_messages_and_audit(settings_env, engine):
+    make_editor(engine)
+    week = str(current_week(db.utcnow(), get_settings_zone()) + 2)
+    with desk_client() as client:
+        token = log_in(client)
+        assert 'list="term-names"' in client.get("/admin/queue").text
+        added = client.post("/admin/queue", data={"slug": "transformer", "csrf_token": token})
+        assert "Queued transformer at position 1." in added.text
+        client.post("/admin/queue", data={"slug": "Attention Mechanism", "csrf_token": token})
+        unknown = client.post("/admin/queue", data={"slug": "transfromer", "csrf_token": token})
+        assert (
+            unknown.status_code == 422
+            and "No term &#39;transfromer&#39; in the glossary" in unknown.text
+        )
+        again = client.post("/admin/queue", data={"slug": "transformer", "csrf_token": token})
+        assert "already in the queue at position 1" in again.text
+        pinned = client.post(
+            "/admin/queue/pin", data={"slug": "transformer", "week": week, "csrf_token": token}
+        )
+        assert f"Pinned transformer to {week}." in pinned.text
+        bad_week = client.post(
+            "/admin/queue/pin",
+            data={"slug": "transformer", "week": "2026-W99", "csrf_token": token},
+        )
+        assert bad_week.status_code == 422
+        moved = client.post(
+            "/admin/queue/move",
+            data={"slug": "attention", "direction": "up", "csrf_token": token},
+        )
+        assert "Moved attention to position 1." in moved.text
+        assert [e.slug for e in list_queue(engine)] == ["attention", "transformer"]
+        assert str(list_queue(engine)[1].week) == week
+        removed = client.post(
+            "/admin/queue/remove", data={"slug": "attention", "csrf_token": token}
+        )
+        assert "Removed attention from the queue." in removed.text
+    actions = [e.action for e in audit.recent(engine, action_prefix="queue.")]
+    assert actions == ["queue.remove", "queue.move", "queue.pin", "queue.add", "queue.add"]
+
+
+def get_settings_zone():  # type: ignore[no-untyped-def]
+    from digest.config import get_settings
+
+    return get_settings().zone
+
+
+def test_an_issue_is_built_previewed_edited_test_sent_approved_and_held(settings_env, engine):
+    make_editor(engine)
+    week = str(current_week(db.utcnow(), get_settings_zone()) + 1)
+    outbox = Path(settings_env["DIGEST_OUTBOX_DIR"])
+    with desk_client() as client:
+        token = log_in(client)
+        assert "Build it now" in client.get(f"/admin/issues/{week}").text
+        built = client.post(f"/admin/issues/{week}/build", data={"csrf_token": token})
+        assert built.status_code == 200 and f"Built {week}" in built.text
+        assert "srcdoc=" in built.text and "%%preferences_url%%" not in built.text
+        phone = client.get(f"/admin/issues/{week}?view=phone")
+        assert "width: 375px" in phone.text
+        subject = client.post(
+            f"/admin/issues/{week}/subject",
+            data={"subject": "A better subject", "preheader": "", "csrf_token": token},
+        )
+        assert "Saved the subject" in subject.text
+        assert (
+            get_issue(engine, current_week(db.utcnow(), get_settings_zone()) + 1).subject
+            == "A better subject"
+        )
+        bad = client.post(
+            f"/admin/issues/{week}/subject",
+            data={"subject": "   ", "preheader": "", "csrf_token": token},
+        )
+        assert bad.status_code == 422
+        tested = client.post(f"/admin/issues/{week}/test", data={"csrf_token": token})
+        assert "A test copy of" in tested.text and "test copy to ann@example.org" in tested.text
+        assert len(list(outbox.glob("*.eml"))) == 1
+        approved = client.post(f"/admin/issues/{week}/approve", data={"csrf_token": token})
+        assert "Approved" in approved.text
+        assert (
+            get_issue(engine, current_week(db.utcnow(), get_settings_zone()) + 1).approved_by
+            == "ann@example.org"
+        )
+        held = client.post(
+            f"/admin/issues/{week}/hold", data={"csrf_token": token, "reason": "typo"}
+        )
+        assert "Held" in held.text
+        assert (
+            get_issue(engine, current_week(db.utcnow(), get_settings_zone()) + 1).status == "held"
+        )
+        listing = client.get("/admin/issues")
+        assert week in listing.text and "held" in listing.text
+    actions = {e.action for e in audit.recent(engine, target=week, limit=50)}
+    assert {
+        "issue.build",
+        "issue.subject",
+        "issue.test_send",
+        "issue.approve",
+        "issue.hold",
+    } <= actions
+
+
+def test_send_now_asks_first_then_sends_in_the_background(settings_env, engine):
+    make_editor(engine)
+    add_confirmed(engine, "reader@example.org", now=NOW)
+    this = current_week(db.utcnow(), get_settings_zone())
+    with desk_client() as client:
+        token = log_in(client)
+        client.post(f"/admin/issues/{this}/build", data={"csrf_token": token})
+        asked = client.post(f"/admin/issues/{this}/send", data={"csrf_token": token})
+        assert "Yes, send" in asked.text
+        assert get_issue(engine, this).status == "built"
+        started = client.post(
+            f"/admin/issues/{this}/send", data={"csrf_token": token, "confirm": "yes"}
+        )
+        assert "has started" in started.text
+        client.app.state.desk_sends.wait(60)
+        assert get_issue(engine, this).status == "sent"
+        assert "ended: sent" in client.get(f"/admin/issues/{this}").text
+
+
+def test_send_now_is_refused_without_approval_when_it_is_required(settings_env, engine):
+    make_editor(engine)
+    this = current_week(db.utcnow(), get_settings_zone())
+    with desk_client(require_approval=True) as client:
+        token = log_in(client)
+        client.post(f"/admin/issues/{this}/build", data={"csrf_token": token})
+        refused = client.post(
+            f"/admin/issues/{this}/send", data={"csrf_token": token, "confirm": "yes"}
+        )
+        assert refused.status_code == 422 and "needs approval" in refused.text
+        assert get_issue(engine, this).status == "built"
+
+
+def test_terms_browse_search_and_history(settings_env, engine):
+    make_editor(engine)
+    with desk_client() as client:
+        log_in(client)
+        found = client.get("/admin/terms?q=attention")
+        assert ">Attention</a>" in found.text and ">FlashAttention</a>" in found.text
+        assert ">Transformer</a>" not in found.text
+        term = client.get("/admin/terms/transformer")
+        assert term.status_code == 200 and "Never featured yet." in term.text
+        assert client.get("/admin/terms/no-such-term").status_code == 404
+
+
+def test_subscribers_search_export_and_erase_with_confirmation(settings_env, engine):
+    make_editor(engine, role="admin")
+    add_confirmed(engine, "reader@example.org", name="Rea", now=NOW)
+    with desk_client() as client:
+        token = log_in(client)
+        found = client.get("/admin/subscribers?q=READER")
+        assert "reader@example.org" in found.text
+        export = client.get("/admin/subscribers/export.csv")
+        assert export.headers["content-type"].startswith("text/csv")
+        assert export.text.splitlines()[1].startswith("reader@example.org,Rea,active")
+        asked = client.post(
+            "/admin/subscribers/erase", data={"csrf_token": token, "email": "reader@example.org"}
+        )
+        assert "Yes, erase them" in asked.text
+        assert get_subscriber(engine, "reader@example.org") is not None
+        erased = client.post(
+            "/admin/subscribers/erase",
+            data={"csrf_token": token, "email": "reader@example.org", "confirm": "yes"},
+        )
+        assert "Erased r…@example.org" in erased.text
+        assert get_subscriber(engine, "reader@example.org") is None
+        bad = client.post(
+            "/admin/subscribers/import",
+            data={"csrf_token": token},
+            files={"file": ("p.csv", b"email\nnot-an-address\nok@example.org\n", "text/csv")},
+        )
+        assert "line 2:" in bad.text
+    entries = audit.recent(engine)
+    erase = next(e for e in entries if e.action == "subscriber.erase")
+    assert "reader@example.org" not in f"{erase.target} {erase.detail}"  # erased means erased
+    assert {"subscribers.export", "subscribers.import"} <= {e.action for e in entries}
