@@ -1,6 +1,6 @@
 """The editors' desk at /admin/: login, dashboard, queue, issues, terms and subscribers.
 
-`install` adds its routers and its refusals (303 to login, 403) to the app; every page but the
+`install_desk` adds its routers and its refusals (303 to login, 403) to the app; every page but the
 login needs a session, and every change a POST with the session's CSRF token (docs/desk.md).
 """
 
@@ -13,10 +13,10 @@ from digest.web.desk import dashboard, issues, login, queue, subscribers, terms
 from digest.web.desk.subscribers import IMPORT_PATH, MAX_IMPORT_BYTES
 from digest.web.desk.views import install_error_pages
 
-__all__ = ["IMPORT_PATH", "MAX_IMPORT_BYTES", "install"]
+__all__ = ["IMPORT_PATH", "MAX_IMPORT_BYTES", "install_desk"]
 
 
-def install(app: FastAPI, settings: Settings) -> None:
+def install_desk(app: FastAPI, settings: Settings) -> None:
     """The desk's pages with the pages' body limit; the CSV import with its own, larger one."""
     for module in (login, dashboard, queue, issues, terms, subscribers):
         app.include_router(module.router, max_body_size=settings.max_request_bytes)
