@@ -203,3 +203,39 @@ def test_subscribers_search_export_and_erase_with_confirmation(settings_env, eng
     erase = next(e for e in entries if e.action == "subscriber.erase")
     assert "reader@example.org" not in f"{erase.target} {erase.detail}"  # erased means erased
     assert {"subscribers.export", "subscribers.import"} <= {e.action for e in entries}
+
+
+def test_a_broken_term_shows_on_the_dashboard_and_terms_page_and_stops_nothing(
+    settings_env, engine, make_terms
+):
+    from tests.conftest import term_text
+
+    folder = make_terms(
+        {
+            "good-term": term_text("Good Term"),
+            "broken-term": term_text("Broken Term", difficulty="impossible"),
+        }
+    )
+    make_editor(engine)
+    with desk_client(terms_dir=folder) as client:
+        log_in(client)
+        dashboard = client.get("/admin/")
+        assert dashboard.status_code == 200
+        assert "1 usable term; 1 problem" in dashboard.text
+        assert "broken-term.md:" in dashboard.text and "difficulty" in dashboard.text
+        assert "Good Term" in dashboard.text  # the next issue still has a term
+        terms = client.get("/admin/terms")
+        assert "Left out: 1 problem" in terms.text and ">Good Term</a>" in terms.text
+        assert "broken-term.md:" in client.get("/admin/terms/broken-term").text
+
+
+def test_pages_still_answer_when_no_term_is_usable(settings_env, engine, make_terms):
+    from tests.conftest import term_text
+
+    folder = make_terms({"only-term": term_text("Only", difficulty="impossible")})
+    make_editor(engine)
+    with desk_client(terms_dir=folder) as client:
+        log_in(client)
+        for path in ("/admin/", "/admin/queue", "/admin/issues", "/admin/terms"):
+            assert client.get(path).status_code == 200, path
+        assert "Nothing is planned" in client.get("/admin/").text

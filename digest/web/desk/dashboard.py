@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import Engine, select
 
-from digest.campaign.plan import PlannedWeek, coming_weeks, glossary_health, usable_glossary
+from digest.campaign.plan import PlannedWeek, glossary_health
 from digest.config import Settings
 from digest.core.cadence import week_fire, zone_slots
 from digest.model.issue import IssueRecord
@@ -20,7 +20,7 @@ from digest.store.issues import list_issues
 from digest.store.subscribers import count_by_status
 from digest.web.deps import EngineDep, SettingsDep
 from digest.web.desk.session import EditorDep
-from digest.web.desk.views import desk_page, local_time
+from digest.web.desk.views import coming, desk_page, local_time
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
 
 __all__ = ["NextSend", "next_send", "router"]
@@ -67,10 +67,8 @@ def _reader_zones(engine: Engine) -> list[str | None]:
 def dashboard(
     request: Request, settings: SettingsDep, engine: EngineDep, user: EditorDep
 ) -> Response:
-    now = db.utcnow()
-    glossary, _errors = usable_glossary(settings)
-    coming = coming_weeks(engine, settings, glossary, start=None, weeks=1, now=now)
-    upcoming = coming[0] if coming else None
+    planned = coming(engine, settings, start=None, weeks=1)
+    upcoming = planned[0] if planned else None
     past: list[tuple[IssueRecord, IssueDeliveries | None]] = [
         (issue, issue_deliveries(engine, issue.week))
         for issue in list_issues(engine, limit=_LAST_ISSUES)
@@ -87,5 +85,4 @@ def dashboard(
         past=past,
         entries=audit.recent(engine, limit=15),
         when=lambda at: local_time(settings, at),
-        now=now,
     )

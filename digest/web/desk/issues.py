@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.campaign import approval, editing
 from digest.campaign.lifecycle import prepare
-from digest.campaign.plan import coming_weeks, usable_glossary
+from digest.campaign.plan import usable_glossary
 from digest.config import Settings
 from digest.core.checks import QualityError
 from digest.core.mails import fill_markers
@@ -33,7 +33,7 @@ from digest.store.issues import get_issue, list_issues
 from digest.web.deps import EngineDep, SettingsDep
 from digest.web.desk.sending import SendRunner
 from digest.web.desk.session import DeskUser, EditorDep, checked_form
-from digest.web.desk.views import desk_page, local_time
+from digest.web.desk.views import coming, desk_page, local_time
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
 
 __all__ = ["preview_html", "router"]
@@ -57,18 +57,11 @@ def preview_html(settings: Settings, issue: IssueRecord) -> str:
 def issues_page(
     request: Request, settings: SettingsDep, engine: EngineDep, user: EditorDep
 ) -> Response:
-    glossary, _ = usable_glossary(settings)
-    now = db.utcnow()
-    return desk_page(
-        request,
-        settings,
-        user,
-        "issues",
-        coming=coming_weeks(engine, settings, glossary, start=None, weeks=_COMING, now=now),
-        past=[
-            i for i in list_issues(engine, limit=_PAST) if i.week < current_week(now, settings.zone)
-        ],
-    )
+    planned = coming(engine, settings, start=None, weeks=_COMING)
+    shown = {p.week for p in planned}
+    # Past: every other issue, this week's sent one too (the plan starts after it).
+    past = [i for i in list_issues(engine, limit=_PAST + _COMING) if i.week not in shown]
+    return desk_page(request, settings, user, "issues", coming=planned, past=past[:_PAST])
 
 
 @router.get("/admin/issues/{week}")
@@ -181,7 +174,7 @@ async def issue_send(
     issue = await run_in_threadpool(get_issue, engine, iso)
     if issue is None or issue.html is None:
         return await _refuse(request, settings, engine, user, iso, "Build the issue first.")
-    if settings.require_approval and not issue.approved:
+    if approval.needs_approval(settings, issue):
         text = f"{iso} needs approval before it is sent: approve it first."
         return await _refuse(request, settings, engine, user, iso, text)
     if form.get("confirm") != "yes":  # the first press only asks
@@ -261,8 +254,7 @@ def _page(
     issue = get_issue(engine, week)
     planned = None
     if issue is None:
-        glossary, _ = usable_glossary(settings)
-        found = coming_weeks(engine, settings, glossary, start=week, weeks=1, now=db.utcnow())
+        found = coming(engine, settings, start=week, weeks=1)
         planned = found[0] if found else None
     runner: SendRunner | None = getattr(request.app.state, "desk_sends", None)
     latest = runner.latest if runner is not None else None

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from digest.campaign.plan import coming_weeks, usable_glossary
+from digest.campaign.plan import usable_glossary
 from digest.config import Settings
 from digest.model.weeks import IsoWeek, current_week, parse_week
 from digest.store import audit, db
@@ -27,7 +27,7 @@ from digest.store.queue import (
 )
 from digest.web.deps import EngineDep, SettingsDep
 from digest.web.desk.session import DeskUser, EditorDep, checked_form
-from digest.web.desk.views import desk_page
+from digest.web.desk.views import coming, desk_page
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
 
 __all__ = ["router"]
@@ -187,7 +187,7 @@ def _page(
         entries=entries,
         titles=titles,
         terms=sorted(glossary, key=lambda t: t.title.casefold()),
-        plan=coming_weeks(engine, settings, glossary, start=None, weeks=_PLAN_WEEKS, now=now),
+        plan=coming(engine, settings, start=None, weeks=_PLAN_WEEKS),
         this_week=current_week(now, settings.zone),
         notice=notice,
         error=error,

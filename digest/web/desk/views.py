@@ -11,9 +11,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import Engine
 
+from digest.campaign.plan import PlannedWeek, coming_weeks, usable_glossary
 from digest.config import Settings
 from digest.core import render
+from digest.model.weeks import IsoWeek
+from digest.store import db
 from digest.web.desk.session import (
     CsrfRefused,
     DeskForbidden,
@@ -24,7 +28,7 @@ from digest.web.desk.session import (
     set_session_cookie,
 )
 
-__all__ = ["desk_page", "install_error_pages", "local_time"]
+__all__ = ["coming", "desk_page", "install_error_pages", "local_time"]
 
 _NAV = (
     ("dashboard", "Dashboard", ""),
@@ -74,6 +78,18 @@ def local_time(settings: Settings, when: datetime | None) -> str:
     if when is None:
         return "—"
     return f"{when.astimezone(settings.zone):%a %d %b %Y %H:%M} {settings.timezone}"
+
+
+def coming(
+    engine: Engine, settings: Settings, *, start: IsoWeek | None, weeks: int
+) -> list[PlannedWeek]:
+    """The plan's coming weeks over the usable glossary; none when no term is usable (the
+    dashboard's glossary health then says why), rather than a page that fails."""
+    glossary, _errors = usable_glossary(settings)
+    try:
+        return coming_weeks(engine, settings, glossary, start=start, weeks=weeks, now=db.utcnow())
+    except ValueError:
+        return []
 
 
 def install_error_pages(app: FastAPI) -> None:
