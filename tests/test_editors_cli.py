@@ -29,7 +29,7 @@ def test_add_stores_an_argon2id_hash_and_the_editor_can_log_in(settings_env, eng
         "--password-stdin", stdin=PASSWORD + "\n",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert result.output == "added admin Ann@example.org\n"
+    assert result.output == "added admin ann@example.org\n"
     with engine.connect() as conn:
         stored = conn.execute(select(editors.c.password_hash)).scalar_one()
     assert stored.startswith("$argon2id$")
@@ -40,7 +40,7 @@ def test_add_stores_an_argon2id_hash_and_the_editor_can_log_in(settings_env, eng
     entry = audit.recent(engine, limit=1)[0]
     assert (entry.action, entry.target, entry.actor) == (
         "editor.add",
-        "Ann@example.org",
+        "ann@example.org",
         audit.cli_actor(),
     )
 

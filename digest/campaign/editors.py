@@ -53,9 +53,10 @@ def _decoy_hash() -> str:
 
 
 def normalise_email(address: str) -> str:
-    """The address as stored: validated, domain lower-cased; EditorError saying what is wrong."""
+    """The address as stored: validated and lower-cased, as subscribers' are (so an editor's
+    test copy finds them if they also read the newsletter); EditorError saying what is wrong."""
     try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
+        return validate_email(address.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise EditorError(f"{address!r} is not a valid address: {exc}") from None
 
