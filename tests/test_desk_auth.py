@@ -7,6 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from digest.campaign.editors import remove_editor
+from digest.store import db
 from digest.store.db import editor_sessions
 from digest.store.queue import list_queue
 from tests.desk_client import NOW, PASSWORD, csrf, desk_client, log_in, login_form, make_editor
@@ -208,3 +209,60 @@ def test_the_login_form_needs_its_own_csrf_pair(settings_env, engine):
         )
         assert answer.status_code == 403
         assert "digest_desk=" not in str(answer.headers.get_list("set-cookie"))
+
+
+def test_each_request_moves_the_sessions_expiry_on(settings_env, engine):
+    make_editor(engine)
+    with desk_client(desk_session_max_age=600) as client:
+        log_in(client)
+        with engine.begin() as conn:
+            conn.execute(
+                update(editor_sessions).values(expires_at=db.utcnow() + timedelta(seconds=5))
+            )
+        page = client.get("/admin/terms")
+        assert "Max-Age=600" in page.headers["set-cookie"]
+        with engine.connect() as conn:
+            expires = conn.execute(select(editor_sessions.c.expires_at)).scalar_one()
+        assert expires > db.utcnow() + timedelta(seconds=590)
+
+
+def test_bodies_are_bounded_the_import_more_generously_than_the_forms(settings_env, engine):
+    from digest.web.desk import MAX_IMPORT_BYTES
+
+    make_editor(engine, role="admin")
+    with desk_client() as client:
+        token = log_in(client)
+        form = client.post("/admin/queue", data={"csrf_token": token, "note": "x" * 20_000})
+        assert form.status_code == 413
+        small = b"email\n" + b"".join(f"r{i}@example.org\n".encode() for i in range(1500))
+        assert len(small) > 16 * 1024
+        ok = client.post(
+            "/admin/subscribers/import",
+            data={"csrf_token": token, "confirmed": "yes"},
+            files={"file": ("r.csv", small, "text/csv")},
+        )
+        assert ok.status_code == 200 and "added 1500" in ok.text
+        huge = client.post(
+            "/admin/subscribers/import",
+            data={"csrf_token": token},
+            files={"file": ("r.csv", b"x" * (MAX_IMPORT_BYTES + 1), "text/csv")},
+        )
+        assert huge.status_code == 413
+
+
+def test_a_failed_login_keeps_where_it_was_going(settings_env, engine):
+    make_editor(engine)
+    with desk_client() as client:
+        token = csrf(client.get("/admin/login?next=/admin/terms?q=lora"))
+        failed = client.post(
+            "/admin/login",
+            data={"email": "ann@example.org", "password": "nope nope nope", "csrf_token": token,
+                  "next": "/admin/terms?q=lora"},
+        )  # fmt: skip
+        assert 'name="next" value="/admin/terms?q=lora"' in failed.text
+        again = client.post(
+            "/admin/login",
+            data={"email": "ann@example.org", "password": PASSWORD, "csrf_token": csrf(failed),
+                  "next": "/admin/terms?q=lora"},
+        )  # fmt: skip
+        assert again.headers["location"] == "/admin/terms?q=lora"
