@@ -239,3 +239,33 @@ def test_pages_still_answer_when_no_term_is_usable(settings_env, engine, make_te
         for path in ("/admin/", "/admin/queue", "/admin/issues", "/admin/terms"):
             assert client.get(path).status_code == 200, path
         assert "Nothing is planned" in client.get("/admin/").text
+
+
+def test_every_desk_page_answers_head_like_get_and_neither_changes_anything(settings_env, engine):
+    from tests.test_web_hardening import get_routes
+
+    make_editor(engine)
+    add_confirmed(engine, "reader@example.org", now=NOW)
+    week = current_week(db.utcnow(), get_settings_zone()) + 1
+    with desk_client() as client:
+        token = log_in(client)
+        client.post(f"/admin/issues/{week}/build", data={"csrf_token": token})
+        urls = {
+            "/admin/login": "/admin/login",
+            "/admin/": "/admin/",
+            "/admin/queue": "/admin/queue",
+            "/admin/issues": "/admin/issues",
+            "/admin/issues/{week}": f"/admin/issues/{week}",
+            "/admin/terms": "/admin/terms",
+            "/admin/terms/{slug}": "/admin/terms/transformer",
+            "/admin/subscribers": "/admin/subscribers?q=reader",
+            "/admin/subscribers/export.csv": "/admin/subscribers/export.csv",
+        }
+        assert {r for r in get_routes(client.app) if r.startswith("/admin")} == set(urls)
+        before = len(audit.recent(engine, limit=100))
+        for url in urls.values():
+            get, head = client.get(url), client.head(url)
+            assert get.status_code == 200, url
+            assert head.status_code == 200 and head.content == b"", url
+            assert head.headers["content-type"] == get.headers["content-type"], url
+        assert len(audit.recent(engine, limit=100)) == before + 1  # the one GET export
