@@ -66,7 +66,7 @@ def test_show_finds_a_term_by_alias(make_terms):
     assert "beta: One line about Beta." in result.output
 
 
-def test_commands_refuse_a_broken_glossary_with_its_errors(make_terms):
+def test_commands_refuse_a_glossary_without_one_valid_term_with_its_errors(make_terms):
     folder = make_terms({"alpha": term_text("Alpha", related=["ghost"])})
     result = runner.invoke(app, ["--terms", str(folder), "terms", "list"])
     assert result.exit_code == 1

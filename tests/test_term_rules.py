@@ -177,3 +177,30 @@ def test_assemble_cross_checks_and_leaves_out_every_term_of_a_file_with_an_error
     glossary, errors = assemble([beta, alpha], [])
     assert [str(e) for e in errors] == ["beta.md:9: related: unknown term 'gone'"]
     assert glossary.slugs == ["alpha"]
+
+
+# --------------------------------------------------------------------------- YAML slips
+
+
+@pytest.mark.parametrize(
+    ("line", "where", "hint"),
+    [
+        ("summary: A: B", 3, 'hint: quote a value that contains ": " (summary: "A: B")'),
+        ("summary: @home", 3, """hint: quote a value that starts with '@' (summary: "@home")"""),
+        ('summary: "A" and B', 3, """hint: quote the value as a whole (summary: '"A" and B')"""),
+        ("summary: 'It's'", 3, 'hint: quote the value as a whole (summary: "It\'s")'),
+        ("\tsummary: x", 3, "hint: indent with spaces; YAML does not allow tabs there"),
+    ],
+)
+def test_a_yaml_slip_gets_a_hint_at_its_line(make_terms, line: str, where: int, hint: str):
+    text = term_text("Alpha").replace("summary: One line about Alpha.", line)
+    folder = make_terms({"alpha": text})
+    [error] = errors_of(folder)
+    assert error.startswith(f"alpha.md:{where}: front matter: invalid YAML: ")
+    assert error.endswith(f"; {hint}")
+
+
+def test_an_unclosed_bracket_is_read_as_a_list_and_the_hint_says_quote_it(make_terms):
+    folder = make_terms({"alpha": "---\ntitle: Alpha\nsummary: [unclosed\n---\n## Example\nx\n"})
+    [error] = errors_of(folder)
+    assert error.endswith("""; hint: quote a value that starts with '[' (summary: "[unclosed")""")

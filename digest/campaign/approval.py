@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from digest.config import Settings
-from digest.core.cadence import TICK_MINUTES, week_fire
+from digest.core.cadence import TICK_MINUTES, due_week, week_fire
 from digest.core.editor_mails import approval_notice
 from digest.core.headers import HeaderError
 from digest.core.urls import Urls
@@ -214,7 +214,8 @@ def notify_editors(
             week=week,
             reason="there are no editors to tell (add one: digest editors add)",
         )
-        record(engine, actor=SCHEDULER, action="issue.notify", target=week, detail="", now=now)
+        nobody = "nobody told: there are no editors"
+        record(engine, actor=SCHEDULER, action="issue.notify", target=week, detail=nobody, now=now)
         return []
     told = []
     for editor in editors:
@@ -260,7 +261,7 @@ def after_approval(settings: Settings, issue: IssueRecord, now: datetime) -> str
             f"to every reader whose time has come, or send it now with {send_now}"
         )
     until = fire + timedelta(seconds=settings.misfire_grace_time)
-    if settings.require_approval and now < until:
+    if settings.require_approval and due_week(settings, now) == week:  # what the tick sends
         return (
             f"its send time ({when}) has passed: a running `digest run` sends it within "
             f"{TICK_MINUTES} minutes (until {until.astimezone(settings.zone):%a %H:%M %Z}), "

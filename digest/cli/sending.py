@@ -1,7 +1,9 @@
-"""Sending an issue: `digest send` (with --dry-run, --to, --retry-failed) and `digest issue`.
+"""Sending an issue: `digest send` (with --dry-run, --to, --retry-failed, --force) and
+`digest issue` (approve, hold, resume, cancel).
 
-`issue resume` and `issue cancel` act on one issue's send, so they share its exit codes and its
-signal wiring here. Building before a send is the campaign's rule (`lifecycle.prepare`).
+The `issue` commands act on one issue's send, so they share its exit codes and its signal wiring
+here. Building before a send is the campaign's rule (`lifecycle.prepare`); whether it may go
+(approval, an early week) is `campaign.approval`'s.
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ from digest.model.weeks import IsoWeek
 from digest.store import db
 
 issue_app = typer.Typer(
-    help="One issue's life: resume a stopped send, cancel.", no_args_is_help=True
+    help="One issue's life: approve or hold it, resume a stopped send, cancel.",
+    no_args_is_help=True,
 )
+
+# Exit status of a send refused before anything went out: it needs approval, or it is for a
+# week still to come and --force was not given. Distinct from 1 (failed): nothing happened.
+REFUSED = 3
 
 
 def send_command(
@@ -48,7 +55,8 @@ def send_command(
         typer.Option(
             "--to",
             metavar="ADDRESS",
-            help="Send one test copy (subject prefixed [TEST]) to ADDRESS; not recorded.",
+            help="Send one test copy (subject prefixed [TEST]) to ADDRESS; recorded in the "
+            "audit log as a test send, never in the delivery ledger.",
         ),
     ] = None,
     retry_failed: Annotated[
@@ -58,25 +66,38 @@ def send_command(
             help="Send again only to readers whose delivery failed; the issue's state stays.",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Send a future week's issue now, early. Never skips approval."
+        ),
+    ] = False,
 ) -> None:
     """Send the week's issue to every subscriber once (building it first if needed).
 
     Safe to run again: a paused or interrupted send resumes where it stopped, and nobody gets the
-    issue twice. Ctrl-C finishes the current batch and pauses. Exit status: 0 sent, 2 paused or
-    busy in another process (run again), 1 failed.
+    issue twice. Ctrl-C finishes the current batch and pauses. An issue that needs approval
+    (DIGEST_REQUIRE_APPROVAL, or held) is refused until `digest issue approve WEEK`; a future
+    week's issue needs --force. Exit status: 0 sent, 2 paused or busy in another process (run
+    again), 1 failed, 3 refused before sending (needs approval, or early without --force).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from digest.campaign.approval import ApprovalError, check_send, send_test_copy
     from digest.campaign.lifecycle import send
     from digest.delivery import make_transport
     from digest.delivery.personalise import SendError
-    from digest.delivery.samples import plan_send, send_test
+    from digest.delivery.samples import plan_send
     from digest.delivery.transport import TransportError
+    from digest.store.audit import cli_actor
+    from digest.store.issues import get_issue
 
     if dry_run and to:
         fail("--dry-run and --to do not go together: a test send sends one mail")
-    if retry_failed and (dry_run or to):
+    if retry_failed and (dry_run or to or force):
         fail("--retry-failed goes alone: it re-sends the failed deliveries of an issue")
+    if force and (dry_run or to):
+        fail("--force is for a real send: --dry-run and --to never send early to the readers")
     inv = invocation(ctx)
     conf = inv.settings()
     wk = week_option("--week", week) or inv.this_week()
@@ -89,13 +110,21 @@ def send_command(
     if retry_failed:
         _retry_failed(eng, conf, wk)
         return
+    if not (to or dry_run):
+        try:  # an early week is refused before it is built, not after
+            check_send(conf, get_issue(eng, wk), wk, now=db.utcnow(), force=force)
+        except ApprovalError as exc:
+            fail(str(exc), REFUSED)
     _build_if_needed(inv, eng, conf, wk)
     try:
         if to:
-            result = send_test(eng, conf, transport, wk, to)
+            result = send_test_copy(
+                eng, conf, transport, wk, to, actor=cli_actor(), now=db.utcnow()
+            )
             console.print(
                 f"{wk}: test copy sent to {to} via {transport.name}"
-                + (f" (message id {result.message_id})" if result.message_id else ""),
+                + (f" (message id {result.message_id})" if result.message_id else "")
+                + "; recorded in the audit log",
                 markup=False,
                 soft_wrap=True,
             )
@@ -136,7 +165,11 @@ def send_command(
                     now=db.utcnow,
                     stop=stop,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    force=force,
                 )
+        except ApprovalError as exc:  # held or unapproved since the check above
+            fail(str(exc), REFUSED)
+            return
         except SendError as exc:
             fail(str(exc))
             return
@@ -206,14 +239,79 @@ def _build_if_needed(inv: Invocation, eng: Engine, conf: Settings, wk: IsoWeek) 
         console.print(f"{wk}: built")
 
 
+@issue_app.command("approve")
+def issue_approve(
+    ctx: typer.Context, week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")]
+) -> None:
+    """Approve a built or held issue's content so it may be sent (DIGEST_REQUIRE_APPROVAL).
+
+    Says when it goes out; one held past its send time is sent by `digest run` within 15
+    minutes while its fire is in the grace window, else by `digest send --week WEEK`.
+    """
+    from digest.campaign.approval import ApprovalError, after_approval, approve
+    from digest.store.audit import cli_actor
+
+    wk = week_argument(week)
+    inv = invocation(ctx)
+    conf = inv.settings()
+    now = db.utcnow()
+    try:
+        issue = approve(inv.engine(), conf, wk, actor=cli_actor(), now=now)
+    except ApprovalError as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"{wk}: approved by {issue.approved_by}; {after_approval(conf, issue, now)}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@issue_app.command("hold")
+def issue_hold(
+    ctx: typer.Context,
+    week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")],
+    reason: Annotated[
+        str | None, typer.Option(help="Why, in one line; shown by `digest status`.")
+    ] = None,
+) -> None:
+    """Hold a built issue: nothing sends it until it is approved again.
+
+    Any approval is withdrawn; the reason is shown by `digest status`.
+    """
+    from digest.campaign.approval import ApprovalError, hold
+    from digest.store.audit import cli_actor
+
+    wk = week_argument(week)
+    inv = invocation(ctx)
+    try:
+        issue = hold(
+            inv.engine(), inv.settings(), wk, actor=cli_actor(), now=db.utcnow(), reason=reason
+        )
+    except ApprovalError as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"{wk}: held ({issue.status_reason}); `digest issue approve {wk}` releases it",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 @issue_app.command("resume")
 def issue_resume(
-    ctx: typer.Context, week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")]
+    ctx: typer.Context,
+    week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Send a future week's issue now, early.")
+    ] = False,
 ) -> None:
     """Send a paused issue on from where it stopped; nobody gets it twice. Ctrl-C pauses again.
 
-    Exit status: 0 sent, 2 paused or busy in another process, 1 failed.
+    An issue that needs approval is refused, as by `digest send`. Exit status: 0 sent, 2 paused
+    or busy in another process, 1 failed, 3 refused (needs approval, or early without --force).
     """
+    from digest.campaign.approval import ApprovalError
     from digest.campaign.lifecycle import send_week
     from digest.delivery.personalise import SendError
     from digest.store.issues import InvalidTransition
@@ -222,7 +320,10 @@ def issue_resume(
     conf = invocation(ctx).ops_settings()
     with stop_on(signal.SIGINT) as stop:
         try:
-            result = send_week(conf, wk, stop=stop)
+            result = send_week(conf, wk, stop=stop, force=force)
+        except ApprovalError as exc:
+            fail(str(exc), REFUSED)
+            return
         except (InvalidTransition, SendError) as exc:
             fail(str(exc))
             return
@@ -244,7 +345,7 @@ def issue_cancel(
     week: Annotated[str, typer.Argument(help="ISO week, e.g. 2026-W17.")],
     reason: Annotated[str, typer.Option(help="Why; shown by `digest status`.")] = "cancelled",
 ) -> None:
-    """Mark an issue failed so no job sends it (planned, built, sending or paused)."""
+    """Mark an issue failed so no job sends it (planned, built, held, sending or paused)."""
     from digest.store.issues import InvalidTransition, transition
 
     wk = week_argument(week)

@@ -105,6 +105,19 @@ _Line = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_one_line)
 ]
 
+# `_Line` with a maximum length in one constraint: stacked on `_Line` inside an optional field,
+# pydantic counts the length as items ("at most 150 items after validation").
+_Subject = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=SUBJECT_MAX_LENGTH),
+    AfterValidator(_one_line),
+]
+_Preheader = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=PREHEADER_MAX_LENGTH),
+    AfterValidator(_one_line),
+]
+
 
 class _AliasIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -150,8 +163,8 @@ class _FrontMatter(BaseModel):
     added: str
     related: list[_Line]
     sources: Annotated[list[_SourceIn], "sources"]
-    subject: Annotated[_Line, StringConstraints(max_length=SUBJECT_MAX_LENGTH)] | None = None
-    preheader: Annotated[_Line, StringConstraints(max_length=PREHEADER_MAX_LENGTH)] | None = None
+    subject: _Subject | None = None
+    preheader: _Preheader | None = None
 
     @field_validator("aliases", mode="before")
     @classmethod
