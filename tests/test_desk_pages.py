@@ -269,3 +269,44 @@ def test_every_desk_page_answers_head_like_get_and_neither_changes_anything(sett
             assert head.status_code == 200 and head.content == b"", url
             assert head.headers["content-type"] == get.headers["content-type"], url
         assert len(audit.recent(engine, limit=100)) == before + 1  # the one GET export
+
+
+def test_with_local_time_delivery_the_dashboard_names_the_first_and_last_zone(settings_env, engine):
+    make_editor(engine)
+    for email, zone in (("a@example.org", "Asia/Tokyo"), ("b@example.org", "America/Chicago")):
+        add_confirmed(engine, email, timezone=zone, now=NOW)
+    with desk_client(local_time_delivery=True) as client:
+        log_in(client)
+        page = client.get("/admin/").text
+    assert "<dt>First zone</dt><dd>Asia/Tokyo: " in page
+    assert "<dt>Last zone</dt><dd>America/Chicago: " in page
+
+
+def test_one_desk_send_at_a_time(monkeypatch, settings_env):
+    import threading
+
+    from digest.campaign.lifecycle import WeeklyResult
+    from digest.config import get_settings
+    from digest.model.weeks import IsoWeek
+    from digest.web.desk import sending
+
+    release = threading.Event()
+    calls: list[tuple[IsoWeek, bool]] = []
+
+    def send_week(settings, week, *, force=False):  # type: ignore[no-untyped-def]
+        calls.append((week, force))
+        release.wait(30)
+        return WeeklyResult(week, "sent")
+
+    monkeypatch.setattr(sending, "send_week", send_week)
+    runner = sending.SendRunner()
+    week = IsoWeek(2026, 50)
+    assert runner.start(get_settings(), week, actor="ann@example.org", force=True)
+    assert not runner.start(get_settings(), week + 1, actor="bob@example.org", force=True)
+    assert runner.latest is not None and runner.latest.running
+    release.set()
+    runner.wait(30)
+    assert calls == [(week, True)]
+    assert runner.latest == sending.DeskSend(week, "ann@example.org", running=False, outcome="sent")
+    assert runner.start(get_settings(), week + 1, actor="bob@example.org", force=False)
+    runner.wait(30)
