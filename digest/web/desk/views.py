@@ -1,4 +1,5 @@
-"""How the desk answers: its pages (templates/desk/), the 303 to the login page, and the 403s.
+"""How the desk answers: its pages (templates/desk/), the 303 to the login page, the 403s, and
+the coming weeks several pages show.
 
 Every desk page goes through `desk_page`, so each carries the editor, their CSRF token and the
 sliding session cookie, and none is ever cached.
