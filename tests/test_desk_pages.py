@@ -75,7 +75,13 @@ def get_settings_zone():  # type: ignore[no-untyped-def]
 
 
 def test_an_issue_is_built_previewed_edited_test_sent_approved_and_held(settings_env, engine):
+    from html import escape
+
+    from digest.config import get_settings
+    from digest.core.reader_links import preferences_url
+
     make_editor(engine)
+    reader, _ = add_confirmed(engine, "reader@example.org", now=NOW)
     week = str(current_week(db.utcnow(), get_settings_zone()) + 1)
     outbox = Path(settings_env["DIGEST_OUTBOX_DIR"])
     with desk_client() as client:
@@ -84,6 +90,11 @@ def test_an_issue_is_built_previewed_edited_test_sent_approved_and_held(settings
         built = client.post(f"/admin/issues/{week}/build", data={"csrf_token": token})
         assert built.status_code == 200 and f"Built {week}" in built.text
         assert "srcdoc=" in built.text and "%%preferences_url%%" not in built.text
+        # Links filled for a stand-in reader, never a real reader's own links.
+        stand_in = preferences_url(get_settings(), 0, "sample@example.org")
+        assert escape(escape(stand_in)) in built.text or escape(stand_in) in built.text
+        real = preferences_url(get_settings(), reader.id, reader.email)
+        assert real.rsplit("/", 1)[1] not in built.text
         phone = client.get(f"/admin/issues/{week}?view=phone")
         assert "width: 375px" in phone.text
         subject = client.post(
@@ -136,7 +147,11 @@ def test_send_now_asks_first_then_sends_in_the_background(settings_env, engine):
         token = log_in(client)
         client.post(f"/admin/issues/{this}/build", data={"csrf_token": token})
         asked = client.post(f"/admin/issues/{this}/send", data={"csrf_token": token})
-        assert "Yes, send" in asked.text
+        assert "Yes, send" in asked.text and "future week" not in asked.text
+        early = this + 1
+        client.post(f"/admin/issues/{early}/build", data={"csrf_token": token})
+        warned = client.post(f"/admin/issues/{early}/send", data={"csrf_token": token})
+        assert "a future week's issue" in warned.text
         assert get_issue(engine, this).status == "built"
         started = client.post(
             f"/admin/issues/{this}/send", data={"csrf_token": token, "confirm": "yes"}
