@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from digest.config import Settings
 from digest.web.desk import dashboard, issues, login, queue, subscribers, terms
+from digest.web.desk.sending import SendRunner
 from digest.web.desk.subscribers import IMPORT_PATH, MAX_IMPORT_BYTES
 from digest.web.desk.views import install_error_pages
 
@@ -22,3 +23,4 @@ def install_desk(app: FastAPI, settings: Settings) -> None:
         app.include_router(module.router, max_body_size=settings.max_request_bytes)
     app.include_router(subscribers.import_router, max_body_size=MAX_IMPORT_BYTES)
     install_error_pages(app)
+    app.state.desk_sends = SendRunner()  # "send now" runs one send at a time per app

@@ -198,9 +198,7 @@ async def issue_send(
 
 
 def _runner(request: Request) -> SendRunner:
-    runner: SendRunner | None = getattr(request.app.state, "desk_sends", None)
-    if runner is None:
-        runner = request.app.state.desk_sends = SendRunner()
+    runner: SendRunner = request.app.state.desk_sends  # made by install_desk, one per app
     return runner
 
 
@@ -256,8 +254,7 @@ def _page(
     if issue is None:
         found = coming(engine, settings, start=week, weeks=1)
         planned = found[0] if found else None
-    runner: SendRunner | None = getattr(request.app.state, "desk_sends", None)
-    latest = runner.latest if runner is not None else None
+    latest = _runner(request).latest
     return desk_page(
         request,
         settings,
