@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from digest.cli import issues, ops, project, queue, sending, subscribers, terms
+from digest.cli import editors, issues, ops, project, queue, sending, subscribers, terms
 from digest.cli._common import Invocation
 from digest.config import get_settings
 
@@ -59,3 +59,4 @@ app.add_typer(queue.app, name="queue")
 sending.issue_app.command("subject")(issues.subject_command)
 app.add_typer(sending.issue_app, name="issue")
 app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(editors.app, name="editors")

@@ -21,6 +21,7 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from digest.config import Settings, get_settings
 from digest.store import db
+from digest.web.desk import IMPORT_PATH, MAX_IMPORT_BYTES, install_desk
 from digest.web.limits import DeclaredBodyLimit, SecurityHeaders, allowed_methods, too_large
 from digest.web.pages import router as pages_router
 from digest.web.preferences import router as preferences_router
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = MovingWindowRateLimiter(MemoryStorage())
     app.include_router(pages_router, max_body_size=settings.max_request_bytes)
     app.include_router(preferences_router, max_body_size=settings.max_request_bytes)
+    install_desk(app, settings)
     _add_error_pages(app)
     # The webhook takes batches up to `max_webhook_request_bytes`, not the pages' limit.
     app.include_router(webhook_router, max_body_size=settings.max_webhook_request_bytes)
@@ -66,7 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         DeclaredBodyLimit,
         default=settings.max_request_bytes,
-        per_path=dict.fromkeys(webhook_paths, settings.max_webhook_request_bytes),
+        per_path={
+            **dict.fromkeys(webhook_paths, settings.max_webhook_request_bytes),
+            IMPORT_PATH: MAX_IMPORT_BYTES,
+        },
     )
     app.add_middleware(SecurityHeaders)
     return app
