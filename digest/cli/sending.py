@@ -30,7 +30,7 @@ from digest.model.weeks import IsoWeek
 from digest.store import db
 
 issue_app = typer.Typer(
-    help="One issue's life: approve or hold it, resume a stopped send, cancel.",
+    help="One issue's life: approve or hold it, set its subject, resume a stopped send, cancel.",
     no_args_is_help=True,
 )
 
