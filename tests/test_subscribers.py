@@ -34,6 +34,7 @@ from digest.store.subscribers import (
     get_subscriber,
     list_subscribers,
     mark_status,
+    search_subscribers,
 )
 
 NOW = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -627,3 +628,16 @@ def test_export_filters_by_status(engine, settings):
     out = io.StringIO()
     export_csv(engine, out, status="pending")
     assert out.getvalue() == "email,name,status,timezone\nbob@example.org,,pending,\n"
+
+
+def test_searching_addresses_is_case_blind_bounded_and_takes_wildcards_literally(engine):
+    for email in ("ann@example.org", "bob_x@example.org", "bobx@example.org", "100%@example.org"):
+        add_confirmed(engine, email, now=NOW)
+    assert [s.email for s in search_subscribers(engine, "  EXAMPLE.ORG ", limit=2)] == [
+        "ann@example.org",
+        "bob_x@example.org",
+    ]
+    # `_` and `%` are characters here, not LIKE's wildcards.
+    assert [s.email for s in search_subscribers(engine, "bob_")] == ["bob_x@example.org"]
+    assert [s.email for s in search_subscribers(engine, "0%@")] == ["100%@example.org"]
+    assert search_subscribers(engine, "nobody") == []

@@ -18,7 +18,7 @@ from digest.config import Settings
 from digest.readers.preferences import erase_data
 from digest.store import audit, db
 from digest.store.subscriber_csv import ImportReport, export_csv, import_csv
-from digest.store.subscribers import count_by_status, get_subscriber, list_subscribers
+from digest.store.subscribers import count_by_status, get_subscriber, search_subscribers
 from digest.web.deps import EngineDep, SettingsDep
 from digest.web.desk.session import AdminDep, DeskUser, EditorDep, checked_form
 from digest.web.desk.views import desk_page
@@ -140,10 +140,7 @@ def _page(
     **context: object,
 ) -> Response:
     query = query.strip()[:320]
-    found = []
-    if query:
-        wanted = query.casefold()
-        found = [s for s in list_subscribers(engine) if wanted in s.email.casefold()][:_SHOWN]
+    found = search_subscribers(engine, query, limit=_SHOWN) if query else []
     report = context.setdefault("report", None)
     context.setdefault("confirm_erase", None)
     return desk_page(
