@@ -105,6 +105,23 @@ def test_a_new_session_id_at_every_login_and_the_old_one_ends(settings_env, engi
         assert planted.get("/admin/").status_code == 303  # the replaced session is gone
 
 
+def test_the_session_cookie_is_signed_and_a_bare_or_forged_one_is_refused(settings_env, engine):
+    make_editor(engine)
+    with desk_client() as client:
+        log_in(client)
+        signed = client.cookies["digest_desk"]
+        assert client.get("/admin/").status_code == 200
+    session_id, _, signature = signed.rpartition(".")
+    assert session_id and signature  # id.signature, as itsdangerous signs it
+    for cookie in (session_id, f"{session_id}.{'A' * len(signature)}", signed + "x"):
+        with desk_client() as forged:
+            forged.cookies.set("digest_desk", cookie, domain="testserver.local", path="/admin")
+            assert forged.get("/admin/").status_code == 303, cookie
+    with desk_client() as again:  # the session itself is still alive
+        again.cookies.set("digest_desk", signed, domain="testserver.local", path="/admin")
+        assert again.get("/admin/").status_code == 200
+
+
 def test_a_session_expires_after_max_age_without_activity(settings_env, engine):
     make_editor(engine)
     with desk_client() as client:

@@ -23,7 +23,6 @@ from digest.store.editors import create_session, delete_session
 from digest.web.deps import EngineDep, SettingsDep
 from digest.web.desk.session import (
     LOGIN_COOKIE,
-    SESSION_COOKIE,
     CsrfRefused,
     EditorDep,
     checked_form,
@@ -33,6 +32,7 @@ from digest.web.desk.session import (
     login_token,
     login_token_ok,
     safe_next,
+    session_cookie,
     set_login_cookie,
     set_session_cookie,
 )
@@ -84,7 +84,7 @@ async def login(request: Request, settings: SettingsDep, engine: EngineDep) -> R
     def start() -> str:
         # A new id at every login: a session id planted before it (fixation) is never the one
         # that gets logged in, and the old session, if any, ends.
-        old = request.cookies.get(SESSION_COOKIE)
+        old = session_cookie(request, settings)
         if old:
             delete_session(engine, old)
         audit.record(engine, actor=editor.email, action="editor.login", now=now)

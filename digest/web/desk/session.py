@@ -1,7 +1,8 @@
 """Who is at the desk: the session cookie, the CSRF tokens, and the dependencies routes take.
 
-The cookie holds a random session id (the database keeps only its hash); the CSRF token of a
-form is an HMAC of that id, so it is bound to the session and useless in any other. The login
+The cookie holds a random session id, signed (the database keeps only the id's hash): a cookie
+not made by this deployment is refused before any lookup, and rotating the secret key logs every
+editor out. The CSRF token of a form is an HMAC of that id, so it is bound to the session and useless in any other. The login
 form, before any session, uses a double submit: a random cookie and its signed copy in the form.
 """
 
@@ -42,6 +43,7 @@ __all__ = [
     "login_token_ok",
     "login_url",
     "safe_next",
+    "session_cookie",
     "set_login_cookie",
     "set_session_cookie",
 ]
@@ -88,7 +90,7 @@ def current_editor(request: Request, settings: SettingsDep, engine: EngineDep) -
 
     Each request moves the session's expiry on (`desk_session_max_age` of inactivity ends it).
     """
-    session_id = request.cookies.get(SESSION_COOKIE, "")
+    session_id = session_cookie(request, settings) or ""
     editor = None
     if session_id:
         editor = session_editor(
@@ -123,13 +125,28 @@ async def checked_form(
     return form
 
 
+def _session_signer(settings: Settings) -> Signer:
+    return Signer(settings.signing_key(), salt="digest.desk.session")
+
+
+def session_cookie(request: Request, settings: Settings) -> str | None:
+    """The session id the request's cookie carries, if this deployment signed it."""
+    signed = request.cookies.get(SESSION_COOKIE)
+    if not signed:
+        return None
+    try:
+        return _session_signer(settings).unsign(signed).decode("ascii")
+    except (BadSignature, UnicodeDecodeError):
+        return None
+
+
 def set_session_cookie(
     response: Response, settings: Settings, request: Request, value: str
 ) -> None:
     """The session cookie, (re)set on every desk page so its expiry slides with the session's."""
     response.set_cookie(
         SESSION_COOKIE,
-        value,
+        _session_signer(settings).sign(value).decode("ascii"),
         max_age=settings.desk_session_max_age,
         expires=settings.desk_session_max_age,
         path=desk_root(request),
