@@ -102,8 +102,10 @@ async def issue_approve(
     iso = _week(week)
 
     def change() -> str:
-        approval.approve(engine, settings, iso, actor=user.editor.email, now=db.utcnow())
-        return f"Approved {iso}: it goes out at its send time."
+        now = db.utcnow()
+        issue = approval.approve(engine, settings, iso, actor=user.editor.email, now=now)
+        # The same words as `digest issue approve`: whether it goes at its time or needs a send.
+        return f"Approved {iso}: {approval.after_approval(settings, issue, now)}."
 
     return await _act(request, settings, engine, user, iso, change)
 
