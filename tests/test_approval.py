@@ -276,6 +276,37 @@ def test_an_unapproved_issue_is_held_at_its_send_time_not_sent_not_failed(engine
     assert len(actions(engine)) == 1
 
 
+def test_the_weekly_job_holds_an_issue_whose_approval_is_withdrawn_in_the_last_moment(
+    engine, required, monkeypatch
+):
+    """The job checked the approval, then a rebuild withdrew it before the move to sending:
+    the job holds the issue, as at any send time, and raises nothing into the scheduler."""
+    import digest.campaign.lifecycle as lifecycle
+    from digest.store.db import issues as issues_table
+
+    seed_subscribers(engine, 2)
+    build_issue(engine)
+    approve(engine, required, WEEK, actor=EDITOR, now=NOW)
+
+    def withdrawing_gate(engine_, settings_):  # type: ignore[no-untyped-def]
+        def gate(issue, now):  # type: ignore[no-untyped-def]
+            with engine.begin() as conn:
+                conn.execute(
+                    issues_table.update()
+                    .where(issues_table.c.week == str(WEEK))
+                    .values(approved_at=None, approved_by=None)
+                )
+            return None
+
+        return gate
+
+    monkeypatch.setattr(lifecycle, "send_gate", withdrawing_gate)
+    result = run_weekly(required, WEEK, now=NOW)
+    assert result.status == "held" and result.summary is None
+    assert get_issue(engine, WEEK).status == "held"
+    assert ledger(engine) == {} and outbox(required) == {}
+
+
 def test_approved_after_its_fire_the_approval_tick_sends_it_within_the_grace_window(
     engine, required
 ):

@@ -17,7 +17,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from digest.campaign.approval import check_send, hold_unapproved, notify_editors
+from digest.campaign.approval import (
+    NeedsApproval,
+    check_send,
+    hold_unapproved,
+    notify_editors,
+)
 from digest.campaign.build import build_issue
 from digest.campaign.plan import usable_glossary
 from digest.campaign.preflight import send_gate
@@ -147,7 +152,7 @@ def run_weekly(
         if (held := _held(engine, settings, issue, now=now)) is not None:
             return held
         # Scheduled: the week is the fire's own, never early (`force`); approval was just checked.
-        return _send(engine, settings, week, stop, now=db.utcnow, force=True)
+        return _send(engine, settings, week, stop, now=db.utcnow, force=True, scheduled=True)
     finally:
         engine.dispose()
 
@@ -223,7 +228,9 @@ def local_time_tick(
                 continue
             zones = None if plan.final else plan.due
             # The earliest zones start next week's issue while it is still Sunday here: not early.
-            sent = _send(engine, settings, plan.week, stop, now=now, zones=zones, force=True)
+            sent = _send(
+                engine, settings, plan.week, stop, now=now, zones=zones, force=True, scheduled=True
+            )
             results.append(sent)
     finally:
         engine.dispose()
@@ -264,7 +271,9 @@ def approval_tick(
         issue = get_issue(engine, due) if due is not None else None
         if due is not None and issue is not None and issue.status == "built" and issue.approved:
             log_event(_log, "job_fired", week=str(due), reason="approved after its send time")
-            results.append(_send(engine, settings, due, stop, now=db.utcnow, force=True))
+            results.append(
+                _send(engine, settings, due, stop, now=db.utcnow, force=True, scheduled=True)
+            )
     finally:
         engine.dispose()
     return results
@@ -392,17 +401,29 @@ def _send(
     now: datetime | Clock,
     zones: frozenset[str | None] | None = None,
     force: bool = False,
+    scheduled: bool = False,
 ) -> WeeklyResult:
-    summary = send(
-        engine,
-        settings,
-        make_transport(settings),
-        week,
-        now=now,
-        stop=stop,
-        zones=zones,
-        force=force,
-    )
+    """Send and log the outcome. `scheduled` (a job, not a person): an issue found unapproved
+    at the last moment — its approval withdrawn between the job's check and the move to
+    sending — is held, as at any send time, instead of raising into the scheduler."""
+    try:
+        summary = send(
+            engine,
+            settings,
+            make_transport(settings),
+            week,
+            now=now,
+            stop=stop,
+            zones=zones,
+            force=force,
+        )
+    except NeedsApproval:
+        issue = get_issue(engine, week)
+        if not scheduled or issue is None:
+            raise
+        moment = now() if callable(now) else now
+        held = _held(engine, settings, issue, now=moment)
+        return held if held is not None else WeeklyResult(week, issue.status)
     issue = get_issue(engine, week)
     log_event(
         _log,
