@@ -140,6 +140,19 @@ class Settings(BaseSettings):
         default=5, ge=1, description="failed desk logins per account (and per IP) in 15 minutes"
     )
 
+    # Honest numbers (docs/engagement.md). Off by default: no rewritten link, no pixel. When on,
+    # the reader is told in plain words and may opt out; uniques are counted with a keyed hash of
+    # (issue, reader) unless `tracking_detail` is "per-reader" (a per-reader history, erased with
+    # the reader).
+    track_clicks: bool = False
+    track_opens: bool = False
+    tracking_detail: Literal["aggregate", "per-reader"] = "aggregate"
+    # Links of one reader fetched within this many seconds of each other count as a machine
+    # (a link scanner opening every link), never as the reader.
+    click_burst_seconds: float = Field(default=2.0, ge=0)
+    # Production refuses unsigned SendGrid webhook posts when no public key is configured.
+    environment: Literal["development", "production"] = "development"
+
     log_level: str = "INFO"
 
     # Read once per Settings object: a send signs two tokens per recipient.

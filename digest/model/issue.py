@@ -93,6 +93,9 @@ class IssueRecord:
     # An editor's subject / preheader for this one issue, kept across rebuilds.
     subject_override: str | None = None
     preheader_override: str | None = None
+    # The weekly mail's tracked link targets in order (DIGEST_TRACK_CLICKS); /r/<token> names an
+    # index here and redirects nowhere else. None: built without click tracking.
+    links: tuple[str, ...] | None = None
 
     @property
     def lease(self) -> LeaseHolder | None:

@@ -160,6 +160,8 @@ class Subscriber:
     unsubscribed_at: datetime | None
     confirm_sent_at: datetime | None
     updated_at: datetime
+    # Said no to click/open tracking (DIGEST_TRACK_*): their mails carry none.
+    tracking_opt_out: bool = False
 
     @classmethod
     def from_row(cls, row: Any) -> Subscriber:

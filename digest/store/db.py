@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Engine,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     text,
 )
 from sqlalchemy.engine import make_url
@@ -39,6 +41,7 @@ __all__ = [
     "deliveries",
     "editor_sessions",
     "editors",
+    "engagement",
     "events",
     "issues",
     "make_engine",
@@ -104,6 +107,9 @@ subscribers = Table(
     Column("confirmed_at", UTCDateTime()),
     Column("unsubscribed_at", UTCDateTime()),
     Column("confirm_sent_at", UTCDateTime()),
+    # The reader said no to click and open tracking in the preference centre (DIGEST_TRACK_*):
+    # their mails carry no rewritten link and no pixel.
+    Column("tracking_opt_out", Boolean, nullable=False, default=False, server_default=false()),
     Column("updated_at", UTCDateTime(), nullable=False),
 )
 
@@ -137,6 +143,9 @@ issues = Table(
     # An editor's own subject / preheader for this issue; wins over the term's and the default.
     Column("subject_override", Text),
     Column("preheader_override", Text),
+    # The weekly mail's tracked link targets, in the order they appear (a click token names the
+    # index): the only places /r/<token> ever redirects to. Kept forever, as old mails are.
+    Column("links", JSON),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("built_at", UTCDateTime()),
     Column("send_started_at", UTCDateTime()),
@@ -230,6 +239,26 @@ audit_log = Table(
     Column("action", String(64), nullable=False),
     Column("target", String(200)),
     Column("detail", Text),
+)
+
+engagement = Table(
+    # What readers (and machines) did with an issue: one row per (issue, kind, link, reader key,
+    # machine?). `reader_key` is a keyed hash of (issue, subscriber), so uniques are counted
+    # without a per-reader history; `subscriber_id` is set only with DIGEST_TRACKING_DETAIL=
+    # per-reader (and erased with the reader). link_index -1 is an open.
+    "engagement",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("issue_id", Id, ForeignKey("issues.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # open | click
+    Column("link_index", Integer, nullable=False),
+    Column("reader_key", String(64), nullable=False),
+    Column("machine", Boolean, nullable=False),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="SET NULL")),
+    Column("hits", Integer, nullable=False, default=1),
+    Column("first_at", UTCDateTime(), nullable=False),
+    Column("last_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("issue_id", "kind", "link_index", "reader_key", "machine"),
 )
 
 

@@ -405,6 +405,7 @@ def _record(row: Any) -> IssueRecord:
     data = dict(row._mapping)
     data["week"] = parse_week(data["week"])
     data["related_slugs"] = tuple(data["related_slugs"] or ())
+    data["links"] = None if data.get("links") is None else tuple(data["links"])
     data["claimed_owner"] = _recorded_owner(data["claimed_by"], data.get("claimed_owner"))
     return IssueRecord(**data)
 
