@@ -8,6 +8,7 @@ out through the outbox, so `recipients` comes from a real ledger.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
 
 from digest.config import Settings
+from digest.core.mails import Message
 from digest.core.tracking import reader_key, tracking_key
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import send_issue
+from digest.delivery.sendgrid import SendGridTransport, build_payload
 from digest.model.issue import IssueRecord
 from digest.store import engagement as engagement_store
 from digest.store.db import engagement, events, subscribers, utcnow
@@ -27,6 +30,7 @@ from digest.store.events import handle_events
 from digest.store.subscribers import erase
 from digest.web import create_app
 from digest.web.webhooks import NO_KEY_IN_PRODUCTION
+from tests.sendgrid_server import SendGridTestServer, check_mail_send
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers
 from tests.test_webhook import Signer
 
@@ -187,7 +191,10 @@ def test_an_opted_out_readers_open_is_kept_as_an_event_but_never_counted(
         )
 
     result = handle_events(
-        engine, [_event("open", 0, "o0", ids), _event("open", 1, "o1", ids)], NOW, settings=_tracked()
+        engine,
+        [_event("open", 0, "o0", ids), _event("open", 1, "o1", ids)],
+        NOW,
+        settings=_tracked(),
     )
 
     assert (result.stored, result.counted) == (2, 1)
@@ -317,3 +324,55 @@ def test_record_is_new_once_then_counts_hits_and_last_click_at_follows(
             subscriber_id=None,
             now=NOW,
         )
+
+
+# --------------------------------------------------------------------------- SendGrid's own tracking
+
+
+def _sendgrid_message(opted_out: set[int]) -> Message:
+    from tests.test_sendgrid import _message, _recipient
+
+    recipients = [replace(_recipient(i), tracking_opt_out=i in opted_out) for i in range(3)]
+    return replace(_message(3), recipients=recipients)
+
+
+@pytest.mark.parametrize(
+    ("track_opens", "opted_out", "pixel"),
+    [(False, set(), False), (True, set(), True), (True, {1}, False), (False, {1}, False)],
+)
+def test_sendgrid_tracks_only_what_digest_says_and_never_an_opted_out_reader(
+    track_opens: bool, opted_out: set[int], pixel: bool
+) -> None:
+    with SendGridTestServer() as server:
+        transport = SendGridTransport(
+            server.api_key, host=server.url, timeout=2, track_opens=track_opens
+        )
+        transport.send(_sendgrid_message(opted_out))
+        (payload,) = server.state.payloads
+
+    assert check_mail_send(payload) == []
+    assert payload["tracking_settings"] == {
+        # digest rewrites its own links (DIGEST_TRACK_CLICKS); SendGrid never does
+        "click_tracking": {"enable": False, "enable_text": False},
+        "open_tracking": {"enable": pixel},
+        "subscription_tracking": {"enable": False},
+    }
+
+
+def test_the_transport_from_settings_follows_digest_track_opens(
+    settings_env: dict[str, str],
+) -> None:
+    on = Settings(sendgrid_api_key="SG.x", transport="sendgrid", track_opens=True)
+    off = Settings(sendgrid_api_key="SG.x", transport="sendgrid")
+
+    assert SendGridTransport.from_settings(on).track_opens is True
+    assert SendGridTransport.from_settings(off).track_opens is False
+
+
+def test_the_fake_sendgrid_refuses_a_malformed_tracking_setting() -> None:
+    payload = build_payload(_sendgrid_message(set()))
+    payload["tracking_settings"]["open_tracking"] = {"enable": "yes"}
+
+    assert check_mail_send(payload) == [
+        ("tracking_settings.open_tracking", "The enable field must be a boolean.")
+    ]
