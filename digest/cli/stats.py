@@ -12,20 +12,27 @@ from rich.table import Table
 
 from digest.cli._common import console, fail, invocation, week_option
 
-# Table columns: (heading, key). Machine opens and clicks stand apart, never added to readers'.
+# Table columns: (heading, key), short enough for 80 columns; `_LEGEND` says what they are.
+# Machine opens and clicks stand apart, never added to the readers'.
 _COLUMNS = (
     ("week", "week"),
-    ("recipients", "recipients"),
-    ("delivered", "delivered"),
-    ("bounced", "bounced"),
-    ("opened", "opens_unique"),
-    ("machine opens", "opens_machine"),
-    ("clicked", "clicks_unique"),
-    ("machine clicks", "clicks_machine"),
-    ("unsubscribed", "unsubscribed"),
-    ("complaints", "complaints"),
-    ("open rate", "open_rate"),
-    ("click rate", "click_rate"),
+    ("sent", "recipients"),
+    ("deliv", "delivered"),
+    ("bnc", "bounced"),
+    ("open", "opens_unique"),
+    ("m.open", "opens_machine"),
+    ("click", "clicks_unique"),
+    ("m.clk", "clicks_machine"),
+    ("unsub", "unsubscribed"),
+    ("spam", "complaints"),
+    ("open%", "open_rate"),
+    ("click%", "click_rate"),
+)
+_LEGEND = (
+    "sent: recipients · deliv: delivered · bnc: bounced · open/click: readers who opened / "
+    "clicked · m.open/m.clk: machines (image prefetching, link scanners) · unsub: unsubscribed "
+    "after the issue · spam: complaints · rates per delivered mail (per recipient while no "
+    "delivery event came in) · —: not tracked"
 )
 
 
@@ -54,6 +61,7 @@ def stats_command(
             console.print("no issue has gone out yet", markup=False)
         else:
             console.print(_table(rows))
+            console.print(_LEGEND, markup=False, style="dim")
         return
     try:
         one = issue_stats(eng, conf, wk)
@@ -70,7 +78,7 @@ def stats_command(
 
 
 def _table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(box=None)
+    table = Table(box=None, padding=(0, 0, 0, 1), pad_edge=False)
     for heading, _key in _COLUMNS:
         table.add_column(heading, justify="left" if heading == "week" else "right", no_wrap=True)
     for row in rows:
