@@ -149,6 +149,29 @@ def check_mail_send(payload: Any) -> list[tuple[str | None, str]]:
     args = payload.get("custom_args", {})
     if not isinstance(args, dict) or not all(isinstance(v, str) for v in args.values()):
         problems.append(("custom_args", "custom_args values must be strings."))
+    problems += _tracking_problems(payload.get("tracking_settings", {}))
+    return problems
+
+
+_TRACKING = {
+    "click_tracking": {"enable", "enable_text"},
+    "open_tracking": {"enable", "substitution_tag"},
+    "subscription_tracking": {"enable", "text", "html", "substitution_tag"},
+    "ganalytics": {"enable", "utm_source", "utm_medium", "utm_term", "utm_content", "utm_campaign"},
+}
+
+
+def _tracking_problems(settings: Any) -> list[tuple[str | None, str]]:
+    """SendGrid's `tracking_settings`: known settings only, each with a boolean `enable`."""
+    if not isinstance(settings, dict):
+        return [("tracking_settings", "tracking_settings must be an object.")]
+    problems: list[tuple[str | None, str]] = []
+    for name, value in settings.items():
+        where = f"tracking_settings.{name}"
+        if name not in _TRACKING or not isinstance(value, dict):
+            problems.append((where, "Unknown tracking setting."))
+        elif set(value) - _TRACKING[name] or not isinstance(value.get("enable"), bool):
+            problems.append((where, "The enable field must be a boolean."))
     return problems
 
 

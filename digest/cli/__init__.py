@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from digest.cli import editors, issues, ops, project, queue, sending, subscribers, terms
+from digest.cli import editors, issues, ops, project, queue, sending, stats, subscribers, terms
 from digest.cli._common import Invocation
 from digest.config import get_settings
 
@@ -50,6 +50,7 @@ app.command("preview")(issues.preview_command)
 app.command("serve")(ops.serve_command)
 app.command("check")(issues.check_command)
 app.command("deliveries")(issues.deliveries_command)
+app.command("stats")(stats.stats_command)
 app.command("init")(project.init_command)
 app.command("demo")(project.demo_command)
 

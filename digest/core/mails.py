@@ -49,6 +49,8 @@ class Recipient:
     headers: Mapping[str, str] = field(default_factory=dict)
     # echoed back by the provider's events (issue week, subscriber id)
     custom_args: Mapping[str, str] = field(default_factory=dict)
+    # The reader said no to tracking: no provider pixel may reach them (see delivery.sendgrid).
+    tracking_opt_out: bool = False
 
     def __post_init__(self) -> None:
         check_header_value("to", self.email)

@@ -24,7 +24,7 @@ from digest.core.mails import Message, Recipient
 from digest.delivery.transport import PermanentError, RetryableError, SendResult
 from digest.logs import get_logger, log_event
 
-__all__ = ["MAX_REQUEST_BYTES", "SendGridTransport", "build_payload"]
+__all__ = ["MAX_REQUEST_BYTES", "SendGridTransport", "build_payload", "tracking_settings"]
 
 log = get_logger("digest.delivery.sendgrid")
 
@@ -92,8 +92,26 @@ def _personalization(recipient: Recipient) -> dict[str, Any]:
     return item
 
 
-def build_payload(message: Message) -> dict[str, Any]:
-    """The v3 mail/send body: one personalization per recipient, text/plain before text/html."""
+def tracking_settings(message: Message, *, track_opens: bool) -> dict[str, Any]:
+    """SendGrid's own tracking, as digest's settings say: click tracking always off (digest
+    rewrites its links itself, DIGEST_TRACK_CLICKS), subscription tracking off (digest's own
+    unsubscribe links), the open pixel only with DIGEST_TRACK_OPENS.
+
+    The setting is per request, not per reader, so a request holding one reader who opted
+    out goes without the pixel for everyone in it: an open uncounted, never a reader tracked
+    who said no.
+    """
+    opens = track_opens and not any(r.tracking_opt_out for r in message.recipients)
+    return {
+        "click_tracking": {"enable": False, "enable_text": False},
+        "open_tracking": {"enable": opens},
+        "subscription_tracking": {"enable": False},
+    }
+
+
+def build_payload(message: Message, *, track_opens: bool = False) -> dict[str, Any]:
+    """The v3 mail/send body: one personalization per recipient, text/plain before text/html,
+    and SendGrid's tracking as digest's settings say (`tracking_settings`)."""
     sender: dict[str, str] = {"email": ascii_address(message.from_email)}
     if message.from_name:
         sender["name"] = message.from_name
@@ -114,6 +132,7 @@ def build_payload(message: Message) -> dict[str, Any]:
         payload["categories"] = list(message.categories)
     if message.custom_args:
         payload["custom_args"] = dict(message.custom_args)
+    payload["tracking_settings"] = tracking_settings(message, track_opens=track_opens)
     return payload
 
 
@@ -136,6 +155,7 @@ class SendGridTransport:
         *,
         clock: Callable[[], float] = time.time,
         activity_settle: float = ACTIVITY_SETTLE_SECONDS,
+        track_opens: bool = False,
     ) -> None:
         if not api_key:
             raise ValueError("SENDGRID_API_KEY is empty")
@@ -146,6 +166,7 @@ class SendGridTransport:
         self.timeout = timeout
         self._clock = clock
         self._activity_settle = activity_settle
+        self.track_opens = track_opens
         # batch key → when this process last put it on the wire (see lookup_batch)
         self._attempted: dict[str, float] = {}
 
@@ -160,6 +181,7 @@ class SendGridTransport:
             settings.sendgrid_api_key.get_secret_value(),
             host=settings.sendgrid_host,
             timeout=settings.sendgrid_timeout,
+            track_opens=settings.track_opens,
         )
 
     def __repr__(self) -> str:
@@ -178,7 +200,7 @@ class SendGridTransport:
         return min(self.max_batch, room)
 
     def payload_size(self, message: Message) -> int:
-        return len(_encode(build_payload(message)).encode())
+        return len(_encode(build_payload(message, track_opens=self.track_opens)).encode())
 
     def send(self, message: Message) -> SendResult:
         """POST the batch, less the recipients SendGrid cannot take (returned as refused).
@@ -195,7 +217,7 @@ class SendGridTransport:
             if not kept:
                 return SendResult(message_id=None, refused=refused)
             message = replace(message, recipients=kept)
-        body = _encode(build_payload(message))
+        body = _encode(build_payload(message, track_opens=self.track_opens))
         size = len(body.encode())
         if size > MAX_REQUEST_BYTES:
             raise PermanentError(

@@ -1,7 +1,8 @@
-"""Storage of SendGrid's webhook events: the events ledger and the suppressions they cause.
+"""Storage of SendGrid's webhook events: the events ledger, the suppressions and the opens.
 
 Bounces, drops, spam reports and unsubscribes are kept (once each, by provider id) and suppress
-their subscriber; `digest.web.webhooks` verifies a batch before it comes here.
+their subscriber; deliveries and deferrals are kept for the numbers; opens and clicks only when
+digest tracks them. `digest.web.webhooks` verifies a batch before it comes here.
 """
 
 from __future__ import annotations
@@ -15,19 +16,56 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from digest.config import Settings
+from digest.core.tracking import reader_key, tracking_key
 from digest.logs import get_logger, log_event
 from digest.store import subscribers as subscriber_store
 from digest.store.db import events, issues
+from digest.store.engagement import record_on
 
-__all__ = ["KEPT_EVENTS", "WebhookResult", "handle_events"]
+__all__ = [
+    "KEPT_EVENTS",
+    "SUPPRESSING_EVENTS",
+    "TRACKING_EVENTS",
+    "WebhookResult",
+    "handle_events",
+]
 
 log = get_logger(__name__)
 
 Suppression = Literal["unsubscribed", "bounced", "complained"]
 
-# The events digest acts on (and keeps); opens, clicks, deliveries and the like are not stored:
-# they would grow the table by the size of the list every week and change nothing.
-KEPT_EVENTS = frozenset({"bounce", "dropped", "spamreport", "unsubscribe", "group_unsubscribe"})
+# The events that suppress a subscriber; deliveries and deferrals are kept for `digest stats`
+# (not tracking: SendGrid reports them whatever digest tracks); opens and clicks are reader
+# behaviour and kept only when the matching DIGEST_TRACK_* is on (`TRACKING_EVENTS`).
+# Processed, spam-check and the like change nothing and are not kept.
+SUPPRESSING_EVENTS = frozenset(
+    {"bounce", "dropped", "spamreport", "unsubscribe", "group_unsubscribe"}
+)
+TRACKING_EVENTS = {"open": "track_opens", "click": "track_clicks"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tracking:
+    """What a batch may count, from the settings: which tracking events are kept, the
+    reader-key key (opens on only) and whether rows name the reader."""
+
+    kinds: frozenset[str] = frozenset()
+    key: bytes | None = None
+    per_reader: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings | None) -> _Tracking:
+        if settings is None:
+            return cls()
+        return cls(
+            kinds=frozenset(k for k, flag in TRACKING_EVENTS.items() if getattr(settings, flag)),
+            key=tracking_key(settings) if settings.track_opens else None,
+            per_reader=settings.tracking_detail == "per-reader",
+        )
+
+
+KEPT_EVENTS = SUPPRESSING_EVENTS | {"delivered", "deferred"} | frozenset(TRACKING_EVENTS)
 # SendGrid drops a message for reasons about the address (suppress it) or about the message
 # (spam content, an invalid header, a quota) — those say nothing about the subscriber.
 _DROP_REASONS: dict[str, Suppression] = {
@@ -44,7 +82,8 @@ class WebhookResult:
     stored: int  # new events written to the events table
     duplicates: int  # seen before (same sg_event_id): ignored
     suppressed: int  # subscribers whose status this batch changed
-    ignored: int  # events digest does not act on, or that name no address
+    ignored: int  # events digest does not act on (or does not track), or that name no address
+    counted: int = 0  # opens that counted a new reader (human or machine) into engagement
 
 
 def _suppression(event: Mapping[str, Any]) -> Suppression | None:
@@ -97,17 +136,25 @@ def _subscriber_id(conn: Connection, event: Mapping[str, Any]) -> int | None:
 
 
 def handle_events(
-    engine: Engine, batch: Iterable[Mapping[str, Any]], now: datetime
+    engine: Engine,
+    batch: Iterable[Mapping[str, Any]],
+    now: datetime,
+    *,
+    settings: Settings | None = None,
 ) -> WebhookResult:
-    """Store new suppression events (deduplicated by `sg_event_id`) and mark their subscribers.
+    """Store new events (deduplicated by `sg_event_id`), mark suppressed subscribers and count
+    opens into engagement when `settings.track_opens` (settings None: digest's defaults, which
+    track nothing — deliveries and suppressions only).
 
     Idempotent: SendGrid re-posts a batch it did not see acknowledged, and a re-posted event
-    changes nothing. Two deliveries racing on one event are settled by the unique provider id.
+    changes nothing — an open is counted in the transaction that stores its event, so it is
+    counted exactly when its event is new. Two deliveries racing on one event are settled by
+    the unique provider id.
     """
     items = [dict(e) for e in batch if isinstance(e, Mapping) and _storable(e)]
     for attempt in range(2):
         try:
-            return _handle(engine, items, now)
+            return _handle(engine, _Tracking.of(settings), items, now)
         except IntegrityError:
             if attempt:  # pragma: no cover - a third copy racing in is not worth a loop
                 raise
@@ -125,8 +172,10 @@ def _storable(event: Mapping[str, Any]) -> bool:
     return True
 
 
-def _handle(engine: Engine, items: list[dict[str, Any]], now: datetime) -> WebhookResult:
-    stored = duplicates = suppressed = ignored = 0
+def _handle(
+    engine: Engine, tracking: _Tracking, items: list[dict[str, Any]], now: datetime
+) -> WebhookResult:
+    stored = duplicates = suppressed = ignored = counted = 0
     with engine.begin() as conn:
         ids = [str(e["sg_event_id"]) for e in items if e.get("sg_event_id")]
         known = set(
@@ -135,7 +184,8 @@ def _handle(engine: Engine, items: list[dict[str, Any]], now: datetime) -> Webho
         weeks: dict[str, int | None] = {}
         for event in items:
             kind = event.get("event")
-            if kind not in KEPT_EVENTS or not isinstance(event.get("email"), str):
+            kept = kind in tracking.kinds or (kind in KEPT_EVENTS and kind not in TRACKING_EVENTS)
+            if not kept or not isinstance(event.get("email"), str):
                 ignored += 1
                 continue
             provider_id = str(event["sg_event_id"])[:200] if event.get("sg_event_id") else None
@@ -148,20 +198,27 @@ def _handle(engine: Engine, items: list[dict[str, Any]], now: datetime) -> Webho
                 weeks[week] = conn.execute(
                     select(issues.c.id).where(issues.c.week == week)
                 ).scalar_one_or_none()
+            issue_id = weeks.get(week) if isinstance(week, str) else None
+            occurred_at = _occurred_at(event, now)
+            # An open or a click is reader behaviour: its row names the reader only when
+            # per-reader detail was chosen (deliveries and suppressions always do).
+            named = kind not in TRACKING_EVENTS or tracking.per_reader
             conn.execute(
                 insert(events).values(
                     provider_id=provider_id,
-                    subscriber_id=subscriber_id,
-                    issue_id=weeks.get(week) if isinstance(week, str) else None,
+                    subscriber_id=subscriber_id if named else None,
+                    issue_id=issue_id,
                     kind=str(kind)[:32],
                     detail=_detail(event),
-                    occurred_at=_occurred_at(event, now),
+                    occurred_at=occurred_at,
                     received_at=now,
                 )
             )
             if provider_id is not None:
                 known.add(provider_id)
             stored += 1
+            if kind == "open" and tracking.key is not None and issue_id is not None:
+                counted += _count_open(conn, event, tracking, issue_id, subscriber_id, occurred_at)
             status = _suppression(event)
             if status is None or subscriber_id is None:
                 continue
@@ -176,4 +233,38 @@ def _handle(engine: Engine, items: list[dict[str, Any]], now: datetime) -> Webho
                     status=after.status,
                     event=kind,
                 )
-    return WebhookResult(len(items), stored, duplicates, suppressed, ignored)
+    return WebhookResult(len(items), stored, duplicates, suppressed, ignored, counted)
+
+
+def _count_open(
+    conn: Connection,
+    event: Mapping[str, Any],
+    tracking: _Tracking,
+    issue_id: int,
+    subscriber_id: int | None,
+    at: datetime,
+) -> int:
+    """Count a SendGrid open into engagement: 1 when it made a new (reader, machine?) row.
+
+    `sg_machine_open` is SendGrid's word that a machine fetched the pixel (Apple Mail Privacy
+    Protection prefetching every image): counted as `opens_machine`, never as the reader. An
+    open of a reader who opted out is not counted (their mail carries no pixel; one that comes
+    anyway is a forwarded copy or an old mail).
+    """
+    if subscriber_id is None or tracking.key is None:
+        return 0
+    reader = subscriber_store.get_subscriber(conn, subscriber_id)
+    if reader is None or reader.tracking_opt_out:
+        return 0
+    machine = event.get("sg_machine_open")
+    new = record_on(
+        conn,
+        issue_id=issue_id,
+        kind="open",
+        link_index=-1,
+        reader_key=reader_key(tracking.key, issue_id, subscriber_id),
+        machine=machine is True or str(machine).lower() == "true",
+        subscriber_id=subscriber_id if tracking.per_reader else None,
+        now=at,
+    )
+    return int(new)

@@ -31,7 +31,7 @@ from digest.model.subscriber import (
     outcome,
     reported,
 )
-from digest.store.db import subscribers
+from digest.store.db import engagement, subscribers
 
 __all__ = [
     "OptIn",
@@ -260,12 +260,15 @@ def erase(engine: Engine, email_or_id: str | int) -> bool:
     """Delete a subscriber and their personal data (GDPR erase); False when there was none.
 
     The delivery ledger and events keep their rows with `subscriber_id` set to NULL (the
-    foreign keys say ON DELETE SET NULL), so counts survive without anyone's address.
+    foreign keys say ON DELETE SET NULL), so counts survive without anyone's address; per-reader
+    engagement rows (DIGEST_TRACKING_DETAIL=per-reader) are a history of the reader and go.
     """
     found = get_subscriber(engine, email_or_id)
     if found is None:
         return False
     with engine.begin() as conn:
+        # Aggregate rows carry no subscriber id (and their keyed hash leads to no one): they stay.
+        conn.execute(delete(engagement).where(engagement.c.subscriber_id == found.id))
         conn.execute(delete(subscribers).where(subscribers.c.id == found.id))
     return True
 

@@ -1,7 +1,8 @@
 """SendGrid's Event Webhook route: checks a batch's ECDSA signature, then hands it to the store.
 
-Whenever a public key is configured, an unsigned or forged batch changes nothing (403);
-`digest.store.events` keeps the events and suppresses their subscribers.
+Whenever a public key is configured, an unsigned or forged batch changes nothing (403); in
+production without a key every batch is refused (it could be anyone's). `digest.store.events`
+keeps the events, suppresses their subscribers and counts opens.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from digest.store.db import utcnow
 from digest.store.events import handle_events
 from digest.web.deps import EngineDep, SettingsDep
 
-__all__ = ["MAX_BODY_BYTES", "router", "verify_signature"]
+__all__ = ["MAX_BODY_BYTES", "NO_KEY_IN_PRODUCTION", "router", "verify_signature"]
 
 log = get_logger(__name__)
 
@@ -32,6 +33,11 @@ router = APIRouter()
 
 # A ceiling of the route's own, whatever `max_webhook_request_bytes` allows.
 MAX_BODY_BYTES = 10 * 1024 * 1024
+NO_KEY_IN_PRODUCTION = (
+    "SendGrid webhook posts are refused: DIGEST_ENVIRONMENT is production and no verification "
+    "key is configured. In SendGrid, Settings → Mail Settings → Event Webhook, enable Signed "
+    "Event Webhook Requests and set DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY to the public key shown."
+)
 
 
 @lru_cache(maxsize=4)
@@ -65,6 +71,11 @@ async def sendgrid_events(
     if len(body) > MAX_BODY_BYTES:
         return JSONResponse({"error": "payload too large"}, status_code=413)
     public_key = settings.sendgrid_webhook_public_key
+    if not public_key and settings.environment == "production":
+        # Unsigned posts could suppress any reader and invent opens; in development (a local
+        # test of the webhook) they are still taken.
+        log_event(log, "webhook_key_missing", level=logging.ERROR)
+        return JSONResponse({"error": NO_KEY_IN_PRODUCTION}, status_code=403)
     if public_key:
         try:
             _verifier(public_key.strip())
@@ -82,7 +93,7 @@ async def sendgrid_events(
         return JSONResponse({"error": "body is not JSON"}, status_code=400)
     if not isinstance(batch, list):
         return JSONResponse({"error": "expected a JSON array of events"}, status_code=400)
-    result = await run_in_threadpool(handle_events, engine, batch, utcnow())
+    result = await run_in_threadpool(handle_events, engine, batch, utcnow(), settings=settings)
     log_event(
         log,
         "webhook_events",
@@ -90,6 +101,7 @@ async def sendgrid_events(
         stored=result.stored,
         duplicates=result.duplicates,
         suppressed=result.suppressed,
+        counted=result.counted,
     )
     return JSONResponse(
         {
