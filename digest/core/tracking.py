@@ -8,10 +8,12 @@ web's /r/<token> reads tokens with `read_click_token`, and both count with `read
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from html import unescape
 
 from digest.config import Settings
@@ -21,6 +23,7 @@ __all__ = [
     "ClickToken",
     "MarkedBodies",
     "click_marker",
+    "click_tokens",
     "is_scanner",
     "make_click_token",
     "mark_links",
@@ -34,6 +37,7 @@ __all__ = [
 # --------------------------------------------------------------------------- keys
 
 
+@lru_cache(maxsize=16)
 def _derive(secret: str) -> bytes:
     # A key of its own for engagement, so a click token or reader hash can never stand in for
     # an unsubscribe token (itsdangerous derives its own keys from the same secret).
@@ -107,14 +111,41 @@ def _mac(key: bytes, payload: bytes) -> bytes:
     return hmac.digest(key, b"click:" + payload, "sha256")[:_MAC_BYTES]
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _encode(raw: bytes) -> str:
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+
+
+@lru_cache(maxsize=16)
+def _heads(issue_id: int, links: int) -> tuple[bytes, ...]:
+    # The issue's and each link's part of the payload, encoded once per issue, not per reader.
+    if issue_id < 0 or links < 0:
+        raise ValueError("click token numbers cannot be negative")
+    return tuple(_varint(issue_id) + _varint(i) for i in range(links))
+
+
+def click_tokens(key: bytes, issue_id: int, links: int, subscriber_id: int) -> list[str]:
+    """`make_click_token` for each of an issue's `links` for one reader, in link order: the
+    send's per-reader work (one HMAC per link; the rest is encoded once)."""
+    if subscriber_id < 0:
+        raise ValueError("click token numbers cannot be negative")
+    reader = _varint(subscriber_id)
+    tokens = []
+    for head in _heads(issue_id, links):
+        payload = head + reader
+        tokens.append(_encode(payload + _mac(key, payload)))
+    return tokens
+
+
 def make_click_token(key: bytes, issue_id: int, link_index: int, subscriber_id: int) -> str:
     """The URL-safe token of /r/<token>: the three numbers as varints and their truncated MAC
-    (about 24 characters; one HMAC per reader and link, cheap enough for every send)."""
-    if min(issue_id, link_index, subscriber_id) < 0:
+    (about 20 characters)."""
+    if issue_id < 0 or link_index < 0 or subscriber_id < 0:
         raise ValueError("click token numbers cannot be negative")
     payload = _varint(issue_id) + _varint(link_index) + _varint(subscriber_id)
-    raw = payload + _mac(key, payload)
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return _encode(payload + _mac(key, payload))
 
 
 def read_click_token(keys: Sequence[bytes], token: str) -> ClickToken | None:

@@ -19,7 +19,7 @@ from digest.core.mails import PLACEHOLDERS, Message, Recipient
 from digest.core.tracking import (
     MarkedBodies,
     click_marker,
-    make_click_token,
+    click_tokens,
     mark_links,
     tracking_key,
 )
@@ -131,13 +131,18 @@ def click_substitutions(
         for i, written in marked.html_forms.items():
             values[click_marker(i, html=True)] = written
         return values
-    key, urls = tracking_key(settings), Urls.from_settings(settings)
-    values = {}
-    for i in range(len(issue.links)):
-        values[click_marker(i)] = urls.click(make_click_token(key, issue.id, i, subscriber_id))
+    key, prefix = tracking_key(settings), Urls.from_settings(settings).click("")
+    markers = _click_markers(len(issue.links))
+    tokens = click_tokens(key, issue.id, len(markers), subscriber_id)
+    values = {marker: prefix + token for marker, token in zip(markers, tokens, strict=True)}
     for i in marked.html_forms:
-        values[click_marker(i, html=True)] = values[click_marker(i)]
+        values[click_marker(i, html=True)] = values[markers[i]]
     return values
+
+
+@lru_cache(maxsize=8)
+def _click_markers(count: int) -> tuple[str, ...]:
+    return tuple(click_marker(i) for i in range(count))
 
 
 def _marked(settings: Settings, issue: IssueRecord) -> MarkedBodies | None:
