@@ -2,7 +2,7 @@
 
 python -m benchmarks                 # the full run (~5 minutes on 2 cores)
 python -m benchmarks --quick         # a smoke run (well under a minute)
-python -m benchmarks --only send     # or build, web; repeat --only to pick several
+python -m benchmarks --only send     # or build, web, tracking; repeat --only to pick several
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from benchmarks.build import BuildResult, run_build
 from benchmarks.common import REPO, FakeSendGrid, postgres_reachable
 from benchmarks.data import DEFAULT_SEED
 from benchmarks.send import SendResult, run_send
+from benchmarks.tracking import TrackingResult, run_tracking, tracking_table
 from benchmarks.web import WebResult, run_web
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -46,6 +47,7 @@ class Plan:
     web_runs: tuple[tuple[int, int], ...]  # (uvicorn workers, client connections)
     web_seconds: float
     web_warmup: float
+    tracking_sizes: tuple[int, ...] = ()
 
 
 FULL = Plan(
@@ -55,6 +57,7 @@ FULL = Plan(
     web_runs=((1, 4), (1, 8), (2, 8)),
     web_seconds=15.0,
     web_warmup=3.0,
+    tracking_sizes=(100_000,),
 )
 QUICK = Plan(
     sqlite_sizes=(10_000,),
@@ -63,6 +66,7 @@ QUICK = Plan(
     web_runs=((1, 8),),
     web_seconds=4.0,
     web_warmup=1.0,
+    tracking_sizes=(10_000,),
 )
 
 
@@ -71,6 +75,7 @@ class Report:
     send: list[SendResult] = field(default_factory=list)
     build: list[BuildResult] = field(default_factory=list)
     web: list[WebResult] = field(default_factory=list)
+    tracking: list[TrackingResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # (goal, met, measured, whether it is about correctness rather than speed)
     goals: list[tuple[str, bool, str, bool]] = field(default_factory=list)
@@ -307,6 +312,9 @@ def _scaling_table(report: Report) -> str:
 
 def _judge(report: Report, plan: Plan) -> None:
     goals = report.goals
+    for t in report.tracking:
+        problems = "; ".join(t.problems) or "every reader sent once, both ways"
+        goals.append((f"tracked send correct ({t.subscribers:,})", not t.problems, problems, True))
     for r in report.send:
         headline = r.subscribers == max(
             (s for s in (plan.sqlite_sizes if r.backend == "sqlite" else plan.postgres_sizes)),
@@ -395,7 +403,7 @@ def _judge(report: Report, plan: Plan) -> None:
 
 def _run(args: argparse.Namespace) -> Report:
     plan = QUICK if args.quick else FULL
-    only = set(args.only or ["send", "build", "web"])
+    only = set(args.only or ["send", "build", "web", "tracking"])
     report = Report()
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="digest-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -407,6 +415,14 @@ def _run(args: argparse.Namespace) -> Report:
     try:
         if "send" in only:
             _run_send(report, plan, workdir, args)
+        if "tracking" in only:
+            server = FakeSendGrid(workdir)
+            try:
+                for count in plan.tracking_sizes:
+                    _say(f"tracking: {count:,} subscribers on SQLite, clicks off then on …")
+                    report.tracking.append(run_tracking(workdir, server, count, seed=args.seed))
+            finally:
+                server.stop()
         if "build" in only:
             for terms in plan.glossary_sizes:
                 _say(f"build: {terms:,} terms …")
@@ -476,6 +492,9 @@ def _print(report: Report, seconds: float) -> None:
             "\nSend: `digest send` through the sendgrid client vs the floor (same rows, same server)"
         )
         _say(_send_table(report.send))
+    if report.tracking:
+        _say("\nTracking: `digest send` with DIGEST_TRACK_CLICKS off vs on (same issue and rows)")
+        _say(tracking_table(report.tracking))
     if report.build:
         _say(
             "\nBuild: cold load in a fresh process; warm = one week's build_site, as `digest build`"
@@ -549,6 +568,17 @@ def _json(report: Report) -> dict[str, Any]:
             }
             for w in report.web
         ],
+        "tracking": [
+            {
+                "subscribers": t.subscribers,
+                "links": t.links,
+                "off": child(t.off),
+                "on": child(t.on),
+                "ratio": t.ratio,
+                "problems": list(t.problems),
+            }
+            for t in report.tracking
+        ],
         "goals": [{"goal": g, "met": m, "measured": v} for g, m, v, _ in report.goals],
     }
 
@@ -559,7 +589,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument(
-        "--only", action="append", choices=["send", "build", "web"], help="run only these"
+        "--only",
+        action="append",
+        choices=["send", "build", "web", "tracking"],
+        help="run only these",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="synthetic data seed")
     parser.add_argument(

@@ -31,11 +31,12 @@ from sqlalchemy import Engine
 from digest.campaign.build import build_issue
 from digest.config import Settings, get_settings
 from digest.core.tokens import make_token
+from digest.core.tracking import make_click_token, tracking_key
 from digest.model.subscriber import Subscriber
 from digest.model.weeks import IsoWeek
 from digest.readers.signup import subscribe
 from digest.store import db
-from digest.store.issues import transition
+from digest.store.issues import get_issue, transition
 from digest.store.subscribers import add_confirmed, get_subscriber
 from digest.web import create_app
 from tests.test_scanner_safety import snapshot
@@ -444,8 +445,14 @@ def test_every_get_route_answers_head_with_the_same_status_and_headers_and_no_bo
         "/admin/subscribers": "/admin/subscribers",
         "/admin/subscribers/export.csv": "/admin/subscribers/export.csv",
     }
+    # A tracked link of the sent issue: a 303 to its stored target, for HEAD as for GET.
+    issue = get_issue(engine, sent_week)
+    assert issue is not None and issue.links
+    click = f"/r/{make_click_token(tracking_key(settings), issue.id, 0, ann.id)}"
     routes = set(get_routes(client.app))
-    assert routes == set(urls) | set(desk), "a new GET route: add a URL for it here"
+    assert routes == set(urls) | set(desk) | {"/r/{token}"}, (
+        "a new GET route: add a URL for it here"
+    )
     for url in desk.values():
         get = client.get(url, follow_redirects=False)
         head = client.head(url, follow_redirects=False)
@@ -459,6 +466,11 @@ def test_every_get_route_answers_head_with_the_same_status_and_headers_and_no_bo
         assert head.status_code == get.status_code, url
         assert without_nonce(head.headers) == without_nonce(get.headers), url
         assert head.content == b"", url
+    get = client.get(click, follow_redirects=False)
+    head = client.head(click, follow_redirects=False)
+    assert (get.status_code, head.status_code) == (303, 303)
+    assert without_nonce(head.headers) == without_nonce(get.headers)
+    assert head.headers["location"] == issue.links[0] and head.content == b""
     for url in ("/issues/2026-W30", "/confirm/forged"):  # a 404 and a 400 page alike
         assert client.head(url).status_code == client.get(url).status_code
     assert snapshot(engine) == before  # HEAD, like GET, changes nothing

@@ -22,6 +22,7 @@ from digest.core.feed import render_feed
 from digest.core.mails import PLACEHOLDERS, fill_markers
 from digest.core.render import RenderedIssue, archive_index, render_issue
 from digest.core.selection import Pick, PickSource, pick_featured, related_concepts
+from digest.core.tracking import tracked_links
 from digest.core.urls import Urls
 from digest.model.glossary import Glossary
 from digest.model.issue import FEATURED_STATES, IssueRecord
@@ -196,6 +197,9 @@ def build_issue(
         archive_html=rendered.archive_html,
         snapshot=snapshot,
         now=now,
+        # Always, tracking on or off: a redirect of this issue can only ever go to one of
+        # these, and switching DIGEST_TRACK_CLICKS on before the send needs no rebuild.
+        links=tracked_links(rendered.html, rendered.text),
     )
     # After the save: should this fail, the entry stays queued and is featured again, which is
     # better than a consumed entry that never went out. `consume` is idempotent.

@@ -79,6 +79,10 @@ class Urls:
             value += f", <mailto:{mailbox}?subject=unsubscribe>"
         return value
 
+    def click(self, token: str) -> str:
+        """A tracked link (DIGEST_TRACK_CLICKS): redirects to the issue's stored target."""
+        return f"{self.base_url}/r/{token}"
+
     # ------------------------------------------------------------------- the editors' desk
 
     def desk_issue(self, week: IsoWeek | str) -> str:

@@ -64,7 +64,11 @@ def not_paused(now: datetime) -> ColumnElement[bool]:
 def _page(conditions: list[ColumnElement[bool]], after: int, limit: int) -> Select[Any]:
     return (
         select(
-            subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.paused_until
+            subscribers.c.id,
+            subscribers.c.email,
+            subscribers.c.name,
+            subscribers.c.paused_until,
+            subscribers.c.tracking_opt_out,
         )
         .where(*conditions, subscribers.c.id > after)
         .order_by(subscribers.c.id)
@@ -76,7 +80,7 @@ def unclaimed_page(
     issue: IssueRecord, cutoff: datetime, after: int, limit: int, zones: Zones | None = None
 ) -> Select[Any]:
     """The next page (id > after) of readers with no ledger row for `issue` yet: (id, email,
-    name, paused_until). For a look at who is next (a sample, a plan), not for claiming."""
+    name, paused_until, tracking_opt_out). For a look at who is next (a sample, a plan), not for claiming."""
     return _page(_unclaimed_conditions(issue, cutoff, zones), after, limit)
 
 

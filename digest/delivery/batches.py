@@ -163,7 +163,7 @@ class BatchRun:
         rows = ledger.open_batch_rows(self.engine, self.issue, batch)
         if any(row[1] == "claimed" for row in rows):
             # The run that claimed it died between the provider and the ledger: ask.
-            claimed = ledger.recipients_of(self.settings, rows, "claimed")
+            claimed = ledger.recipients_of(self.settings, self.issue, rows, "claimed")
             try:
                 # Readers the transport refused (or would refuse) are settled first, by what
                 # the transport says of this batch: a lookup cannot speak for readers who were

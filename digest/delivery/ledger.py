@@ -21,7 +21,7 @@ from digest.core.headers import HeaderError
 from digest.core.mails import Recipient
 from digest.delivery.audience import claimed_between
 from digest.delivery.lease import LostLease
-from digest.delivery.personalise import subscriber_id, subscriber_recipient
+from digest.delivery.personalise import issue_recipient, subscriber_id
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
 from digest.store.db import deliveries, subscribers
@@ -48,8 +48,9 @@ __all__ = [
 log = get_logger("digest.delivery.ledger")
 
 # An open batch's row with its reader as stored now: (row id, row status, subscriber id, email,
-# name, subscriber status, paused_until); the reader's are None when they were erased.
-OpenRow = Row[Any, Any, Any, Any, Any, Any, Any]
+# name, subscriber status, paused_until, tracking_opt_out); the reader's are None when they
+# were erased.
+OpenRow = Row[Any, Any, Any, Any, Any, Any, Any, Any]
 
 
 def batch_key(issue: IssueRecord, batch: int, *, started_at: datetime | None = None) -> str:
@@ -119,6 +120,7 @@ def open_batch_rows(engine: Engine, issue: IssueRecord, batch: int) -> list[Open
                     subscribers.c.name,
                     subscribers.c.status,
                     subscribers.c.paused_until,
+                    subscribers.c.tracking_opt_out,
                 )
                 .select_from(deliveries.outerjoin(subscribers))
                 .where(
@@ -131,11 +133,14 @@ def open_batch_rows(engine: Engine, issue: IssueRecord, batch: int) -> list[Open
         )
 
 
-def recipients_of(settings: Settings, rows: Sequence[OpenRow], status: str) -> list[Recipient]:
-    """The readers of `open_batch_rows` whose row has `status`, as recipients (erased left out)."""
+def recipients_of(
+    settings: Settings, issue: IssueRecord, rows: Sequence[OpenRow], status: str
+) -> list[Recipient]:
+    """The readers of `open_batch_rows` whose row has `status`, as recipients of `issue`
+    (erased left out)."""
     return [
-        subscriber_recipient(settings, sid, email, name)
-        for _row_id, row_status, sid, email, name, _sub, _paused in rows
+        issue_recipient(settings, issue, sid, email, name, tracking_opt_out=opt_out)
+        for _row_id, row_status, sid, email, name, _sub, _paused, opt_out in rows
         if row_status == status and sid is not None
     ]
 
@@ -179,7 +184,7 @@ def claim_batch(
             if not found:
                 return None
             done = set(conn.execute(claimed_between(issue, found[0][0], found[-1][0])).scalars())
-            for sid, email, name, paused_until in found:
+            for sid, email, name, paused_until, opt_out in found:
                 if sid in done:
                     continue
                 status, error = "claimed", None
@@ -188,7 +193,11 @@ def claim_batch(
                     claimed.skipped += 1
                 else:
                     try:
-                        claimed.recipients.append(subscriber_recipient(settings, sid, email, name))
+                        claimed.recipients.append(
+                            issue_recipient(
+                                settings, issue, sid, email, name, tracking_opt_out=opt_out
+                            )
+                        )
                     except HeaderError as exc:
                         # A stored address no mail header can hold (a raw line break): final
                         # for this reader, and the rest of the batch goes on.
@@ -232,13 +241,15 @@ def reopen_batch(
     """
     skip: list[dict[str, Any]] = []
     recipients: list[Recipient] = []
-    for row_id, _status, sid, email, name, sub_status, paused_until in rows:
+    for row_id, _status, sid, email, name, sub_status, paused_until, opt_out in rows:
         if sid is None or sub_status != "active":
             skip.append({"row_id": row_id, "err": f"subscriber is {sub_status or 'erased'}"})
         elif paused_until is not None and paused_until > now:
             skip.append({"row_id": row_id, "err": f"paused until {paused_until.isoformat()}"})
         else:
-            recipients.append(subscriber_recipient(settings, sid, email, name))
+            recipients.append(
+                issue_recipient(settings, issue, sid, email, name, tracking_opt_out=opt_out)
+            )
     with engine.begin() as conn:
         if skip:
             conn.execute(

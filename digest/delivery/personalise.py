@@ -7,7 +7,8 @@ the welcome mail all carry the same unsubscribe and preference links as the real
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from sqlalchemy import Engine
 
@@ -15,6 +16,14 @@ from digest.config import Settings
 from digest.core import reader_links as subscriber_links
 from digest.core.headers import safe_display_name
 from digest.core.mails import PLACEHOLDERS, Message, Recipient
+from digest.core.tracking import (
+    MarkedBodies,
+    click_marker,
+    click_tokens,
+    mark_links,
+    tracking_key,
+)
+from digest.core.urls import Urls
 from digest.model.issue import IssueRecord
 from digest.model.weeks import IsoWeek
 from digest.store.issues import get_issue
@@ -22,7 +31,9 @@ from digest.store.issues import get_issue
 __all__ = [
     "SENDABLE",
     "SendError",
+    "click_substitutions",
     "issue_message",
+    "issue_recipient",
     "sendable_issue",
     "subscriber_id",
     "subscriber_recipient",
@@ -49,11 +60,17 @@ def sendable_issue(engine: Engine, week: IsoWeek) -> IssueRecord:
 
 
 def subscriber_recipient(
-    settings: Settings, subscriber_id: int, email: str, name: str | None
+    settings: Settings,
+    subscriber_id: int,
+    email: str,
+    name: str | None,
+    *,
+    extra: Mapping[str, str] | None = None,
 ) -> Recipient:
     """A subscriber as a recipient of any list mail (the weekly issue, the welcome mail): their
     own unsubscribe and preference links in the placeholders, and RFC 8058 one-click headers.
 
+    `extra`: more markers of this mail (an issue's click links, `issue_recipient`).
     Raises HeaderError for an address no mail header can hold; the send records that reader
     refused and goes on with the rest.
     """
@@ -74,6 +91,7 @@ def subscriber_recipient(
             PLACEHOLDERS["preferences_url"]: preferences_url,
             PLACEHOLDERS["name"]: name or "",
             PLACEHOLDERS["name_html"]: html.escape(name or ""),
+            **(extra or {}),
         },
         # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" to the https URL.
         headers={
@@ -82,6 +100,63 @@ def subscriber_recipient(
         },
         custom_args={"subscriber_id": str(subscriber_id)},
     )
+
+
+def issue_recipient(
+    settings: Settings,
+    issue: IssueRecord,
+    subscriber_id: int,
+    email: str,
+    name: str | None,
+    *,
+    tracking_opt_out: bool,
+) -> Recipient:
+    """A reader of `issue`'s weekly mail: `subscriber_recipient` with the issue's click links
+    (`click_substitutions`). Raises HeaderError as that does."""
+    clicks = click_substitutions(settings, issue, subscriber_id, tracked=not tracking_opt_out)
+    return subscriber_recipient(settings, subscriber_id, email, name, extra=clicks)
+
+
+def click_substitutions(
+    settings: Settings, issue: IssueRecord, subscriber_id: int, *, tracked: bool
+) -> dict[str, str]:
+    """The values of `issue`'s click markers for one reader: their own /r/<token> per link when
+    `tracked`, else each link's own target, so their mail is the untracked one byte for byte.
+    Empty when the issue's mail carries no markers (tracking off, or an issue without links)."""
+    marked = _marked(settings, issue)
+    if marked is None or issue.links is None:
+        return {}
+    if not tracked:
+        values = {click_marker(i): link for i, link in enumerate(issue.links)}
+        for i, written in marked.html_forms.items():
+            values[click_marker(i, html=True)] = written
+        return values
+    key, prefix = tracking_key(settings), Urls.from_settings(settings).click("")
+    markers = _click_markers(len(issue.links))
+    tokens = click_tokens(key, issue.id, len(markers), subscriber_id)
+    values = {marker: prefix + token for marker, token in zip(markers, tokens, strict=True)}
+    for i in marked.html_forms:
+        values[click_marker(i, html=True)] = values[markers[i]]
+    return values
+
+
+@lru_cache(maxsize=8)
+def _click_markers(count: int) -> tuple[str, ...]:
+    return tuple(click_marker(i) for i in range(count))
+
+
+def _marked(settings: Settings, issue: IssueRecord) -> MarkedBodies | None:
+    """`issue`'s mail with its tracked links as markers, or None when no link is tracked: click
+    tracking off (the mail goes as built), or an issue built without links."""
+    if not settings.track_clicks or not issue.links or issue.html is None or issue.text is None:
+        return None
+    return _marked_bodies(issue.html, issue.text, issue.links)
+
+
+@lru_cache(maxsize=8)
+def _marked_bodies(html: str, text: str, links: tuple[str, ...]) -> MarkedBodies:
+    # Once per issue, not per batch or reader: a send asks for every recipient.
+    return mark_links(html, text, links)
 
 
 def issue_message(
@@ -96,13 +171,17 @@ def issue_message(
     which no ledger batch stands behind)."""
     if issue.html is None or issue.text is None or issue.subject is None:
         raise SendError(f"issue {issue.week} has no rendered content; build it first")
+    body_html, body_text = issue.html, issue.text
+    marked = _marked(settings, issue)
+    if marked is not None:
+        body_html, body_text = marked.html, marked.text
     custom_args = {"issue_week": str(issue.week)}
     if key is not None:
         custom_args["batch_key"] = key
     return Message(
         subject=subject_prefix + issue.subject,
-        html=issue.html,
-        text=issue.text,
+        html=body_html,
+        text=body_text,
         recipients=recipients,
         from_email=settings.sender_email,
         from_name=settings.sender_name,

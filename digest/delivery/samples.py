@@ -22,8 +22,8 @@ from digest.delivery.ledger import batch_key, count_rows
 from digest.delivery.personalise import (
     SendError,
     issue_message,
+    issue_recipient,
     sendable_issue,
-    subscriber_recipient,
 )
 from digest.delivery.transport import SendResult, Transport
 from digest.model.weeks import IsoWeek
@@ -66,7 +66,8 @@ def plan_send(
     first_bytes = 0
     if rows:
         recipients = [
-            subscriber_recipient(settings, sid, email, name) for sid, email, name, _ in rows
+            issue_recipient(settings, issue, sid, email, name, tracking_opt_out=opt_out)
+            for sid, email, name, _paused, opt_out in rows
         ]
         # A stand-in key of the real key's length, so the size is the real one.
         key = batch_key(issue, 1, started_at=cutoff)
@@ -97,13 +98,16 @@ def sample_message(
     with engine.connect() as conn:
         page = conn.execute(unclaimed_page(issue, cutoff, 0, limit).where(not_paused(now))).all()
     recipients = []
-    for sid, email, name, _paused in page:
+    for sid, email, name, _paused, opt_out in page:
         # A stored address no header can hold is refused by the send for that reader alone;
         # it is no fault of the issue, so it is left out of the sample rather than failing it.
         with contextlib.suppress(HeaderError):
-            recipients.append(subscriber_recipient(settings, sid, email, name))
+            recipients.append(
+                issue_recipient(settings, issue, sid, email, name, tracking_opt_out=opt_out)
+            )
     if not recipients:
-        recipients = [subscriber_recipient(settings, 0, "sample@example.org", "Sample Reader")]
+        stand_in = (0, "sample@example.org", "Sample Reader")
+        recipients = [issue_recipient(settings, issue, *stand_in, tracking_opt_out=False)]
     return issue_message(settings, issue, recipients, batch_key(issue, 1, started_at=cutoff))
 
 
@@ -131,7 +135,9 @@ def send_test(
             )
         ).first()
     sid, name = (int(row[0]), row[1]) if row else (0, None)
-    recipient = subscriber_recipient(settings, sid, email, name)
+    # Untracked: an editor's test click must not count as a reader's (the links go straight
+    # to their targets; `digest check` looks at the tracked ones).
+    recipient = issue_recipient(settings, issue, sid, email, name, tracking_opt_out=True)
     message = issue_message(settings, issue, [recipient], None, subject_prefix="[TEST] ")
     result = transport.send(message)
     if result.refused:

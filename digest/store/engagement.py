@@ -111,14 +111,19 @@ def record_on(
     return int(conn.execute(stmt).scalar_one()) == 1
 
 
-def last_click_at(engine: Engine, issue_id: int, reader_key: str) -> datetime | None:
+def last_click_at(
+    engine: Engine, issue_id: int, reader_key: str, *, other_than: int | None = None
+) -> datetime | None:
     """When this reader's links in this issue were last fetched (human or machine): the click
-    burst rule compares a new click with it."""
+    burst rule compares a new click with it. `other_than`: leave that link's clicks out (a
+    reader clicking one link twice is no burst of links)."""
     query = select(func.max(engagement.c.last_at)).where(
         engagement.c.issue_id == issue_id,
         engagement.c.kind == "click",
         engagement.c.reader_key == reader_key,
     )
+    if other_than is not None:
+        query = query.where(engagement.c.link_index != other_than)
     with engine.connect() as conn:
         found: datetime | None = conn.execute(query).scalar_one_or_none()
         return found

@@ -33,6 +33,7 @@ __all__ = [
     "featured_history",
     "get_issue",
     "hold_issue",
+    "issue_links",
     "lease_holder",
     "list_issues",
     "release_send",
@@ -78,6 +79,15 @@ def get_issue(engine: Engine | Connection, week: IsoWeek) -> IssueRecord | None:
     return _record(row) if row else None
 
 
+def issue_links(engine: Engine | Connection, issue_id: int) -> tuple[str, ...] | None:
+    """The tracked link targets stored with the issue `issue_id` (None: no such issue, or
+    built without them): what /r/<token> may redirect to, read without the issue's content."""
+    row = _execute(engine, select(issues.c.links).where(issues.c.id == issue_id)).first()
+    if row is None or not isinstance(row[0], list):
+        return None
+    return tuple(str(link) for link in row[0])
+
+
 def list_issues(
     engine: Engine | Connection,
     statuses: Sequence[str] | None = None,
@@ -120,8 +130,12 @@ def save_built(
     archive_html: str,
     snapshot: Snapshot,
     now: datetime,
+    links: Sequence[str] | None = None,
 ) -> IssueRecord:
     """Store a built issue (create it, or rebuild one that has not started sending).
+
+    `links`: the mail's tracked link targets (`core.tracking.tracked_links`), the only places a
+    click token of this issue redirects to; None stores none (nothing of it can be tracked).
 
     A rebuild withdraws the issue's approval: the content an editor approved is replaced. The
     subject and preheader overrides are left as they are; the build has rendered with them.
@@ -138,6 +152,7 @@ def save_built(
         "text": text,
         "archive_html": archive_html,
         "snapshot": snapshot,
+        "links": None if links is None else list(links),
         "built_at": now,
         "updated_at": now,
         "approved_at": None,

@@ -25,6 +25,7 @@ from digest.web.desk import IMPORT_PATH, MAX_IMPORT_BYTES, install_desk
 from digest.web.limits import DeclaredBodyLimit, SecurityHeaders, allowed_methods, too_large
 from digest.web.pages import router as pages_router
 from digest.web.preferences import router as preferences_router
+from digest.web.redirects import router as redirects_router
 from digest.web.views import BadLink, bad_link, message
 from digest.web.webhooks import router as webhook_router
 
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = MovingWindowRateLimiter(MemoryStorage())
     app.include_router(pages_router, max_body_size=settings.max_request_bytes)
     app.include_router(preferences_router, max_body_size=settings.max_request_bytes)
+    app.include_router(redirects_router, max_body_size=settings.max_request_bytes)
     install_desk(app, settings)
     _add_error_pages(app)
     # The webhook takes batches up to `max_webhook_request_bytes`, not the pages' limit.

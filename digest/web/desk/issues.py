@@ -24,7 +24,7 @@ from digest.core.checks import QualityError
 from digest.core.mails import fill_markers
 from digest.core.render import RenderError
 from digest.delivery import make_transport
-from digest.delivery.personalise import SendError, issue_message, subscriber_recipient
+from digest.delivery.personalise import SendError, issue_message, issue_recipient
 from digest.model.issue import IssueRecord
 from digest.model.weeks import IsoWeek, current_week, parse_week
 from digest.store import audit, db
@@ -48,7 +48,8 @@ _SAMPLE = ("sample@example.org", "Sample Reader")
 
 def preview_html(settings: Settings, issue: IssueRecord) -> str:
     """The issue's HTML as the send builds it for one (stand-in) reader, links filled in."""
-    reader = subscriber_recipient(settings, 0, *_SAMPLE)
+    # Untracked: an editor's click in the preview must not count as a reader's.
+    reader = issue_recipient(settings, issue, 0, *_SAMPLE, tracking_opt_out=True)
     message = issue_message(settings, issue, [reader], None)
     return fill_markers(message.html, reader.substitutions)
 
