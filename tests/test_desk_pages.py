@@ -281,6 +281,7 @@ def test_every_desk_page_answers_head_like_get_and_neither_changes_anything(sett
             "/admin/terms/{slug}": "/admin/terms/transformer",
             "/admin/subscribers": "/admin/subscribers?q=reader",
             "/admin/subscribers/export.csv": "/admin/subscribers/export.csv",
+            "/admin/stats": "/admin/stats",
         }
         assert {r for r in get_routes(client.app) if r.startswith("/admin")} == set(urls)
         before = len(audit.recent(engine, limit=100))

@@ -164,7 +164,8 @@ def render_mail(
 
 def base_context(settings: Settings) -> dict[str, Any]:
     """What every page and mail template sees, whatever else it shows: the site's name,
-    language and postal address, and its addresses (`urls`, and the common ones by name)."""
+    language and postal address, its addresses (`urls`, and the common ones by name) and what
+    it counts about readers (`tracking`), which every reader-facing page must say."""
     urls = Urls.from_settings(settings)
     return {
         "language": settings.language,
@@ -176,6 +177,13 @@ def base_context(settings: Settings) -> dict[str, Any]:
         "subscribe_url": urls.home(),
         "archive_index_url": urls.archive_index(),
         "feed_url": urls.feed(),
+        # What readers are told about counting (templates/tracking.j2, docs/engagement.md).
+        "tracking": {
+            "on": settings.track_clicks or settings.track_opens,
+            "clicks": settings.track_clicks,
+            "opens": settings.track_opens,
+            "per_reader": settings.tracking_detail == "per-reader",
+        },
     }
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "pause",
     "resume",
     "send_welcome",
+    "set_tracking",
     "unsubscribe",
     "update_profile",
     "welcome_mail",
@@ -111,6 +112,16 @@ def pause(engine: Engine, subscriber_id: int, weeks: int, *, now: datetime) -> S
 def resume(engine: Engine, subscriber_id: int, *, now: datetime) -> Subscriber:
     """End a pause now: the next issue comes as usual."""
     return _still_there(store.end_pause(engine, subscriber_id, now=now))
+
+
+def set_tracking(engine: Engine, subscriber_id: int, *, allow: bool, now: datetime) -> Subscriber:
+    """Say no to click and open tracking (`allow` False), or yes again.
+
+    Whatever the status, so a paused or pending reader's choice holds when their mails resume;
+    the issues built for them afterwards carry no rewritten link and no pixel. A mail already
+    sent keeps its links (they still redirect), but a click on it is the reader's own.
+    """
+    return _still_there(store.set_tracking_opt_out(engine, subscriber_id, not allow, now=now))
 
 
 def unsubscribe(engine: Engine, subscriber_id: int, *, now: datetime) -> Subscriber | None:

@@ -47,6 +47,7 @@ __all__ = [
     "release_confirmation",
     "search_subscribers",
     "set_profile",
+    "set_tracking_opt_out",
     "start_opt_in",
     "unsubscribe_subscriber",
 ]
@@ -295,6 +296,14 @@ def pause_until(
 def end_pause(engine: Engine, subscriber_id: int, *, now: datetime) -> Subscriber | None:
     """End a pause now, whatever the status; None when the subscriber is gone."""
     return _update(engine, subscriber_id, {"paused_until": None, "updated_at": now})
+
+
+def set_tracking_opt_out(
+    engine: Engine, subscriber_id: int, opt_out: bool, *, now: datetime
+) -> Subscriber | None:
+    """Say no (or yes again) to click and open tracking, whatever the status: the mails built
+    after this carry none. None when the subscriber is gone."""
+    return _update(engine, subscriber_id, {"tracking_opt_out": opt_out, "updated_at": now})
 
 
 # --------------------------------------------------------------------------- private

@@ -31,6 +31,12 @@ _ERASED = (
     "Thanks for reading."
 )
 
+# The form's two values and what the page says after each.
+_TRACKING_CHOICES = {
+    "refuse": "Saved: your mails from now on carry no tracking.",
+    "allow": "Saved: your mails may be counted again, as described below.",
+}
+
 
 async def _reader(  # async: no I/O of its own, so no trip to a worker thread
     found: Annotated[Subscriber | None, Depends(token_reader("preferences"))],
@@ -108,6 +114,23 @@ def preferences_resume(
     resumed = preferences.resume(engine, found.id, now=db.utcnow())
     notice = "Resumed: the next issue comes as usual."
     return _preferences(request, settings, token, resumed, notice=notice)
+
+
+@router.post("/preferences/{token}/tracking", response_class=HTMLResponse)
+def preferences_tracking(
+    request: Request,
+    token: str,
+    settings: SettingsDep,
+    engine: EngineDep,
+    found: _Reader,
+    tracking: Annotated[str, Form()] = "",
+) -> Response:
+    if tracking not in _TRACKING_CHOICES:
+        error = "Choose whether your mails may be counted (allow or refuse)."
+        return _preferences(request, settings, token, found, error=error)
+    allow = tracking == "allow"
+    saved = preferences.set_tracking(engine, found.id, allow=allow, now=db.utcnow())
+    return _preferences(request, settings, token, saved, notice=_TRACKING_CHOICES[tracking])
 
 
 @router.post("/preferences/{token}/unsubscribe", response_class=HTMLResponse)

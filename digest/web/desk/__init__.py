@@ -1,4 +1,4 @@
-"""The editors' desk at /admin/: login, dashboard, queue, issues, terms and subscribers.
+"""The editors' desk at /admin/: login, dashboard, queue, issues, terms, subscribers, numbers.
 
 `install_desk` adds its routers and its refusals (303 to login, 403) to the app; every page but the
 login needs a session, and every change a POST with the session's CSRF token (docs/desk.md).
@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from digest.config import Settings
-from digest.web.desk import dashboard, issues, login, queue, subscribers, terms
+from digest.web.desk import dashboard, issues, login, queue, stats, subscribers, terms
 from digest.web.desk.sending import SendRunner
 from digest.web.desk.subscribers import IMPORT_PATH, MAX_IMPORT_BYTES
 from digest.web.desk.views import install_error_pages
@@ -19,7 +19,7 @@ __all__ = ["IMPORT_PATH", "MAX_IMPORT_BYTES", "install_desk"]
 
 def install_desk(app: FastAPI, settings: Settings) -> None:
     """The desk's pages with the pages' body limit; the CSV import with its own, larger one."""
-    for module in (login, dashboard, queue, issues, terms, subscribers):
+    for module in (login, dashboard, queue, issues, terms, subscribers, stats):
         app.include_router(module.router, max_body_size=settings.max_request_bytes)
     app.include_router(subscribers.import_router, max_body_size=MAX_IMPORT_BYTES)
     install_error_pages(app)

@@ -37,6 +37,7 @@ _NAV = (
     ("issues", "Issues", "issues"),
     ("terms", "Terms", "terms"),
     ("subscribers", "Subscribers", "subscribers"),
+    ("stats", "Numbers", "stats"),
 )
 
 
