@@ -376,3 +376,34 @@ def test_the_fake_sendgrid_refuses_a_malformed_tracking_setting() -> None:
     assert check_mail_send(payload) == [
         ("tracking_settings.open_tracking", "The enable field must be a boolean.")
     ]
+
+
+@pytest.mark.parametrize(
+    ("track_opens", "pixels"), [(True, [False, True]), (False, [False, False])]
+)
+def test_a_weekly_batch_holding_an_opted_out_reader_goes_without_the_pixel(
+    settings_env: dict[str, str], engine: Engine, track_opens: bool, pixels: list[bool]
+) -> None:
+    """End to end: the reader's opt-out travels from the subscriber row through the audience
+    and the ledger to the Recipient, so the request that holds them asks SendGrid for no pixel
+    while the next batch, without them, keeps it (when DIGEST_TRACK_OPENS)."""
+    from digest.store.subscribers import set_tracking_opt_out
+
+    ids = seed_subscribers(engine, 4)
+    set_tracking_opt_out(engine, ids[1], True, now=NOW)
+    build_issue(engine)
+    settings = Settings(batch_size=2, track_opens=track_opens)
+    with SendGridTestServer() as server:
+        transport = SendGridTransport(
+            server.api_key, host=server.url, timeout=2, track_opens=track_opens
+        )
+        summary = send_issue(engine, settings, transport, WEEK, now=NOW)
+        payloads = list(server.state.payloads)
+
+    assert summary.sent == 4 and len(payloads) == 2
+    readers = [
+        {p["custom_args"]["subscriber_id"] for p in payload["personalizations"]}
+        for payload in payloads
+    ]
+    assert readers == [{str(ids[0]), str(ids[1])}, {str(ids[2]), str(ids[3])}]
+    assert [p["tracking_settings"]["open_tracking"]["enable"] for p in payloads] == pixels

@@ -66,11 +66,14 @@ def subscriber_recipient(
     name: str | None,
     *,
     extra: Mapping[str, str] | None = None,
+    tracking_opt_out: bool = False,
 ) -> Recipient:
     """A subscriber as a recipient of any list mail (the weekly issue, the welcome mail): their
     own unsubscribe and preference links in the placeholders, and RFC 8058 one-click headers.
 
     `extra`: more markers of this mail (an issue's click links, `issue_recipient`).
+    `tracking_opt_out`: the reader said no to tracking; it rides on the Recipient so the
+    transport asks its provider for no pixel in the request that holds them.
     Raises HeaderError for an address no mail header can hold; the send records that reader
     refused and goes on with the rest.
     """
@@ -99,6 +102,7 @@ def subscriber_recipient(
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
         custom_args={"subscriber_id": str(subscriber_id)},
+        tracking_opt_out=tracking_opt_out,
     )
 
 
@@ -114,7 +118,9 @@ def issue_recipient(
     """A reader of `issue`'s weekly mail: `subscriber_recipient` with the issue's click links
     (`click_substitutions`). Raises HeaderError as that does."""
     clicks = click_substitutions(settings, issue, subscriber_id, tracked=not tracking_opt_out)
-    return subscriber_recipient(settings, subscriber_id, email, name, extra=clicks)
+    return subscriber_recipient(
+        settings, subscriber_id, email, name, extra=clicks, tracking_opt_out=tracking_opt_out
+    )
 
 
 def click_substitutions(

@@ -62,7 +62,13 @@ def welcome_mail(
             "summary": term["summary"],
             "url": Urls.from_settings(settings).archive_page(latest[0].week),
         }
-    recipient = subscriber_recipient(settings, subscriber.id, subscriber.email, subscriber.name)
+    recipient = subscriber_recipient(
+        settings,
+        subscriber.id,
+        subscriber.email,
+        subscriber.name,
+        tracking_opt_out=subscriber.tracking_opt_out,
+    )
     return welcome_message(settings, subscriber, recipient, featured, now)
 
 
