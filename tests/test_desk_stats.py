@@ -116,3 +116,175 @@ def test_the_stats_page_shows_each_chart_with_its_table(settings_env, engine):
     rows = re.findall(r'<tr><th scope="row">([^<]+)</th><td>(\d+)</td>', table.group(0))
     assert len(rows) == 12
     assert rows[-1] == (str(current_week(now, get_settings().zone)), "1")
+
+
+# --------------------------------------------------------------------------- engagement
+
+
+RELATED_URL = "https://glossary.example.org/terms/transformer/"
+OTHER_URL = "https://arxiv.org/abs/1706.03762"
+
+
+def _sent(engine, tmp_path, ids, week, *, category, difficulty, now):
+    """`week` built with two tracked links (a related concept's page and a paper) and a
+    snapshot naming its term's category and difficulty, then sent to `ids` through the outbox,
+    every mail delivered."""
+    from sqlalchemy import update
+
+    from digest.config import Settings
+    from digest.delivery.outbox import OutboxTransport
+    from digest.delivery.runner import send_issue
+    from digest.store.events import handle_events
+    from digest.store.issues import get_issue
+    from tests.sending import build_issue
+
+    build_issue(engine, week)
+    snapshot = {
+        "week": str(week),
+        "term": {
+            "slug": "attention",
+            "title": "Attention",
+            "category": category,
+            "difficulty": difficulty,
+            "url": "https://glossary.example.org/terms/attention/",
+        },
+        "related": [{"slug": "transformer", "title": "Transformer", "url": RELATED_URL}],
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            update(db.issues)
+            .where(db.issues.c.week == str(week))
+            .values(links=[RELATED_URL, OTHER_URL], snapshot=snapshot)
+        )
+    outbox = OutboxTransport(tmp_path / str(week), clock=db.utcnow)
+    assert send_issue(engine, Settings(), outbox, week, now=now).sent == len(ids)
+    delivered = [
+        {
+            "email": f"reader{n}@example.org",
+            "event": "delivered",
+            "timestamp": int(now.timestamp()),
+            "sg_event_id": f"{week}-d{n}",
+            "issue_week": str(week),
+            "subscriber_id": str(sid),
+        }
+        for n, sid in enumerate(ids)
+    ]
+    handle_events(engine, delivered, now)
+    issue = get_issue(engine, week)
+    assert issue is not None
+    return issue
+
+
+def _engaged(engine, issue, ids, rows, now):
+    """Count (reader n, kind, link index, machine?) rows as the redirect and webhook do."""
+    from digest.config import get_settings
+    from digest.core.tracking import reader_key, tracking_key
+    from digest.store import engagement as engagement_store
+
+    key = tracking_key(get_settings())
+    for n, kind, index, machine in rows:
+        engagement_store.record(
+            engine,
+            issue_id=issue.id,
+            kind=kind,
+            link_index=index,
+            reader_key=reader_key(key, issue.id, ids[n]),
+            machine=machine,
+            subscriber_id=None,
+            now=now,
+        )
+
+
+def _seed_engagement(engine, tmp_path):
+    """W10 (architecture, intermediate): 4 delivered, 2 human opens and 1 machine open, human
+    clicks by reader 0 (the related concept) and reader 1 (the paper), a scanner on link 0:
+    open 50 %, click 50 %. W11 (architecture, basics): 4 delivered, no open, reader 3 clicks
+    the paper: open 0 %, click 25 %."""
+    from tests.sending import NOW, WEEK, seed_subscribers
+
+    ids = seed_subscribers(engine, 4)
+    first = _sent(engine, tmp_path, ids, WEEK, category="architecture",
+                  difficulty="intermediate", now=NOW)  # fmt: skip
+    later = NOW + timedelta(days=7)
+    second = _sent(engine, tmp_path, ids, WEEK + 1, category="architecture",
+                   difficulty="basics", now=later)  # fmt: skip
+    _engaged(
+        engine,
+        first,
+        ids,
+        [(0, "open", -1, False), (1, "open", -1, False), (2, "open", -1, True),
+         (0, "click", 0, False), (1, "click", 1, False), (2, "click", 0, True)],
+        NOW + timedelta(hours=1),
+    )  # fmt: skip
+    _engaged(engine, second, ids, [(3, "click", 1, False)], later + timedelta(hours=1))
+    return ids
+
+
+def _rows(page_text, table_id):
+    table = re.search(rf'<table id="{table_id}".*?</table>', page_text, re.S)
+    assert table is not None, table_id
+    found = []
+    for head, cells in re.findall(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', table.group(0)):
+        row = (head, *re.findall(r"<td>(.*?)</td>", cells))
+        found.append(tuple(re.sub(r"<[^>]+>", "", cell).strip() for cell in row))
+    return found
+
+
+def test_an_issue_page_shows_its_funnel_and_clicks_per_concept_with_tables(
+    settings_env, engine, tmp_path
+):
+    make_editor(engine)
+    _seed_engagement(engine, tmp_path)
+    with desk_client(track_opens=True, track_clicks=True) as client:
+        log_in(client)
+        page = client.get("/admin/issues/2026-W10")
+        unsent = client.get("/admin/issues/2026-W12")
+
+    assert page.status_code == 200
+    assert _rows(page.text, "funnel-table") == [
+        ("delivered", "4"),
+        ("opened", "2 (50.0%)"),  # the machine open apart
+        ("clicked", "2 (50.0%)"),  # the scanner apart
+    ]
+    # the related concept by its name, any other target by its URL
+    assert _rows(page.text, "links-table") == [("Transformer", "1"), (OTHER_URL, "1")]
+    assert page.text.count('<svg class="chart"') == 2  # the funnel and the links
+    assert unsent.status_code == 200 and 'id="numbers"' not in unsent.text
+
+
+def test_the_stats_page_shows_rates_per_issue_and_by_category_and_difficulty(
+    settings_env, engine, tmp_path
+):
+    make_editor(engine)
+    _seed_engagement(engine, tmp_path)
+    with desk_client(track_opens=True, track_clicks=True) as client:
+        log_in(client)
+        page = client.get("/admin/stats")
+
+    assert page.status_code == 200
+    assert _rows(page.text, "rates-table") == [
+        ("2026-W10", "50.0%", "50.0%"),
+        ("2026-W11", "0.0%", "25.0%"),
+    ]
+    assert _rows(page.text, "by-category-table") == [("architecture", "2", "37.5%")]
+    assert _rows(page.text, "by-difficulty-table") == [
+        ("intermediate", "1", "50.0%"),
+        ("basics", "1", "25.0%"),
+    ]
+    assert page.text.count('<svg class="chart"') == 5
+
+
+def test_rates_digest_did_not_track_show_as_unknown_not_zero(settings_env, engine, tmp_path):
+    make_editor(engine)
+    _seed_engagement(engine, tmp_path)
+    with desk_client(track_opens=False, track_clicks=False) as client:
+        log_in(client)
+        stats = client.get("/admin/stats")
+        issue = client.get("/admin/issues/2026-W11")
+
+    # W10 has counted opens and clicks (from when tracking was on); W11 counted no open.
+    assert _rows(stats.text, "rates-table") == [
+        ("2026-W10", "50.0%", "50.0%"),
+        ("2026-W11", "—", "25.0%"),
+    ]
+    assert _rows(issue.text, "funnel-table")[1] == ("opened", "not tracked")

@@ -16,7 +16,7 @@ from digest.model.weeks import IsoWeek
 from digest.store.engagement import issue_numbers
 from digest.store.issues import get_issue, list_issues
 
-__all__ = ["RECENT_ISSUES", "StatsError", "issue_stats", "recent_stats"]
+__all__ = ["RECENT_ISSUES", "StatsError", "issue_stats", "recent_issue_stats", "recent_stats"]
 
 # How many issues `digest stats` shows without --week.
 RECENT_ISSUES = 12
@@ -43,16 +43,26 @@ def recent_stats(
     engine: Engine, settings: Settings, limit: int = RECENT_ISSUES
 ) -> list[dict[str, Any]]:
     """The numbers of the last `limit` issues that went out, newest first."""
+    return [stats for _issue, stats in recent_issue_stats(engine, settings, limit)]
+
+
+def recent_issue_stats(
+    engine: Engine, settings: Settings, limit: int = RECENT_ISSUES
+) -> list[tuple[IssueRecord, dict[str, Any]]]:
+    """`recent_stats` with each issue beside its numbers, for views that also read the
+    issue's snapshot (the desk's engagement by category and difficulty)."""
     sent = [i for i in list_issues(engine, _SENT_STATES) if i.send_started_at is not None]
-    return [_stats(engine, settings, issue) for issue in sent[:limit]]
+    return [(issue, _stats(engine, settings, issue)) for issue in sent[:limit]]
 
 
 def _stats(engine: Engine, settings: Settings, issue: IssueRecord) -> dict[str, Any]:
     numbers = issue_numbers(engine, issue.id)
-    # Opens are known only with open tracking (or from when it was on), clicks only for an
-    # issue built with click tracking (it has tracked links): otherwise the rate is unknown.
+    # Opens are known only with open tracking (or from when it was on), clicks only with click
+    # tracking (or from when it was on) and for an issue with tracked links: every build
+    # stores its links, so links alone do not say clicks were counted. Otherwise unknown.
     if not settings.track_opens and not (numbers["opens_unique"] or numbers["opens_machine"]):
         numbers["open_rate"] = None
-    if issue.links is None:
+    clicked = numbers["clicks_unique"] or numbers["clicks_machine"]
+    if issue.links is None or (not settings.track_clicks and not clicked):
         numbers["click_rate"] = None
     return {"week": str(issue.week), **numbers}

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.campaign import approval, editing
+from digest.campaign.engagement import issue_stats
 from digest.campaign.lifecycle import prepare
 from digest.campaign.plan import usable_glossary
 from digest.config import Settings
@@ -31,6 +32,7 @@ from digest.store import audit, db
 from digest.store.deliveries import issue_deliveries
 from digest.store.issues import get_issue, list_issues
 from digest.web.deps import EngineDep, SettingsDep
+from digest.web.desk.numbers import issue_panel, percent
 from digest.web.desk.sending import SendRunner
 from digest.web.desk.session import DeskUser, EditorDep, checked_form
 from digest.web.desk.views import coming, desk_page, local_time
@@ -271,6 +273,13 @@ def _page(
         preview=preview_html(settings, issue) if issue is not None and issue.html else None,
         view="phone" if view == "phone" else "desktop",
         counts=issue_deliveries(engine, week) if issue is not None else None,
+        # Numbers once the send began (sending, paused, failed or sent): issue_stats' own rule.
+        numbers=(
+            issue_panel(issue, issue_stats(engine, settings, week))
+            if issue is not None and issue.send_started_at is not None
+            else None
+        ),
+        percent=percent,
         tests=audit.recent(engine, target=str(week), action_prefix="issue.test_send", limit=10),
         history=audit.recent(engine, target=str(week), limit=20),
         desk_send=latest if latest is not None and latest.week == week else None,
