@@ -444,6 +444,7 @@ def test_every_get_route_answers_head_with_the_same_status_and_headers_and_no_bo
         "/admin/terms/{slug}": "/admin/terms/transformer",
         "/admin/subscribers": "/admin/subscribers",
         "/admin/subscribers/export.csv": "/admin/subscribers/export.csv",
+        "/admin/stats": "/admin/stats",
     }
     # A tracked link of the sent issue: a 303 to its stored target, for HEAD as for GET.
     issue = get_issue(engine, sent_week)
