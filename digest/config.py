@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # See docs/delivery.md for why "skip" is the default.
     ambiguous_batches: Literal["skip", "resend"] = "skip"
     send_lease: float = Field(default=300.0, gt=0, description="seconds a sender's claim lives")
+    # Batches handed to the provider at once by one sender: a provider that takes 0.25 s a
+    # request then costs a quarter of the wall time, not the sum. SendGrid accepts many
+    # concurrent connections per key; a 429 slows every batch in flight down together.
+    batches_in_flight: int = Field(default=4, ge=1, le=16)
 
     # Selection and rendering
     related_count: int = Field(default=4, ge=0, le=12)
