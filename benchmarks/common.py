@@ -25,6 +25,7 @@ from digest.store.db import normalise_url
 __all__ = [
     "REPO",
     "ChildRun",
+    "Goal",
     "FakeSendGrid",
     "base_env",
     "peak_rss_kib",
@@ -33,6 +34,20 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One line of the goals table: what was promised, whether it held, and the figure.
+
+    `correctness` goals (every reader exactly once, no failed request) fail the run whatever
+    `--strict` says; speed goals only with `--strict`.
+    """
+
+    name: str
+    met: bool
+    measured: str
+    correctness: bool = False
 API_KEY = "SG.benchmark-key.not-a-secret"
 
 
