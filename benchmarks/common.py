@@ -31,6 +31,7 @@ __all__ = [
     "peak_rss_kib",
     "postgres_schema",
     "run_child",
+    "text_table",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +50,20 @@ class Goal:
     measured: str
     correctness: bool = False
 API_KEY = "SG.benchmark-key.not-a-secret"
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (numbers right-aligned), so a run pastes into benchmarks/README.md."""
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = [
+        "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    return "\n".join([line, rule, *body])
 
 
 def base_env(workdir: Path, database_url: str) -> dict[str, str]:
