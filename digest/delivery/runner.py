@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from digest.config import Settings
-from digest.delivery.attempts import stop_aware_sleep
 from digest.delivery.audience import Zones
 from digest.delivery.batches import BatchRun, Clock, Outcome, SendStatus
 from digest.delivery.lease import (
@@ -144,7 +143,7 @@ def send_issue(
             lease=lease,
             stop=stop,
             progress=progress,
-            sleep=sleep or stop_aware_sleep(stop),
+            sleep=sleep,
             zones=zones,
             inherited_until=inherited_until(claim),
         )
@@ -225,7 +224,7 @@ def retry_failed(
         lease=lease,
         stop=stop,
         progress=progress,
-        sleep=sleep or stop_aware_sleep(stop),
+        sleep=sleep,
         retry=True,
         inherited_until=inherited_until(claim),
     )
