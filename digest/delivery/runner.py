@@ -95,6 +95,9 @@ def send_issue(
     when another process holds the send. `sleep` waits between retries (tests pass a fake;
     `stop` cuts the wait short).
 
+    Up to `settings.batches_in_flight` batches are at the transport at once (see
+    `BatchRun._in_flight`); `stop` then lets those finish and claims no more.
+
     `now` is when the run happens: an instant every row and transition is stamped with (tests,
     a replayed tick), or a clock (`digest.store.db.utcnow`) read at the start and for each stamp.
     `lease_clock` is the real clock the send lease is stamped with, whatever `now` says.
