@@ -185,6 +185,12 @@ class ServerState:
     delay: float = 0.0
     keep_payloads: int = 10
     requests: int = 0  # every POST /v3/mail/send, faulted or not
+    # POST /v3/mail/send being answered right now, and the most there ever were at once.
+    open_requests: int = 0
+    max_open_requests: int = 0
+    # Each POST /v3/mail/send: (arrived, answered) on time.monotonic() and the status answered
+    # (0: the connection was dropped), in the order they were answered.
+    answered: list[tuple[float, float, int]] = field(default_factory=list)
     accepted: int = 0  # answered 202 (or accepted before a scripted fault)
     lookups: int = 0
     max_payload_bytes: int = 0
@@ -198,6 +204,8 @@ class ServerState:
             self.faults.clear()
             self.delay = 0.0
             self.requests = self.accepted = self.lookups = self.max_payload_bytes = 0
+            self.open_requests = self.max_open_requests = 0
+            self.answered.clear()
             self.deliveries.clear()
             self.batches.clear()
             self.payloads.clear()
@@ -239,6 +247,7 @@ class ServerState:
             counts = self.deliveries.values()
             return {
                 "requests": self.requests,
+                "max_open_requests": self.max_open_requests,
                 "accepted": self.accepted,
                 "lookups": self.lookups,
                 "recipients": sum(counts),
@@ -254,6 +263,7 @@ class ServerState:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    _status: int = 0  # the status of the answer being written (0: none yet)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet unless --verbose
         if self.server.verbose:
@@ -264,6 +274,10 @@ class _Handler(BaseHTTPRequestHandler):
     @property
     def state(self) -> ServerState:
         return self.server.state
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -324,8 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         body = self._body()
         if url.path == "/v3/mail/send":
-            if self._authorized():
-                self._mail_send(body)
+            self._timed_mail_send(body)
         elif url.path == "/_test/faults":
             faults = json.loads(body or b"[]")
             with self.state.lock:
@@ -343,6 +356,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"ok": True})
         else:
             self._json(404, _errors((None, "not found")))
+
+    def _timed_mail_send(self, body: bytes) -> None:
+        """`_mail_send`, counted among the requests open at once and put on the timeline."""
+        state = self.state
+        arrived = time.monotonic()
+        self._status = 0
+        with state.lock:
+            state.open_requests += 1
+            state.max_open_requests = max(state.max_open_requests, state.open_requests)
+        try:
+            if self._authorized():
+                self._mail_send(body)
+        finally:
+            with state.lock:
+                state.open_requests -= 1
+                state.answered.append((arrived, time.monotonic(), self._status))
 
     def _mail_send(self, body: bytes) -> None:
         state = self.state
@@ -435,6 +464,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # A sender with 16 batches in flight opens 16 connections at once: the default backlog of
+    # 5 would leave some waiting for a SYN retry (a second) instead of being answered.
+    request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], state: ServerState, verbose: bool) -> None:
         super().__init__(address, _Handler)
@@ -492,6 +524,11 @@ class SendGridTestServer:
     def payloads(self) -> list[dict[str, Any]]:
         with self.state.lock:
             return list(self.state.payloads)
+
+    def answered(self) -> list[tuple[float, float, int]]:
+        """Every mail/send request so far: (arrived, answered, status), by when answered."""
+        with self.state.lock:
+            return list(self.state.answered)
 
 
 def main(argv: list[str] | None = None) -> None:

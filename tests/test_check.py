@@ -274,7 +274,8 @@ def test_a_send_that_has_started_is_not_checked_again(
 
     seed_subscribers(engine, 20)
     build_issue(engine)
-    small = settings.model_copy(update={"batch_size": 10})
+    # One batch in flight, so the stop after the first batch comes before the second is sent.
+    small = settings.model_copy(update={"batch_size": 10, "batches_in_flight": 1})
     stop = threading.Event()
     outbox = OutboxTransport(tmp_path / "outbox", clock=utcnow)
 

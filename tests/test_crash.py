@@ -10,6 +10,8 @@ never has to guess, so there may be no gaps either.
 
 DIGEST_CRASH_TRIALS (default 6, the CI budget; 20 for a full run) issues are sent per backend,
 with the kill schedule drawn from DIGEST_CRASH_SEED (default fixed), so a failure replays.
+The loop runs with one batch in flight and with four: then a kill leaves several batches
+claimed at once, and the run after it settles each (the loop checks a kill did).
 """
 
 from __future__ import annotations
@@ -89,13 +91,15 @@ class Tally:
     duplicates: int = 0
     gaps: int = 0
     ledger_disagreements: int = 0
+    most_open: int = 0  # the most batches a kill left claimed
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
             f"trials={self.trials} kills={self.kills} lookups={self.lookups} "
             f"duplicates={self.duplicates} gaps={self.gaps} "
-            f"ledger_disagreements={self.ledger_disagreements} seed={SEED}"
+            f"ledger_disagreements={self.ledger_disagreements} most_open={self.most_open} "
+            f"seed={SEED}"
         )
 
 
@@ -124,6 +128,20 @@ def _kill_at_random(proc: ForkedPython, server: SendGridTestServer, rng: random.
     proc.kill()
     proc.wait(timeout=10)
     return True
+
+
+def _open_batches(engine: Engine, week: IsoWeek) -> int:
+    """How many of `week`'s batches are claimed and not settled: what a kill left in flight."""
+    with engine.connect() as conn:
+        return len(
+            set(
+                conn.execute(
+                    select(deliveries.c.batch)
+                    .select_from(deliveries.join(issues))
+                    .where(issues.c.week == str(week), deliveries.c.status == "claimed")
+                ).scalars()
+            )
+        )
 
 
 def _run_to_the_end(env: dict[str, str], week: IsoWeek) -> subprocess.CompletedProcess[str]:
@@ -165,13 +183,16 @@ def _count(tally: Tally, engine: Engine, server: SendGridTestServer, week: IsoWe
 # --------------------------------------------------------------------------- the crash loop
 
 
+@pytest.mark.parametrize("in_flight", [1, 4], ids=["one batch in flight", "four in flight"])
 def test_a_send_killed_at_random_points_reaches_every_reader_exactly_once(
     engine: Engine,
     env: dict[str, str],
     sendgrid: SendGridTestServer,
     readers: None,
+    in_flight: int,
 ) -> None:
-    rng = random.Random(f"{SEED}-{engine.dialect.name}")
+    rng = random.Random(f"{SEED}-{engine.dialect.name}-{in_flight}")
+    env = env | {"DIGEST_BATCHES_IN_FLIGHT": str(in_flight)}
     sendgrid.state.delay = 0.02  # a request spends a moment at SendGrid: kills land inside it
     tally = Tally()
 
@@ -184,6 +205,9 @@ def test_a_send_killed_at_random_points_reaches_every_reader_exactly_once(
             if not _kill_at_random(start_send(env, week), sendgrid, rng):
                 break
             tally.kills += 1
+            open_now = _open_batches(engine, week)
+            assert open_now <= in_flight, f"a kill left {open_now} batches claimed"
+            tally.most_open = max(tally.most_open, open_now)
             lease_runs_out(engine, week)
         _run_to_the_end(env, week)
         tally.trials += 1
@@ -193,6 +217,8 @@ def test_a_send_killed_at_random_points_reaches_every_reader_exactly_once(
     print(f"\ncrash loop ({engine.dialect.name}): {tally}")
     assert (tally.duplicates, tally.gaps, tally.ledger_disagreements) == (0, 0, 0), tally.notes
     assert tally.trials == TRIALS and tally.kills >= TRIALS // 2
+    if in_flight > 1:  # the kills really landed with several batches at SendGrid
+        assert tally.most_open >= 2, tally
 
 
 def test_two_senders_started_together_send_each_reader_once_even_when_killed(

@@ -46,7 +46,15 @@ EMAILS = {f"reader{i}@example.org" for i in range(READERS)}
 
 @pytest.fixture
 def settings(settings_env: dict[str, str]) -> Settings:
-    return Settings(batch_size=4, max_retries=2, retry_base_delay=0.01, retry_max_delay=0.02)
+    # One batch at a time: the faults and crashes here are scripted by the order batches go
+    # out in (tests/test_in_flight.py and test_crash.py send with several at once).
+    return Settings(
+        batches_in_flight=1,
+        batch_size=4,
+        max_retries=2,
+        retry_base_delay=0.01,
+        retry_max_delay=0.02,
+    )
 
 
 def leftovers(folder: Path) -> list[Path]:

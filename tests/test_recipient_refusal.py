@@ -51,7 +51,11 @@ BAD = "usér@example.com"
 
 @pytest.fixture
 def settings(settings_env: dict[str, str]) -> Settings:
-    return Settings(batch_size=3, max_retries=1, retry_base_delay=0, retry_max_delay=0)
+    # One batch at a time: the faults and crashes here are scripted by the order batches go
+    # out in (tests/test_in_flight.py and test_crash.py send with several at once).
+    return Settings(
+        batches_in_flight=1, batch_size=3, max_retries=1, retry_base_delay=0, retry_max_delay=0
+    )
 
 
 @pytest.fixture

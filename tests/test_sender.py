@@ -45,7 +45,10 @@ from tests.sending import (
 
 @pytest.fixture
 def settings(settings_env: dict[str, str]) -> Settings:
+    # One batch at a time: these tests script SendGrid's answers request by request, in the
+    # order the batches go out. tests/test_in_flight.py sends with several batches at once.
     return Settings(
+        batches_in_flight=1,
         batch_size=1000,
         max_retries=3,
         retry_base_delay=0.5,
@@ -636,7 +639,8 @@ def test_send_killed_after_sendgrid_accepted_a_batch_resumes_without_duplicates(
     seed_subscribers(engine, 450)
     build_issue(engine)
     sendgrid.fail_next(*[{"kind": "ok"}] * 2, {"kind": "hang", "seconds": 60, "accept": True})
-    env = cli_env(settings_env, sendgrid)
+    # One batch at a time, so the third request is batch 3 and the ledger's state is known.
+    env = cli_env(settings_env, sendgrid, DIGEST_BATCHES_IN_FLIGHT="1")
 
     proc = start_send(env)
     wait_for(lambda: sendgrid.stats()["accepted"] >= 3)

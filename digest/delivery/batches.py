@@ -2,14 +2,17 @@
 and pick up the batches an earlier run left open; pause, fail or finish the issue.
 
 One `BatchRun` is one pass of `send_issue` or `retry_failed`, holding the send lease throughout;
-its counters become that run's `SendSummary`.
+its counters become that run's `SendSummary`. With `batches_in_flight` above one, up to that many
+claimed batches are at the transport at once (`digest.delivery.in_flight`); claiming, recording
+and the lease stay on the run's own thread.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -18,11 +21,13 @@ from sqlalchemy import Engine
 from digest.config import Settings
 from digest.core.mails import Recipient
 from digest.delivery import ledger
-from digest.delivery.attempts import BatchAttempts, Uncertain, refused_in_batch
+from digest.delivery.attempts import BatchAttempts, Uncertain, refused_in_batch, stop_aware_sleep
 from digest.delivery.audience import Zones, audience_page, count_unclaimed
+from digest.delivery.in_flight import InFlight, RateLimitPause, batches_at_once
 from digest.delivery.lease import renew
+from digest.delivery.ledger import ClaimedBatch
 from digest.delivery.personalise import issue_message, subscriber_id
-from digest.delivery.transport import PermanentError, RetryableError, Transport
+from digest.delivery.transport import PermanentError, RetryableError, SendResult, Transport
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
 from digest.model.owner import Owner
@@ -38,12 +43,36 @@ Clock = Callable[[], datetime]
 SendStatus = Literal["sent", "paused", "failed", "busy", "waiting"]
 
 
+# How often the run's thread looks up from batches in flight: to notice `stop`, and to renew
+# the lease while every batch waits on the provider.
+POLL_SECONDS = 0.05
+
+
 @dataclass
 class Outcome:
     """Where a step left the run: going on (status None), or ended and why."""
 
     status: SendStatus | None = None  # None: keep going
     reason: str | None = None
+
+
+@dataclass
+class Sending:
+    """One claimed batch handed to the transport: who is in it and its attempts."""
+
+    batch: int
+    recipients: list[Recipient]
+    attempts: BatchAttempts
+
+
+def graver(first: Outcome | None, then: Outcome) -> Outcome | None:
+    """The ending that stands when several batches in flight end the run: the first one,
+    unless a later one failed the issue (a refusal outranks a pause: the operator must act)."""
+    if then.status is None:
+        return first
+    if first is None or (then.status == "failed" and first.status != "failed"):
+        return then
+    return first
 
 
 @dataclass
@@ -61,7 +90,7 @@ class BatchRun:
     lease: timedelta
     stop: threading.Event | None
     progress: Callable[[int, int], None] | None
-    sleep: Callable[[float], None]
+    sleep: Callable[[float], None] | None  # None: real waits, cut short by `stop`
     sent: int = 0
     skipped: int = 0
     failed: int = 0
@@ -81,6 +110,10 @@ class BatchRun:
     # lagging provider's "not found" for that sender's batch may only mean its feed has not
     # caught up (a resume after the lapse has always waited this long before asking).
     inherited_until: datetime | None = None
+    # When the lease was last renewed (monotonic), and the lock that makes renewals from the
+    # worker threads of batches in flight one at a time.
+    _renewed_at: float = field(default=float("-inf"), init=False)
+    _lease_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @property
     def week(self) -> IsoWeek:
@@ -110,30 +143,96 @@ class BatchRun:
             if outcome.status is not None:
                 return outcome
 
+        limit = batches_at_once(self.transport, self.settings.batches_in_flight)
+        if limit == 1:
+            return self._one_at_a_time()
+        return self._in_flight(limit)
+
+    def _one_at_a_time(self) -> Outcome:
+        """Claim a batch, send it, record it, then the next: the run with one batch in flight."""
         after = 0
         while True:
-            if self.stop is not None and self.stop.is_set():
+            if self._stop_requested():
                 return self._pause("stopped on request; run `digest send` again to resume")
-            self._renew_lease()
-            batch = self.next_batch
-            page = audience_page(self.cutoff, after, self.per_batch, self.zones)
-            claimed = ledger.claim_batch(
-                self.engine, self.settings, self.issue, batch, page,
-                now=self.now, claimed_at=self.clock(),
-            )  # fmt: skip
+            claimed = self._claim_next(after)
             if claimed is None:
                 break
-            self.next_batch += 1 if claimed.rows else 0
-            self.skipped += claimed.skipped
-            self.refused += claimed.refused
-            self.done += claimed.skipped + claimed.refused
             after = claimed.last_id
             if claimed.recipients:
-                outcome = self._deliver(batch, claimed.recipients)
+                outcome = self._deliver(self.next_batch - 1, claimed.recipients)
                 if outcome.status is not None:
                     return outcome
             self._report()
         return self._finish()
+
+    def _in_flight(self, limit: int) -> Outcome:
+        """Keep up to `limit` claimed batches at the transport, recording each as it ends.
+
+        A batch's requests (and its lookups) run on a worker thread; claiming, recording and
+        the lease stay here. A batch that ends the run (paused, failed) stops the claiming; the
+        others in flight are let finish their request and settled as they end, each as one
+        batch alone would be — `halt` tells them not to try again. `stop` does the same.
+        """
+        halt = threading.Event()
+        pause = RateLimitPause()
+        window: InFlight[Sending] = InFlight(limit)
+        ending: Outcome | None = None
+        after, exhausted = 0, False
+        try:
+            while True:
+                if self._stop_requested():
+                    halt.set()
+                while window.has_room() and not (exhausted or halt.is_set()):
+                    claimed = self._claim_next(after)
+                    if claimed is None:
+                        exhausted = True
+                        break
+                    after = claimed.last_id
+                    if claimed.recipients:
+                        sending = self._sending(
+                            self.next_batch - 1, claimed.recipients, halt=halt, pause=pause
+                        )
+                        window.start(sending, sending.attempts.run)
+                    else:
+                        self._report()
+                if not window:
+                    break
+                for sending, future in window.finished(timeout=POLL_SECONDS):
+                    ending = graver(ending, self._settle(sending, future.result))
+                    self._report()
+                if ending is not None:
+                    halt.set()
+                self._renew_lease_if_due(self._main_renewal_interval())
+        except BaseException:
+            halt.set()  # workers stop retrying; `close` waits for the requests still out
+            raise
+        finally:
+            window.close()
+        if ending is not None:
+            return self._end(ending)
+        if self._stop_requested():
+            return self._pause("stopped on request; run `digest send` again to resume")
+        return self._finish()
+
+    def _claim_next(self, after: int) -> ClaimedBatch | None:
+        """Claim the page after subscriber `after` as the next batch (None: nobody is left)."""
+        self._renew_lease()
+        batch = self.next_batch
+        page = audience_page(self.cutoff, after, self.per_batch, self.zones)
+        claimed = ledger.claim_batch(
+            self.engine, self.settings, self.issue, batch, page,
+            now=self.now, claimed_at=self.clock(),
+        )  # fmt: skip
+        if claimed is None:
+            return None
+        self.next_batch += 1 if claimed.rows else 0
+        self.skipped += claimed.skipped
+        self.refused += claimed.refused
+        self.done += claimed.skipped + claimed.refused
+        return claimed
+
+    def _stop_requested(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def retry_failed(self) -> Outcome:
         """Send the batches whose rows failed again, and nothing else: nobody new is claimed."""
@@ -154,7 +253,31 @@ class BatchRun:
             self.progress(self.done, max(self.total, self.done))
 
     def _renew_lease(self) -> None:
-        renew(self.engine, self.week, self.owner, self.lease, self.lease_clock())
+        with self._lease_lock:
+            renew(self.engine, self.week, self.owner, self.lease, self.lease_clock())
+            self._renewed_at = time.monotonic()
+
+    def _renew_lease_if_due(self, interval: float) -> None:
+        """Renew the lease when it was last renewed `interval` seconds ago or more."""
+        if time.monotonic() - self._renewed_at >= interval:
+            self._renew_lease()
+
+    def _main_renewal_interval(self) -> float:
+        """How often the run's thread renews while batches wait: a third of the lease, and at
+        least as often as a worker would before its own next attempt."""
+        return min(self.lease.total_seconds() / 3, self._attempt_renewal_interval())
+
+    def _attempt_renewal_interval(self) -> float:
+        """How old a renewal may be for an attempt to go ahead on it: the lease must outlast
+        one request and one backoff after it, as when it is renewed right before (`lease_length`
+        makes the lease at least that long)."""
+        one_attempt = self.settings.sendgrid_timeout + self.settings.retry_max_delay
+        return max(0.0, self.lease.total_seconds() - one_attempt)
+
+    def _renew_for_attempt(self) -> None:
+        """Before an attempt of a batch in flight (on its worker thread): the run's thread
+        renews the lease as it waits, so this renews only when that renewal is too old."""
+        self._renew_lease_if_due(self._attempt_renewal_interval())
 
     def _resume_batch(self, batch: int) -> Outcome:
         """Settle a batch an earlier run left open: record it, re-send it, or give it up."""
@@ -216,35 +339,57 @@ class BatchRun:
         )
 
     def _deliver(self, batch: int, recipients: list[Recipient]) -> Outcome:
+        """Send a batch here and now, and settle it: one batch in flight, or a resumed one."""
+        sending = self._sending(batch, recipients)
+        return self._end(self._settle(sending, sending.attempts.run))
+
+    def _sending(
+        self,
+        batch: int,
+        recipients: list[Recipient],
+        *,
+        halt: threading.Event | None = None,
+        pause: RateLimitPause | None = None,
+    ) -> Sending:
+        """A batch's attempts: on this thread (no `halt`), or on a worker thread of batches in
+        flight, which `halt` stops retrying and which keep to the run's shared `pause`."""
         key = ledger.batch_key(self.issue, batch)
+        stop = self.stop if halt is None else halt
         attempts = BatchAttempts(
             self.transport,
             self.settings,
             issue_message(self.settings, self.issue, recipients, key),
             key,
             str(self.week),
-            renew=self._renew_lease,
-            stop=self.stop,
-            sleep=self.sleep,
+            renew=self._renew_lease if halt is None else self._renew_for_attempt,
+            stop=stop,
+            sleep=self.sleep or stop_aware_sleep(stop),
+            pause=pause,
         )
         self.batches += 1
+        return Sending(batch, recipients, attempts)
+
+    def _settle(self, sending: Sending, result_of: Callable[[], SendResult]) -> Outcome:
+        """Record what became of a batch's request (`result_of` gives it or raises why not);
+        an Outcome with a status says the run ends so (not yet written on the issue)."""
+        batch, attempts = sending.batch, sending.attempts
         try:
-            result = attempts.run()
+            result = result_of()
         except RetryableError as exc:
             if not attempts.maybe_delivered:
                 # It certainly did not go out: let the next run claim these subscribers afresh.
                 self._release(batch)
-            return self._pause(f"{exc} (batch {batch}; run `digest send` again to resume)")
+            return Outcome("paused", f"{exc} (batch {batch}; run `digest send` again to resume)")
         except PermanentError as exc:
             self._mark(batch, "failed", error=str(exc))
-            return self._fail_issue(str(exc))
+            return Outcome("failed", str(exc))
         except Uncertain:
             self._give_up_uncertain(batch, "the request timed out or its connection dropped")
             return Outcome()
         finally:
             self.api_calls += attempts.calls
         if result.refused:
-            self._record_refused(batch, result.refused, recipients)
+            self._record_refused(batch, result.refused, sending.recipients)
         self._mark(batch, "sent", error=None, message_id=result.message_id)
         return Outcome()
 
@@ -285,6 +430,14 @@ class BatchRun:
         self.done += count
 
     # ---------------------------------------------------------------- ending
+
+    def _end(self, outcome: Outcome) -> Outcome:
+        """Write a settled batch's ending on the issue (paused or failed); others pass."""
+        if outcome.status == "paused":
+            return self._pause(outcome.reason or "paused")
+        if outcome.status == "failed":
+            return self._fail_issue(outcome.reason or "failed")
+        return outcome
 
     def _pause(self, reason: str) -> Outcome:
         if not self.retry:

@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from digest.config import Settings
-from digest.delivery.attempts import stop_aware_sleep
 from digest.delivery.audience import Zones
 from digest.delivery.batches import BatchRun, Clock, Outcome, SendStatus
 from digest.delivery.lease import (
@@ -96,6 +95,9 @@ def send_issue(
     when another process holds the send. `sleep` waits between retries (tests pass a fake;
     `stop` cuts the wait short).
 
+    Up to `settings.batches_in_flight` batches are at the transport at once (see
+    `BatchRun._in_flight`); `stop` then lets those finish and claims no more.
+
     `now` is when the run happens: an instant every row and transition is stamped with (tests,
     a replayed tick), or a clock (`digest.store.db.utcnow`) read at the start and for each stamp.
     `lease_clock` is the real clock the send lease is stamped with, whatever `now` says.
@@ -144,7 +146,7 @@ def send_issue(
             lease=lease,
             stop=stop,
             progress=progress,
-            sleep=sleep or stop_aware_sleep(stop),
+            sleep=sleep,
             zones=zones,
             inherited_until=inherited_until(claim),
         )
@@ -225,7 +227,7 @@ def retry_failed(
         lease=lease,
         stop=stop,
         progress=progress,
-        sleep=sleep or stop_aware_sleep(stop),
+        sleep=sleep,
         retry=True,
         inherited_until=inherited_until(claim),
     )

@@ -52,7 +52,13 @@ class PermanentError(TransportError):
 
 
 class Transport(Protocol):
-    """A mail service. Implementations: `OutboxTransport`, `SendGridTransport`."""
+    """A mail service. Implementations: `OutboxTransport`, `SendGridTransport`.
+
+    A run with several batches in flight calls `send` and `lookup_batch` from several threads
+    at once (one batch each; never two calls for the same batch at once). A transport that
+    cannot take that many declares an int attribute `max_in_flight` (optional, so not a member
+    here: see `digest.delivery.in_flight.batches_at_once`); 1 keeps it to one call at a time.
+    """
 
     name: str
     max_batch: int
