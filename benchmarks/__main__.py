@@ -167,7 +167,7 @@ def _send(ctx: Context) -> Section:
 
 def _latency(ctx: Context) -> Section:
     _say(f"latency: {ctx.plan.latency_readers:,} readers through a provider taking 0.25 s …")
-    results = run_latency(ctx.workdir, ctx.plan.latency_readers, seed=ctx.seed)
+    results = run_latency(ctx.workdir, readers=ctx.plan.latency_readers)
     return Section(
         "latency",
         "Latency: `digest send` through a fake SendGrid that takes 0.25 s a request",
