@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from rich import filesize
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,7 +23,6 @@ from rich.progress import (
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.text import Text
 
@@ -58,7 +58,8 @@ class Bar:
 
 
 class _RateColumn(ProgressColumn):
-    """`1,234 rows/s`: rich's own speed column speaks only of bytes."""
+    """`1,234 rows/s` or `1.2 MB/s`, and `? rows/s` before there is a rate (rich's own speed
+    column speaks only of bytes and shows a bare `?`)."""
 
     def __init__(self, unit: str) -> None:
         super().__init__()
@@ -66,6 +67,9 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
+        if self._unit == "bytes":
+            shown = "? B" if speed is None else filesize.decimal(int(speed))
+            return Text(f"{shown}/s", style="progress.data.speed")
         shown = "?" if speed is None else f"{speed:,.0f}"
         return Text(f"{shown} {self._unit}/s", style="progress.data.speed")
 
@@ -88,19 +92,21 @@ def progress_bar(
     if not shows_bar(target, quiet=quiet):
         yield Bar()
         return
-    if unit == "bytes":
-        amount: list[ProgressColumn] = [DownloadColumn(), TransferSpeedColumn()]
-    else:
-        amount = [MofNCompleteColumn(), _RateColumn(unit)]
+    count = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        *amount,
+        count,
+        _RateColumn(unit),
         TextColumn("{task.fields[note]}"),
         TimeRemainingColumn(),
         console=target,
         transient=True,
+        # rich would otherwise swap sys.stdout for a proxy into the bar's console: export's CSV
+        # would go to stderr, between the redraws.
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
     task = progress.add_task(description, total=total, note="")
     with progress:

@@ -161,10 +161,11 @@ def subscribers_export(
     from digest.store.subscriber_csv import export_csv
 
     wanted = _status_option(status)
+    out = sys.stdout  # taken before the bar starts: the CSV goes here and nowhere else
     with progress_bar("exporting", unit="rows", quiet=quiet) as bar:
         export_csv(
             invocation(ctx).engine(),
-            sys.stdout,
+            out,
             wanted,  # type: ignore[arg-type]
             progress=bar.update,
         )

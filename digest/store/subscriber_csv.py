@@ -103,14 +103,14 @@ def import_csv(
     *,
     confirmed: bool = False,
     now: datetime,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import subscribers from CSV with a header row (email[,name][,status][,timezone]).
 
     `lines` is a binary file (decoded as UTF-8 here, so a bad byte is reported by its line and
     its offset in the file; a BOM is fine) or text lines as a file opened with `newline=""`
-    yields them. `progress(read)` is called after each chunk with how far into the file the
-    import is (bytes of a binary file, characters of text).
+    yields them. `progress(read, rows)` is called after each chunk with how far into the file
+    the import is (bytes of a binary file, characters of text) and how many good rows it read.
 
     Each bad row is reported with its line number and left out; the good ones are imported in
     one transaction. A file that cannot be read to its end is refused whole and nothing is
@@ -138,16 +138,18 @@ def import_csv(
     try:
         with engine.begin() as conn, bulk_import(conn, now) as writer:
             chunk: list[ImportRow] = []
+            rows = 0
             for row in _read_rows(source, confirmed, report):
                 chunk.append(row)
                 if len(chunk) == CHUNK_ROWS:
                     _write(writer, chunk, report)
+                    rows += len(chunk)
                     chunk = []
                     if progress is not None:
-                        progress(source.position)
+                        progress(source.position, rows)
             _write(writer, chunk, report)
             if progress is not None:
-                progress(source.position)
+                progress(source.position, rows + len(chunk))
     except _BadFile as exc:
         report.errors.append(RowError(exc.line, str(exc)))
         report.errors.sort(key=lambda e: e.line)
