@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, TextIO, cast
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, case, func, literal, select
 
 from digest.core.reader_input import clean_name, clean_timezone, normalise_email
 from digest.model.subscriber import STATUSES, InvalidSubscriber, SubscriberStatus
@@ -74,8 +74,10 @@ def export_csv(
     needs does not grow with the list and the file is one snapshot of it. `progress(done,
     total)` is called after each page.
     """
-    columns = (subscribers.c.email, subscribers.c.name, subscribers.c.status)
-    query = select(*columns, subscribers.c.timezone).order_by(subscribers.c.id)
+    c = subscribers.c
+    query = select(
+        _csv_safe_sql(c.email), _csv_safe_sql(c.name), c.status, _csv_safe_sql(c.timezone)
+    ).order_by(c.id)
     counting = select(func.count()).select_from(subscribers)
     if status is not None:
         query = query.where(subscribers.c.status == status)
@@ -87,10 +89,7 @@ def export_csv(
         total = int(conn.execute(counting).scalar_one()) if progress is not None else 0
         result = conn.execution_options(yield_per=CHUNK_ROWS).execute(query)
         for page in result.partitions():
-            writer.writerows(
-                (_csv_safe(email), _csv_safe(name or ""), state, _csv_safe(zone or ""))
-                for email, name, state, zone in page
-            )
+            writer.writerows(page)
             written += len(page)
             if progress is not None:
                 progress(written, max(total, written))
@@ -386,8 +385,14 @@ def _parse_row(
     )
 
 
-def _csv_safe(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_START) else value
+def _csv_safe_sql(column: ColumnElement[str | None]) -> ColumnElement[str]:
+    """The cell of `column` as export writes it, computed by the database: '' for NULL, and a
+    leading `'` before a formula character. In SQL, so the rows go to csv.writer as they come
+    and no Python runs per cell (that was most of an export's own time)."""
+    cell = func.coalesce(column, "")
+    return case(
+        (func.substr(cell, 1, 1).in_(_FORMULA_START), literal("'") + cell), else_=cell
+    ).label(column.key or "cell")
 
 
 def _csv_unsafe(value: str) -> str:
