@@ -188,14 +188,11 @@ def _measure(
         _prepare(url, rows)
         _prepare(floor_url, rows)
         env = base_env(run_dir, url)
-        if digest_repo is not None:
-            env["PYTHONPATH"] = str(digest_repo) + os.pathsep + env["PYTHONPATH"]
         floor = run_child(
             ["-m", "benchmarks.import_floor", "import", floor_url, str(csv_file)], env
         )
         digest = run_child(
-            ["-m", "digest.cli", "subscribers", "import", str(csv_file), "--confirmed", *quiet],
-            env,
+            _digest(digest_repo, "import", str(csv_file), "--confirmed", *quiet), env
         )
         counts = _digest_counts(digest)
         floor_counts: dict[str, int] = {}
@@ -209,7 +206,7 @@ def _measure(
             problems.append(f"counts differ: digest {counts}, floor {floor_counts}")
         if not problems and _table_digest(url) != _table_digest(floor_url):
             problems.append("the two imports left different tables")
-        export = run_child(["-m", "digest.cli", "subscribers", "export", *quiet], env)
+        export = run_child(_digest(digest_repo, "export", *quiet), env)
         export_floor = run_child(["-m", "benchmarks.import_floor", "export", url], env)
         if export.returncode != 0 or export.stdout != export_floor.stdout:
             lines = len(export.stdout.splitlines()), len(export_floor.stdout.splitlines())
@@ -227,6 +224,20 @@ def _measure(
         floor_counts=floor_counts,
         problems=tuple(problems),
     )
+
+
+def _digest(repo: Path | None, *args: str) -> list[str]:
+    """The child's arguments for `digest subscribers ARGS`, from `repo` when given. `-m` would
+    put the working folder (this checkout) first on sys.path, so another checkout is put
+    ahead of it by hand."""
+    if repo is None:
+        return ["-m", "digest.cli", "subscribers", *args]
+    argv = ["digest", "subscribers", *args]
+    return [
+        "-c",
+        f"import runpy, sys; sys.path.insert(0, {str(repo)!r}); sys.argv = {argv!r}; "
+        "runpy.run_module('digest.cli', run_name='__main__')",
+    ]
 
 
 def _without_output(run: ChildRun) -> ChildRun:
