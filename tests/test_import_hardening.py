@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import codecs
 import io
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest.mock import patch
 
 from hypothesis import assume, given, note
 from typer.testing import CliRunner
@@ -285,3 +287,107 @@ def test_the_cli_reads_a_file_that_needs_no_repair_exactly_as_before(
     assert result.output == (
         "added 2, updated 0, unchanged 0, kept unsubscribed/bounced/complained 0, 0 errors\n"
     )
+
+
+# --------------------------------------------------------------------------- streamed in chunks
+
+
+def test_damage_after_the_first_chunks_were_written_rolls_them_back(engine):
+    import_csv(engine, ["email,name\n", "keep@example.org,Keep\n"], confirmed=True, now=NOW)
+    before = list_subscribers(engine)
+    lines = big_file(12_000)  # chunks of 5,000: two are written before line 11,001 is read
+    lines[11_000] = 'p11000@example.org,"Person 11000\n'
+    report = import_csv(engine, lines, confirmed=True, now=NOW)
+    assert report.refused
+    assert (report.added, report.updated, report.unchanged) == (0, 0, 0)
+    assert [e.line for e in report.errors] == [11_001]
+    assert list_subscribers(engine) == before
+    data = "".join(big_file(12_000)).encode()
+    bad_byte = data.index(b"Person 11000") + len("Person ")
+    broken = data[:bad_byte] + b"\xe9" + data[bad_byte + 1 :]
+    report = import_csv(engine, io.BytesIO(broken), confirmed=True, now=NOW)
+    assert report.refused
+    assert f"at offset {bad_byte} in the file (line 11001" in report.errors[0].message
+    assert list_subscribers(engine) == before
+    # The same connection imports the fixed file: nothing is left over from the rollback.
+    fixed = import_csv(engine, io.BytesIO(data), confirmed=True, now=NOW)
+    assert (fixed.refused, fixed.added, fixed.errors) == (False, 12_000, [])
+
+
+def test_an_address_repeated_in_a_later_chunk_names_the_line_it_first_appeared_on(engine):
+    from digest.store import subscriber_csv
+
+    text = (
+        "email,name\n"
+        "ann@example.org,Ann\n"  # line 2
+        "bob@example.org,Bob\n"
+        "cy@example.org,Cy\n"
+        "ANN@example.org,Ann again\n"  # line 5: chunk 2, first seen in chunk 1
+        "bob@example.org,\n"  # line 6: chunk 2
+        "ann@example.org,\n"  # line 7: chunk 3, again
+        "ann@example.org,\n"  # line 8: chunk 3, twice in one chunk
+        "di@example.org,Di\n"
+    )
+    with patch.object(subscriber_csv, "CHUNK_ROWS", 3):
+        report = import_csv(engine, text_lines(text), confirmed=True, now=NOW)
+    assert [(e.line, e.message) for e in report.errors] == [
+        (5, "email: ann@example.org already appears on line 2"),
+        (6, "email: bob@example.org already appears on line 3"),
+        (7, "email: ann@example.org already appears on line 2"),
+        (8, "email: ann@example.org already appears on line 2"),
+    ]
+    assert report.added == 4
+    assert get_subscriber(engine, "ann@example.org").name == "Ann"
+
+
+@STATEFUL
+@given(csv_files())
+def test_a_file_imported_in_chunks_of_two_rows_is_imported_exactly_as_in_one(engine, csv_file):
+    from digest.store import subscriber_csv
+
+    text, confirmed = csv_file[:2]
+    _clear(engine)
+    whole = import_csv(engine, text_lines(text), confirmed=confirmed, now=NOW)
+    stored = [(s.email, s.name, s.status, s.timezone) for s in list_subscribers(engine)]
+    _clear(engine)
+    with patch.object(subscriber_csv, "CHUNK_ROWS", 2):
+        chunked = import_csv(engine, text_lines(text), confirmed=confirmed, now=NOW)
+    note(f"whole: {whole}\nchunked: {chunked}")
+    assert chunked == whole
+    assert [(s.email, s.name, s.status, s.timezone) for s in list_subscribers(engine)] == stored
+
+
+def test_progress_is_reported_after_each_chunk_up_to_the_end_of_the_file(engine):
+    data = "".join(big_file(12_000)).encode()
+    seen: list[tuple[int, int]] = []
+    report = import_csv(
+        engine,
+        io.BytesIO(data),
+        confirmed=True,
+        now=NOW,
+        progress=lambda read, rows: seen.append((read, rows)),
+    )
+    assert report.added == 12_000
+    assert [rows for _read, rows in seen] == [5_000, 10_000, 12_000]
+    assert [read for read, _rows in seen] == sorted({read for read, _rows in seen})
+    assert seen[-1][0] == len(data)
+
+
+def test_the_memory_an_import_needs_does_not_grow_with_the_file(engine):
+    from digest.store import subscriber_csv
+
+    def peak(rows: int) -> int:
+        _clear(engine)
+        data = "".join(big_file(rows)).encode()
+        tracemalloc.start()
+        try:
+            with patch.object(subscriber_csv, "CHUNK_ROWS", 500):
+                report = import_csv(engine, io.BytesIO(data), confirmed=True, now=NOW)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert report.added == rows
+
+    small, large = peak(2_000), peak(10_000)
+    # Reading the whole file into rows first took about five times as much for five times the rows.
+    assert large < 1.5 * small, (small, large)

@@ -72,6 +72,9 @@ def send_command(
             "--force", help="Send a future week's issue now, early. Never skips approval."
         ),
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar, even on a terminal.")
+    ] = False,
 ) -> None:
     """Send the week's issue to every subscriber once (building it first if needed).
 
@@ -81,10 +84,9 @@ def send_command(
     week's issue needs --force. Exit status: 0 sent, 2 paused or busy in another process (run
     again), 1 failed, 3 refused before sending (needs approval, or early without --force).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from digest.campaign.approval import ApprovalError, check_send, send_test_copy
     from digest.campaign.lifecycle import send
+    from digest.cli.progress import progress_bar
     from digest.delivery import make_transport
     from digest.delivery.personalise import SendError
     from digest.delivery.samples import plan_send
@@ -145,18 +147,8 @@ def send_command(
         return
 
     with stop_on(signal.SIGINT, signal.SIGTERM) as stop:
-        bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not console.is_terminal,
-            transient=True,
-        )
-        task = bar.add_task(f"sending {wk}", total=None)
         try:
-            with bar:
+            with progress_bar(f"sending {wk}", unit="readers", quiet=quiet) as bar:
                 summary = send(
                     eng,
                     conf,
@@ -164,7 +156,7 @@ def send_command(
                     wk,
                     now=db.utcnow,
                     stop=stop,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    progress=bar.update,
                     force=force,
                 )
         except ApprovalError as exc:  # held or unapproved since the check above

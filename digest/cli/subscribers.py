@@ -5,6 +5,7 @@ Each command is one call into the readers and store layers; what it prints is th
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -89,19 +90,36 @@ def subscribers_import(
             "--confirmed", help="They already opted in: rows without a status are active."
         ),
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar, even on a terminal.")
+    ] = False,
 ) -> None:
     """Import email[,name][,status][,timezone] rows; bad rows are listed, good ones imported.
 
     A file that cannot be read to its end (a quote left open, a byte that is not UTF-8) is
-    refused whole: nothing is imported, and the error says which line to fix. No mail is sent. Unsubscribed, bounced and complained addresses are never brought back, so
-    importing the same file twice changes nothing the second time.
+    refused whole: nothing is imported, and the error says which line to fix. No mail is sent.
+    Unsubscribed, bounced and complained addresses are never brought back, so importing the
+    same file twice changes nothing the second time. On a terminal a progress bar (stderr)
+    shows how far into the file the import is.
     """
+    from digest.cli.progress import progress_bar
     from digest.store.subscriber_csv import import_csv
 
     eng = invocation(ctx).engine()
     # Binary: import_csv decodes it, so a byte that is not UTF-8 is named by line and offset.
-    with open(file, "rb") as fh:
-        report = import_csv(eng, fh, confirmed=confirmed, now=db.utcnow())
+    with (
+        open(file, "rb") as fh,
+        progress_bar(
+            f"importing {file.name}", total=os.fstat(fh.fileno()).st_size, unit="bytes", quiet=quiet
+        ) as bar,
+    ):
+        report = import_csv(
+            eng,
+            fh,
+            confirmed=confirmed,
+            now=db.utcnow(),
+            progress=lambda read, rows: bar.update(read, note=f"{rows:,} rows"),
+        )
     for problem in report.errors:
         where = f"{file}:{problem.line}: {problem.message}"
         if problem.end_line is not None:
@@ -131,11 +149,26 @@ def subscribers_import(
 def subscribers_export(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar, even on a terminal.")
+    ] = False,
 ) -> None:
-    """Write subscribers as CSV (email,name,status,timezone) to stdout; import reads it back."""
+    """Write subscribers as CSV (email,name,status,timezone) to stdout; import reads it back.
+
+    A progress bar, on a terminal, goes to stderr: stdout holds the CSV and nothing else.
+    """
+    from digest.cli.progress import progress_bar
     from digest.store.subscriber_csv import export_csv
 
-    export_csv(invocation(ctx).engine(), sys.stdout, _status_option(status))  # type: ignore[arg-type]
+    wanted = _status_option(status)
+    out = sys.stdout  # taken before the bar starts: the CSV goes here and nowhere else
+    with progress_bar("exporting", unit="rows", quiet=quiet) as bar:
+        export_csv(
+            invocation(ctx).engine(),
+            out,
+            wanted,  # type: ignore[arg-type]
+            progress=bar.update,
+        )
 
 
 @app.command("list")

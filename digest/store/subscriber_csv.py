@@ -1,7 +1,8 @@
 """CSV import and export of subscribers: the file format, the checks of a row, and the reading
 that refuses a torn file whole (a quote left open, a byte that is not UTF-8) by line and offset.
 
-An import changes statuses only as `digest.model.subscriber.TRANSITIONS` allows; it sends no mail.
+An import changes statuses only as `digest.model.subscriber.TRANSITIONS` allows (the writes are
+`digest.store.subscriber_import`'s); it sends no mail.
 """
 
 from __future__ import annotations
@@ -10,25 +11,18 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, TextIO, cast
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import ColumnElement, Connection, Engine, case, func, literal, select
 
 from digest.core.reader_input import clean_name, clean_timezone, normalise_email
-from digest.model.subscriber import (
-    STATUSES,
-    SUPPRESSED,
-    InvalidSubscriber,
-    SubscriberStatus,
-    imported,
-    next_status,
-    outcome,
-)
+from digest.model.subscriber import STATUSES, InvalidSubscriber, SubscriberStatus
 from digest.store.db import subscribers
-from digest.store.subscribers import get_subscriber, list_subscribers
+from digest.store.subscriber_import import CHUNK_ROWS, BulkImport, ImportRow, bulk_import
 
 __all__ = ["CSV_COLUMNS", "ImportReport", "RowError", "export_csv", "import_csv"]
 
@@ -67,18 +61,39 @@ class ImportReport:
 
 
 def export_csv(
-    engine: Engine | Connection, out: TextIO, status: SubscriberStatus | None = None
+    engine: Engine | Connection,
+    out: TextIO,
+    status: SubscriberStatus | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write subscribers as CSV (email,name,status,timezone) to `out`; returns the row count.
 
-    The file is what `import_csv` reads, so export → import round-trips.
+    The file is what `import_csv` reads, so export → import round-trips. The rows are read in
+    pages of `CHUNK_ROWS` from one cursor (server-side on PostgreSQL), so the memory an export
+    needs does not grow with the list and the file is one snapshot of it. `progress(done,
+    total)` is called after each page.
     """
+    c = subscribers.c
+    query = select(
+        _csv_safe_sql(c.email), _csv_safe_sql(c.name), c.status, _csv_safe_sql(c.timezone)
+    ).order_by(c.id)
+    counting = select(func.count()).select_from(subscribers)
+    if status is not None:
+        query = query.where(subscribers.c.status == status)
+        counting = counting.where(subscribers.c.status == status)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    rows = list_subscribers(engine, status)
-    for sub in rows:
-        writer.writerow(_csv_safe(v or "") for v in (sub.email, sub.name, sub.status, sub.timezone))
-    return len(rows)
+    written = 0
+    with _reading(engine) as conn:
+        total = int(conn.execute(counting).scalar_one()) if progress is not None else 0
+        result = conn.execution_options(yield_per=CHUNK_ROWS).execute(query)
+        for page in result.partitions():
+            writer.writerows(page)
+            written += len(page)
+            if progress is not None:
+                progress(written, max(total, written))
+    return written
 
 
 def import_csv(
@@ -87,19 +102,28 @@ def import_csv(
     *,
     confirmed: bool = False,
     now: datetime,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import subscribers from CSV with a header row (email[,name][,status][,timezone]).
 
     `lines` is a binary file (decoded as UTF-8 here, so a bad byte is reported by its line and
     its offset in the file; a BOM is fine) or text lines as a file opened with `newline=""`
-    yields them.
+    yields them. `progress(read, rows)` is called after each chunk with how far into the file
+    the import is (bytes of a binary file, characters of text) and how many good rows it read.
 
     Each bad row is reported with its line number and left out; the good ones are imported in
     one transaction. A file that cannot be read to its end is refused whole and nothing is
     imported (`ImportReport.refused`): a quote left open swallows every line after it into one
     cell, and a byte that is not UTF-8 stops the decoding, so importing the rows before the
-    damage would pass a torn file off as a small success. The whole file is read and checked
-    before the transaction starts, so a refused file leaves the database as it was.
+    damage would pass a torn file off as a small success.
+
+    The file is streamed: read, checked and written `CHUNK_ROWS` rows at a time, so memory
+    stays flat however long it is. Refusing it whole is then the transaction's job: every chunk
+    is written in the one transaction, which is rolled back when the damage shows, so a
+    refused file leaves the database as it was. (A first pass that only checks the file would
+    need a source that can be read twice, a pipe or an upload cannot, and would decode and
+    parse every row twice.) The price is that the write lock is held while the rest of the
+    file is read, as it was held while every row was written one statement at a time before.
 
     Rows without a status become `active` with `confirmed=True` (the operator vouches they
     opted in) and `pending` otherwise; `active` in the file needs `confirmed`. Existing
@@ -109,18 +133,47 @@ def import_csv(
     imported again.
     """
     report = ImportReport()
+    source = _CsvLines(lines)
     try:
-        rows = list(_read_rows(_CsvLines(lines), confirmed, report))
+        with engine.begin() as conn, bulk_import(conn, now) as writer:
+            chunk: list[ImportRow] = []
+            rows = 0
+            for row in _read_rows(source, confirmed, report):
+                chunk.append(row)
+                if len(chunk) == CHUNK_ROWS:
+                    _write(writer, chunk, report)
+                    rows += len(chunk)
+                    chunk = []
+                    if progress is not None:
+                        progress(source.position, rows)
+            _write(writer, chunk, report)
+            if progress is not None:
+                progress(source.position, rows + len(chunk))
     except _BadFile as exc:
         report.errors.append(RowError(exc.line, str(exc)))
         report.errors.sort(key=lambda e: e.line)
         report.refused = True
         return report
-    with engine.begin() as conn:
-        for _line, row in rows:
-            _import_row(conn, row, now, report)
+    report.added, report.updated = writer.added, writer.updated
+    report.unchanged, report.kept_suppressed = writer.unchanged, writer.kept_suppressed
     report.errors.sort(key=lambda e: e.line)
     return report
+
+
+def _write(writer: BulkImport, chunk: list[ImportRow], report: ImportReport) -> None:
+    for row, first in writer.write(chunk):
+        report.errors.append(
+            RowError(row.line, f"email: {row.email} already appears on line {first}", row.end_line)
+        )
+
+
+@contextmanager
+def _reading(engine: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(engine, Connection):
+        yield engine
+        return
+    with engine.connect() as conn:
+        yield conn
 
 
 class _BadFile(Exception):
@@ -129,14 +182,6 @@ class _BadFile(Exception):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(message)
         self.line = line
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    email: str
-    name: str | None
-    status: SubscriberStatus
-    timezone: str | None
 
 
 _NOTHING_IMPORTED = "nothing was imported"
@@ -154,13 +199,15 @@ class _CsvLines:
 
     def __init__(self, source: Iterable[str] | BinaryIO) -> None:
         self.ended = False  # the source ran out (the csv reader asked for a line past the end)
+        self.position = 0  # bytes (or characters of text) handed to the csv reader so far
         self._raw: Iterator[Any]
         self._lines: Iterator[str]
         if isinstance(source, io.RawIOBase | io.BufferedIOBase):
             self._raw = _split_lines(cast(BinaryIO, source))
             self._lines = self._decode(self._raw)
         else:
-            self._raw = self._lines = iter(cast(Iterable[str], source))
+            self._raw = iter(cast(Iterable[str], source))
+            self._lines = self._count(self._raw)
 
     def __iter__(self) -> _CsvLines:
         return self
@@ -176,8 +223,12 @@ class _CsvLines:
         """How many lines are left, counted without decoding or parsing them."""
         return sum(1 for _ in self._raw)
 
-    @staticmethod
-    def _decode(raw: Iterator[tuple[int, bytes]]) -> Iterator[str]:
+    def _count(self, lines: Iterator[str]) -> Iterator[str]:
+        for text in lines:
+            self.position += len(text)
+            yield text
+
+    def _decode(self, raw: Iterator[tuple[int, bytes]]) -> Iterator[str]:
         for number, (offset, data) in enumerate(raw, start=1):
             if number == 1 and data.startswith(codecs.BOM_UTF8):
                 data, offset = data[len(codecs.BOM_UTF8) :], offset + len(codecs.BOM_UTF8)
@@ -195,6 +246,7 @@ class _CsvLines:
                     "UTF-8 (a spreadsheet's “CSV UTF-8”) and import again; "
                     f"{_NOTHING_IMPORTED}",
                 ) from None
+            self.position = offset + len(data)
             yield text
 
 
@@ -266,9 +318,9 @@ def _csv_problem(exc: csv.Error) -> str:
     return f"not valid CSV: {exc}"
 
 
-def _read_rows(
-    lines: _CsvLines, confirmed: bool, report: ImportReport
-) -> Iterator[tuple[int, _Row]]:
+def _read_rows(lines: _CsvLines, confirmed: bool, report: ImportReport) -> Iterator[ImportRow]:
+    """The file's good rows in order; each bad one goes into `report` (an address that appears
+    twice is found by `BulkImport`, which remembers the addresses written)."""
     reader = csv.reader(lines, strict=True)
     try:
         first = _next_cells(reader, lines, 1)
@@ -284,7 +336,6 @@ def _read_rows(
             f"the header must name the columns {', '.join(CSV_COLUMNS)} (email required, each "
             f"at most once); got {','.join(header)!r}",
         )
-    seen: dict[str, int] = {}
     while True:
         # A quoted cell may span lines; a row is reported on the line where it starts, which is
         # where an editor finds it (`line_num` after reading is the line where it ends).
@@ -306,22 +357,16 @@ def _read_rows(
             continue
         values = {h: _csv_unsafe(c) for h, c in zip(header, cells, strict=True)}
         try:
-            row = _parse_row(values, confirmed)
+            row = _parse_row(values, confirmed, line, end_line)
         except InvalidSubscriber as exc:
             report.errors.append(RowError(line, str(exc), end_line))
             continue
-        if row.email in seen:
-            report.errors.append(
-                RowError(
-                    line, f"email: {row.email} already appears on line {seen[row.email]}", end_line
-                )
-            )
-            continue
-        seen[row.email] = line
-        yield line, row
+        yield row
 
 
-def _parse_row(values: dict[str, str], confirmed: bool) -> _Row:
+def _parse_row(
+    values: dict[str, str], confirmed: bool, line: int, end_line: int | None
+) -> ImportRow:
     email = normalise_email(values["email"])
     status = values.get("status", "").strip().lower() or ("active" if confirmed else "pending")
     if status not in STATUSES:
@@ -330,7 +375,9 @@ def _parse_row(values: dict[str, str], confirmed: bool) -> _Row:
         raise InvalidSubscriber(
             "status", "active needs --confirmed (vouch that these people opted in)"
         )
-    return _Row(
+    return ImportRow(
+        line=line,
+        end_line=end_line,
         email=email,
         name=clean_name(values.get("name")),
         status=status,  # type: ignore[arg-type]
@@ -338,56 +385,14 @@ def _parse_row(values: dict[str, str], confirmed: bool) -> _Row:
     )
 
 
-def _import_row(conn: Connection, row: _Row, now: datetime, report: ImportReport) -> None:
-    event = imported(row.status)
-    existing = get_subscriber(conn, row.email)
-    if existing is None:
-        status = outcome(event)  # a new address takes the file's status
-        conn.execute(
-            insert(subscribers).values(
-                email=row.email,
-                name=row.name,
-                status=status,
-                source="import",
-                timezone=row.timezone,
-                created_at=now,
-                confirmed_at=now if status == "active" else None,
-                unsubscribed_at=now if status == "unsubscribed" else None,
-                updated_at=now,
-            )
-        )
-        report.added += 1
-        return
-    if existing.status in SUPPRESSED:  # never brought back, nor its name or zone changed
-        if row.status != existing.status:
-            report.kept_suppressed += 1
-        else:
-            report.unchanged += 1
-        return
-    changes: dict[str, Any] = {}
-    if row.name is not None and row.name != existing.name:
-        changes["name"] = row.name
-    if row.timezone is not None and row.timezone != existing.timezone:
-        changes["timezone"] = row.timezone
-    # Status moves forward only: pending → active, anything → suppressed; never active → pending.
-    moved = next_status(existing.status, event)
-    if moved is not None:
-        changes["status"] = moved
-        if moved == "active":
-            changes["confirmed_at"] = now
-        if moved == "unsubscribed":
-            changes["unsubscribed_at"] = now
-    if not changes:
-        report.unchanged += 1
-        return
-    conn.execute(
-        update(subscribers).where(subscribers.c.id == existing.id).values(updated_at=now, **changes)
-    )
-    report.updated += 1
-
-
-def _csv_safe(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_START) else value
+def _csv_safe_sql(column: ColumnElement[str | None]) -> ColumnElement[str]:
+    """The cell of `column` as export writes it, computed by the database: '' for NULL, and a
+    leading `'` before a formula character. In SQL, so the rows go to csv.writer as they come
+    and no Python runs per cell (that was most of an export's own time)."""
+    cell = func.coalesce(column, "")
+    return case(
+        (func.substr(cell, 1, 1).in_(_FORMULA_START), literal("'") + cell), else_=cell
+    ).label(column.key or "cell")
 
 
 def _csv_unsafe(value: str) -> str:
