@@ -180,7 +180,11 @@ def _latency(ctx: Context) -> Section:
 def _imports(ctx: Context) -> Section:
     _say(f"imports: CSV import and export of {', '.join(f'{n:,}' for n in ctx.plan.import_sizes)} rows …")
     results = run_imports(
-        ctx.workdir, ctx.plan.import_sizes, postgres_url=ctx.postgres_url, seed=ctx.seed
+        ctx.workdir,
+        ctx.plan.import_sizes,
+        backends=("sqlite", "postgresql") if ctx.postgres_url else ("sqlite",),
+        postgres_url=ctx.postgres_url,
+        seed=ctx.seed,
     )
     return Section(
         "imports",
