@@ -9,11 +9,13 @@ fills its name and link in: rendering it whole cost more than storing the sign-u
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import jinja2
 import jinja2.meta
@@ -28,7 +30,6 @@ from digest.core.render import (
     environment,
     mjml_to_html,
     render_mail,
-    template_roots,
 )
 from digest.model.subscriber import Subscriber
 
@@ -163,6 +164,14 @@ def _join(parts: tuple[str, ...], values: Mapping[str, str]) -> str:
     return "".join(values[_SLOT[part]] if i % 2 else part for i, part in enumerate(parts))
 
 
+def _where(templates_dir: Path) -> tuple[str, ...]:
+    """What names the templates' folders, without resolving them (two realpaths a sign-up):
+    the folder as given, and the working folder when it is relative."""
+    if templates_dir.is_absolute():
+        return (str(templates_dir),)
+    return (str(templates_dir), os.getcwd())
+
+
 # Per process; two threads making the same skeleton at once make equal ones, so no lock.
 _skeletons: dict[tuple[object, ...], _Skeleton | None] = {}
 
@@ -171,7 +180,7 @@ def _skeleton(settings: Settings, *, named: bool) -> _Skeleton | None:
     """The skeleton for these settings and templates (None: the templates cannot have one)."""
     context = base_context(settings)
     key = (
-        template_roots(settings.templates_dir),
+        _where(settings.templates_dir),
         named,
         _confirm_days(settings),
         tuple(sorted((k, repr(v)) for k, v in context.items())),

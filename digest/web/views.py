@@ -6,8 +6,12 @@ the same base context (`page_context`) and every page is `Cache-Control: no-stor
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
@@ -34,9 +38,16 @@ def page_context(request: Request, settings: Settings, /, **context: Any) -> dic
     return {**render.base_context(settings), "csp_nonce": request.state.csp_nonce, **context}
 
 
+@lru_cache(maxsize=16)
+def _environment(templates_dir: Path, cwd: str) -> jinja2.Environment:
+    """`render.environment`, remembered by folder as given (and the working folder it is
+    relative to): finding its roots resolves two paths, a cost on every page otherwise."""
+    return render.environment(templates_dir)
+
+
 def page(request: Request, settings: Settings, name: str, /, **context: Any) -> HTMLResponse:
     """The page `web/<name>.html.j2`, never cached: pages behind token links are someone's own."""
-    template = render.environment(settings.templates_dir).get_template(f"web/{name}.html.j2")
+    template = _environment(settings.templates_dir, os.getcwd()).get_template(f"web/{name}.html.j2")
     html = template.render(page_context(request, settings, **context))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
