@@ -33,7 +33,7 @@ from digest.core.render import (
 )
 from digest.model.subscriber import Subscriber
 
-__all__ = ["confirmation_mail", "render_confirmation", "welcome_message"]
+__all__ = ["confirmation_mail", "render_confirmation", "template_family", "welcome_message"]
 
 _CONFIRM_TEMPLATES = ("confirm.mjml.j2", "confirm.txt.j2")
 
@@ -221,7 +221,7 @@ def _make_skeleton(
     skeleton = _Skeleton(
         tuple(_MARKER_SPLIT.split(html)),
         tuple(_MARKER_SPLIT.split(text)),
-        _templates_used(env, _CONFIRM_TEMPLATES),
+        template_family(env, _CONFIRM_TEMPLATES),
     )
     for name, url in _PROBES:
         probe = name if named else None
@@ -230,8 +230,10 @@ def _make_skeleton(
     return skeleton
 
 
-def _templates_used(env: jinja2.Environment, names: tuple[str, ...]) -> tuple[jinja2.Template, ...]:
-    """`names` and every template they extend, include or import, as loaded now."""
+def template_family(env: jinja2.Environment, names: tuple[str, ...]) -> tuple[jinja2.Template, ...]:
+    """`names` and every template they extend, include or import, as loaded now: what a
+    rendering made from them depends on (`Template.is_up_to_date` tells when one changed).
+    Its home would be `digest.core.render`; it is here with the first skeleton that used it."""
     found: dict[str, jinja2.Template] = {}
     todo = list(names)
     while todo:

@@ -22,6 +22,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as _READ_POLICY
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 from pathlib import Path
 
 from digest.core.headers import (
@@ -59,25 +60,32 @@ def _address(email: str, name: str | None = None) -> str:
     return address_header(email, name)
 
 
+# The same From, Subject and X- values come with every mail of a batch and every confirmation:
+# encoded once (pure functions of their text; a refused value raises again each time).
+_sender = lru_cache(maxsize=64)(_address)
+_text = lru_cache(maxsize=1024)(text_header)
+_domain = lru_cache(maxsize=64)(lambda email: ascii_address(email).rpartition("@")[2] or None)
+
+
 def _top_headers(message: Message, recipient: Recipient, now: datetime) -> list[tuple[str, str]]:
-    domain = ascii_address(message.from_email).rpartition("@")[2] or None
+    domain = _domain(message.from_email)
     headers = [
-        ("From", _address(message.from_email, message.from_name)),
+        ("From", _sender(message.from_email, message.from_name)),
         ("To", _address(recipient.email, recipient.name)),
-        ("Subject", text_header("Subject", _fill(message.subject, recipient))),
+        ("Subject", _text("Subject", _fill(message.subject, recipient))),
         ("Date", format_datetime(now)),
         ("Message-ID", make_msgid(domain=domain)),
     ]
     if message.reply_to:
-        headers.append(("Reply-To", _address(message.reply_to)))
+        headers.append(("Reply-To", _sender(message.reply_to)))
     for key, value in {**message.headers, **recipient.headers}.items():
         if key.lower() == "list-unsubscribe":
             headers.append((key, list_unsubscribe_header(value)))
         else:
-            headers.append((key, text_header(key, value)))
+            headers.append((key, _text(key, value)))
     for key, value in {**message.custom_args, **recipient.custom_args}.items():
         name = f"X-Digest-{key.replace('_', '-').title()}"
-        headers.append((name, text_header(name, value)))
+        headers.append((name, _text(name, value)))
     return headers
 
 

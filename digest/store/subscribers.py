@@ -175,9 +175,8 @@ def _one_writer(engine: Engine) -> AbstractContextManager[object]:
 
     SQLite has one writer; a second transaction that finds the file locked waits in its busy
     handler, which sleeps 1, 2, 5, 10 … 100 ms between tries, so under load sign-ups queued
-    for hundreds of milliseconds behind writes that take a fraction of one. Waiting on a lock
-    here instead wakes the next one the moment the last commits. (Other processes still meet
-    the busy timeout, as before.) PostgreSQL locks rows, not the database: no lock.
+    for hundreds of milliseconds behind writes that take a fraction of one; a lock wakes the
+    next the moment the last commits. PostgreSQL locks rows, not the database: no lock.
     """
     if engine.dialect.name != "sqlite":
         return nullcontext()

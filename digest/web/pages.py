@@ -229,11 +229,24 @@ def healthz(engine: EngineDep) -> Response:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-def _send_confirmation(
+async def _send_confirmation(
     engine: Engine, settings: Settings, subscription: signup.Subscription
 ) -> None:
+    """Send the confirmation mail, after the answer.
+
+    The outbox writes one small file (no fsync), which costs less on the event loop than the
+    hop to a worker thread and back did; a provider's HTTP request, and giving back the claim
+    (a database write) when sending failed, go to a thread.
+    """
     try:
-        signup.send_confirmation(engine, settings, subscription)
+        if settings.transport == "outbox":
+            try:
+                signup.send_confirmation(engine, settings, subscription, release=False)
+            except Exception:
+                await run_in_threadpool(signup.release_confirmation, engine, subscription)
+                raise
+        else:
+            await run_in_threadpool(signup.send_confirmation, engine, settings, subscription)
     except Exception as exc:  # after the answer: nothing to tell the person, so tell the log
         # They saw "check your inbox"; the resend slot is freed, so submitting again retries.
         log.error("confirmation mail not sent: %s: %s", type(exc).__name__, exc)
