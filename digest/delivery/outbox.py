@@ -107,8 +107,8 @@ def mime_bytes(message: Message, recipient: Recipient, *, now: datetime) -> byte
     Written directly rather than through the email package's `EmailMessage`: the header values
     are digest's own already (`digest.core.headers`), and building, re-parsing and serialising
     the message object cost ~2.5 ms a mail, more than the whole sign-up besides. The bodies are
-    encoded as the email package would choose (7bit, else the shorter of quoted-printable and
-    base64), by `binascii` in C.
+    encoded as the email package would choose (7bit or 8bit, else the shorter of
+    quoted-printable and base64), by `binascii` in C.
     """
     headers = _top_headers(message, recipient, now)
     plain = _part("plain", _fill(message.text, recipient))
@@ -150,12 +150,14 @@ def _part(subtype: str, text: str) -> bytes:
 
 
 def _encode_body(text: str) -> tuple[str, bytes]:
-    """(Content-Transfer-Encoding, body) chosen as `email.contentmanager` does: 7bit for short
-    ASCII lines, else quoted-printable unless base64 is shorter for the first ten lines."""
+    """(Content-Transfer-Encoding, body) chosen as `email.contentmanager` does under the SMTP
+    policy: 7bit (ASCII) or 8bit (UTF-8) for short lines, else quoted-printable unless base64
+    is shorter for the first ten lines."""
     lines = text.encode("utf-8").splitlines()  # a lone surrogate: UnicodeEncodeError
     data = b"\r\n".join(lines) + b"\r\n"
-    if text.isascii() and max(map(len, lines), default=0) <= _MAX_LINE:
-        return "7bit", data
+    if max(map(len, lines), default=0) <= _MAX_LINE:
+        # Short lines go as they are; UTF-8 ones as 8bit, as the SMTP policy (cte_type 8bit) does.
+        return ("7bit" if text.isascii() else "8bit"), data
     sniff = b"\r\n".join(lines[:10]) + b"\r\n"
     if len(binascii.b2a_qp(sniff, istext=True)) > len(binascii.b2a_base64(sniff)):
         encoded = b"".join(
