@@ -445,3 +445,20 @@ def test_a_confirmation_the_transport_refuses_is_an_error_and_frees_the_resend_s
     with pytest.raises(PermanentError, match="not sent: the outbox cannot write a mail"):
         send_confirmation(engine, settings, subscription)
     assert outbox_files(settings) == []
+
+
+@pytest.mark.parametrize(
+    "name", [None, "Ann", "Zoë <&> 'O'Brien' \"x\"", "%%name%%", "{{ 7 * 7 }}", "李" * 120]
+)
+def test_the_confirmation_skeleton_fills_in_exactly_what_a_whole_render_writes(
+    engine, settings, name
+):
+    from dataclasses import replace as with_values
+
+    from digest.core.reader_mails import render_confirmation
+
+    sub = subscribe(engine, settings, "ann@example.org", now=db.utcnow(), send=False).subscriber
+    reader = with_values(sub, name=name)
+    link = confirm_url(settings, reader.id, reader.email)
+    mail = confirmation_mail(settings, reader, link)
+    assert (mail.html, mail.text) == render_confirmation(settings, name, link)

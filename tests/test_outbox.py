@@ -168,3 +168,46 @@ def test_the_outbox_fills_markers_in_one_pass_like_the_checks_and_sendgrid():
     text = mail.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
     assert text.strip() == "%%unsubscribe_url%% https://u"
     assert str(mail["Subject"]) == "Hi %%unsubscribe_url%%"
+
+
+BODIES = {
+    "short ASCII lines": ("Hello,\nsee you.", "<p>Hello</p>"),
+    "a long ASCII line": ("x " * 300, "<p>" + "y" * 500 + "</p>"),
+    "some non-ASCII": ("Zoë «Z» =?q?= a=b\n.\nFrom here", "<p>Zoë &amp; co</p>\n\t trailing \n"),
+    "mostly non-ASCII": ("中文" * 300, "<p>" + "中文" * 300 + "</p>"),
+}
+
+
+@pytest.mark.parametrize("body", BODIES.values(), ids=list(BODIES))
+def test_each_part_is_encoded_as_the_email_package_would_and_reads_back_the_same(body):
+    text, html = body
+    recipient = Recipient(email="ann@example.org", name="Ann")
+    message = Message(
+        subject="Hi", html=html, text=text, recipients=[recipient], from_email="d@example.org"
+    )
+    mail = email.message_from_bytes(
+        mime_bytes(message, recipient, now=NOW), policy=email.policy.default
+    )
+    assert isinstance(mail, EmailMessage) and not mail.defects
+    plain, rich = mail.iter_parts()
+    expected = EmailMessage(policy=email.policy.SMTP)
+    expected.set_content(text, subtype="plain", charset="utf-8")
+    expected.add_alternative(html, subtype="html", charset="utf-8")
+    # As the email package writes it (CRLF lines, SMTP policy), read back the same way.
+    written = email.message_from_bytes(bytes(expected), policy=email.policy.default)
+    assert isinstance(written, EmailMessage)
+    want_plain, want_rich = written.iter_parts()
+    for got, want, source in ((plain, want_plain, text), (rich, want_rich, html)):
+        assert got["Content-Transfer-Encoding"] == want["Content-Transfer-Encoding"]
+        assert got.get_content() == want.get_content()
+        assert got.get_content().replace("\r\n", "\n").rstrip("\n") == source.rstrip("\n")
+        assert all(len(line) <= 78 for line in got.as_bytes().split(b"\n"))
+
+
+def test_an_address_with_nothing_after_its_at_sign_is_refused_as_a_client_would_fail_on_it():
+    recipient = Recipient(email="ann@")
+    message = Message(
+        subject="Hi", html="h", text="t", recipients=[recipient], from_email="d@example.org"
+    )
+    with pytest.raises(ValueError, match="no domain"):
+        mime_bytes(message, recipient, now=NOW)

@@ -40,6 +40,8 @@ _ENCODED_WORD_RE = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 # What needs quoting in a display name sent as a plain ASCII phrase (RFC 5322 specials).
 _SPECIALS_RE = re.compile(r'[][\\()<>@,:;".]')
 _LIST_SEPARATOR_RE = re.compile(r">\s*,\s*<")
+# Not printable ASCII or tab: a control byte or a byte above 127 (one regex, not a loop a byte).
+_UNPRINTABLE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x80-\xff]")
 _HEADER_NAME_RE = re.compile(r"^[!-9;-~]+$")  # printable ASCII but the colon (RFC 5322 §2.2)
 
 
@@ -179,7 +181,7 @@ def verify_header_block(raw: bytes, names: Sequence[str]) -> None:
             raise HeaderError("a header holds a bare CR or LF")
         if len(line) > _LINE_MAX:
             raise HeaderError(f"a header line is {len(line)} characters (at most {_LINE_MAX})")
-        if not line.isascii() or any(b < 32 and b != 9 for b in line):
+        if _UNPRINTABLE_RE.search(line):
             raise HeaderError("a header holds a non-ASCII or control byte")
         if line[:1] in (b" ", b"\t"):
             if not seen:

@@ -24,6 +24,7 @@ from digest.store import subscribers as store
 __all__ = [
     "Subscription",
     "confirm",
+    "release_confirmation",
     "send_confirmation",
     "subscribe",
     "subscriber_from_token",
@@ -102,18 +103,27 @@ def subscribe(
     return result
 
 
-def send_confirmation(engine: Engine, settings: Settings, subscription: Subscription) -> None:
-    """Send the confirmation mail `subscribe` prepared; on failure free the resend slot again."""
+def send_confirmation(
+    engine: Engine, settings: Settings, subscription: Subscription, *, release: bool = True
+) -> None:
+    """Send the confirmation mail `subscribe` prepared; on failure free the resend slot again
+    (with `release=False` the caller does, through `release_confirmation`)."""
     if subscription.mail is None:
         return
     try:
         send_one_off(settings, subscription.mail)
     except Exception:  # a provider error, or the outbox folder not writable: same remedy
-        # Give back the claim so the person can try again at once instead of waiting an hour.
-        store.release_confirmation(
-            engine, subscription.subscriber, subscription.previous_confirm_sent_at
-        )
+        if release:
+            release_confirmation(engine, subscription)
         raise
+
+
+def release_confirmation(engine: Engine, subscription: Subscription) -> None:
+    """Give back the claim of a confirmation mail that could not be sent, so the person can
+    try again at once instead of waiting out the resend interval."""
+    store.release_confirmation(
+        engine, subscription.subscriber, subscription.previous_confirm_sent_at
+    )
 
 
 def confirm(engine: Engine, settings: Settings, token: str, *, now: datetime) -> Subscriber:

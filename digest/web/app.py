@@ -22,7 +22,13 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from digest.config import Settings, get_settings
 from digest.store import db
 from digest.web.desk import IMPORT_PATH, MAX_IMPORT_BYTES, install_desk
-from digest.web.limits import DeclaredBodyLimit, SecurityHeaders, allowed_methods, too_large
+from digest.web.limits import (
+    DeclaredBodyLimit,
+    MovingWindow,
+    SecurityHeaders,
+    allowed_methods,
+    too_large,
+)
 from digest.web.pages import router as pages_router
 from digest.web.preferences import router as preferences_router
 from digest.web.redirects import router as redirects_router
@@ -57,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     # Per app, so each app (and each test) counts on its own.
-    app.state.limiter = MovingWindowRateLimiter(MemoryStorage())
+    app.state.limiter = MovingWindowRateLimiter(MemoryStorage())  # the desk's login
+    app.state.subscribe_limiter = MovingWindow()
     app.include_router(pages_router, max_body_size=settings.max_request_bytes)
     app.include_router(preferences_router, max_body_size=settings.max_request_bytes)
     app.include_router(redirects_router, max_body_size=settings.max_request_bytes)

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from limits import RateLimitItemPerMinute
-from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,7 +35,7 @@ from digest.web.forms import (
     printable,
     storable_text,
 )
-from digest.web.limits import FORM_LIMITS, GetAlsoHead
+from digest.web.limits import FORM_LIMITS, GetAlsoHead, MovingWindow
 from digest.web.views import UNSUBSCRIBED, bad_link, message, page
 
 __all__ = ["router"]
@@ -121,13 +118,15 @@ def _rate_limited(request: Request, settings: Settings, wants_json: bool) -> Res
     """
     if settings.subscribe_rate_limit <= 0:
         return None
-    rate = RateLimitItemPerMinute(settings.subscribe_rate_limit)
-    limiter: MovingWindowRateLimiter = request.app.state.limiter
+    limiter: MovingWindow = request.app.state.subscribe_limiter
     client = request.client.host if request.client else "unknown"
-    if limiter.hit(rate, client):
+    if limiter.hit(client, settings.subscribe_rate_limit):
         return None
-    reset = limiter.get_window_stats(rate, client).reset_time
-    headers = {"Retry-After": str(max(1, math.ceil(reset - time.time())))}
+    headers = {
+        "Retry-After": str(
+            max(1, math.ceil(limiter.retry_after(client, settings.subscribe_rate_limit)))
+        )
+    }
     if wants_json:
         return JSONResponse({"error": _TOO_MANY}, status_code=429, headers=headers)
     answer = page(request, settings, "subscribe", email="", name="", error=_TOO_MANY)
@@ -230,11 +229,24 @@ def healthz(engine: EngineDep) -> Response:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-def _send_confirmation(
+async def _send_confirmation(
     engine: Engine, settings: Settings, subscription: signup.Subscription
 ) -> None:
+    """Send the confirmation mail, after the answer.
+
+    The outbox writes one small file (no fsync), which costs less on the event loop than the
+    hop to a worker thread and back did; a provider's HTTP request, and giving back the claim
+    (a database write) when sending failed, go to a thread.
+    """
     try:
-        signup.send_confirmation(engine, settings, subscription)
+        if settings.transport == "outbox":
+            try:
+                signup.send_confirmation(engine, settings, subscription, release=False)
+            except Exception:
+                await run_in_threadpool(signup.release_confirmation, engine, subscription)
+                raise
+        else:
+            await run_in_threadpool(signup.send_confirmation, engine, settings, subscription)
     except Exception as exc:  # after the answer: nothing to tell the person, so tell the log
         # They saw "check your inbox"; the resend slot is freed, so submitting again retries.
         log.error("confirmation mail not sent: %s: %s", type(exc).__name__, exc)

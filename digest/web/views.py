@@ -6,13 +6,19 @@ the same base context (`page_context`) and every page is `Cache-Control: no-stor
 
 from __future__ import annotations
 
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from digest.config import Settings
 from digest.core import render
+from digest.core.reader_mails import template_family
 
 __all__ = ["UNSUBSCRIBED", "BadLink", "bad_link", "message", "page", "page_context"]
 
@@ -34,9 +40,16 @@ def page_context(request: Request, settings: Settings, /, **context: Any) -> dic
     return {**render.base_context(settings), "csp_nonce": request.state.csp_nonce, **context}
 
 
+@lru_cache(maxsize=16)
+def _environment(templates_dir: Path, cwd: str) -> jinja2.Environment:
+    """`render.environment`, remembered by folder as given (and the working folder it is
+    relative to): finding its roots resolves two paths, a cost on every page otherwise."""
+    return render.environment(templates_dir)
+
+
 def page(request: Request, settings: Settings, name: str, /, **context: Any) -> HTMLResponse:
     """The page `web/<name>.html.j2`, never cached: pages behind token links are someone's own."""
-    template = render.environment(settings.templates_dir).get_template(f"web/{name}.html.j2")
+    template = _environment(settings.templates_dir, os.getcwd()).get_template(f"web/{name}.html.j2")
     html = template.render(page_context(request, settings, **context))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
@@ -50,9 +63,29 @@ def message(
     error: bool = False,
     status_code: int = 200,
 ) -> HTMLResponse:
-    answer = page(request, settings, "message", heading=heading, message=text, error=error)
-    answer.status_code = status_code
-    return answer
+    """The one-message page; rendered once per message and settings, then only given this
+    request's nonce ("check your inbox" answers every sign-up: rendering it each time cost
+    as much as storing the sign-up)."""
+    env = _environment(settings.templates_dir, os.getcwd())
+    context = render.base_context(settings)
+    key = (env, heading, text, error, tuple(sorted((k, repr(v)) for k, v in context.items())))
+    found = _messages.get(key)
+    if found is None or not all(t.is_up_to_date for t in found[1]):
+        name = "web/message.html.j2"
+        html = env.get_template(name).render(
+            {**context, "csp_nonce": _NONCE, "heading": heading, "message": text, "error": error}
+        )
+        found = (html, template_family(env, (name,)))
+        if len(_messages) > 256:  # the messages are a handful; bad-link reasons a few more
+            _messages.clear()
+        _messages[key] = found
+    html = found[0].replace(_NONCE, request.state.csp_nonce)
+    return HTMLResponse(html, status_code, headers={"Cache-Control": "no-store"})
+
+
+# A stand-in for the nonce no page can hold by chance, replaced by each request's own.
+_NONCE = "nonce" + secrets.token_hex(12)
+_messages: dict[tuple[object, ...], tuple[str, tuple[jinja2.Template, ...]]] = {}
 
 
 def bad_link(request: Request, settings: Settings, reason: str) -> HTMLResponse:
