@@ -211,6 +211,7 @@ def _web(ctx: Context) -> Section:
                 warmup=ctx.plan.web_warmup,
                 duration=ctx.plan.web_seconds,
                 workers=workers,
+                backend=database,
                 postgres_url=ctx.postgres_url if database == "postgresql" else None,
             )
         )
