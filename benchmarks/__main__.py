@@ -178,7 +178,9 @@ def _latency(ctx: Context) -> Section:
 
 
 def _imports(ctx: Context) -> Section:
-    _say(f"imports: CSV import and export of {', '.join(f'{n:,}' for n in ctx.plan.import_sizes)} rows …")
+    _say(
+        f"imports: CSV import and export of {', '.join(f'{n:,}' for n in ctx.plan.import_sizes)} rows …"
+    )
     results = run_imports(
         ctx.workdir,
         ctx.plan.import_sizes,

@@ -25,8 +25,8 @@ from digest.store.db import normalise_url
 __all__ = [
     "REPO",
     "ChildRun",
-    "Goal",
     "FakeSendGrid",
+    "Goal",
     "base_env",
     "peak_rss_kib",
     "postgres_schema",
@@ -49,6 +49,8 @@ class Goal:
     met: bool
     measured: str
     correctness: bool = False
+
+
 API_KEY = "SG.benchmark-key.not-a-secret"
 
 

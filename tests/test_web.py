@@ -407,20 +407,3 @@ def test_the_delivery_webhook_is_mounted(client):
         answer = client.post(route.path, json=[])  # type: ignore[attr-defined]
         assert answer.status_code != 404, route.path  # type: ignore[attr-defined]
     assert client.post("/webhooks/not-there", json=[]).status_code == 404
-
-
-def test_the_subscribe_limiter_counts_a_moving_window_per_client():
-    from digest.web.limits import MovingWindow
-
-    now = [1000.0]
-    window = MovingWindow(60.0, clock=lambda: now[0])
-    assert [window.hit("a", 3) for _ in range(4)] == [True, True, True, False]
-    assert window.hit("b", 3)  # another client counts on its own
-    now[0] += 30
-    assert not window.hit("a", 3)
-    assert window.retry_after("a", 3) == pytest.approx(30.0)
-    now[0] += 30.5  # the first three hits have left the window
-    assert [window.hit("a", 3) for _ in range(4)] == [True, True, True, False]
-    now[0] += 200  # idle clients are forgotten
-    window.hit("c", 3)
-    assert set(window._hits) == {"c"}

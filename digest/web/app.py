@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
@@ -24,7 +24,6 @@ from digest.store import db
 from digest.web.desk import IMPORT_PATH, MAX_IMPORT_BYTES, install_desk
 from digest.web.limits import (
     DeclaredBodyLimit,
-    MovingWindow,
     SecurityHeaders,
     allowed_methods,
     too_large,
@@ -64,7 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # Per app, so each app (and each test) counts on its own.
     app.state.limiter = MovingWindowRateLimiter(MemoryStorage())  # the desk's login
-    app.state.subscribe_limiter = MovingWindow()
+    # Sign-ups: the `limits` sliding-window counter, O(1) a hit (two counters per client and
+    # minute) where the moving window keeps every hit of the last minute; its storage can move
+    # to Redis when replicas share one limit.
+    app.state.subscribe_limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
     app.include_router(pages_router, max_body_size=settings.max_request_bytes)
     app.include_router(preferences_router, max_body_size=settings.max_request_bytes)
     app.include_router(redirects_router, max_body_size=settings.max_request_bytes)

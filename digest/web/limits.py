@@ -7,8 +7,6 @@ has gone out; and the one 413 answer, whether a body was declared too large or c
 from __future__ import annotations
 
 import secrets
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, TypedDict
 
@@ -23,7 +21,6 @@ __all__ = [
     "DeclaredBodyLimit",
     "FormLimits",
     "GetAlsoHead",
-    "MovingWindow",
     "SecurityHeaders",
     "allowed_methods",
     "too_large",
@@ -80,54 +77,6 @@ def allowed_methods(request: Request) -> list[str]:
         if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
             allowed.append(method)
     return allowed
-
-
-class MovingWindow:
-    """At most `limit` hits per `window` seconds for each key, counted over the last `window`
-    seconds exactly (a moving window), in memory. The limit comes with each hit, so it follows
-    the app's settings.
-
-    Each key keeps the times of its last `limit` hits, oldest first: a hit drops the ones
-    older than the window and is allowed while fewer than `limit` remain, so a hit costs O(1)
-    amortised. The `limits` package's memory storage, used before, inserts each hit at the
-    front of a list (O(hits in the window)) and starts a timer thread every 10 ms to expire
-    them, which cost more than the rest of a sign-up under load. Keys idle for a whole window
-    are forgotten once a window, so memory follows the clients of the last minute.
-    """
-
-    def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window = window
-        self.clock = clock
-        self._hits: dict[str, deque[float]] = {}
-        self._swept = clock()
-
-    def hit(self, key: str, limit: int) -> bool:
-        """Count a hit for `key` if fewer than `limit` were counted in the window; True if so."""
-        now = self.clock()
-        if now - self._swept > self.window:
-            self._sweep(now)
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = self._hits[key] = deque()
-        horizon = now - self.window
-        while hits and hits[0] <= horizon:
-            hits.popleft()
-        if len(hits) >= limit:
-            return False
-        hits.append(now)
-        return True
-
-    def retry_after(self, key: str, limit: int) -> float:
-        """Seconds until `key` may hit again under `limit` (0 when it may now)."""
-        hits = self._hits.get(key)
-        if not hits or len(hits) < limit:
-            return 0.0
-        return max(0.0, hits[-limit] + self.window - self.clock())
-
-    def _sweep(self, now: float) -> None:
-        horizon = now - self.window
-        self._hits = {key: hits for key, hits in self._hits.items() if hits and hits[-1] > horizon}
-        self._swept = now
 
 
 class GetAlsoHead(APIRoute):

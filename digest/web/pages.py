@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from limits import RateLimitItemPerMinute
+from limits.strategies import SlidingWindowCounterRateLimiter
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,7 +38,7 @@ from digest.web.forms import (
     printable,
     storable_text,
 )
-from digest.web.limits import FORM_LIMITS, GetAlsoHead, MovingWindow
+from digest.web.limits import FORM_LIMITS, GetAlsoHead
 from digest.web.views import UNSUBSCRIBED, bad_link, message, page
 
 __all__ = ["router"]
@@ -118,15 +121,13 @@ def _rate_limited(request: Request, settings: Settings, wants_json: bool) -> Res
     """
     if settings.subscribe_rate_limit <= 0:
         return None
-    limiter: MovingWindow = request.app.state.subscribe_limiter
+    rate = RateLimitItemPerMinute(settings.subscribe_rate_limit)
+    limiter: SlidingWindowCounterRateLimiter = request.app.state.subscribe_limiter
     client = request.client.host if request.client else "unknown"
-    if limiter.hit(client, settings.subscribe_rate_limit):
+    if limiter.hit(rate, client):
         return None
-    headers = {
-        "Retry-After": str(
-            max(1, math.ceil(limiter.retry_after(client, settings.subscribe_rate_limit)))
-        )
-    }
+    reset = limiter.get_window_stats(rate, client).reset_time
+    headers = {"Retry-After": str(max(1, math.ceil(reset - time.time())))}
     if wants_json:
         return JSONResponse({"error": _TOO_MANY}, status_code=429, headers=headers)
     answer = page(request, settings, "subscribe", email="", name="", error=_TOO_MANY)
