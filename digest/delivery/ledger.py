@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from digest.config import Settings
@@ -177,13 +177,15 @@ def claim_batch(
     header can hold `refused`. LostLease when a second sender inserted the same rows.
     """
     claimed = ClaimedBatch()
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     try:
         with engine.begin() as conn:
             found = conn.execute(page).all()
             if not found:
                 return None
             done = set(conn.execute(claimed_between(issue, found[0][0], found[-1][0])).scalars())
+            stamp = _bound(conn, deliveries.c.claimed_at, claimed_at)
+            append, issue_id = claimed.recipients.append, issue.id
             for sid, email, name, paused_until, opt_out in found:
                 if sid in done:
                     continue
@@ -193,7 +195,7 @@ def claim_batch(
                     claimed.skipped += 1
                 else:
                     try:
-                        claimed.recipients.append(
+                        append(
                             issue_recipient(
                                 settings, issue, sid, email, name, tracking_opt_out=opt_out
                             )
@@ -203,25 +205,38 @@ def claim_batch(
                         # for this reader, and the rest of the batch goes on.
                         status, error = "refused", f"the stored address cannot be sent to: {exc}"
                         claimed.refused += 1
-                rows.append(
-                    {
-                        "issue_id": issue.id,
-                        "subscriber_id": sid,
-                        "batch": batch,
-                        "status": status,
-                        "attempts": 0,
-                        "error": error,
-                        "claimed_at": claimed_at,
-                    }
-                )
+                rows.append((issue_id, sid, batch, status, 0, error, stamp))
             if rows:
-                conn.execute(insert(deliveries), rows)
+                # One executemany of plain tuples through the driver: SQLAlchemy's own
+                # executemany builds and type-processes a parameter dict per row, which was a
+                # large share of a send's per-reader cost.
+                conn.exec_driver_sql(_claim_sql(conn), rows)
     except IntegrityError:
         # Only a second sender inserting the same (issue, subscriber) gets here.
         raise LostLease() from None
     claimed.rows = len(rows)
     claimed.last_id = found[-1][0]
     return claimed
+
+
+_CLAIM_COLUMNS = ("issue_id", "subscriber_id", "batch", "status", "attempts", "error", "claimed_at")
+
+
+def _claim_sql(conn: Connection) -> str:
+    """The claim's INSERT in the driver's own parameter style (qmark for sqlite3, format for
+    psycopg), for `exec_driver_sql`."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return (
+        f"INSERT INTO {deliveries.name} ({', '.join(_CLAIM_COLUMNS)}) "
+        f"VALUES ({', '.join([mark] * len(_CLAIM_COLUMNS))})"
+    )
+
+
+def _bound(conn: Connection, column: Any, value: Any) -> Any:
+    """`value` as `column`'s type writes it (SQLite keeps datetimes as text), for a statement
+    that goes to the driver as it is."""
+    process = column.type.bind_processor(conn.dialect)
+    return process(value) if process is not None else value
 
 
 def reopen_batch(
