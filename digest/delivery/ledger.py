@@ -235,7 +235,9 @@ def _claim_sql(conn: Connection) -> str:
 def _bound(conn: Connection, column: Any, value: Any) -> Any:
     """`value` as `column`'s type writes it (SQLite keeps datetimes as text), for a statement
     that goes to the driver as it is."""
-    process = column.type.bind_processor(conn.dialect)
+    # The dialect's own implementation: the type's generic one would hand SQLite a datetime,
+    # which sqlite3's deprecated default adapter writes in another text form.
+    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     return process(value) if process is not None else value
 
 

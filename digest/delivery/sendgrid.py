@@ -11,11 +11,13 @@ import json
 import logging
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import orjson
+from python_http_client.client import Response
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
@@ -261,13 +263,7 @@ class SendGridTransport:
         if message.batch_key is not None:
             self._attempted[message.batch_key] = self._clock()
         try:
-            # Handing python_http_client a ready JSON string with a non-bare JSON content type
-            # makes it send the string as it is instead of encoding the payload a second time.
-            response = self._client.client.mail.send.post(
-                request_body=body.decode(),
-                request_headers=dict(_JSON_HEADERS),
-                timeout=self.timeout,
-            )
+            response = self._post(body)
         except HTTPError as exc:
             raise self._http_error(exc) from None
         except urllib.error.URLError as exc:
@@ -288,6 +284,25 @@ class SendGridTransport:
         headers = response.headers
         message_id = headers.get("X-Message-Id") if headers is not None else None
         return SendResult(message_id=message_id, refused=refused)
+
+    def _post(self, body: bytes) -> Response:
+        """POST the encoded body to /v3/mail/send through the sendgrid client's own request
+        (its URL, API-key headers, urllib opener and error mapping), handing it bytes.
+
+        Its `post()` takes only a str, which it encodes again, and then formats the repr of
+        the whole body into a DEBUG line whether or not DEBUG is on: ~12 ms a 1000-reader
+        batch, as much as building the batch. `_make_request` is the seam the library keeps
+        for exactly this (its docstring: separated out to be swapped in tests).
+        """
+        endpoint = self._client.client.mail.send
+        request = urllib.request.Request(
+            endpoint._build_url(None),
+            data=body,
+            headers={**endpoint.request_headers, **_JSON_HEADERS},
+            method="POST",
+        )
+        opener = urllib.request.build_opener()
+        return Response(endpoint._make_request(opener, request, timeout=self.timeout))
 
     def refused_in_batch(self, message: Message) -> dict[str, str]:
         """The recipients of `message` that `send` leaves out, with why.
