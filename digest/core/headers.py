@@ -96,7 +96,13 @@ def safe_display_name(name: str | None) -> str | None:
     still gets the mail, addressed by address alone) rather than refused, so one old record
     can never stop a send.
     """
-    if not name or display_name_problem(name) is not None:
+    if not name:
+        return None
+    # Printable ASCII without "=?" passes every rule below (no control, line break, bidi
+    # character or encoded-word can be in it); a send asks this twice per reader.
+    if len(name) <= NAME_MAX and name.isascii() and name.isprintable() and "=?" not in name:
+        return name
+    if display_name_problem(name) is not None:
         return None
     return name
 

@@ -223,12 +223,43 @@ def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, email: 
 
 
 def reader_tokens(settings: Settings, subscriber_id: int, email: str) -> tuple[str, str]:
-    """(unsubscribe, preferences) tokens for one reader, as `make_token` makes them: the pair
-    every list mail carries, with the address hashed once for both (a send's per-reader work)."""
-    secret, fingerprint = settings.signing_key(), _fingerprint(email)
+    """(unsubscribe, preferences) tokens for one reader, exactly as `make_token` makes them:
+    the pair every list mail carries, the address hashed once for both.
+
+    A send's per-reader work, so `_compact` and `_mac` are written out here once per token,
+    with the key's state for both purposes looked up once (`_pair`).
+    """
+    if not 0 <= subscriber_id < _ID_LIMIT:
+        raise ValueError("a subscriber id in a token is 0 to 2**64 - 1")
+    (u_head, u_inner, u_outer), (p_head, p_inner, p_outer) = _pair(settings.signing_key())
+    tail = _fingerprint(email) + subscriber_id.to_bytes(
+        (subscriber_id.bit_length() + 7) // 8 or 1, "big"
+    )
+    tokens = []
+    for head, inner_state, outer_state in (
+        (u_head, u_inner, u_outer),
+        (p_head, p_inner, p_outer),
+    ):
+        payload = head + tail
+        inner = inner_state.copy()
+        inner.update(payload)
+        outer = outer_state.copy()
+        outer.update(inner.digest())
+        raw = payload + outer.digest()[:_MAC_BYTES]
+        tokens.append(
+            binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+        )
+    return tokens[0], tokens[1]
+
+
+_ID_LIMIT = 1 << (8 * _ID_MAX_BYTES)
+
+
+@lru_cache(maxsize=16)
+def _pair(secret: str) -> tuple[tuple[bytes, Any, Any], tuple[bytes, Any, Any]]:
     return (
-        _compact(secret, "unsubscribe", subscriber_id, fingerprint),
-        _compact(secret, "preferences", subscriber_id, fingerprint),
+        (_head(secret, "unsubscribe"), *_mac_states(secret, "unsubscribe")),
+        (_head(secret, "preferences"), *_mac_states(secret, "preferences")),
     )
 
 
