@@ -79,7 +79,7 @@ def _address(email: str, name: str | None) -> dict[str, str]:
     # address, so such names are left out of the header (the greeting still uses them);
     # so are names failing digest's header rules (an encoded-word SendGrid would pass on).
     name = safe_display_name(name)
-    if name and not any(ch in name for ch in ",;"):
+    if name and "," not in name and ";" not in name:
         return {"email": address, "name": name}
     return {"email": address}
 
