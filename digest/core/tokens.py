@@ -80,6 +80,7 @@ _HEAD_BYTES = 2 + _KEY_ID_BYTES + _FINGERPRINT_BYTES
 # 128 bits of HMAC-SHA256: a forged link is one guess in 2**128.
 _MAC_BYTES = 16
 _ID_MAX_BYTES = 8
+_ID_LIMIT = 1 << (8 * _ID_MAX_BYTES)
 # 10 head + 1..8 id + 16 MAC = 27..34 bytes = 36..46 base64 characters.
 _COMPACT_RE = re.compile(r"[A-Za-z0-9_-]{36,46}")
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -140,7 +141,7 @@ def _encode(raw: bytes) -> str:
 
 
 def _compact(secret: str, purpose: str, subscriber_id: int, fingerprint: bytes) -> str:
-    if not 0 <= subscriber_id < 1 << (8 * _ID_MAX_BYTES):
+    if not 0 <= subscriber_id < _ID_LIMIT:
         raise ValueError("a subscriber id in a token is 0 to 2**64 - 1")
     payload = _head(secret, purpose) + fingerprint + _id_bytes(subscriber_id)
     return _encode(payload + _mac(secret, purpose, payload))
@@ -250,9 +251,6 @@ def reader_tokens(settings: Settings, subscriber_id: int, email: str) -> tuple[s
             binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
         )
     return tokens[0], tokens[1]
-
-
-_ID_LIMIT = 1 << (8 * _ID_MAX_BYTES)
 
 
 @lru_cache(maxsize=16)
