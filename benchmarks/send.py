@@ -6,28 +6,47 @@ Both run as child processes, measured with wait4; the server runs in a third pro
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from benchmarks.common import ChildRun, FakeSendGrid, base_env, postgres_schema, run_child
-from benchmarks.data import insert_subscribers, write_glossary
+from benchmarks.common import (
+    ChildRun,
+    FakeSendGrid,
+    Goal,
+    base_env,
+    postgres_reachable,
+    postgres_schema,
+    run_child,
+)
+from benchmarks.data import DEFAULT_SEED, insert_subscribers, write_glossary
 from digest.campaign.build import build_issue
 from digest.config import Settings
 from digest.model.weeks import IsoWeek
 from digest.store import db
 from digest.store.terms import load_glossary
 
-__all__ = ["SendResult", "run_send"]
+__all__ = ["SendResult", "run_send", "send_goals", "send_table"]
 
 WEEK = IsoWeek(2026, 17)
 BUILT_AT = datetime(2026, 4, 20, 8, 0, tzinfo=UTC)
 ISSUE_TERMS = 100  # the glossary the sent issue is built from
+
+# Issue 17's goals for the send, each a ratio to the floor measured in the same run.
+RATIO_GOAL = {"sqlite": 2.0, "postgresql": 2.5}
+RSS_GOAL_MB = 150.0  # at a million readers (listmonk sends 7M in 57 MB)
+RSS_GOAL_AT = 1_000_000
+CALLS_PER_READER = 1 / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +76,7 @@ def _prepare(workdir: Path, database_url: str, count: int, seed: int) -> tuple[f
     settings = Settings(
         database_url=database_url,
         terms_dir=terms,
-        secret_key=env["DIGEST_SECRET_KEY"],
+        secret_key=SecretStr(env["DIGEST_SECRET_KEY"]),
         base_url=env["DIGEST_BASE_URL"],
         site_url=env["DIGEST_SITE_URL"],
     )
@@ -162,3 +181,128 @@ def run_send(
     assert postgres_url is not None
     with postgres_schema(postgres_url) as url:
         return _measure(run_dir, url, server, backend, count, seed)
+
+
+def send_goals(results: list[SendResult]) -> list[Goal]:
+    """Issue 17's send goals for each measured size: the ratio to the floor (2.0 on SQLite, 2.5
+    on PostgreSQL), peak RSS at a million readers, API calls, and every reader exactly once."""
+    goals: list[Goal] = []
+    for r in results:
+        where = f"{r.backend}, {r.subscribers:,}"
+        limit = RATIO_GOAL.get(r.backend, 2.0)
+        goals.append(
+            Goal(f"send ≤ {limit}× its floor ({where})", r.ratio <= limit, f"{r.ratio:.2f}×")
+        )
+        if r.subscribers >= RSS_GOAL_AT:
+            goals.append(
+                Goal(
+                    f"send peak RSS ≤ {RSS_GOAL_MB:.0f} MB ({where})",
+                    r.digest.peak_rss_mb <= RSS_GOAL_MB,
+                    f"{r.digest.peak_rss_mb:.0f} MB",
+                )
+            )
+        allowed = max(1, int(r.subscribers * CALLS_PER_READER))
+        goals.append(
+            Goal(
+                f"send API calls ≤ {allowed:,} ({where})",
+                0 < r.api_calls <= allowed,
+                f"{r.api_calls:,}",
+            )
+        )
+        goals.append(
+            Goal(
+                f"send: every reader exactly once ({where})",
+                not r.problems,
+                "; ".join(r.problems) or f"{r.ledger_sent:,} sent, none twice",
+                correctness=True,
+            )
+        )
+    return goals
+
+
+def send_table(results: list[SendResult]) -> str:
+    """One line a run: digest and floor side by side (wall, CPU, peak RSS), the ratio, calls."""
+    header = [
+        "backend",
+        "readers",
+        "digest s",
+        "floor s",
+        "ratio",
+        "digest CPU s",
+        "floor CPU s",
+        "RSS MB",
+        "floor RSS",
+        "API calls",
+        "µs/reader",
+        "server CPU s",
+    ]
+    rows = [
+        [
+            r.backend,
+            f"{r.subscribers:,}",
+            f"{r.digest.seconds:.2f}",
+            f"{r.floor.seconds:.2f}",
+            f"{r.ratio:.2f}",
+            f"{r.digest.cpu:.2f}",
+            f"{r.floor.cpu:.2f}",
+            f"{r.digest.peak_rss_mb:.0f}",
+            f"{r.floor.peak_rss_mb:.0f}",
+            f"{r.api_calls:,}",
+            f"{r.digest.seconds / r.subscribers * 1e6:.1f}",
+            f"{r.server_cpu:.1f}",
+        ]
+        for r in results
+    ]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(header)]
+    lines = [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    head = " | ".join(c.rjust(w) for c, w in zip(header, widths, strict=True))
+    return "\n".join([head, "-" * len(head), *lines])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.send --sizes 100000,1000000 [--postgres]`: this benchmark alone."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--sizes", default="100000", help="comma-separated reader counts")
+    parser.add_argument("--postgres", action="store_true", help="on PostgreSQL, not SQLite")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "DIGEST_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    backend = "postgresql" if args.postgres else "sqlite"
+    if args.postgres and (why := postgres_reachable(args.postgres_url)) is not None:
+        print(f"PostgreSQL unreachable: {why}", file=sys.stderr)
+        return 2
+    results: list[SendResult] = []
+    with tempfile.TemporaryDirectory(prefix="digest-send-") as scratch:
+        workdir = Path(scratch)
+        server = FakeSendGrid(workdir)
+        try:
+            for count in sizes:
+                results.append(
+                    run_send(
+                        workdir,
+                        server,
+                        count,
+                        backend=backend,
+                        postgres_url=args.postgres_url,
+                        seed=args.seed,
+                    )
+                )
+                print(send_table(results[-1:]), flush=True)
+        finally:
+            server.stop()
+    print()
+    print(send_table(results))
+    goals = send_goals(results)
+    for goal in goals:
+        print(f"  [{'met' if goal.met else 'MISSED'}] {goal.name}: {goal.measured}")
+    return 2 if any(g.correctness and not g.met for g in goals) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

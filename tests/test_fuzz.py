@@ -6,6 +6,7 @@ Each property runs a fixed, derandomised number of examples (the "ci" profile in
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -540,6 +541,8 @@ def tampered(draw: st.DrawFn, token: str) -> str:
             return unicodedata.normalize("NFKC", "\uff21" + token)  # a full-width letter in front
         return " " + token + " "
     parts = token.split(".")
+    if len(parts) == 1:  # a compact token: one segment, its MAC the last 16 bytes
+        return draw(_tampered_compact(token, kind))
     if kind == "swap":
         i, j = draw(st.permutations(range(len(parts))).map(lambda p: p[:2]))
         parts[i], parts[j] = parts[j], parts[i]
@@ -549,6 +552,22 @@ def tampered(draw: st.DrawFn, token: str) -> str:
         Settings(secret_key="attacker"), "confirm", draw(st.integers(0, 10**9)), "eve@example.org"
     )
     return ".".join([other.split(".")[0], *parts[1:]])
+
+
+@st.composite
+def _tampered_compact(draw: st.DrawFn, token: str, kind: str) -> str:
+    """The swap and repayload attacks on a compact token (no "." to split at): two characters
+    swapped, or someone else's validly encoded payload under this token's MAC."""
+    if kind == "swap":
+        i, j = draw(st.permutations(range(len(token))).map(lambda p: sorted(p[:2])))
+        return token[:i] + token[j] + token[i + 1 : j] + token[i] + token[j + 1 :]
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    purpose = draw(st.sampled_from(["unsubscribe", "preferences"]))
+    other = make_token(
+        Settings(secret_key="attacker"), purpose, draw(st.integers(0, 10**9)), "eve@example.org"
+    )
+    theirs = base64.urlsafe_b64decode(other + "=" * (-len(other) % 4))
+    return base64.urlsafe_b64encode(theirs[:-16] + raw[-16:]).rstrip(b"=").decode()
 
 
 @PURE

@@ -80,30 +80,35 @@ def subscriber_recipient(
     # A name stored before today's rules (an encoded-word, a bidi override) is left out of the
     # header, subject and greeting instead of stopping the batch: the reader still gets the mail.
     name = safe_display_name(name)
-    unsubscribe_url = subscriber_links.unsubscribe_url(settings, subscriber_id, email)
-    preferences_url = subscriber_links.preferences_url(settings, subscriber_id, email)
+    unsubscribe_url, preferences_url = subscriber_links.list_links(settings, subscriber_id, email)
     list_unsubscribe = f"<{unsubscribe_url}>"
     if settings.unsubscribe_mailto:
         mailbox = settings.unsubscribe_mailto.removeprefix("mailto:")
         list_unsubscribe += f", <mailto:{mailbox}?subject=unsubscribe>"
+    substitutions = {
+        _UNSUBSCRIBE: unsubscribe_url,
+        _PREFERENCES: preferences_url,
+        _NAME: name or "",
+        _NAME_HTML: html.escape(name) if name else "",
+    }
+    if extra:
+        substitutions.update(extra)
     return Recipient(
         email=email,
         name=name,
-        substitutions={
-            PLACEHOLDERS["unsubscribe_url"]: unsubscribe_url,
-            PLACEHOLDERS["preferences_url"]: preferences_url,
-            PLACEHOLDERS["name"]: name or "",
-            PLACEHOLDERS["name_html"]: html.escape(name or ""),
-            **(extra or {}),
-        },
+        substitutions=substitutions,
         # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" to the https URL.
-        headers={
-            "List-Unsubscribe": list_unsubscribe,
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
+        headers={"List-Unsubscribe": list_unsubscribe, "List-Unsubscribe-Post": _ONE_CLICK},
         custom_args={"subscriber_id": str(subscriber_id)},
         tracking_opt_out=tracking_opt_out,
     )
+
+
+_UNSUBSCRIBE = PLACEHOLDERS["unsubscribe_url"]
+_PREFERENCES = PLACEHOLDERS["preferences_url"]
+_NAME = PLACEHOLDERS["name"]
+_NAME_HTML = PLACEHOLDERS["name_html"]
+_ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
 def issue_recipient(
