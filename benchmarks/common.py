@@ -228,7 +228,8 @@ class FakeSendGrid:
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/_test/stats", timeout=30) as response:
-            return json.loads(response.read())
+            stats: dict[str, Any] = json.loads(response.read())
+            return stats
 
     def reset(self) -> None:
         request = urllib.request.Request(f"{self.url}/_test/reset", data=b"{}", method="POST")
