@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
-
-from markdown_it import MarkdownIt
+from typing import TYPE_CHECKING, Literal
 
 from digest.model.weeks import IsoWeek
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 __all__ = [
     "DIFFICULTY_RANK",
@@ -34,13 +35,20 @@ Difficulty = Literal["beginner", "intermediate", "advanced"]
 DIFFICULTY_RANK: dict[str, int] = {"beginner": 0, "intermediate": 1, "advanced": 2}
 REQUIRED_SECTIONS = ("Why it matters", "How it works", "Example")
 
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-_markdown.enable("table")
+
+@cache
+def _markdown() -> MarkdownIt:
+    """The one renderer, made on first use: importing markdown-it is tens of milliseconds that
+    every command paid at start-up, and loading a glossary renders nothing."""
+    from markdown_it import MarkdownIt
+
+    renderer = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    return renderer.enable("table")
 
 
 def render_markdown(text: str) -> str:
     """Markdown → HTML with raw HTML disabled, so a term file cannot inject markup."""
-    return str(_markdown.render(text))
+    return str(_markdown().render(text))
 
 
 # --------------------------------------------------------------------------- errors

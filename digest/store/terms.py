@@ -7,12 +7,15 @@ anything is opened; what a file says is judged by the pure rules in `digest.core
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import stat
+import time
 from pathlib import Path
 
-from digest.core.term_rules import ParsedTerm, assemble, parse_term
+from digest.core.term_folder import ParsedTerm, assemble
 from digest.model.glossary import Glossary, GlossaryError, InvalidGlossary
+from digest.store.term_cache import TermCache
 
 __all__ = ["MAX_TERM_BYTES", "load_glossary", "read_glossary"]
 
@@ -106,38 +109,95 @@ def _term_bytes(path: Path) -> bytes | GlossaryError:
     return data if len(data) <= MAX_TERM_BYTES else _too_big(path, len(data))
 
 
-def _read_term(path: Path) -> tuple[ParsedTerm | None, list[GlossaryError]]:
-    """Read one file: what it declares, and every error found in it."""
+def _read_term(
+    path: Path, info: os.stat_result | None, cache: TermCache, started_ns: int
+) -> tuple[ParsedTerm | None, list[GlossaryError]]:
+    """Read one file: what it declares, and every error found in it; from the cache when its
+    stamp (`info`, taken before the read) or else its content is unchanged."""
+    if info is not None and stat.S_ISREG(info.st_mode):
+        cached = cache.fresh(path.name, info, path)
+        if cached is not None:
+            return cached, []
     raw = _term_bytes(path)
     if isinstance(raw, GlossaryError):
         return None, [raw]
+    if info is None:
+        return _parse(raw, path)
+    cached, digest = cache.same_content(path.name, info, raw, path, started_ns)
+    if cached is not None:
+        return cached, []
+    parsed, errors = _parse(raw, path)
+    if parsed is not None and parsed.term is not None and not errors:
+        cache.keep(path.name, info, digest, parsed, started_ns)
+    return parsed, errors
+
+
+def _parse(raw: bytes, path: Path) -> tuple[ParsedTerm | None, list[GlossaryError]]:
+    # Imported here: the rules of one file need pydantic and PyYAML, a fifth of a second to
+    # import, and a load served from the cache parses nothing.
+    from digest.core.term_rules import parse_term
+
     return parse_term(raw, path)
 
 
-def read_glossary(directory: Path | str) -> tuple[Glossary, list[GlossaryError]]:
+def _term_files(directory: Path) -> list[tuple[str, os.stat_result | None]]:
+    """(name, lstat or None when it cannot be had) of every `*.md` but README.md, by name:
+    what `sorted(directory.glob("*.md"))` lists, without a Path and a comparison per file."""
+    found: list[tuple[str, os.stat_result | None]] = []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if not name.endswith(".md") or name.lower() == "readme.md":
+                    continue
+                try:
+                    found.append((name, entry.stat(follow_symlinks=False)))
+                except OSError:  # gone or unreadable: the read reports it as today
+                    found.append((name, None))
+    except OSError:  # as glob does: a folder that cannot be listed lists nothing
+        return []
+    found.sort(key=lambda item: item[0])
+    return found
+
+
+def read_glossary(
+    directory: Path | str, *, cache: bool = True
+) -> tuple[Glossary, list[GlossaryError]]:
     """Read every `*.md` in `directory`; return the valid terms and all errors found.
 
     Terms with errors are left out of the glossary, so a caller that can live with a partial
-    glossary (e.g. `terms list`) still works while an editor fixes a file.
+    glossary (e.g. `terms list`) still works while an editor fixes a file. What valid files
+    yielded is kept in `<project>/.digest-cache/` (`digest.store.term_cache`) unless `cache` is
+    false; a file with an error is never kept, so it is read and reported on every load, and
+    the folder-wide rules run over every term, cached or not.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return Glossary([]), [GlossaryError(directory, None, "terms", "folder does not exist")]
-    parsed: list[ParsedTerm] = []
-    errors: list[GlossaryError] = []
-    for path in sorted(directory.glob("*.md")):
-        if path.name.lower() == "readme.md":
-            continue
-        item, problems = _read_term(path)
-        errors.extend(problems)
-        if item is not None:
-            parsed.append(item)
-    return assemble(parsed, errors)
+    started_ns = time.time_ns()  # before any file is looked at: what "settled" is judged by
+    # A load builds hundreds of thousands of small objects, none in a cycle; left on, the
+    # cyclic collector walks the growing heap again and again (a third of a warm load).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        term_cache = TermCache(directory, enabled=cache)
+        parsed: list[ParsedTerm] = []
+        errors: list[GlossaryError] = []
+        for name, info in _term_files(directory):
+            item, problems = _read_term(directory / name, info, term_cache, started_ns)
+            errors.extend(problems)
+            if item is not None:
+                parsed.append(item)
+        term_cache.save()
+        return assemble(parsed, errors)
+    finally:
+        if collecting:
+            gc.enable()
 
 
-def load_glossary(directory: Path | str) -> Glossary:
+def load_glossary(directory: Path | str, *, cache: bool = True) -> Glossary:
     """The whole glossary, or `InvalidGlossary` carrying every error in the folder."""
-    glossary, errors = read_glossary(directory)
+    glossary, errors = read_glossary(directory, cache=cache)
     if errors:
         raise InvalidGlossary(errors)
     return glossary
