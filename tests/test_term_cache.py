@@ -269,3 +269,10 @@ def test_the_code_version_covers_every_module_that_parses_a_term():
     }
     assert loaded == set(term_cache._PARSING_SOURCES)
     assert term_cache.code_version() is not None
+
+
+def test_digest_init_and_the_repository_ignore_the_cache_folder():
+    from digest.scaffold import GITIGNORE
+
+    assert f"{CACHE_DIR_NAME}/" in GITIGNORE.splitlines()
+    assert f"{CACHE_DIR_NAME}/" in (REPO / ".gitignore").read_text().splitlines()
