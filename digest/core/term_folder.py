@@ -86,5 +86,6 @@ def assemble(
     for error in errors:
         if error.path.suffix == ".md":  # a term file, named for its slug (not the folder)
             left_out.setdefault(error.path.stem, []).append(error)
-    terms = (p.term for p in parsed if p.term is not None and p.path not in bad)
+    # `bad` is nearly always empty, and hashing a Path is a microsecond a term.
+    terms = (p.term for p in parsed if p.term is not None and (not bad or p.path not in bad))
     return Glossary(terms, left_out), errors

@@ -90,8 +90,17 @@ def _stamp(info: os.stat_result) -> _Stamp:
 
 
 def _encode(parsed: ParsedTerm) -> list[Any]:
+    """One valid file's parse as a flat record: pairs laid end to end, and the names and links
+    stored as their lines alone when they are what the term says (every valid file: only
+    the lines are not in the Term). Fewer objects to build is most of a warm load's time."""
     term = parsed.term
     assert term is not None  # only valid files are kept
+    lines: list[Any] = [line for _kind, _value, line in parsed.names[1:]]
+    if parsed.names != _names(term, lines):
+        lines = [list(name) for name in parsed.names]
+    links: list[Any] = [line for _slug, line in parsed.related]
+    if [slug for slug, _line in parsed.related] != list(term.related):
+        links = [list(link) for link in parsed.related]
     return [
         term.title,
         term.summary,
@@ -101,20 +110,30 @@ def _encode(parsed: ParsedTerm) -> list[Any]:
         term.added.year,
         term.added.week,
         term.related,
-        [(s.title, s.url) for s in term.sources],
-        [(a.name, a.lang) for a in term.aliases],
-        [(s.title, s.markdown) for s in term.sections],
+        [part for s in term.sources for part in (s.title, s.url)],
+        [part for a in term.aliases for part in (a.name, a.lang)],
+        [part for s in term.sections for part in (s.title, s.markdown)],
         term.subject,
         term.preheader,
-        parsed.names,
-        parsed.related,
+        lines,
+        links,
     ]
+
+
+def _names(term: Term, lines: list[Any]) -> list[tuple[str, str, int | None]]:
+    """The names a valid file declares, given the line of its title and of each alias."""
+    if len(lines) != len(term.aliases) + 1:
+        return []
+    names = [("slug", term.slug, None), ("title", term.title, lines[0])]
+    names.extend(("alias", a.name, line) for a, line in zip(term.aliases, lines[1:], strict=True))
+    return names
 
 
 def _decode(record: list[Any], path: Path) -> ParsedTerm:
     (title, summary, definition, category, difficulty, year, week, related) = record[:8]
-    (sources, aliases, sections, subject, preheader, names, links) = record[8:]
+    (sources, aliases, sections, subject, preheader, lines, links) = record[8:]
     slug = path.stem
+    pairs = range(0, len(sections), 2)
     term = Term(
         slug,
         title,
@@ -124,16 +143,22 @@ def _decode(record: list[Any], path: Path) -> ParsedTerm:
         difficulty,
         IsoWeek(year, week),
         tuple(related),
-        tuple([Source(t, u) for t, u in sources]),
-        tuple([Alias(n, lang) for n, lang in aliases]),
-        tuple([Section(t, md) for t, md in sections]),
+        tuple([Source(sources[i], sources[i + 1]) for i in range(0, len(sources), 2)]),
+        tuple([Alias(aliases[i], aliases[i + 1]) for i in range(0, len(aliases), 2)]),
+        tuple([Section(sections[i], sections[i + 1]) for i in pairs]),
         path,
         subject,
         preheader,
     )
-    return ParsedTerm(
-        path, slug, term, [(k, v, line) for k, v, line in names], [(s, x) for s, x in links]
-    )
+    if lines and isinstance(lines[0], list):
+        names = [(kind, value, line) for kind, value, line in lines]
+    else:
+        names = _names(term, lines)
+    if links and isinstance(links[0], list):
+        linked = [(other, line) for other, line in links]
+    else:
+        linked = list(zip(related, links, strict=True))
+    return ParsedTerm(path, slug, term, names, linked)
 
 
 class TermCache:

@@ -110,7 +110,7 @@ def _term_bytes(path: Path) -> bytes | GlossaryError:
 
 
 def _read_term(
-    path: Path, info: os.stat_result | None, cache: TermCache, started_ns: int
+    path: Path, info: os.stat_result | None, cache: TermCache, started_ns: int, collect: bool
 ) -> tuple[ParsedTerm | None, list[GlossaryError]]:
     """Read one file: what it declares, and every error found in it; from the cache when its
     stamp (`info`, taken before the read) or else its content is unchanged."""
@@ -122,22 +122,30 @@ def _read_term(
     if isinstance(raw, GlossaryError):
         return None, [raw]
     if info is None:
-        return _parse(raw, path)
+        return _parse(raw, path, collect)
     cached, digest = cache.same_content(path.name, info, raw, path, started_ns)
     if cached is not None:
         return cached, []
-    parsed, errors = _parse(raw, path)
+    parsed, errors = _parse(raw, path, collect)
     if parsed is not None and parsed.term is not None and not errors:
         cache.keep(path.name, info, digest, parsed, started_ns)
     return parsed, errors
 
 
-def _parse(raw: bytes, path: Path) -> tuple[ParsedTerm | None, list[GlossaryError]]:
+def _parse(raw: bytes, path: Path, collect: bool) -> tuple[ParsedTerm | None, list[GlossaryError]]:
+    """`parse_term`, with the cyclic collector on again if the caller had it on: PyYAML's
+    loaders and node trees do hold cycles, and a cold load left uncollected grows to 370 MB."""
     # Imported here: the rules of one file need pydantic and PyYAML, a fifth of a second to
     # import, and a load served from the cache parses nothing.
     from digest.core.term_rules import parse_term
 
-    return parse_term(raw, path)
+    if not collect:
+        return parse_term(raw, path)
+    gc.enable()
+    try:
+        return parse_term(raw, path)
+    finally:
+        gc.disable()
 
 
 def _term_files(directory: Path) -> list[tuple[str, os.stat_result | None]]:
@@ -175,8 +183,9 @@ def read_glossary(
     if not directory.is_dir():
         return Glossary([]), [GlossaryError(directory, None, "terms", "folder does not exist")]
     started_ns = time.time_ns()  # before any file is looked at: what "settled" is judged by
-    # A load builds hundreds of thousands of small objects, none in a cycle; left on, the
-    # cyclic collector walks the growing heap again and again (a third of a warm load).
+    # A load from the cache builds hundreds of thousands of small objects, none in a cycle;
+    # left on, the cyclic collector walks the growing heap again and again (a third of a warm
+    # load). It runs again while a file is parsed (`_parse`).
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -184,7 +193,7 @@ def read_glossary(
         parsed: list[ParsedTerm] = []
         errors: list[GlossaryError] = []
         for name, info in _term_files(directory):
-            item, problems = _read_term(directory / name, info, term_cache, started_ns)
+            item, problems = _read_term(directory / name, info, term_cache, started_ns, collecting)
             errors.extend(problems)
             if item is not None:
                 parsed.append(item)
