@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import marshal
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
-import orjson
 import pytest
 
 from digest.store import term_cache, terms
@@ -26,9 +26,28 @@ def _cache_file(folder: Path) -> Path:
     return file
 
 
+def _read(folder: Path) -> list[object]:
+    """The cache file's (format, version, folder, entries), its header checked."""
+    raw = _cache_file(folder).read_bytes()
+    head = len(term_cache._MAGIC) + 16
+    assert (
+        raw.startswith(term_cache._MAGIC)
+        and int.from_bytes(raw[head - 16 : head - 8], "little") == len(raw) - head
+    )
+    return list(marshal.loads(raw[head:]))
+
+
+def _write(folder: Path, data: list[object]) -> None:
+    """Write a cache file as TermCache does, with a header that matches what it holds."""
+    payload = marshal.dumps(tuple(data))
+    size, crc = len(payload).to_bytes(8, "little"), zlib.crc32(payload).to_bytes(8, "little")
+    _cache_file(folder).write_bytes(term_cache._MAGIC + size + crc + payload)
+
+
 def _entries(folder: Path) -> dict[str, list[object]]:
-    data = orjson.loads(_cache_file(folder).read_bytes())
-    entries: dict[str, list[object]] = data["entries"]
+    entries: dict[str, list[object]] = {
+        name: [*entry[0], *entry[1:]] for name, entry in _read(folder)[3].items()
+    }
     return entries
 
 
@@ -193,22 +212,42 @@ def test_a_corrupt_or_foreign_cache_is_ignored_and_rewritten(make_terms, content
 def test_a_cache_of_other_code_or_another_shape_is_not_trusted(make_terms):
     folder = _two_terms(make_terms)
     load_glossary(folder)
-    file = _cache_file(folder)
-    data = json.loads(file.read_text())
+    data = _read(folder)
     # A lie the old code would have believed: only a matching code version is trusted.
-    data["entries"]["alpha.md"][6][0] = "Not What The File Says"
-    data["version"] = "0" * 64
-    file.write_text(json.dumps(data))
+    stamp, settled, digest, record = data[3]["alpha.md"]
+    data[3]["alpha.md"] = (stamp, settled, digest, ("Not What The File Says", *record[1:]))
+    data[1] = "0" * 64
+    _write(folder, data)
     assert load_glossary(folder)["alpha"].title == "Alpha"
-    data = json.loads(file.read_text())
-    data["entries"]["alpha.md"] = {"not": "a list"}
-    file.write_text(json.dumps(data))
+    data = _read(folder)
+    data[3]["alpha.md"] = {"not": "a tuple"}
+    _write(folder, data)
     assert load_glossary(folder)["alpha"].title == "Alpha"
-    data = json.loads(file.read_text())
-    data["entries"]["alpha.md"][6] = [1, 2]  # the right header, an entry that does not decode
-    file.write_text(json.dumps(data))
+    data = _read(folder)
+    stamp, settled, digest, record = data[3]["alpha.md"]
+    # The right header, an entry that does not decode.
+    data[3]["alpha.md"] = (stamp, settled, digest, (1, 2))
+    _write(folder, data)
     assert load_glossary(folder)["alpha"].title == "Alpha"
     assert len(_entries(folder)["alpha.md"][6]) > 2  # rewritten whole
+    # A file changed after it was written (one byte of a term's text): its checksum no longer
+    # matches, so nothing of it is unmarshalled, and it is rewritten.
+    raw = bytearray(_cache_file(folder).read_bytes())
+    raw[raw.index(b"Alpha")] = ord("X")
+    _cache_file(folder).write_bytes(bytes(raw))
+    assert load_glossary(folder)["alpha"].title == "Alpha"
+    assert _read(folder)[3]["alpha.md"][3][0] == "Alpha"
+
+
+def test_a_decoded_term_is_built_as_its_init_would_build_it():
+    # The cache fills Term and Section in directly: only safe while their __init__ does
+    # nothing but assign the fields.
+    from digest.model.glossary import Section, Term
+
+    for cls in (Term, Section):
+        assert not hasattr(cls, "__post_init__")
+        assert cls.__init__.__qualname__ == f"{cls.__name__}.__init__"
+        assert "__setattr__" in vars(cls)  # frozen: the dataclass's own guard
 
 
 def test_an_unwritable_project_still_loads(make_terms, caplog):

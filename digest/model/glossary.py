@@ -143,6 +143,10 @@ class Term:
         return (self.title, *(a.name for a in self.aliases))
 
 
+def _slug_of(term: Term) -> str:
+    return term.slug
+
+
 class Glossary:
     """All terms of a folder, indexed by slug and by alias, with the related-concept graph.
 
@@ -154,15 +158,26 @@ class Glossary:
         self,
         terms: Iterable[Term],
         left_out: Mapping[str, Sequence[GlossaryError]] | None = None,
+        *,
+        names: dict[str, str] | None = None,
     ) -> None:
-        self._terms: dict[str, Term] = {t.slug: t for t in sorted(terms, key=lambda t: t.slug)}
+        """`names`: the casefolded-name → slug index of exactly these terms, when the caller
+        has built it already (the loader does, checking that no two terms share a name)."""
+        self._terms: dict[str, Term] = {t.slug: t for t in sorted(terms, key=_slug_of)}
         self.left_out: dict[str, tuple[GlossaryError, ...]] = {
             slug: tuple(errors) for slug, errors in (left_out or {}).items()
         }
-        self._names: dict[str, str] = {}
+        if names is not None:
+            self._names: dict[str, str] = names
+            return
+        self._names = {}
+        claim = self._names.setdefault
         for term in self._terms.values():
-            for name in (term.slug, *term.names):
-                self._names.setdefault(name.casefold(), term.slug)
+            slug = term.slug
+            claim(slug.casefold(), slug)
+            claim(term.title.casefold(), slug)
+            for alias in term.aliases:
+                claim(alias.name.casefold(), slug)
 
     def __len__(self) -> int:
         return len(self._terms)

@@ -3,6 +3,14 @@
 Like Pelican's content cache: one file per terms folder under `<project>/.digest-cache/`, each
 entry keyed by its file's stamp and content hash, the whole invalidated by the parsing code's hash.
 Only valid files are kept; the loader runs every folder-wide rule over what comes back.
+
+The file is `marshal` data behind a magic line, its length and a CRC-32, not JSON: it decodes
+in half orjson's time (a warm load's largest single cost). Safe because marshal builds plain
+values and never runs anything (unlike pickle: no constructor, no import, no call), the
+checksum keeps any file this code did not write whole from reaching it, the header must name
+this code version and folder, and every value is then used only through `_decode`, which
+refuses a shape it does not expect. Whoever could forge a matching file can write the term
+files themselves; what the cache holds is no more trusted than they are.
 """
 
 from __future__ import annotations
@@ -11,15 +19,16 @@ import contextlib
 import hashlib
 import importlib.util
 import logging
+import marshal
 import os
 import sys
 import tempfile
 import unicodedata
+import zlib
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from digest.core.term_folder import ParsedTerm
 from digest.model.glossary import Alias, Section, Source, Term
@@ -31,7 +40,10 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR_NAME = ".digest-cache"
 # The layout of the cache file below; raise it whenever the entry's shape changes.
-FORMAT = 1
+FORMAT = 2
+# What a cache file starts with, then the payload's length and CRC-32 (8 bytes each, little-endian).
+_MAGIC = b"digest term cache\n"
+_HEAD = len(_MAGIC) + 16
 
 # Every module whose code decides what a term file yields or whether it is valid (kept complete
 # by tests/test_term_cache.py), and the libraries they lean on. A hash of the sources, not
@@ -89,19 +101,19 @@ def _stamp(info: os.stat_result) -> _Stamp:
     return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
-def _encode(parsed: ParsedTerm) -> list[Any]:
+def _encode(parsed: ParsedTerm) -> tuple[Any, ...]:
     """One valid file's parse as a flat record: pairs laid end to end, and the names and links
     stored as their lines alone when they are what the term says (every valid file: only
     the lines are not in the Term). Fewer objects to build is most of a warm load's time."""
     term = parsed.term
     assert term is not None  # only valid files are kept
-    lines: list[Any] = [line for _kind, _value, line in parsed.names[1:]]
+    lines: tuple[Any, ...] = tuple([line for _kind, _value, line in parsed.names[1:]])
     if parsed.names != _names(term, lines):
-        lines = [list(name) for name in parsed.names]
-    links: list[Any] = [line for _slug, line in parsed.related]
+        lines = tuple(parsed.names)
+    links: tuple[Any, ...] = tuple([line for _slug, line in parsed.related])
     if [slug for slug, _line in parsed.related] != list(term.related):
-        links = [list(link) for link in parsed.related]
-    return [
+        links = tuple(parsed.related)
+    return (
         term.title,
         term.summary,
         term.definition,
@@ -110,17 +122,17 @@ def _encode(parsed: ParsedTerm) -> list[Any]:
         term.added.year,
         term.added.week,
         term.related,
-        [part for s in term.sources for part in (s.title, s.url)],
-        [part for a in term.aliases for part in (a.name, a.lang)],
-        [part for s in term.sections for part in (s.title, s.markdown)],
+        tuple([part for s in term.sources for part in (s.title, s.url)]),
+        tuple([part for a in term.aliases for part in (a.name, a.lang)]),
+        tuple([part for s in term.sections for part in (s.title, s.markdown)]),
         term.subject,
         term.preheader,
         lines,
         links,
-    ]
+    )
 
 
-def _names(term: Term, lines: list[Any]) -> list[tuple[str, str, int | None]]:
+def _names(term: Term, lines: Sequence[Any]) -> list[tuple[str, str, int | None]]:
     """The names a valid file declares, given the line of its title and of each alias."""
     if len(lines) != len(term.aliases) + 1:
         return []
@@ -129,41 +141,65 @@ def _names(term: Term, lines: list[Any]) -> list[tuple[str, str, int | None]]:
     return names
 
 
-def _decode(record: list[Any], path: Path) -> ParsedTerm:
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _decode(
+    record: tuple[Any, ...], path: Path, slug: str, weeks: dict[tuple[int, int], IsoWeek]
+) -> ParsedTerm:
+    """The ParsedTerm of a cached record, built without re-running what was checked before it
+    was cached: the frozen Term and Section are filled in directly (half the cost of their
+    `__init__`, which only assigns: tests/test_term_cache.py keeps it so), each week is made
+    (and validated) once per load, and the names and links are left for the folder rules to
+    derive only if they report something."""
     (title, summary, definition, category, difficulty, year, week, related) = record[:8]
     (sources, aliases, sections, subject, preheader, lines, links) = record[8:]
-    slug = path.stem
-    pairs = range(0, len(sections), 2)
-    term = Term(
-        slug,
-        title,
-        summary,
-        definition,
-        category,
-        difficulty,
-        IsoWeek(year, week),
-        tuple(related),
-        tuple([Source(sources[i], sources[i + 1]) for i in range(0, len(sources), 2)]),
-        tuple([Alias(aliases[i], aliases[i + 1]) for i in range(0, len(aliases), 2)]),
-        tuple([Section(sections[i], sections[i + 1]) for i in pairs]),
-        path,
-        subject,
-        preheader,
+    added = weeks.get((year, week))
+    if added is None:
+        added = weeks[year, week] = IsoWeek(year, week)
+    if type(related) is not tuple:
+        raise TypeError("related is not a tuple")
+    texts = []
+    for i in range(0, len(sections), 2):
+        section = _new(Section)
+        _set(section, "__dict__", {"title": sections[i], "markdown": sections[i + 1]})
+        texts.append(section)
+    term = _new(Term)
+    _set(
+        term,
+        "__dict__",
+        {
+            "slug": slug,
+            "title": title,
+            "summary": summary,
+            "definition": definition,
+            "category": category,
+            "difficulty": difficulty,
+            "added": added,
+            "related": related,
+            "sources": tuple(map(Source, sources[::2], sources[1::2])),
+            "aliases": tuple(map(Alias, aliases[::2], aliases[1::2])),
+            "sections": tuple(texts),
+            "path": path,
+            "subject": subject,
+            "preheader": preheader,
+        },
     )
-    if lines and isinstance(lines[0], list):
+    if lines and type(lines[0]) is tuple:
         names = [(kind, value, line) for kind, value, line in lines]
-    else:
-        names = _names(term, lines)
-    if links and isinstance(links[0], list):
+        return ParsedTerm(path, slug, term, names, [(other, line) for other, line in links])
+    if links and type(links[0]) is tuple:
         linked = [(other, line) for other, line in links]
-    else:
-        linked = list(zip(related, links, strict=True))
-    return ParsedTerm(path, slug, term, names, linked)
+        return ParsedTerm(path, slug, term, _names(term, lines), linked)
+    if len(lines) != len(term.aliases) + 1 or len(links) != len(related):
+        raise ValueError("the lines do not match the names and links")
+    return ParsedTerm.of_valid(path, term, lines, links)
 
 
 class TermCache:
     """The cached parse of one terms folder: read once as a load starts, written once at its end
-    when anything changed. Entry: [size, mtime_ns, ctime_ns, inode, settled, sha256, record].
+    when anything changed. Entry: (stamp, settled, sha256, record), stamp as `_stamp` gives it.
 
     Anything wrong with the file — missing, unreadable, truncated, another format, another
     code version, another folder, a shape that does not decode — makes it an empty cache that
@@ -175,12 +211,13 @@ class TermCache:
         self._version = code_version() if enabled else None
         where = Path(self._directory).parent / CACHE_DIR_NAME
         name = hashlib.sha256(self._directory.encode()).hexdigest()[:16]
-        self.file: Path | None = where / f"terms-{name}.json" if self._version else None
-        self._entries: dict[str, list[Any]] = self._read() if self.file else {}
-        self._kept: dict[str, list[Any]] = {}
+        self.file: Path | None = where / f"terms-{name}.marshal" if self._version else None
+        self._entries: dict[str, tuple[Any, ...]] = self._read() if self.file else {}
+        self._kept: dict[str, tuple[Any, ...]] = {}
         self._changed = False
+        self._weeks: dict[tuple[int, int], IsoWeek] = {}
 
-    def _read(self) -> dict[str, list[Any]]:
+    def _read(self) -> dict[str, tuple[Any, ...]]:
         assert self.file is not None
         try:
             with open(self.file, "rb") as fh:
@@ -190,28 +227,37 @@ class TermCache:
         except OSError as exc:
             log.debug("term cache %s not read: %s", self.file, exc)
             return {}
+        magic, size, crc = raw[: len(_MAGIC)], raw[len(_MAGIC) : _HEAD - 8], raw[_HEAD - 8 : _HEAD]
+        payload = memoryview(raw)[_HEAD:]
+        if (
+            magic != _MAGIC
+            or int.from_bytes(size, "little") != len(payload)
+            or int.from_bytes(crc, "little") != zlib.crc32(payload)
+        ):
+            log.debug("term cache %s is not one this code wrote whole", self.file)
+            return {}
         try:
-            data = orjson.loads(raw)
-            if (
-                data.get("format") != FORMAT
-                or data.get("version") != self._version
-                or data.get("directory") != self._directory
-                or not isinstance(data.get("entries"), dict)
-                or not all(isinstance(e, list) and len(e) == 7 for e in data["entries"].values())
-            ):
-                log.debug("term cache %s is of another format, code or folder", self.file)
-                return {}
-            entries: dict[str, list[Any]] = data["entries"]
-            return entries
-        except (orjson.JSONDecodeError, AttributeError) as exc:
+            data = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError) as exc:
             log.debug("term cache %s is unreadable: %s", self.file, exc)
             return {}
+        if (
+            type(data) is not tuple
+            or len(data) != 4
+            or data[:3] != (FORMAT, self._version, self._directory)
+            or type(data[3]) is not dict
+            or not all(type(e) is tuple and len(e) == 4 for e in data[3].values())
+        ):
+            log.debug("term cache %s is of another format, code or folder", self.file)
+            return {}
+        entries: dict[str, tuple[Any, ...]] = data[3]
+        return entries
 
     def fresh(self, name: str, info: os.stat_result, path: Path) -> ParsedTerm | None:
         """What `name` yielded when it was cached, if its stamp is unchanged and settled: then
         the file is not opened at all."""
         entry = self._entries.get(name)
-        if entry is None or not entry[4] or entry[:4] != list(_stamp(info)):
+        if entry is None or not entry[1] or entry[0] != _stamp(info):
             return None
         return self._use(name, entry, path)
 
@@ -222,16 +268,16 @@ class TermCache:
         content's hash). A file touched, checked out again or copied keeps its parse."""
         digest = hashlib.sha256(content).hexdigest()
         entry = self._entries.get(name)
-        if entry is None or entry[5] != digest:
+        if entry is None or entry[2] != digest:
             return None, digest
         parsed = self._use(name, entry, path)
         if parsed is not None:
-            self.keep(name, info, digest, parsed, started_ns)
+            self.keep(name, info, digest, parsed, started_ns, entry[3])
         return parsed, digest
 
-    def _use(self, name: str, entry: list[Any], path: Path) -> ParsedTerm | None:
+    def _use(self, name: str, entry: tuple[Any, ...], path: Path) -> ParsedTerm | None:
         try:
-            parsed = _decode(entry[6], path)
+            parsed = _decode(entry[3], path, name[:-3], self._weeks)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
             log.debug("term cache entry %s does not decode: %s", name, exc)
             self._changed = True
@@ -240,16 +286,22 @@ class TermCache:
         return parsed
 
     def keep(
-        self, name: str, info: os.stat_result, digest: str, parsed: ParsedTerm, started_ns: int
+        self,
+        name: str,
+        info: os.stat_result,
+        digest: str,
+        parsed: ParsedTerm,
+        started_ns: int,
+        record: tuple[Any, ...] | None = None,
     ) -> None:
-        """Cache what the valid file `name` yielded, stamped as `info` saw it before the read."""
+        """Cache what the valid file `name` yielded, stamped as `info` saw it before the read
+        (`record`: its encoding, when it came from the cache and is known already)."""
         if self.file is None:
             return
-        stamp = _stamp(info)
         settled = max(info.st_mtime_ns, info.st_ctime_ns) < started_ns - _RACY_NS
-        entry = [*stamp, settled, digest, _encode(parsed)]
+        entry = (_stamp(info), settled, digest, _encode(parsed) if record is None else record)
         old = self._entries.get(name)
-        if old is None or old[:6] != entry[:6]:
+        if old is None or old[:3] != entry[:3]:
             self._changed = True
         self._kept[name] = entry
 
@@ -258,16 +310,11 @@ class TermCache:
         (a temporary file renamed over the old), so a reader never sees half of it."""
         if self.file is None or not (self._changed or self._kept.keys() != self._entries.keys()):
             return
-        payload = {
-            "format": FORMAT,
-            "version": self._version,
-            "directory": self._directory,
-            "entries": self._kept,
-        }
         folder = self.file.parent
         temp: str | None = None
         try:
-            data = orjson.dumps(payload)
+            payload = marshal.dumps((FORMAT, self._version, self._directory, self._kept))
+            head = len(payload).to_bytes(8, "little") + zlib.crc32(payload).to_bytes(8, "little")
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
                 # Ignored by git and skipped by backup tools wherever the project lives.
@@ -278,10 +325,11 @@ class TermCache:
             fd, temp = tempfile.mkstemp(dir=folder, prefix=".terms-", suffix=".tmp")
             # No fsync: after a crash a lost or truncated cache is only a slower next load.
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                fh.write(_MAGIC + head)
+                fh.write(payload)
             os.replace(temp, self.file)
             temp = None
-        except (OSError, TypeError) as exc:  # TypeError: orjson met an int over 64 bits
+        except (OSError, ValueError) as exc:  # ValueError: marshal met a value it cannot write
             log.debug("term cache %s not written: %s", self.file, exc)
         finally:
             if temp is not None:
