@@ -34,7 +34,7 @@ from digest.core.term_folder import ParsedTerm
 from digest.model.glossary import Alias, Section, Source, Term
 from digest.model.weeks import IsoWeek
 
-__all__ = ["CACHE_DIR_NAME", "FORMAT", "TermCache", "code_version"]
+__all__ = ["CACHE_DIR_NAME", "FORMAT", "TermCache", "code_version", "record_of"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,12 @@ def _encode(parsed: ParsedTerm) -> tuple[Any, ...]:
         lines,
         links,
     )
+
+
+def record_of(parsed: ParsedTerm) -> tuple[Any, ...]:
+    """A valid file's parse as plain values (what the cache keeps), which `TermCache.restore`
+    turns back into an equal ParsedTerm."""
+    return _encode(parsed)
 
 
 def _names(term: Term, lines: Sequence[Any]) -> list[tuple[str, str, int | None]]:
@@ -267,13 +273,40 @@ class TermCache:
         """(what `name` yielded when cached if its content is unchanged, else None; the
         content's hash). A file touched, checked out again or copied keeps its parse."""
         digest = hashlib.sha256(content).hexdigest()
+        return self.same_digest(name, info, digest, path, started_ns), digest
+
+    def holds(self, name: str, digest: str) -> bool:
+        """Whether `name` is cached with the content hashed as `digest`."""
+        entry = self._entries.get(name)
+        return entry is not None and entry[2] == digest
+
+    def same_digest(
+        self, name: str, info: os.stat_result, digest: str, path: Path, started_ns: int
+    ) -> ParsedTerm | None:
+        """`same_content`, given the content's hash."""
         entry = self._entries.get(name)
         if entry is None or entry[2] != digest:
-            return None, digest
+            return None
         parsed = self._use(name, entry, path)
         if parsed is not None:
             self.keep(name, info, digest, parsed, started_ns, entry[3])
-        return parsed, digest
+        return parsed
+
+    def restore(
+        self,
+        name: str,
+        info: os.stat_result | None,
+        digest: str | None,
+        record: tuple[Any, ...],
+        path: Path,
+        started_ns: int,
+    ) -> ParsedTerm:
+        """The ParsedTerm of a valid file parsed elsewhere (another process of this load) as
+        `record` (what `record_of` gave), kept like one parsed here when `info` is known."""
+        parsed = _decode(record, path, name[:-3], self._weeks)
+        if info is not None and digest is not None:
+            self.keep(name, info, digest, parsed, started_ns, record)
+        return parsed
 
     def _use(self, name: str, entry: tuple[Any, ...], path: Path) -> ParsedTerm | None:
         try:
