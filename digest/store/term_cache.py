@@ -104,7 +104,9 @@ def _stamp(info: os.stat_result) -> _Stamp:
 def _encode(parsed: ParsedTerm) -> tuple[Any, ...]:
     """One valid file's parse as a flat record: pairs laid end to end, and the names and links
     stored as their lines alone when they are what the term says (every valid file: only
-    the lines are not in the Term). Fewer objects to build is most of a warm load's time."""
+    the lines are not in the Term). Fewer objects to build is most of a warm load's time.
+    The strings most terms share (category, difficulty, section titles, languages) are
+    interned, so marshal writes each once and a load makes (and frees at exit) one of each."""
     term = parsed.term
     assert term is not None  # only valid files are kept
     lines: tuple[Any, ...] = tuple([line for _kind, _value, line in parsed.names[1:]])
@@ -117,19 +119,23 @@ def _encode(parsed: ParsedTerm) -> tuple[Any, ...]:
         term.title,
         term.summary,
         term.definition,
-        term.category,
-        term.difficulty,
+        sys.intern(term.category),
+        sys.intern(term.difficulty),
         term.added.year,
         term.added.week,
         term.related,
         tuple([part for s in term.sources for part in (s.title, s.url)]),
-        tuple([part for a in term.aliases for part in (a.name, a.lang)]),
-        tuple([part for s in term.sections for part in (s.title, s.markdown)]),
+        tuple([part for a in term.aliases for part in (a.name, _shared(a.lang))]),
+        tuple([part for s in term.sections for part in (sys.intern(s.title), s.markdown)]),
         term.subject,
         term.preheader,
         lines,
         links,
     )
+
+
+def _shared(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
 
 
 def record_of(parsed: ParsedTerm) -> tuple[Any, ...]:
