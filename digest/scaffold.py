@@ -53,6 +53,8 @@ subscribers/
 outbox/
 build/
 __pycache__/
+# The parse cache of the glossary: rebuilt from terms/ whenever it is missing.
+.digest-cache/
 """
 
 

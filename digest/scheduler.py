@@ -193,6 +193,21 @@ def run_soon(scheduler: BaseScheduler, at: datetime | None = None) -> Job:
     )
 
 
+_tick_engines: dict[str, Engine] = {}
+_tick_engines_lock = threading.Lock()
+
+
+def _tick_engine(url: str) -> Engine:
+    """The one engine the local-time ticks of this process share for `url`. A tick comes every
+    few minutes for the life of the service; an engine each time was a new pool and new
+    connections each time. Stored jobs are called by name, so it is kept here, not passed."""
+    with _tick_engines_lock:
+        engine = _tick_engines.get(url)
+        if engine is None:
+            engine = _tick_engines[url] = db.make_engine(url)
+        return engine
+
+
 def weekly_job(week: str | None = None) -> None:
     """The scheduled job: build and send the issue of the week its fire time falls in.
 
@@ -202,7 +217,8 @@ def weekly_job(week: str | None = None) -> None:
     try:
         settings = get_settings()
         if week is None and settings.local_time_delivery:
-            local_time_tick(settings, db.utcnow, stop=stopping)
+            engine = _tick_engine(settings.database_url)
+            local_time_tick(settings, db.utcnow, stop=stopping, engine=engine)
             return
         now = db.utcnow()
         target = parse_week(week) if week else scheduled_week(settings, now)
@@ -215,7 +231,9 @@ def approval_job() -> None:
     """The stored approval job (see `install_approval_job`); like `weekly_job`, it never
     raises: a failure is logged as one event."""
     try:
-        approval_tick(get_settings(), db.utcnow(), stop=stopping)
+        settings = get_settings()
+        engine = _tick_engine(settings.database_url)
+        approval_tick(settings, db.utcnow(), stop=stopping, engine=engine)
     except Exception as exc:
         log_event(
             _log,

@@ -175,7 +175,11 @@ def send_week(
 
 
 def local_time_tick(
-    settings: Settings, now: datetime | Clock, *, stop: threading.Event | None = None
+    settings: Settings,
+    now: datetime | Clock,
+    *,
+    stop: threading.Event | None = None,
+    engine: Engine | None = None,
 ) -> list[WeeklyResult]:
     """One tick of local-time delivery: send each open week's issue to the readers whose local
     send time has come, building it first at the earliest zone's time.
@@ -192,7 +196,10 @@ def local_time_tick(
         log_event(_log, "job_skipped", reason="shutting down")
         return []
     grace = timedelta(seconds=settings.misfire_grace_time)
-    engine = db.make_engine(settings.database_url)
+    # The scheduler ticks every few minutes and passes the engine it keeps: a new engine per
+    # tick is a new pool, new connections and (on SQLite) its pragmas set again each time.
+    owned = engine is None
+    engine = db.make_engine(settings.database_url) if engine is None else engine
     results: list[WeeklyResult] = []
     try:
         for plan in plan_local_sends(settings, _reader_zones(engine), moment):
@@ -233,12 +240,17 @@ def local_time_tick(
             )
             results.append(sent)
     finally:
-        engine.dispose()
+        if owned:
+            engine.dispose()
     return results
 
 
 def approval_tick(
-    settings: Settings, now: datetime, *, stop: threading.Event | None = None
+    settings: Settings,
+    now: datetime,
+    *,
+    stop: threading.Event | None = None,
+    engine: Engine | None = None,
 ) -> list[WeeklyResult]:
     """One tick of the approval job (DIGEST_REQUIRE_APPROVAL; every 15 minutes).
 
@@ -255,7 +267,10 @@ def approval_tick(
         return []
     lead = timedelta(hours=settings.approval_lead_hours)
     grace = timedelta(seconds=settings.misfire_grace_time)
-    engine = db.make_engine(settings.database_url)
+    # The scheduler ticks every few minutes and passes the engine it keeps: a new engine per
+    # tick is a new pool, new connections and (on SQLite) its pragmas set again each time.
+    owned = engine is None
+    engine = db.make_engine(settings.database_url) if engine is None else engine
     results: list[WeeklyResult] = []
     try:
         zones = _reader_zones(engine) if settings.local_time_delivery else [None]
@@ -275,7 +290,8 @@ def approval_tick(
                 _send(engine, settings, due, stop, now=db.utcnow, force=True, scheduled=True)
             )
     finally:
-        engine.dispose()
+        if owned:
+            engine.dispose()
     return results
 
 

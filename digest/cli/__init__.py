@@ -6,6 +6,7 @@ and the result into text; this module puts them together in the order `digest --
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,6 @@ import typer
 
 from digest.cli import editors, issues, ops, project, queue, sending, stats, subscribers, terms
 from digest.cli._common import Invocation
-from digest.config import get_settings
 
 app = typer.Typer(
     help="digest: a weekly 'term of the week' newsletter built from an AI glossary.",
@@ -36,7 +36,9 @@ def _main(
 ) -> None:
     # The options ride on the context; each command's settings are built from them and the env
     # as it is now (not as an earlier invocation in this process left it).
-    get_settings.cache_clear()
+    config = sys.modules.get("digest.config")  # not loaded yet: nothing cached to clear
+    if config is not None:
+        config.get_settings.cache_clear()
     ctx.obj = Invocation(terms=terms_dir, config=config_file)
 
 

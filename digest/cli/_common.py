@@ -6,18 +6,52 @@ from its own invocation; also here: failing with a message, week arguments and t
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from sqlalchemy import Engine
 
-from digest.config import Settings, get_settings
 from digest.model.glossary import Glossary, InvalidGlossary
 from digest.model.weeks import IsoWeek, current_week, parse_week
-from digest.store import db
 from digest.store.terms import read_glossary
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from digest.config import Settings
+    from digest.store import db as db
+
+
+def lazy_module(name: str) -> ModuleType:
+    """The module `name`, loaded on first use of one of its attributes, not now.
+
+    `digest --help` and every command pay for what the command modules import: SQLAlchemy
+    alone (through `digest.store.db`) was a third of a second, for commands that print help or
+    never touch the database. The module object is the real one (what `import` gives later).
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)
+    return module
+
+
+if not TYPE_CHECKING:
+    db = lazy_module("digest.store.db")
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -45,6 +79,8 @@ class Invocation:
         if self._settings is None:
             # An option beats its env var (DIGEST_TERMS_DIR, DIGEST_CONFIG) and the settings file.
             overrides = {"terms_dir": self.terms} if self.terms is not None else {}
+            from digest.config import get_settings  # pydantic-settings: only when asked
+
             try:
                 self._settings = get_settings(config_file=self.config, **overrides)
             except ValueError as exc:  # pydantic's ValidationError is a ValueError

@@ -7,16 +7,22 @@ that would sit in the shell's history and in every process listing.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from digest.campaign import editors
-from digest.cli._common import console, fail, invocation
-from digest.store import audit, db
-from digest.store.editors import list_editors
+from digest.cli._common import console, db, fail, invocation, lazy_module
+
+if TYPE_CHECKING:
+    from digest.campaign import editors
+    from digest.store import audit
+    from digest.store import editors as stored
+else:  # loaded by the commands that use them: password hashing, SQLAlchemy, email-validator
+    editors = lazy_module("digest.campaign.editors")
+    audit = lazy_module("digest.store.audit")
+    stored = lazy_module("digest.store.editors")
 
 app = typer.Typer(
     help="Editors: the accounts that log in to the desk at /admin/.",
@@ -61,7 +67,7 @@ def editors_add(
 @app.command("list")
 def editors_list(ctx: typer.Context) -> None:
     """Show every editor with their role and last login."""
-    found = list_editors(invocation(ctx).engine())
+    found = stored.list_editors(invocation(ctx).engine())
     if not found:
         console.print("no editors yet; add one with: digest editors add EMAIL --password-stdin")
         return

@@ -13,8 +13,7 @@ from typing import Annotated
 
 import typer
 
-from digest.cli._common import console, err, fail, invocation, week_argument, week_option
-from digest.store import db
+from digest.cli._common import console, db, err, fail, invocation, week_argument, week_option
 
 
 def build_command(

@@ -12,8 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from digest.cli._common import console, fail, invocation
-from digest.store import db
+from digest.cli._common import console, db, fail, invocation
 
 if TYPE_CHECKING:  # imported by the command itself: `digest --help` stays quick
     from digest.campaign.status import StatusReport

@@ -10,9 +10,8 @@ from typing import Annotated
 
 import typer
 
-from digest.cli._common import console, fail, invocation
+from digest.cli._common import console, db, fail, invocation
 from digest.model.weeks import current_week
-from digest.store import db
 
 DEMO_READERS = (
     ("ada@example.com", "Ada"),

@@ -6,28 +6,35 @@ both show built issues as built (`campaign.plan.coming_weeks`, the one view of t
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import Engine
 
-from digest.campaign.plan import PlannedWeek, coming_weeks
-from digest.cli._common import Invocation, console, err, fail, invocation, week_option
-from digest.model.glossary import Glossary
-from digest.store import db
-from digest.store.audit import cli_actor, record
-from digest.store.issues import list_issues
-from digest.store.queue import (
-    AlreadyFeatured,
-    QueueError,
-    add_to_queue,
-    list_queue,
-    move_in_queue,
-    pin,
-    remove_from_queue,
+from digest.cli._common import (
+    Invocation,
+    console,
+    db,
+    err,
+    fail,
+    invocation,
+    lazy_module,
+    week_option,
 )
+from digest.model.glossary import Glossary
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from digest.campaign import plan
+    from digest.campaign.plan import PlannedWeek
+    from digest.store import audit, issues, queue
+else:  # loaded by the commands that use them: they bring SQLAlchemy
+    plan = lazy_module("digest.campaign.plan")
+    audit = lazy_module("digest.store.audit")
+    issues = lazy_module("digest.store.issues")
+    queue = lazy_module("digest.store.queue")
 
 app = typer.Typer(
     help="Editors' queue: terms to feature next, optionally pinned to a week.",
@@ -52,7 +59,7 @@ def queue_add(
     inv = invocation(ctx)
     gloss, eng = inv.glossary(), inv.engine()
     try:
-        entry = add_to_queue(
+        entry = queue.add_to_queue(
             eng,
             gloss,
             slug,
@@ -62,10 +69,10 @@ def queue_add(
             this_week=inv.this_week(),
             now=db.utcnow(),
         )
-    except AlreadyFeatured as exc:
+    except queue.AlreadyFeatured as exc:
         err.print(f"[yellow]warning:[/yellow] {exc}; add --force to queue it again", soft_wrap=True)
         raise typer.Exit(1) from None
-    except QueueError as exc:
+    except queue.QueueError as exc:
         fail(str(exc))
         return
     pinned_to = f", pinned to {entry.week}" if entry.week else ""
@@ -88,11 +95,11 @@ def queue_pin(
     inv = invocation(ctx)
     gloss, eng = inv.glossary(), inv.engine()
     try:
-        entry = pin(eng, gloss, slug, pinned, this_week=inv.this_week(), force=force)
-    except AlreadyFeatured as exc:
+        entry = queue.pin(eng, gloss, slug, pinned, this_week=inv.this_week(), force=force)
+    except queue.AlreadyFeatured as exc:
         err.print(f"[yellow]warning:[/yellow] {exc}; add --force to pin it again", soft_wrap=True)
         raise typer.Exit(1) from None
-    except QueueError as exc:
+    except queue.QueueError as exc:
         fail(str(exc))
         return
     _audit(eng, "queue.pin", entry.slug, f"week {entry.week}, position {entry.position}")
@@ -116,7 +123,7 @@ def queue_list(ctx: typer.Context) -> None:
                 str(coming.week), coming.slug, Text(coming.title or ""), coming.state, coming.source
             )
         console.print(table)
-    entries = list_queue(eng)
+    entries = queue.list_queue(eng)
     if not entries:
         console.print("the queue is empty")
         return
@@ -151,11 +158,13 @@ def _coming_built(eng: Engine, inv: Invocation, gloss: Glossary) -> list[Planned
     """The stored issues from this week on that have not gone out: built, approved, held,
     sending, paused or failed — their terms left the queue when they were built."""
     this_week = inv.this_week()
-    weeks = [i.week for i in list_issues(eng, newest_first=False) if i.week >= this_week]
+    weeks = [i.week for i in issues.list_issues(eng, newest_first=False) if i.week >= this_week]
     if not weeks:
         return []
     span = weeks[-1].weeks_since(this_week) + 1
-    rows = coming_weeks(eng, inv.settings(), gloss, start=this_week, weeks=span, now=db.utcnow())
+    rows = plan.coming_weeks(
+        eng, inv.settings(), gloss, start=this_week, weeks=span, now=db.utcnow()
+    )
     return [r for r in rows if r.issue is not None and r.state != "sent"]
 
 
@@ -164,8 +173,8 @@ def queue_remove(ctx: typer.Context, slug: str) -> None:
     """Take a term out of the queue."""
     eng = invocation(ctx).engine()
     try:
-        entry = remove_from_queue(eng, slug)
-    except QueueError as exc:
+        entry = queue.remove_from_queue(eng, slug)
+    except queue.QueueError as exc:
         fail(str(exc))
         return
     _audit(eng, "queue.remove", entry.slug, None)
@@ -181,8 +190,8 @@ def queue_move(
     """Move a queued term to another position."""
     eng = invocation(ctx).engine()
     try:
-        entry = move_in_queue(eng, slug, to)
-    except QueueError as exc:
+        entry = queue.move_in_queue(eng, slug, to)
+    except queue.QueueError as exc:
         fail(str(exc))
         return
     _audit(eng, "queue.move", entry.slug, f"position {entry.position}")
@@ -203,7 +212,9 @@ def plan_command(
     inv = invocation(ctx)
     gloss, eng = inv.glossary(), inv.engine()
     try:
-        rows = coming_weeks(eng, inv.settings(), gloss, start=first, weeks=weeks, now=db.utcnow())
+        rows = plan.coming_weeks(
+            eng, inv.settings(), gloss, start=first, weeks=weeks, now=db.utcnow()
+        )
     except ValueError as exc:
         fail(str(exc))
         return
@@ -233,4 +244,6 @@ def plan_command(
 
 
 def _audit(eng: Engine, action: str, slug: str, detail: str | None) -> None:
-    record(eng, actor=cli_actor(), action=action, target=slug, detail=detail, now=db.utcnow())
+    audit.record(
+        eng, actor=audit.cli_actor(), action=action, target=slug, detail=detail, now=db.utcnow()
+    )

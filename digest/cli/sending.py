@@ -9,14 +9,14 @@ here. Building before a send is the campaign's rule (`lifecycle.prepare`); wheth
 from __future__ import annotations
 
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Engine
 
 from digest.cli._common import (
     Invocation,
     console,
+    db,
     err,
     fail,
     invocation,
@@ -25,9 +25,12 @@ from digest.cli._common import (
     week_option,
 )
 from digest.cli._signals import stop_on
-from digest.config import Settings
 from digest.model.weeks import IsoWeek
-from digest.store import db
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from digest.config import Settings
 
 issue_app = typer.Typer(
     help="One issue's life: approve or hold it, set its subject, resume a stopped send, cancel.",

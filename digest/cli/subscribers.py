@@ -14,8 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from digest.cli._common import console, err, fail, invocation
-from digest.store import db
+from digest.cli._common import console, db, err, fail, invocation
 
 app = typer.Typer(
     help="Subscribers: add, import, export, list, count, remove (GDPR erase).",

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markdown import Markdown
 from rich.table import Table
 
 from digest.cli._common import console, fail, invocation
@@ -38,6 +37,8 @@ def terms_list(
 @app.command("show")
 def terms_show(ctx: typer.Context, slug: str) -> None:
     """Show one term (by slug, title or alias)."""
+    from rich.markdown import Markdown  # markdown-it and pygments: only to show a term
+
     gloss = invocation(ctx).glossary()
     term = gloss.lookup(slug)
     if term is None:

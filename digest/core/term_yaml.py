@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from digest.core.term_folder import shown
+
 __all__ = ["YamlDocument", "YamlProblem", "key_name", "read_yaml", "shown"]
 
 # The front matter starts on line 2 of its file, after the opening `---`.
@@ -26,12 +28,6 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
 _STR_TAG = "tag:yaml.org,2002:str"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
-
-
-def shown(value: object, limit: int = 60) -> str:
-    """`repr(value)` cut to `limit` characters, so one error stays one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def key_name(key: object) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
-
-from markdown_it import MarkdownIt
+from typing import TYPE_CHECKING, Literal
 
 from digest.model.weeks import IsoWeek
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 __all__ = [
     "DIFFICULTY_RANK",
@@ -34,13 +35,20 @@ Difficulty = Literal["beginner", "intermediate", "advanced"]
 DIFFICULTY_RANK: dict[str, int] = {"beginner": 0, "intermediate": 1, "advanced": 2}
 REQUIRED_SECTIONS = ("Why it matters", "How it works", "Example")
 
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
-_markdown.enable("table")
+
+@cache
+def _markdown() -> MarkdownIt:
+    """The one renderer, made on first use: importing markdown-it is tens of milliseconds that
+    every command paid at start-up, and loading a glossary renders nothing."""
+    from markdown_it import MarkdownIt
+
+    renderer = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    return renderer.enable("table")
 
 
 def render_markdown(text: str) -> str:
     """Markdown → HTML with raw HTML disabled, so a term file cannot inject markup."""
-    return str(_markdown.render(text))
+    return str(_markdown().render(text))
 
 
 # --------------------------------------------------------------------------- errors
@@ -135,6 +143,10 @@ class Term:
         return (self.title, *(a.name for a in self.aliases))
 
 
+def _slug_of(term: Term) -> str:
+    return term.slug
+
+
 class Glossary:
     """All terms of a folder, indexed by slug and by alias, with the related-concept graph.
 
@@ -146,15 +158,26 @@ class Glossary:
         self,
         terms: Iterable[Term],
         left_out: Mapping[str, Sequence[GlossaryError]] | None = None,
+        *,
+        names: dict[str, str] | None = None,
     ) -> None:
-        self._terms: dict[str, Term] = {t.slug: t for t in sorted(terms, key=lambda t: t.slug)}
+        """`names`: the casefolded-name → slug index of exactly these terms, when the caller
+        has built it already (the loader does, checking that no two terms share a name)."""
+        self._terms: dict[str, Term] = {t.slug: t for t in sorted(terms, key=_slug_of)}
         self.left_out: dict[str, tuple[GlossaryError, ...]] = {
             slug: tuple(errors) for slug, errors in (left_out or {}).items()
         }
-        self._names: dict[str, str] = {}
+        if names is not None:
+            self._names: dict[str, str] = names
+            return
+        self._names = {}
+        claim = self._names.setdefault
         for term in self._terms.values():
-            for name in (term.slug, *term.names):
-                self._names.setdefault(name.casefold(), term.slug)
+            slug = term.slug
+            claim(slug.casefold(), slug)
+            claim(term.title.casefold(), slug)
+            for alias in term.aliases:
+                claim(alias.name.casefold(), slug)
 
     def __len__(self) -> int:
         return len(self._terms)
