@@ -35,3 +35,34 @@ def test_postgres_urls_use_psycopg3():
     assert db.normalise_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
     assert db.normalise_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
     assert db.normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_head_revision_is_the_newest_migration():
+    # `upgrade` skips Alembic when the database holds HEAD_REVISION: a new migration that
+    # does not move it would never run on an existing database.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [db.HEAD_REVISION]
+
+
+def test_upgrade_from_an_older_revision_still_runs_alembic(engine):
+    from alembic import command
+
+    cfg = db._alembic_config(engine)
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0004")
+    assert db.stored_revisions(engine) == ["0004"]
+    db.upgrade(engine)
+    assert db.stored_revisions(engine) == [db.HEAD_REVISION]
+    assert db.current_revision(engine) == db.HEAD_REVISION
+
+
+def test_stored_revisions_of_a_new_database_is_empty(tmp_path):
+    eng = db.make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    assert db.stored_revisions(eng) == []
+    db.upgrade(eng)
+    assert db.stored_revisions(eng) == [db.HEAD_REVISION]
