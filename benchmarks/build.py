@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from benchmarks.common import ChildRun, Goal, base_env, run_child
+from benchmarks.common import ChildRun, Goal, base_env, run_child, text_table
 from benchmarks.data import write_glossary
 from digest.campaign.build import build_site, check_rendered, make_snapshot
 from digest.config import Settings
@@ -299,13 +299,7 @@ def build_table(results: list[BuildResult]) -> str:
         ]
         for r in results
     ]
-    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
-    lines = [
-        "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-        for row in [head, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(head, rows)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from benchmarks.common import ChildRun, Goal, base_env, postgres_schema, run_child
+from benchmarks.common import ChildRun, Goal, base_env, postgres_schema, run_child, text_table
 from benchmarks.data import DEFAULT_SEED, subscriber_email
 from digest.store import db
 
@@ -322,11 +322,11 @@ def imports_goals(results: list[ImportResult]) -> list[Goal]:
 
 
 def imports_table(results: list[ImportResult]) -> str:
-    header = (
-        f"{'backend':<11}{'rows':>11}{'import s':>10}{'floor s':>9}{'ratio':>7}{'RSS MB':>8}"
-        f"{'export s':>10}{'floor s':>9}{'ratio':>7}{'RSS MB':>8}  counts"
-    )
-    lines = [header, "-" * len(header)]
+    header = [
+        "backend", "rows", "import s", "floor s", "ratio", "RSS MB",
+        "export s", "floor s", "ratio", "RSS MB", "counts",
+    ]  # fmt: skip
+    rows: list[list[str]] = []
     for r in results:
         c = r.counts
         counts = (
@@ -335,16 +335,19 @@ def imports_table(results: list[ImportResult]) -> str:
             if c
             else "-"
         )
-        lines.append(
-            f"{r.backend:<11}{r.rows:>11,}{r.digest.seconds:>10.2f}{r.floor.seconds:>9.2f}"
-            f"{r.ratio:>7.2f}{r.digest.peak_rss_mb:>8.0f}{r.export.seconds:>10.2f}"
-            f"{r.export_floor.seconds:>9.2f}{r.export_ratio:>7.2f}{r.export.peak_rss_mb:>8.0f}"
-            f"  {counts}" + ("  PROBLEM: " + "; ".join(r.problems) if r.problems else "")
-        )
-    lines.append(
-        "counts: +added ~updated =unchanged or kept suppressed !errors (bad rows, repeats)"
+        rows.append(
+            [
+                r.backend, f"{r.rows:,}", f"{r.digest.seconds:.2f}", f"{r.floor.seconds:.2f}",
+                f"{r.ratio:.2f}", f"{r.digest.peak_rss_mb:.0f}", f"{r.export.seconds:.2f}",
+                f"{r.export_floor.seconds:.2f}", f"{r.export_ratio:.2f}",
+                f"{r.export.peak_rss_mb:.0f}",
+                counts + ("  PROBLEM: " + "; ".join(r.problems) if r.problems else ""),
+            ]
+        )  # fmt: skip
+    return (
+        text_table(header, rows)
+        + "\ncounts: +added ~updated =unchanged or kept suppressed !errors (bad rows, repeats)"
     )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from benchmarks.common import ChildRun, FakeSendGrid, Goal, base_env, run_child
+from benchmarks.common import ChildRun, FakeSendGrid, Goal, base_env, run_child, text_table
 from benchmarks.data import insert_subscribers, write_glossary
 from digest.campaign.build import build_issue
 from digest.config import Settings
@@ -238,18 +238,19 @@ def latency_goals(results: Sequence[LatencyResult]) -> list[Goal]:
 
 def latency_table(results: Sequence[LatencyResult]) -> str:
     """One line per send: batches in flight, wall and send seconds, requests, exactly once."""
-    header = (
-        f"{'in flight':>9}  {'readers':>7}  {'delay':>5}  {'wall s':>6}  {'send s':>6}  "
-        f"{'cpu s':>5}  {'requests':>8}  {'open max':>8}  {'ledger':>6}  once"
-    )
-    lines = [header, "-" * len(header)]
-    for r in results:
-        lines.append(
-            f"{r.in_flight:>9}  {r.readers:>7,}  {r.delay:>5.2f}  {r.run.seconds:>6.2f}  "
-            f"{r.send_seconds:>6.2f}  {r.run.cpu:>5.2f}  {r.api_calls:>8}  "
-            f"{r.max_open_requests:>8}  {r.ledger_sent:>6,}  {'yes' if r.exactly_once else 'NO'}"
-        )
-    return "\n".join(lines)
+    header = [
+        "in flight", "readers", "delay s", "wall s", "send s", "CPU s", "requests",
+        "open at most", "ledger sent", "exactly once",
+    ]  # fmt: skip
+    rows = [
+        [
+            str(r.in_flight), f"{r.readers:,}", f"{r.delay:.2f}", f"{r.run.seconds:.2f}",
+            f"{r.send_seconds:.2f}", f"{r.run.cpu:.2f}", str(r.api_calls),
+            str(r.max_open_requests), f"{r.ledger_sent:,}", "yes" if r.exactly_once else "NO",
+        ]
+        for r in results
+    ]  # fmt: skip
+    return text_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

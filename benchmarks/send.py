@@ -28,6 +28,7 @@ from benchmarks.common import (
     postgres_reachable,
     postgres_schema,
     run_child,
+    text_table,
 )
 from benchmarks.data import DEFAULT_SEED, insert_subscribers, write_glossary
 from digest.campaign.build import build_issue
@@ -253,10 +254,7 @@ def send_table(results: list[SendResult]) -> str:
         ]
         for r in results
     ]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(header)]
-    lines = [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    head = " | ".join(c.rjust(w) for c, w in zip(header, widths, strict=True))
-    return "\n".join([head, "-" * len(head), *lines])
+    return text_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import ChildRun, FakeSendGrid, Goal, base_env, run_child
+from benchmarks.common import ChildRun, FakeSendGrid, Goal, base_env, run_child, text_table
 from benchmarks.send import WEEK, _ledger_sent, _prepare
 from digest.store import db
 from digest.store.issues import get_issue
@@ -91,20 +91,20 @@ def run_tracking(workdir: Path, server: FakeSendGrid, count: int, *, seed: int) 
 
 
 def tracking_table(results: list[TrackingResult]) -> str:
-    lines = [
-        "| subscribers | links | off s | on s | ratio | off CPU s | on CPU s | CPU ratio "
-        "| largest request off / on |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r.subscribers:,} | {r.links} | {r.off.seconds:.1f} | {r.on.seconds:.1f} "
-            f"| {r.ratio:.2f} | {r.off.cpu:.1f} | {r.on.cpu:.1f} | {r.cpu_ratio:.2f} "
-            f"| {r.off_payload_bytes / 1e6:.1f} / {r.on_payload_bytes / 1e6:.1f} MB |"
-        )
-    for r in results:
-        lines.extend(f"problem: {p}" for p in r.problems)
-    return "\n".join(lines)
+    header = [
+        "readers", "links", "off s", "on s", "ratio", "off CPU s", "on CPU s", "CPU ratio",
+        "largest request off / on",
+    ]  # fmt: skip
+    rows = [
+        [
+            f"{r.subscribers:,}", str(r.links), f"{r.off.seconds:.1f}", f"{r.on.seconds:.1f}",
+            f"{r.ratio:.2f}", f"{r.off.cpu:.1f}", f"{r.on.cpu:.1f}", f"{r.cpu_ratio:.2f}",
+            f"{r.off_payload_bytes / 1e6:.1f} / {r.on_payload_bytes / 1e6:.1f} MB",
+        ]
+        for r in results
+    ]  # fmt: skip
+    problems = [f"problem: {p}" for r in results for p in r.problems]
+    return "\n".join([text_table(header, rows), *problems])
 
 
 def tracking_goals(results: list[TrackingResult]) -> list[Goal]:

@@ -28,6 +28,7 @@ from benchmarks.common import (
     postgres_reachable,
     postgres_schema,
     run_child,
+    text_table,
 )
 from digest.store import db
 
@@ -418,10 +419,7 @@ def web_table(results: list[WebResult]) -> str:
         ]
         for r in results
     ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines)
+    return text_table(headers, rows)
 
 
 def main() -> None:
