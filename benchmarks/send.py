@@ -46,6 +46,7 @@ ISSUE_TERMS = 100  # the glossary the sent issue is built from
 # Issue 17's goals for the send, each a ratio to the floor measured in the same run.
 RATIO_GOAL = {"sqlite": 2.0, "postgresql": 2.5}
 RSS_GOAL_MB = 150.0  # at a million readers (listmonk sends 7M in 57 MB)
+RATIO_GOAL_FROM = 100_000
 RSS_GOAL_AT = 1_000_000
 CALLS_PER_READER = 1 / 1000
 
@@ -186,14 +187,18 @@ def run_send(
 
 def send_goals(results: list[SendResult]) -> list[Goal]:
     """Issue 17's send goals for each measured size: the ratio to the floor (2.0 on SQLite, 2.5
-    on PostgreSQL), peak RSS at a million readers, API calls, and every reader exactly once."""
+    on PostgreSQL) from 100,000 readers up, peak RSS at a million readers, API calls, and every
+    reader exactly once. Below 100,000 the ratio is in the table only: there the process's
+    start-up (≈ 0.6 s of imports and checks against a floor that starts in 0.1 s) is most of
+    what is measured, and the issue judges the send at 100k and 1M."""
     goals: list[Goal] = []
     for r in results:
         where = f"{r.backend}, {r.subscribers:,}"
         limit = RATIO_GOAL.get(r.backend, 2.0)
-        goals.append(
-            Goal(f"send ≤ {limit}× its floor ({where})", r.ratio <= limit, f"{r.ratio:.2f}×")
-        )
+        if r.subscribers >= RATIO_GOAL_FROM:
+            goals.append(
+                Goal(f"send ≤ {limit}× its floor ({where})", r.ratio <= limit, f"{r.ratio:.2f}×")
+            )
         if r.subscribers >= RSS_GOAL_AT:
             goals.append(
                 Goal(
