@@ -58,6 +58,8 @@ def settings(settings_env, sendgrid, monkeypatch) -> Settings:  # type: ignore[n
         "DIGEST_MAX_RETRIES": "2",
         "DIGEST_RETRY_BASE_DELAY": "0.01",
         "DIGEST_RETRY_MAX_DELAY": "0.02",
+        # The faults below are scripted by the order requests arrive in: one batch at a time.
+        "DIGEST_BATCHES_IN_FLIGHT": "1",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
