@@ -24,15 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from benchmarks.common import ChildRun, FakeSendGrid, Goal, base_env, run_child, text_table
-from benchmarks.data import insert_subscribers, write_glossary
-from digest.campaign.build import build_issue
-from digest.config import Settings
+from benchmarks.send import prepare_issue
 from digest.model.weeks import IsoWeek
-from digest.store import db
-from digest.store.terms import load_glossary
 
 __all__ = ["LatencyResult", "latency_goals", "latency_table", "run_latency"]
 
@@ -68,28 +62,18 @@ class LatencyResult:
 
 def _prepare(workdir: Path, readers: int) -> Path:
     """A migrated SQLite file with `readers` subscribers and the week's built issue."""
-    terms = workdir / "terms"
-    if not terms.exists():
-        write_glossary(terms, ISSUE_TERMS, SEED)
     path = workdir / "template.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    url = f"sqlite:///{path}"
-    env = base_env(workdir, url)
-    settings = Settings(
-        database_url=url,
-        terms_dir=terms,
-        secret_key=SecretStr(env["DIGEST_SECRET_KEY"]),
-        base_url=env["DIGEST_BASE_URL"],
-        site_url=env["DIGEST_SITE_URL"],
+    prepare_issue(
+        workdir,
+        f"sqlite:///{path}",
+        readers,
+        SEED,
+        week=WEEK,
+        built_at=BUILT_AT,
+        terms_count=ISSUE_TERMS,
     )
-    engine = db.make_engine(url)
-    try:
-        db.upgrade(engine)
-        insert_subscribers(engine, readers, SEED)
-        build_issue(engine, settings, load_glossary(terms), WEEK, now=BUILT_AT, news=[])
-    finally:
-        engine.dispose()
     # Fold the write-ahead log into the file, so one copy of it is the whole database.
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

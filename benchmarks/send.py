@@ -37,7 +37,7 @@ from digest.model.weeks import IsoWeek
 from digest.store import db
 from digest.store.terms import load_glossary
 
-__all__ = ["SendResult", "run_send", "send_goals", "send_table"]
+__all__ = ["SendResult", "prepare_issue", "run_send", "send_goals", "send_table"]
 
 WEEK = IsoWeek(2026, 17)
 BUILT_AT = datetime(2026, 4, 20, 8, 0, tzinfo=UTC)
@@ -70,10 +70,22 @@ class SendResult:
         return self.digest.seconds / self.floor.seconds
 
 
-def _prepare(workdir: Path, database_url: str, count: int, seed: int) -> tuple[float, Settings]:
+def prepare_issue(
+    workdir: Path,
+    database_url: str,
+    count: int,
+    seed: int,
+    *,
+    week: IsoWeek = WEEK,
+    built_at: datetime = BUILT_AT,
+    terms_count: int = ISSUE_TERMS,
+) -> tuple[float, Settings]:
+    """Migrate `database_url`, insert `count` readers and build `week`'s issue from a glossary
+    written once into `workdir` (shared by the send, latency and tracking benchmarks); returns
+    the insert's seconds and the settings used."""
     terms = workdir / "terms"
     if not terms.exists():
-        write_glossary(terms, ISSUE_TERMS, seed)
+        write_glossary(terms, terms_count, seed)
     env = base_env(workdir, database_url)
     settings = Settings(
         database_url=database_url,
@@ -88,7 +100,7 @@ def _prepare(workdir: Path, database_url: str, count: int, seed: int) -> tuple[f
         started = time.perf_counter()
         insert_subscribers(engine, count, seed)
         seconds = time.perf_counter() - started
-        build_issue(engine, settings, load_glossary(terms), WEEK, now=BUILT_AT, news=[])
+        build_issue(engine, settings, load_glossary(terms), week, now=built_at, news=[])
     finally:
         engine.dispose()
     return seconds, settings
@@ -115,7 +127,7 @@ def _requests(run: ChildRun) -> int:
 def _measure(
     workdir: Path, database_url: str, server: FakeSendGrid, backend: str, count: int, seed: int
 ) -> SendResult:
-    insert_seconds, _settings = _prepare(workdir, database_url, count, seed)
+    insert_seconds, _settings = prepare_issue(workdir, database_url, count, seed)
     env = {**base_env(workdir, database_url), **server.env()}
     problems: list[str] = []
 

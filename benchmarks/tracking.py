@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import ChildRun, FakeSendGrid, Goal, base_env, run_child, text_table
-from benchmarks.send import WEEK, _ledger_sent, _prepare
+from benchmarks.send import WEEK, _ledger_sent, prepare_issue
 from digest.store import db
 from digest.store.issues import get_issue
 
@@ -52,7 +52,7 @@ def _one(
     run_dir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{run_dir / 'digest.db'}"
     try:
-        _prepare(run_dir, url, count, seed)
+        prepare_issue(run_dir, url, count, seed)
         links = _links(url)
         env = {
             **base_env(run_dir, url),
