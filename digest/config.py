@@ -94,6 +94,22 @@ class Settings(BaseSettings):
     # request then costs a quarter of the wall time, not the sum. SendGrid accepts many
     # concurrent connections per key; a 429 slows every batch in flight down together.
     batches_in_flight: int = Field(default=4, ge=1, le=16)
+    # Replicas (docs/operations.md). On PostgreSQL every `digest run` replica looks this often
+    # for a send another replica is running, and joins it; `digest send` joins at once.
+    send_join_interval: float = Field(
+        default=5.0, gt=0, le=300, description="seconds between a replica's looks for a send"
+    )
+    # How often a `digest run` replica that is not the scheduler's leader tries to become it:
+    # the bound on how long a dead leader's weekly job waits (within the misfire grace).
+    leader_retry_interval: float = Field(
+        default=2.0, gt=0, le=60, description="seconds between tries for the scheduler lead"
+    )
+    # Redis for what replicas must share: the subscribe rate limit and the desk's login
+    # throttle (the `limits` library's Redis storage). None: each process counts in memory.
+    redis_url: SecretStr | None = None
+    # While Redis is unreachable: "open" lets requests through uncounted (sign-ups keep
+    # working; logged once), "closed" refuses them with 503. See docs/operations.md.
+    redis_failure: Literal["open", "closed"] = "open"
 
     # Selection and rendering
     related_count: int = Field(default=4, ge=0, le=12)

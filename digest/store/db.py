@@ -48,6 +48,7 @@ __all__ = [
     "make_engine",
     "metadata",
     "queue",
+    "send_crew",
     "subscribers",
     "upgrade",
     "utcnow",
@@ -180,12 +181,28 @@ deliveries = Table(
     Column("message_id", String(200)),
     Column("claimed_at", UTCDateTime(), nullable=False),
     Column("sent_at", UTCDateTime()),
+    # The sender that claimed the row (a `send_crew` token): whose batch it is while in flight.
+    Column("claimed_by", String(64)),
     UniqueConstraint("issue_id", "subscriber_id"),
     Index(None, "issue_id", "status"),
     # Recording a batch as sent updates by (issue, batch): without this index SQLite's planner
     # may pick a full scan once statistics exist (after an ANALYZE).
     Index(None, "issue_id", "batch"),
     Index(None, "subscriber_id"),
+)
+
+# The processes sending an issue together (shared sends on PostgreSQL; one at a time on
+# SQLite): each renews its own lease here, and a row whose lease has ended (or whose process is
+# provably gone) marks that sender's claimed batches for another to take over.
+send_crew = Table(
+    "send_crew",
+    metadata,
+    Column("issue_id", Id, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("token", String(64), primary_key=True),
+    Column("owner", JSON),  # digest.model.owner.Owner.to_json(); NULL: a bare token
+    Column("zones", JSON),  # the stored time zones it sends to (local-time delivery); NULL: all
+    Column("joined_at", UTCDateTime(), nullable=False),
+    Column("until", UTCDateTime(), nullable=False),
 )
 
 events = Table(
@@ -311,7 +328,7 @@ def _alembic_config(engine: Engine) -> Config:
 # says it is here, `upgrade` answers from one SELECT instead of importing Alembic and reading
 # its scripts (~0.2 s of every command). tests/test_db.py fails when a migration is added and
 # this is not moved with it.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
