@@ -20,10 +20,11 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, update
 
 from digest.delivery.sendgrid import SendGridTransport
-from digest.model.issue import IssueRecord
+from digest.model.issue import IssueRecord, LeaseHolder
 from digest.model.weeks import IsoWeek
-from digest.store.db import deliveries, issues, subscribers
-from digest.store.issues import save_built
+from digest.store.db import deliveries, issues, send_crew, subscribers
+from digest.store.issues import get_issue, save_built
+from digest.store.send_crew import send_leases
 from tests.forked_python import ForkedPython, run_forked
 from tests.sendgrid_server import SendGridTestServer
 
@@ -207,10 +208,20 @@ def wait_for(
 
 
 def lease_runs_out(engine: Engine, week: IsoWeek = WEEK) -> None:
-    """What waiting out a killed sender's lease amounts to (without waiting minutes)."""
+    """What waiting out a killed sender's lease amounts to (without waiting minutes): the
+    issue's lease, and every crew member's of a shared send (PostgreSQL)."""
+    ended = datetime.now(UTC) - timedelta(seconds=1)
     with engine.begin() as conn:
+        conn.execute(update(issues).where(issues.c.week == str(week)).values(claimed_until=ended))
         conn.execute(
-            update(issues)
-            .where(issues.c.week == str(week))
-            .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
+            update(send_crew)
+            .where(send_crew.c.issue_id.in_(select(issues.c.id).where(issues.c.week == str(week))))
+            .values(until=ended)
         )
+
+
+def send_leases_of(engine: Engine, week: IsoWeek = WEEK) -> list[LeaseHolder]:
+    """Who holds `week`'s send now: the issue's lease (a sender alone) or its crew's."""
+    issue = get_issue(engine, week)
+    assert issue is not None
+    return send_leases(engine, issue.id)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert
 
 from digest.config import Settings
 from digest.delivery.in_flight import RateLimitPause, batches_at_once
@@ -24,7 +24,7 @@ from digest.delivery.personalise import issue_message, subscriber_recipient
 from digest.delivery.runner import send_issue
 from digest.delivery.sendgrid import SendGridTransport
 from digest.model.issue import IssueRecord
-from digest.store.db import deliveries, issues, utcnow
+from digest.store.db import deliveries, utcnow
 from digest.store.issues import get_issue, transition
 from tests.sendgrid_server import SendGridTestServer
 from tests.sending import (
@@ -36,6 +36,7 @@ from tests.sending import (
     mails_per_address,
     run_send,
     seed_subscribers,
+    send_leases_of,
     start_send,
     wait_for,
 )
@@ -300,12 +301,8 @@ def test_the_lease_is_renewed_while_the_batches_in_flight_wait_on_sendgrid(
     def watch() -> None:
         while not done.is_set():
             if sendgrid.state.open_requests:
-                with engine.connect() as conn:
-                    leases.append(
-                        conn.execute(
-                            select(issues.c.claimed_until).where(issues.c.week == str(WEEK))
-                        ).scalar_one()
-                    )
+                # The run's lease: the issue's (alone) or its crew row's (a shared send).
+                leases.append(tuple(lease.until for lease in send_leases_of(engine)))
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch)

@@ -20,6 +20,7 @@ from digest.owner import Liveness, owner_liveness
 from digest.store.db import deliveries, queue, subscribers
 from digest.store.issues import describe_lease, list_issues
 from digest.store.jobs import stored_next_run
+from digest.store.send_crew import CrewMember, live_members
 from digest.store.subscribers import count_by_status
 from digest.store.terms import read_glossary
 
@@ -101,7 +102,8 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
                 .where(deliveries.c.issue_id == latest[0].id)
                 .group_by(deliveries.c.status)
             )
-            issue = _summary(latest[0], {status: n for status, n in counts}, settings, now)
+            crew = live_members(engine, latest[0].id, now)
+            issue = _summary(latest[0], {status: n for status, n in counts}, settings, now, crew)
         queued = conn.execute(select(func.count()).select_from(queue)).scalar_one()
     by_status = count_by_status(engine)
     zones = []
@@ -139,21 +141,37 @@ def _next_issue(
 
 
 def _summary(
-    issue: IssueRecord, counts: dict[str, int], settings: Settings, now: datetime
+    issue: IssueRecord,
+    counts: dict[str, int],
+    settings: Settings,
+    now: datetime,
+    crew: list[CrewMember],
 ) -> IssueSummary:
     holder = owner_liveness(issue.claimed_owner) if issue.lease is not None else None
-    note = lease_note(issue, holder, now, local_time=settings.local_time_delivery)
+    note = lease_note(issue, holder, now, local_time=settings.local_time_delivery, crew=crew)
     return IssueSummary(issue, counts, note, holder)
 
 
 def lease_note(
-    issue: IssueRecord, holder: Liveness | None, now: datetime, *, local_time: bool = False
+    issue: IssueRecord,
+    holder: Liveness | None,
+    now: datetime,
+    *,
+    local_time: bool = False,
+    crew: list[CrewMember] | None = None,
 ) -> str | None:
     """What `digest status` says after "sending": who holds the send, and whether
     `digest send` would resume it now or must wait (and until when). None when the issue is
-    not sending and nobody holds its lease."""
+    not sending and nobody holds its lease. `crew`: the live members of a shared send."""
     lease = issue.lease
     resume = f"`digest send --week {issue.week}` resumes it now"
+    if lease is None and crew:
+        who = ", ".join(m.lease.describe() for m in crew)
+        many = len(crew) != 1
+        return (
+            f"{len(crew)} process{'es' * many} send{'s' * (not many)} it together ({who}); "
+            f"`digest send --week {issue.week}` joins {'them' if many else 'it'}"
+        )
     if lease is None:
         if issue.status != "sending":
             return None

@@ -16,6 +16,7 @@ from digest.store.db import deliveries, subscribers
 
 __all__ = [
     "Zones",
+    "any_unclaimed",
     "audience_page",
     "claimed_between",
     "count_unclaimed",
@@ -114,3 +115,13 @@ def count_unclaimed(
     )
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
+
+
+def any_unclaimed(
+    engine: Engine, issue: IssueRecord, cutoff: datetime, zones: Zones | None = None
+) -> bool:
+    """Whether a reader of the audience has no ledger row for `issue` yet (paused ones count:
+    they still get their `skipped` row): the last check before a shared send is called sent."""
+    query = select(exists().where(*_unclaimed_conditions(issue, cutoff, zones)))
+    with engine.connect() as conn:
+        return bool(conn.execute(query).scalar_one())

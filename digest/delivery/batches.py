@@ -22,9 +22,9 @@ from digest.config import Settings
 from digest.core.mails import Recipient
 from digest.delivery import ledger
 from digest.delivery.attempts import BatchAttempts, Uncertain, refused_in_batch, stop_aware_sleep
-from digest.delivery.audience import Zones, audience_page, count_unclaimed
+from digest.delivery.audience import Zones, any_unclaimed, audience_page, count_unclaimed
+from digest.delivery.crew import Orphan, Seat
 from digest.delivery.in_flight import InFlight, RateLimitPause, batches_at_once
-from digest.delivery.lease import renew
 from digest.delivery.ledger import ClaimedBatch
 from digest.delivery.personalise import issue_message, subscriber_id
 from digest.delivery.transport import PermanentError, RetryableError, SendResult, Transport
@@ -32,7 +32,7 @@ from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
 from digest.model.owner import Owner
 from digest.model.weeks import IsoWeek
-from digest.store.issues import transition
+from digest.store.issues import InvalidTransition, get_issue, transition
 
 __all__ = ["BatchRun", "Clock", "Outcome", "SendStatus"]
 
@@ -46,6 +46,9 @@ SendStatus = Literal["sent", "paused", "failed", "busy", "waiting"]
 # How often the run's thread looks up from batches in flight: to notice `stop`, and to renew
 # the lease while every batch waits on the provider.
 POLL_SECONDS = 0.05
+# How often a crew member whose part is done looks at the others' batches still open: to take
+# over a dead member's, and to see the issue sent.
+CREW_POLL_SECONDS = 0.25
 
 
 @dataclass
@@ -88,6 +91,7 @@ class BatchRun:
     lease_clock: Clock  # the real clock the lease is stamped with
     owner: str | Owner
     lease: timedelta
+    seat: Seat
     stop: threading.Event | None
     progress: Callable[[int, int], None] | None
     sleep: Callable[[float], None] | None  # None: real waits, cut short by `stop`
@@ -110,6 +114,10 @@ class BatchRun:
     # lagging provider's "not found" for that sender's batch may only mean its feed has not
     # caught up (a resume after the lapse has always waited this long before asking).
     inherited_until: datetime | None = None
+    # Set by a crew member's renewal when another member ended the send (paused, failed it).
+    ended_elsewhere: Outcome | None = None
+    # What this run took over at once from dead members of its crew, in words.
+    took_over: list[str] = field(default_factory=list)
     # When the lease was last renewed (monotonic), and the lock that makes renewals from the
     # worker threads of batches in flight one at a time.
     _renewed_at: float = field(default=float("-inf"), init=False)
@@ -138,35 +146,59 @@ class BatchRun:
         )
         self._report()
 
-        for batch in ledger.open_batches(self.engine, self.issue):
-            outcome = self._resume_batch(batch)
-            if outcome.status is not None:
-                return outcome
+        outcome = self._take_over(self.seat.orphans(self.lease_clock()))
+        if outcome.status is not None:
+            return outcome
 
         limit = batches_at_once(self.transport, self.settings.batches_in_flight)
-        if limit == 1:
-            return self._one_at_a_time()
-        return self._in_flight(limit)
+        while True:
+            walked = self._one_at_a_time() if limit == 1 else self._in_flight(limit)
+            if walked is not None:
+                return walked
+            finished = self._finish()
+            if finished is not None:
+                return finished
+            # A crew member's claim passed over readers another member had locked and then
+            # did not claim (its claim rolled back): walk the list again for them.
 
-    def _one_at_a_time(self) -> Outcome:
-        """Claim a batch, send it, record it, then the next: the run with one batch in flight."""
+    def _take_over(self, orphans: list[Orphan]) -> Outcome:
+        """Settle the open batches a run before this one (or a dead crew member) left."""
+        for orphan in orphans:
+            if not ledger.take_batch(
+                self.engine, self.issue, orphan.batch, owner=orphan.claimer, to=self.seat.token
+            ):
+                continue  # another member took it first
+            if orphan.inherited_until is not None and (
+                self.inherited_until is None or orphan.inherited_until > self.inherited_until
+            ):
+                self.inherited_until = orphan.inherited_until
+            if orphan.took_over is not None and orphan.took_over not in self.took_over:
+                self.took_over.append(orphan.took_over)
+            outcome = self._resume_batch(orphan.batch)
+            if outcome.status is not None:
+                return outcome
+        return Outcome()
+
+    def _one_at_a_time(self) -> Outcome | None:
+        """Claim a batch, send it, record it, then the next: the run with one batch in flight.
+        None when the audience is walked to its end."""
         after = 0
         while True:
             if self._stop_requested():
-                return self._pause("stopped on request; run `digest send` again to resume")
+                return self._stopped()
             claimed = self._claim_next(after)
             if claimed is None:
-                break
+                return None
             after = claimed.last_id
             if claimed.recipients:
-                outcome = self._deliver(self.next_batch - 1, claimed.recipients)
+                outcome = self._deliver(claimed.batch, claimed.recipients)
                 if outcome.status is not None:
                     return outcome
             self._report()
-        return self._finish()
 
-    def _in_flight(self, limit: int) -> Outcome:
-        """Keep up to `limit` claimed batches at the transport, recording each as it ends.
+    def _in_flight(self, limit: int) -> Outcome | None:
+        """Keep up to `limit` claimed batches at the transport, recording each as it ends;
+        None when the audience is walked to its end.
 
         A batch's requests (and its lookups) run on a worker thread; claiming, recording and
         the lease stay here. A batch that ends the run (paused, failed) stops the claiming; the
@@ -190,7 +222,7 @@ class BatchRun:
                     after = claimed.last_id
                     if claimed.recipients:
                         sending = self._sending(
-                            self.next_batch - 1, claimed.recipients, halt=halt, pause=pause
+                            claimed.batch, claimed.recipients, halt=halt, pause=pause
                         )
                         window.start(sending, sending.attempts.run)
                     else:
@@ -211,17 +243,18 @@ class BatchRun:
         if ending is not None:
             return self._end(ending)
         if self._stop_requested():
-            return self._pause("stopped on request; run `digest send` again to resume")
-        return self._finish()
+            return self._stopped()
+        return None
 
     def _claim_next(self, after: int) -> ClaimedBatch | None:
         """Claim the page after subscriber `after` as the next batch (None: nobody is left)."""
         self._renew_lease()
         batch = self.next_batch
         page = audience_page(self.cutoff, after, self.per_batch, self.zones)
+        shared = self.seat.shared
         claimed = ledger.claim_batch(
-            self.engine, self.settings, self.issue, batch, page,
-            now=self.now, claimed_at=self.clock(),
+            self.engine, self.settings, self.issue, None if shared else batch, page,
+            now=self.now, claimed_at=self.clock(), claimed_by=self.seat.token, shared=shared,
         )  # fmt: skip
         if claimed is None:
             return None
@@ -232,17 +265,32 @@ class BatchRun:
         return claimed
 
     def _stop_requested(self) -> bool:
-        return self.stop is not None and self.stop.is_set()
+        """Stop claiming: asked to (a signal), or another crew member ended the send."""
+        return self.ended_elsewhere is not None or (self.stop is not None and self.stop.is_set())
+
+    def _stopped(self) -> Outcome:
+        """How a run that stops claiming ends: as another member ended the send; alone, by
+        pausing the issue; in a crew with others still sending, by leaving them to it."""
+        if self.ended_elsewhere is not None:
+            return self.ended_elsewhere
+        others = self.seat.others_sending(self.lease_clock())
+        if others:
+            return Outcome(
+                "paused",
+                f"stopped on request; {len(others)} other sender{'s' * (len(others) != 1)} "
+                "of this issue carry on",
+            )
+        return self._pause("stopped on request; run `digest send` again to resume")
 
     def retry_failed(self) -> Outcome:
         """Send the batches whose rows failed again, and nothing else: nobody new is claimed."""
-        batches = ledger.open_batches(self.engine, self.issue, ("failed",))
+        orphans = self.seat.orphans(self.lease_clock(), ("failed",))
         self.total = ledger.count_rows(self.engine, self.issue, ("failed",))
         self._report()
-        for batch in batches:
+        for orphan in orphans:
             if self.stop is not None and self.stop.is_set():
                 return self._pause("stopped on request; run the retry again to finish it")
-            outcome = self._resume_batch(batch)
+            outcome = self._take_over([orphan])
             if outcome.status is not None:
                 return outcome
             self._report()
@@ -254,8 +302,10 @@ class BatchRun:
 
     def _renew_lease(self) -> None:
         with self._lease_lock:
-            renew(self.engine, self.week, self.owner, self.lease, self.lease_clock())
+            issue_now = self.seat.renew(self.lease_clock())
             self._renewed_at = time.monotonic()
+        if issue_now is not None and issue_now[0] != "sending" and self.ended_elsewhere is None:
+            self.ended_elsewhere = _ended_as(issue_now[0], issue_now[1])
 
     def _renew_lease_if_due(self, interval: float) -> None:
         """Renew the lease when it was last renewed `interval` seconds ago or more."""
@@ -321,7 +371,7 @@ class BatchRun:
         # Not sent (or policy says resend): re-check each subscriber, then send what is left.
         skipped, recipients = ledger.reopen_batch(
             self.engine, self.settings, self.issue, batch, rows,
-            now=self.now, claimed_at=self.clock(),
+            now=self.now, claimed_at=self.clock(), by=self.seat.token,
         )  # fmt: skip
         self.skipped += skipped
         self.done += skipped
@@ -400,7 +450,7 @@ class BatchRun:
     ) -> None:
         count = ledger.mark_batch(
             self.engine, self.issue, batch, status,
-            error=error, sent_at=self.clock(), message_id=message_id,
+            error=error, sent_at=self.clock(), message_id=message_id, by=self.seat.token,
         )  # fmt: skip
         if status == "sent":
             self.sent += count
@@ -412,8 +462,9 @@ class BatchRun:
         self, batch: int, refused: Mapping[str, str], recipients: Sequence[Recipient]
     ) -> None:
         count = ledger.record_refused(
-            self.engine, self.issue, batch, refused, recipients, self.transport.name
-        )
+            self.engine, self.issue, batch, refused, recipients, self.transport.name,
+            by=self.seat.token,
+        )  # fmt: skip
         self.refused += count
         self.done += count
 
@@ -422,10 +473,10 @@ class BatchRun:
             # The rows were failed before this retry and certainly did not go out now either.
             self._mark(batch, "failed", error="the provider stayed unavailable during a retry")
             return
-        ledger.release_batch(self.engine, self.issue, batch)
+        ledger.release_batch(self.engine, self.issue, batch, by=self.seat.token)
 
     def _give_up_uncertain(self, batch: int, why: str) -> None:
-        count = ledger.skip_uncertain(self.engine, self.issue, batch, why)
+        count = ledger.skip_uncertain(self.engine, self.issue, batch, why, by=self.seat.token)
         self.uncertain += count
         self.done += count
 
@@ -440,20 +491,68 @@ class BatchRun:
         return outcome
 
     def _pause(self, reason: str) -> Outcome:
-        if not self.retry:
-            transition(self.engine, self.week, "paused", reason, now=self.clock())
-        return Outcome("paused", reason)
+        return self._move("paused", reason)
 
     def _fail_issue(self, reason: str) -> Outcome:
-        if not self.retry:
-            transition(self.engine, self.week, "failed", reason, now=self.clock())
-        return Outcome("failed", reason)
+        return self._move("failed", reason)
 
-    def _finish(self) -> Outcome:
+    def _move(self, to: Literal["sent", "paused", "failed"], reason: str | None) -> Outcome:
+        """End the run as `to`, moving the issue there (a retry leaves the issue as it is). In
+        a crew, another member may have ended the send first: its ending stands."""
+        if self.retry:
+            return Outcome(to, reason)
+        if self.ended_elsewhere is not None:
+            return self.ended_elsewhere
+        try:
+            transition(self.engine, self.week, to, reason, now=self.clock())
+        except InvalidTransition:
+            if not self.seat.shared:
+                raise
+            current = get_issue(self.engine, self.week)
+            assert current is not None
+            return _ended_as(current.status, current.status_reason)
+        return Outcome(to, reason)
+
+    def _finish(self) -> Outcome | None:
+        """End a run whose walk reached the audience's end: the issue is sent once no batch is
+        open. A crew member waits for the others' batches (taking over a dead member's) and
+        says None when readers are still unclaimed (walk again)."""
+        if self.seat.shared:
+            return self._finish_together()
         open_rows = ledger.count_rows(self.engine, self.issue, ("claimed", "failed"))
         if open_rows:  # pragma: no cover - every path above settles its batch first
             return self._pause(f"{open_rows} deliveries are still open")
+        return self._sent()
+
+    def _sent(self) -> Outcome:
         if self.zones is not None:  # later zones' readers are still to come: stays "sending"
             return Outcome("waiting", "sent to the time zones due so far")
-        transition(self.engine, self.week, "sent", now=self.clock())
+        ended = self._move("sent", None)
+        if ended.status != "sent":
+            return ended
         return Outcome("sent", ledger.refused_reason(self.engine, self.issue, self.transport.name))
+
+    def _finish_together(self) -> Outcome | None:
+        while True:
+            self._renew_lease_if_due(CREW_POLL_SECONDS)
+            if self.ended_elsewhere is not None:
+                return self.ended_elsewhere
+            outcome = self._take_over(self.seat.orphans(self.lease_clock()))
+            if outcome.status is not None:
+                return outcome
+            if not ledger.count_rows(self.engine, self.issue, ("claimed", "failed")):
+                if any_unclaimed(self.engine, self.issue, self.cutoff, self.zones):
+                    return None
+                return self._sent()
+            if self._stop_requested():
+                return self._stopped()
+            (self.sleep or stop_aware_sleep(self.stop))(CREW_POLL_SECONDS)
+
+
+def _ended_as(status: str, reason: str | None) -> Outcome:
+    """A crew member's ending when the issue moved on without it: as the issue now stands."""
+    if status == "sent":
+        return Outcome("sent", reason)
+    if status in ("paused", "failed"):
+        return Outcome(status, reason or f"another sender {status} the issue")  # type: ignore[arg-type]
+    return Outcome("paused", f"the issue is {status} now: {reason or 'moved by another process'}")

@@ -24,7 +24,7 @@ from digest.delivery.lease import LostLease
 from digest.delivery.personalise import issue_recipient, subscriber_id
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
-from digest.store.db import deliveries, subscribers
+from digest.store.db import deliveries, issues, subscribers
 
 __all__ = [
     "ClaimedBatch",
@@ -34,6 +34,7 @@ __all__ = [
     "count_rows",
     "ledger_position",
     "mark_batch",
+    "open_batch_owners",
     "open_batch_rows",
     "open_batches",
     "recipients_of",
@@ -42,6 +43,7 @@ __all__ = [
     "release_batch",
     "reopen_batch",
     "skip_uncertain",
+    "take_batch",
     "total_sent",
 ]
 
@@ -107,6 +109,50 @@ def open_batches(
         )
 
 
+def open_batch_owners(
+    engine: Engine, issue: IssueRecord, statuses: tuple[str, ...] = ("claimed", "failed")
+) -> list[tuple[int, str | None]]:
+    """(batch, the sender that claimed it) of every open batch, in batch order: who must be
+    gone before another sender may take it over (`take_batch`)."""
+    with engine.connect() as conn:
+        return [
+            (int(batch), owner)
+            for batch, owner in conn.execute(
+                select(deliveries.c.batch, deliveries.c.claimed_by)
+                .where(deliveries.c.issue_id == issue.id, deliveries.c.status.in_(statuses))
+                .group_by(deliveries.c.batch, deliveries.c.claimed_by)
+                .order_by(deliveries.c.batch)
+            )
+        ]
+
+
+def take_batch(
+    engine: Engine, issue: IssueRecord, batch: int, *, owner: str | None, to: str
+) -> bool:
+    """Make an open batch claimed by `owner` (None: a run from before rows named their
+    sender) the batch of sender `to`; False when another sender took it first.
+
+    A compare-and-swap on the claimer: of two senders racing for a dead one's batch, the
+    second's UPDATE waits for the first's and then matches no row. Every later write of the
+    batch names its sender, so a sender judged dead cannot settle a batch it no longer has.
+    """
+    claimer = (
+        deliveries.c.claimed_by.is_(None) if owner is None else deliveries.c.claimed_by == owner
+    )
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.issue_id == issue.id,
+                deliveries.c.batch == batch,
+                deliveries.c.status.in_(("claimed", "failed")),
+                claimer,
+            )
+            .values(claimed_by=to)
+        )
+    return result.rowcount > 0
+
+
 def open_batch_rows(engine: Engine, issue: IssueRecord, batch: int) -> list[OpenRow]:
     """A batch's claimed and failed rows, with their reader as stored now."""
     with engine.connect() as conn:
@@ -153,6 +199,7 @@ class ClaimedBatch:
     """What `claim_batch` wrote: the readers to send to now, and the rows settled at once."""
 
     recipients: list[Recipient] = field(default_factory=list)
+    batch: int = 0  # the batch number the rows carry
     last_id: int = 0  # the page's last subscriber id: where the next page starts
     rows: int = 0
     skipped: int = 0  # paused readers
@@ -163,21 +210,30 @@ def claim_batch(
     engine: Engine,
     settings: Settings,
     issue: IssueRecord,
-    batch: int,
+    batch: int | None,
     page: Select[Any],
     *,
     now: datetime,
     claimed_at: datetime,
+    claimed_by: str | None = None,
+    shared: bool = False,
 ) -> ClaimedBatch | None:
     """Claim the readers of `page` (an `audience_page`) as batch `batch`, in one committed
-    transaction; None when the page is empty (the audience is done).
+    transaction, for sender `claimed_by`; None when the page is empty (the audience is done).
 
     Readers an earlier run claimed are passed over (a resume walks the list from the start
     again); a reader paused at `now` is settled `skipped`, and one whose stored address no mail
     header can hold `refused`. LostLease when a second sender inserted the same rows.
+
+    `shared` (a shared send on PostgreSQL): the page's subscriber rows are locked FOR NO KEY
+    UPDATE SKIP LOCKED, so senders claiming at the same moment take disjoint readers instead
+    of waiting for each other, and `batch` is None: the number is the issue's next, taken
+    under the issue row's lock so two senders never name two batches alike.
     """
     claimed = ClaimedBatch()
     rows: list[tuple[Any, ...]] = []
+    if shared:
+        page = page.with_for_update(skip_locked=True, key_share=True, of=subscribers)
     try:
         with engine.begin() as conn:
             found = conn.execute(page).all()
@@ -205,22 +261,54 @@ def claim_batch(
                         # for this reader, and the rest of the batch goes on.
                         status, error = "refused", f"the stored address cannot be sent to: {exc}"
                         claimed.refused += 1
-                rows.append((issue_id, sid, batch, status, 0, error, stamp))
+                rows.append((issue_id, sid, status, error))
             if rows:
-                _insert_claims(conn, rows)
+                batch = batch if batch is not None else _next_batch(conn, issue)
+                _insert_claims(conn, issue_id, batch, stamp, claimed_by, rows)
+                claimed.batch = batch
     except IntegrityError:
         # Only a second sender inserting the same (issue, subscriber) gets here.
         raise LostLease() from None
     claimed.rows = len(rows)
     claimed.last_id = found[-1][0]
+    if not rows and batch is not None:
+        claimed.batch = batch
     return claimed
 
 
-_CLAIM_COLUMNS = ("issue_id", "subscriber_id", "batch", "status", "attempts", "error", "claimed_at")
+_CLAIM_COLUMNS = (
+    "issue_id",
+    "subscriber_id",
+    "batch",
+    "status",
+    "attempts",
+    "error",
+    "claimed_at",
+    "claimed_by",
+)
 
 
-def _insert_claims(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert a page's ledger rows (tuples in `_CLAIM_COLUMNS` order) in one go.
+def _next_batch(conn: Connection, issue: IssueRecord) -> int:
+    """The issue's next batch number, for a shared send: the issue row's lock (held to the
+    claim's commit) makes the senders number their batches one after another."""
+    conn.execute(select(issues.c.id).where(issues.c.id == issue.id).with_for_update())
+    latest = conn.execute(
+        select(func.coalesce(func.max(deliveries.c.batch), 0)).where(
+            deliveries.c.issue_id == issue.id
+        )
+    ).scalar_one()
+    return 1 + int(latest)
+
+
+def _insert_claims(
+    conn: Connection,
+    issue_id: int,
+    batch: int,
+    claimed_at: Any,
+    claimed_by: str | None,
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """Insert a page's ledger rows ((issue id, subscriber id, status, error) tuples) in one go.
 
     Through the driver, not SQLAlchemy's executemany, which builds and type-processes a
     parameter dict per row (a large share of a send's per-reader cost): on SQLite one
@@ -229,24 +317,29 @@ def _insert_claims(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """
     columns = ", ".join(_CLAIM_COLUMNS)
     if conn.dialect.name == "postgresql":
-        issue_id, _sid, batch, _status, attempts, _error, claimed_at = rows[0]
         conn.exec_driver_sql(
             f"INSERT INTO {deliveries.name} ({columns}) "
-            "SELECT %s, t.sid, %s, t.status, %s, t.error, %s "
+            "SELECT %s, t.sid, %s, t.status, 0, t.error, %s, %s "
             "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS t(sid, status, error)",
             (
                 issue_id,
                 batch,
-                attempts,
                 claimed_at,
+                claimed_by,
                 [row[1] for row in rows],
+                [row[2] for row in rows],
                 [row[3] for row in rows],
-                [row[5] for row in rows],
             ),
         )
         return
     marks = ", ".join(["?"] * len(_CLAIM_COLUMNS))
-    conn.exec_driver_sql(f"INSERT INTO {deliveries.name} ({columns}) VALUES ({marks})", rows)
+    conn.exec_driver_sql(
+        f"INSERT INTO {deliveries.name} ({columns}) VALUES ({marks})",
+        [
+            (i, sid, batch, status, 0, error, claimed_at, claimed_by)
+            for i, sid, status, error in rows
+        ],
+    )
 
 
 def _bound(conn: Connection, column: Any, value: Any) -> Any:
@@ -267,6 +360,7 @@ def reopen_batch(
     *,
     now: datetime,
     claimed_at: datetime,
+    by: str | None = None,
 ) -> tuple[int, list[Recipient]]:
     """Re-check each reader of an open batch that is to be sent again: (how many were settled
     `skipped` — unsubscribed, erased or paused since —, the recipients still to send to).
@@ -298,6 +392,7 @@ def reopen_batch(
                 deliveries.c.issue_id == issue.id,
                 deliveries.c.batch == batch,
                 deliveries.c.status == "failed",
+                *([deliveries.c.claimed_by == by] if by is not None else []),
             )
             .values(status="claimed", error=None, claimed_at=claimed_at)
         )
@@ -307,12 +402,21 @@ def reopen_batch(
 # --------------------------------------------------------------------------- settling
 
 
-def _claimed_rows(issue: IssueRecord, batch: int) -> Any:
-    return update(deliveries).where(
+def _claimed_rows(issue: IssueRecord, batch: int, by: str | None) -> Any:
+    """An UPDATE of a batch's claimed rows; of sender `by`'s only, when named (see
+    `take_batch`: a sender whose batch was taken over settles nothing of it)."""
+    return update(deliveries).where(*_claimed(issue, batch, by))
+
+
+def _claimed(issue: IssueRecord, batch: int, by: str | None) -> list[Any]:
+    where = [
         deliveries.c.issue_id == issue.id,
         deliveries.c.batch == batch,
         deliveries.c.status == "claimed",
-    )
+    ]
+    if by is not None:
+        where.append(deliveries.c.claimed_by == by)
+    return where
 
 
 def mark_batch(
@@ -324,6 +428,7 @@ def mark_batch(
     error: str | None,
     sent_at: datetime,
     message_id: str | None = None,
+    by: str | None = None,
 ) -> int:
     """Settle a batch's claimed rows as `status` (sent or failed); how many there were."""
     values: dict[str, Any] = {"status": status, "error": error}
@@ -331,7 +436,7 @@ def mark_batch(
         values |= {"sent_at": sent_at, "message_id": message_id}
     with engine.begin() as conn:
         result = conn.execute(
-            _claimed_rows(issue, batch).values(attempts=deliveries.c.attempts + 1, **values)
+            _claimed_rows(issue, batch, by).values(attempts=deliveries.c.attempts + 1, **values)
         )
     return int(result.rowcount)
 
@@ -343,6 +448,7 @@ def record_refused(
     refused: Mapping[str, str],
     recipients: Sequence[Recipient],
     transport: str,
+    by: str | None = None,
 ) -> int:
     """Settle the readers the transport would not take as `refused`, with its reason.
 
@@ -357,7 +463,7 @@ def record_refused(
     with engine.begin() as conn:
         for reason, ids in by_reason.items():
             result = conn.execute(
-                _claimed_rows(issue, batch)
+                _claimed_rows(issue, batch, by)
                 .where(deliveries.c.subscriber_id.in_(ids))
                 .values(status="refused", error=reason, attempts=deliveries.c.attempts + 1)
             )
@@ -375,26 +481,22 @@ def record_refused(
     return count
 
 
-def release_batch(engine: Engine, issue: IssueRecord, batch: int) -> None:
+def release_batch(engine: Engine, issue: IssueRecord, batch: int, by: str | None = None) -> None:
     """Drop a batch's claimed rows: it certainly did not go out, so the next run claims afresh."""
     with engine.begin() as conn:
-        conn.execute(
-            delete(deliveries).where(
-                deliveries.c.issue_id == issue.id,
-                deliveries.c.batch == batch,
-                deliveries.c.status == "claimed",
-            )
-        )
+        conn.execute(delete(deliveries).where(*_claimed(issue, batch, by)))
 
 
-def skip_uncertain(engine: Engine, issue: IssueRecord, batch: int, why: str) -> int:
+def skip_uncertain(
+    engine: Engine, issue: IssueRecord, batch: int, why: str, by: str | None = None
+) -> int:
     """Settle a batch nobody can say went out as `skipped`, not re-sent (the policy's choice)."""
     error = (
         f"uncertain: {why} and the provider cannot say whether batch "
         f"{batch_key(issue, batch)} went out; not re-sent (DIGEST_AMBIGUOUS_BATCHES=skip)"
     )
     with engine.begin() as conn:
-        result = conn.execute(_claimed_rows(issue, batch).values(status="skipped", error=error))
+        result = conn.execute(_claimed_rows(issue, batch, by).values(status="skipped", error=error))
     log_event(log, "batch_uncertain", week=str(issue.week), batch=batch, recipients=result.rowcount)
     return int(result.rowcount)
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from digest.config import Settings
 from digest.delivery.audience import Zones
 from digest.delivery.batches import BatchRun, Clock, Outcome, SendStatus
+from digest.delivery.crew import Seat, shares_sends
 from digest.delivery.lease import (
     LostLease,
     busy_reason,
@@ -37,9 +38,11 @@ from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
 from digest.model.owner import Owner
 from digest.model.weeks import IsoWeek
-from digest.owner import current_owner
+from digest.owner import current_owner, owner_liveness
+from digest.store import send_crew
 from digest.store.db import utcnow
 from digest.store.issues import Claim, InvalidTransition, get_issue, release_send, transition
+from digest.store.send_crew import Joined
 
 __all__ = ["Clock", "Preflight", "SendStatus", "SendSummary", "retry_failed", "send_issue"]
 
@@ -127,10 +130,24 @@ def send_issue(
         if refusal:
             return _summary(started, "failed", None, refusal, total_sent(engine, issue), None)
     lease = lease_length(settings)
-    claim = first_claim(engine, week, owner, lease, lease_clock())
-    if not claim:
-        reason = busy_reason(claim, lease_clock())
-        return _summary(started, "busy", None, reason, total_sent(engine, issue), claim)
+    shared = shares_sends(engine)
+    claim: Claim | None = None
+    if shared:
+        # A shared send (PostgreSQL): join the issue's crew; its other members go on sending.
+        joined = send_crew.join(
+            engine, issue.id, owner, zones, lease, now=lease_clock(), judge_holder=owner_liveness
+        )
+        if not joined:
+            reason = _join_refused(joined, lease_clock())
+            return _summary(started, "busy", None, reason, total_sent(engine, issue), None)
+        if joined.holder is not None:  # a dead exclusive holder was cleared: as a takeover
+            claim = Claim(True, joined.holder, joined.liveness)
+    else:
+        claim = first_claim(engine, week, owner, lease, lease_clock())
+        if not claim:
+            reason = busy_reason(claim, lease_clock())
+            return _summary(started, "busy", None, reason, total_sent(engine, issue), claim)
+    seat = Seat(engine, issue, owner, lease, shared)
     run: BatchRun | None = None
     try:
         issue = transition(engine, week, "sending", now=at, approved_only=approved_only)
@@ -144,11 +161,12 @@ def send_issue(
             lease_clock=lease_clock,
             owner=owner,
             lease=lease,
+            seat=seat,
             stop=stop,
             progress=progress,
             sleep=sleep,
             zones=zones,
-            inherited_until=inherited_until(claim),
+            inherited_until=inherited_until(claim) if claim is not None else None,
         )
         outcome = run.execute()
     except LostLease:
@@ -160,7 +178,10 @@ def send_issue(
         return _summary(started, "paused", run, outcome.reason, run.sent if run else 0, claim)
     finally:
         with contextlib.suppress(OperationalError):  # still out: the lease lapses by itself
-            release_send(engine, week, owner)
+            if shared:
+                seat.leave()
+            else:
+                release_send(engine, week, owner)
     assert outcome.status is not None
     result = _summary(
         started, outcome.status, run, outcome.reason, total_sent(engine, issue), claim
@@ -215,6 +236,16 @@ def retry_failed(
     if not claim:
         reason = busy_reason(claim, lease_clock())
         return _summary(started, "busy", None, reason, total_sent(engine, issue), None)
+    # A retry walks the failed rows alone: never beside a shared send's crew (which, in turn,
+    # does not let anyone join while this lease is held; digest.store.send_crew).
+    seat = Seat(engine, issue, owner, lease, shared=False)
+    crew = Seat(engine, issue, owner, lease, shared=True).others_sending(lease_clock())
+    if shares_sends(engine) and crew:
+        release_send(engine, week, owner)
+        reason = "another process is sending this issue: " + ", ".join(
+            m.lease.describe() for m in crew
+        )
+        return _summary(started, "busy", None, reason, total_sent(engine, issue), None)
     run = BatchRun(
         engine=engine,
         settings=settings,
@@ -225,6 +256,7 @@ def retry_failed(
         lease_clock=lease_clock,
         owner=owner,
         lease=lease,
+        seat=seat,
         stop=stop,
         progress=progress,
         sleep=sleep,
@@ -293,8 +325,27 @@ def _summary(
         reason=reason,
         total_sent=total_sent,
         refused=run.refused if run else 0,
-        took_over=took_over(claim) if claim is not None else None,
+        took_over=_took_over(run, claim),
     )
+
+
+def _took_over(run: BatchRun | None, claim: Claim | None) -> str | None:
+    """What the run took over at once from a sender that had died: the issue's lease (a run
+    alone), or the batches of dead crew members (a shared send)."""
+    if claim is not None and (taken := took_over(claim)) is not None:
+        return taken
+    if run is not None and run.took_over:
+        return "; ".join(run.took_over)
+    return None
+
+
+def _join_refused(joined: Joined, now: datetime) -> str:
+    """Why a shared send could not be joined: a retry holds the issue, or the crew sends to
+    other time zones (a local-time tick's readers only)."""
+    if joined.holder is not None:
+        return busy_reason(Claim(False, joined.holder, joined.liveness), now)
+    who = ", ".join(m.lease.describe() for m in joined.others)
+    return f"another process is sending this issue to other time zones only: {who}"
 
 
 def _as_clock(now: datetime | Clock) -> Clock:

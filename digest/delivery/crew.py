@@ -1,0 +1,157 @@
+"""How one run holds its send: alone, under the issue's lease, or as one of a crew that sends
+the issue together.
+
+On PostgreSQL every `digest send` / `digest run` that reaches a due issue joins its crew
+(`digest.store.send_crew`): each member claims pages of readers with SKIP LOCKED, so K members
+send about K times as fast against a slow provider, and each renews only its own lease. A
+member that dies loses only its lease: its claimed batches are taken over by another member
+once that lease ends, or at once when its process is provably gone (`digest.owner`), and are
+settled by lookup or by `DIGEST_AMBIGUOUS_BATCHES` exactly as a single run settles a batch
+a crashed run left open.
+
+On SQLite (one writer at a time, one machine) a run holds the issue's lease alone, as before;
+so does `digest send --retry-failed` everywhere, since re-sending failed rows is one walk that
+must not run twice. Both kinds of seat answer the same questions for `BatchRun`: renew, which
+open batches are mine to take over, are there others still sending.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, select
+
+from digest.delivery import ledger
+from digest.delivery.lease import LostLease, renew
+from digest.logs import get_logger, log_event
+from digest.model.issue import IssueRecord
+from digest.model.owner import Owner
+from digest.owner import owner_liveness
+from digest.store import send_crew
+from digest.store.db import issues
+from digest.store.send_crew import CrewMember
+
+__all__ = ["Orphan", "Seat", "shares_sends"]
+
+log = get_logger("digest.delivery.crew")
+
+
+def shares_sends(engine: Engine) -> bool:
+    """Whether several processes may send one issue together on this database: PostgreSQL's
+    row locks (SKIP LOCKED) make that safe; SQLite has one writer and stays one sender."""
+    return engine.dialect.name == "postgresql"
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """An open batch this run may take over: who claimed it, and until when that sender's
+    lease ran if it was proven dead before (a lookup's "not found" is no proof until then)."""
+
+    batch: int
+    claimer: str | None
+    inherited_until: datetime | None = None
+    # Who it was taken from, in words, when that sender was proven dead before its lease ended.
+    took_over: str | None = None
+
+
+@dataclass
+class Seat:
+    """One run's hold on `issue`'s send: `shared` as a crew member, else alone."""
+
+    engine: Engine
+    issue: IssueRecord
+    owner: str | Owner
+    lease: timedelta
+    shared: bool
+
+    @property
+    def token(self) -> str:
+        return self.owner.token if isinstance(self.owner, Owner) else self.owner
+
+    def renew(self, now: datetime) -> tuple[str, str | None] | None:
+        """Extend this run's lease (LostLease when it was taken). A crew member also learns
+        the issue's (status, reason): another member may have paused, failed or sent it."""
+        if not self.shared:
+            renew(self.engine, self.issue.week, self.owner, self.lease, now)
+            return None
+        if not send_crew.renew(self.engine, self.issue.id, self.token, self.lease, now=now):
+            raise LostLease()
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(issues.c.status, issues.c.status_reason).where(issues.c.id == self.issue.id)
+            ).one()
+        return str(row[0]), row[1]
+
+    def orphans(
+        self, now: datetime, statuses: tuple[str, ...] = ("claimed", "failed")
+    ) -> list[Orphan]:
+        """The open batches this run may take over now. Alone: every one not its own (its
+        lease says no other run is sending). In a crew: those whose sender is no live member;
+        members found dead are dropped from the crew first, so if one was only slow its next
+        renewal fails and it stops instead of settling a batch that is no longer its own."""
+        open_batches = [
+            (batch, claimer)
+            for batch, claimer in ledger.open_batch_owners(self.engine, self.issue, statuses)
+            if claimer != self.token
+        ]
+        if not self.shared or not open_batches:
+            return [Orphan(batch, claimer) for batch, claimer in open_batches]
+        verdicts: dict[str | None, Orphan | None] = {}
+        found: list[Orphan] = []
+        for batch, claimer in open_batches:
+            if claimer not in verdicts:
+                verdicts[claimer] = self._judge(claimer, now)
+            verdict = verdicts[claimer]
+            if verdict is not None:
+                found.append(Orphan(batch, claimer, verdict.inherited_until, verdict.took_over))
+        return found
+
+    def others_sending(self, now: datetime) -> list[CrewMember]:
+        """The crew's other live members: whoever still carries the send if this run leaves."""
+        if not self.shared:
+            return []
+        return [
+            m
+            for m in send_crew.live_members(self.engine, self.issue.id, now)
+            if m.token != self.token and not owner_liveness(m.lease.owner).gone
+        ]
+
+    def leave(self) -> None:
+        if self.shared:
+            send_crew.leave(self.engine, self.issue.id, self.token)
+
+    def _judge(self, claimer: str | None, now: datetime) -> Orphan | None:
+        """Whether `claimer`'s batches are free to take (an Orphan with batch 0 standing for
+        all of them), or None while it is a live member."""
+        crew = {m.token: m for m in send_crew.members(self.engine, self.issue.id)}
+        member = crew.get(claimer) if claimer is not None else None
+        if member is None:  # it left, or was dropped, with the batch still open
+            return Orphan(0, claimer)
+        if member.lease.lapsed(now):
+            proof, until = "its lease ended", None
+        else:
+            verdict = owner_liveness(member.lease.owner)
+            if not verdict.gone:
+                return None
+            proof, until = verdict.reason, member.lease.until
+        if not send_crew.drop_member(self.engine, self.issue.id, member):
+            still = {m.token for m in send_crew.members(self.engine, self.issue.id)}
+            if member.token in still:
+                return None  # it renewed meanwhile: not dead
+        who = member.lease.describe()
+        log_event(
+            log,
+            "send_member_taken_over",
+            level=logging.WARNING,
+            week=str(self.issue.week),
+            member=who,
+            reason=proof,
+        )
+        took_over = (
+            f"took over the batches of {who}, which is no longer running ({proof})"
+            if until is not None
+            else None
+        )
+        return Orphan(0, claimer, until, took_over)
