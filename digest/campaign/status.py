@@ -167,10 +167,11 @@ def lease_note(
     resume = f"`digest send --week {issue.week}` resumes it now"
     if lease is None and crew:
         who = ", ".join(m.lease.describe() for m in crew)
-        many = len(crew) != 1
+        if len(crew) == 1:
+            return f"{who} is sending it; `digest send --week {issue.week}` joins it"
         return (
-            f"{len(crew)} process{'es' * many} send{'s' * (not many)} it together ({who}); "
-            f"`digest send --week {issue.week}` joins {'them' if many else 'it'}"
+            f"{len(crew)} processes send it together ({who}); "
+            f"`digest send --week {issue.week}` joins them"
         )
     if lease is None:
         if issue.status != "sending":

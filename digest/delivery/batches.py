@@ -275,10 +275,11 @@ class BatchRun:
             return self.ended_elsewhere
         others = self.seat.others_sending(self.lease_clock())
         if others:
+            many = len(others) != 1
             return Outcome(
                 "paused",
-                f"stopped on request; {len(others)} other sender{'s' * (len(others) != 1)} "
-                "of this issue carry on",
+                f"stopped on request; {len(others)} other sender{'s' * many} of this issue "
+                f"carr{'y' if many else 'ies'} the send on",
             )
         return self._pause("stopped on request; run `digest send` again to resume")
 
