@@ -8,7 +8,7 @@ from sqlalchemy import Engine, insert, select, text
 
 from digest.config import Settings
 from digest.delivery.audience import audience_page
-from digest.delivery.ledger import claim_batch
+from digest.delivery.claims import claim_batch
 from digest.store.db import deliveries, subscribers
 from digest.store.issues import transition
 from tests.sending import NOW, WEEK, build_issue, seed_subscribers

@@ -29,7 +29,7 @@ from digest.campaign.preflight import send_gate
 from digest.config import Settings
 from digest.core.cadence import TICK_MINUTES, due_week, plan_local_sends, week_fire, zone_slots
 from digest.delivery import make_transport
-from digest.delivery.batches import Clock
+from digest.delivery.outcome import Clock
 from digest.delivery.runner import SendSummary, send_issue
 from digest.delivery.transport import Transport
 from digest.logs import get_logger, log_event
@@ -49,6 +49,7 @@ __all__ = [
     "resumable",
     "run_weekly",
     "send",
+    "send_and_log",
     "send_week",
 ]
 
@@ -152,7 +153,7 @@ def run_weekly(
         if (held := _held(engine, settings, issue, now=now)) is not None:
             return held
         # Scheduled: the week is the fire's own, never early (`force`); approval was just checked.
-        return _send(engine, settings, week, stop, now=db.utcnow, force=True, scheduled=True)
+        return send_and_log(engine, settings, week, stop, now=db.utcnow, force=True, scheduled=True)
     finally:
         engine.dispose()
 
@@ -169,7 +170,7 @@ def send_week(
     engine = db.make_engine(settings.database_url)
     try:
         # SendError names a missing or unbuilt issue
-        return _send(engine, settings, week, stop, now=db.utcnow, force=force)
+        return send_and_log(engine, settings, week, stop, now=db.utcnow, force=force)
     finally:
         engine.dispose()
 
@@ -235,7 +236,7 @@ def local_time_tick(
                 continue
             zones = None if plan.final else plan.due
             # The earliest zones start next week's issue while it is still Sunday here: not early.
-            sent = _send(
+            sent = send_and_log(
                 engine, settings, plan.week, stop, now=now, zones=zones, force=True, scheduled=True
             )
             results.append(sent)
@@ -287,7 +288,7 @@ def approval_tick(
         if due is not None and issue is not None and issue.status == "built" and issue.approved:
             log_event(_log, "job_fired", week=str(due), reason="approved after its send time")
             results.append(
-                _send(engine, settings, due, stop, now=db.utcnow, force=True, scheduled=True)
+                send_and_log(engine, settings, due, stop, now=db.utcnow, force=True, scheduled=True)
             )
     finally:
         if owned:
@@ -408,7 +409,7 @@ def send(
         raise
 
 
-def _send(
+def send_and_log(
     engine: Engine,
     settings: Settings,
     week: IsoWeek,

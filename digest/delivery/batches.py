@@ -10,7 +10,6 @@ and the lease stay on the run's own thread.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,9 +22,10 @@ from digest.core.mails import Recipient
 from digest.delivery import ledger
 from digest.delivery.attempts import BatchAttempts, Uncertain, refused_in_batch, stop_aware_sleep
 from digest.delivery.audience import Zones, any_unclaimed, audience_page, count_unclaimed
+from digest.delivery.claims import ClaimedBatch, claim_batch
 from digest.delivery.crew import Orphan, Seat
 from digest.delivery.in_flight import InFlight, RateLimitPause, batches_at_once
-from digest.delivery.ledger import ClaimedBatch
+from digest.delivery.outcome import Clock, Outcome, ended_as, graver
 from digest.delivery.personalise import issue_message, subscriber_id
 from digest.delivery.transport import PermanentError, RetryableError, SendResult, Transport
 from digest.logs import get_logger, log_event
@@ -34,29 +34,14 @@ from digest.model.owner import Owner
 from digest.model.weeks import IsoWeek
 from digest.store.issues import InvalidTransition, get_issue, transition
 
-__all__ = ["BatchRun", "Clock", "Outcome", "SendStatus"]
+__all__ = ["BatchRun"]
 
 log = get_logger("digest.delivery.batches")
 
-Clock = Callable[[], datetime]
-# "waiting": a local-time send did the zones due so far; later zones' readers are still to come.
-SendStatus = Literal["sent", "paused", "failed", "busy", "waiting"]
-
-
-# How often the run's thread looks up from batches in flight: to notice `stop`, and to renew
-# the lease while every batch waits on the provider.
-POLL_SECONDS = 0.05
-# How often a crew member whose part is done looks at the others' batches still open: to take
-# over a dead member's, and to see the issue sent.
-CREW_POLL_SECONDS = 0.25
-
-
-@dataclass
-class Outcome:
-    """Where a step left the run: going on (status None), or ended and why."""
-
-    status: SendStatus | None = None  # None: keep going
-    reason: str | None = None
+# How often the run's thread looks up from batches in flight (to notice `stop`, to renew the
+# lease), and a crew member whose part is done at the others' open batches (a dead member's
+# to take over, the issue to see sent).
+POLL_SECONDS, CREW_POLL_SECONDS = 0.05, 0.25
 
 
 @dataclass
@@ -66,16 +51,6 @@ class Sending:
     batch: int
     recipients: list[Recipient]
     attempts: BatchAttempts
-
-
-def graver(first: Outcome | None, then: Outcome) -> Outcome | None:
-    """The ending that stands when several batches in flight end the run: the first one,
-    unless a later one failed the issue (a refusal outranks a pause: the operator must act)."""
-    if then.status is None:
-        return first
-    if first is None or (then.status == "failed" and first.status != "failed"):
-        return then
-    return first
 
 
 @dataclass
@@ -114,14 +89,8 @@ class BatchRun:
     # lagging provider's "not found" for that sender's batch may only mean its feed has not
     # caught up (a resume after the lapse has always waited this long before asking).
     inherited_until: datetime | None = None
-    # Set by a crew member's renewal when another member ended the send (paused, failed it).
-    ended_elsewhere: Outcome | None = None
     # What this run took over at once from dead members of its crew, in words.
     took_over: list[str] = field(default_factory=list)
-    # When the lease was last renewed (monotonic), and the lock that makes renewals from the
-    # worker threads of batches in flight one at a time.
-    _renewed_at: float = field(default=float("-inf"), init=False)
-    _lease_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @property
     def week(self) -> IsoWeek:
@@ -158,8 +127,7 @@ class BatchRun:
             finished = self._finish()
             if finished is not None:
                 return finished
-            # A crew member's claim passed over readers another member had locked and then
-            # did not claim (its claim rolled back): walk the list again for them.
+            # Readers another member locked, then did not claim (rolled back): walk again.
 
     def _take_over(self, orphans: list[Orphan]) -> Outcome:
         """Settle the open batches a run before this one (or a dead crew member) left."""
@@ -234,7 +202,7 @@ class BatchRun:
                     self._report()
                 if ending is not None:
                     halt.set()
-                self._renew_lease_if_due(self._main_renewal_interval())
+                self.seat.renew_if_due(self.seat.main_interval())
         except BaseException:
             halt.set()  # workers stop retrying; `close` waits for the requests still out
             raise
@@ -252,7 +220,7 @@ class BatchRun:
         batch = self.next_batch
         page = audience_page(self.cutoff, after, self.per_batch, self.zones)
         shared = self.seat.shared
-        claimed = ledger.claim_batch(
+        claimed = claim_batch(
             self.engine, self.settings, self.issue, None if shared else batch, page,
             now=self.now, claimed_at=self.clock(), claimed_by=self.seat.token, shared=shared,
         )  # fmt: skip
@@ -301,34 +269,15 @@ class BatchRun:
         if self.progress is not None:
             self.progress(self.done, max(self.total, self.done))
 
+    @property
+    def ended_elsewhere(self) -> Outcome | None:
+        """Another crew member's ending of the send (it paused, failed or sent the issue), as
+        this run's renewals saw it."""
+        moved = self.seat.moved_on
+        return ended_as(*moved) if moved is not None else None
+
     def _renew_lease(self) -> None:
-        with self._lease_lock:
-            issue_now = self.seat.renew(self.lease_clock())
-            self._renewed_at = time.monotonic()
-        if issue_now is not None and issue_now[0] != "sending" and self.ended_elsewhere is None:
-            self.ended_elsewhere = _ended_as(issue_now[0], issue_now[1])
-
-    def _renew_lease_if_due(self, interval: float) -> None:
-        """Renew the lease when it was last renewed `interval` seconds ago or more."""
-        if time.monotonic() - self._renewed_at >= interval:
-            self._renew_lease()
-
-    def _main_renewal_interval(self) -> float:
-        """How often the run's thread renews while batches wait: a third of the lease, and at
-        least as often as a worker would before its own next attempt."""
-        return min(self.lease.total_seconds() / 3, self._attempt_renewal_interval())
-
-    def _attempt_renewal_interval(self) -> float:
-        """How old a renewal may be for an attempt to go ahead on it: the lease must outlast
-        one request and one backoff after it, as when it is renewed right before (`lease_length`
-        makes the lease at least that long)."""
-        one_attempt = self.settings.sendgrid_timeout + self.settings.retry_max_delay
-        return max(0.0, self.lease.total_seconds() - one_attempt)
-
-    def _renew_for_attempt(self) -> None:
-        """Before an attempt of a batch in flight (on its worker thread): the run's thread
-        renews the lease as it waits, so this renews only when that renewal is too old."""
-        self._renew_lease_if_due(self._attempt_renewal_interval())
+        self.seat.renew()
 
     def _resume_batch(self, batch: int) -> Outcome:
         """Settle a batch an earlier run left open: record it, re-send it, or give it up."""
@@ -412,7 +361,7 @@ class BatchRun:
             issue_message(self.settings, self.issue, recipients, key),
             key,
             str(self.week),
-            renew=self._renew_lease if halt is None else self._renew_for_attempt,
+            renew=self.seat.renew if halt is None else self.seat.renew_for_attempt,
             stop=stop,
             sleep=self.sleep or stop_aware_sleep(stop),
             pause=pause,
@@ -511,7 +460,7 @@ class BatchRun:
                 raise
             current = get_issue(self.engine, self.week)
             assert current is not None
-            return _ended_as(current.status, current.status_reason)
+            return ended_as(current.status, current.status_reason)
         return Outcome(to, reason)
 
     def _finish(self) -> Outcome | None:
@@ -535,7 +484,7 @@ class BatchRun:
 
     def _finish_together(self) -> Outcome | None:
         while True:
-            self._renew_lease_if_due(CREW_POLL_SECONDS)
+            self.seat.renew_if_due(CREW_POLL_SECONDS)
             if self.ended_elsewhere is not None:
                 return self.ended_elsewhere
             outcome = self._take_over(self.seat.orphans(self.lease_clock()))
@@ -548,12 +497,3 @@ class BatchRun:
             if self._stop_requested():
                 return self._stopped()
             (self.sleep or stop_aware_sleep(self.stop))(CREW_POLL_SECONDS)
-
-
-def _ended_as(status: str, reason: str | None) -> Outcome:
-    """A crew member's ending when the issue moved on without it: as the issue now stands."""
-    if status == "sent":
-        return Outcome("sent", reason)
-    if status in ("paused", "failed"):
-        return Outcome(status, reason or f"another sender {status} the issue")  # type: ignore[arg-type]
-    return Outcome("paused", f"the issue is {status} now: {reason or 'moved by another process'}")

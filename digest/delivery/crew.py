@@ -18,7 +18,10 @@ open batches are mine to take over, are there others still sending.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select
@@ -30,12 +33,14 @@ from digest.model.issue import IssueRecord
 from digest.model.owner import Owner
 from digest.owner import owner_liveness
 from digest.store import send_crew
-from digest.store.db import issues
+from digest.store.db import issues, utcnow
 from digest.store.send_crew import CrewMember
 
 __all__ = ["Orphan", "Seat", "shares_sends"]
 
 log = get_logger("digest.delivery.crew")
+
+Clock = Callable[[], datetime]
 
 
 def shares_sends(engine: Engine) -> bool:
@@ -58,31 +63,65 @@ class Orphan:
 
 @dataclass
 class Seat:
-    """One run's hold on `issue`'s send: `shared` as a crew member, else alone."""
+    """One run's hold on `issue`'s send: `shared` as a crew member, else alone; and when to
+    renew it (the run's thread, and the worker threads of batches in flight, one at a time)."""
 
     engine: Engine
     issue: IssueRecord
     owner: str | Owner
     lease: timedelta
     shared: bool
+    clock: Clock = utcnow  # the real clock leases are stamped with
+    attempt_seconds: float = 0.0  # one request and one backoff: what a renewal must outlast
+    # A crew member's last look at the issue when it was no longer `sending`: (status, reason).
+    moved_on: tuple[str, str | None] | None = None
+    _renewed_at: float = field(default=float("-inf"), init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @property
     def token(self) -> str:
         return self.owner.token if isinstance(self.owner, Owner) else self.owner
 
-    def renew(self, now: datetime) -> tuple[str, str | None] | None:
-        """Extend this run's lease (LostLease when it was taken). A crew member also learns
-        the issue's (status, reason): another member may have paused, failed or sent it."""
-        if not self.shared:
-            renew(self.engine, self.issue.week, self.owner, self.lease, now)
-            return None
-        if not send_crew.renew(self.engine, self.issue.id, self.token, self.lease, now=now):
-            raise LostLease()
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(issues.c.status, issues.c.status_reason).where(issues.c.id == self.issue.id)
-            ).one()
-        return str(row[0]), row[1]
+    def renew(self) -> None:
+        """Extend this run's lease (LostLease when it was taken). A crew member also looks at
+        the issue: another member may have paused, failed or sent it (`moved_on`)."""
+        with self._lock:
+            now = self.clock()
+            if not self.shared:
+                renew(self.engine, self.issue.week, self.owner, self.lease, now)
+            elif not send_crew.renew(self.engine, self.issue.id, self.token, self.lease, now=now):
+                raise LostLease()
+            else:
+                with self.engine.connect() as conn:
+                    status, reason = conn.execute(
+                        select(issues.c.status, issues.c.status_reason).where(
+                            issues.c.id == self.issue.id
+                        )
+                    ).one()
+                if status != "sending" and self.moved_on is None:
+                    self.moved_on = (str(status), reason)
+            self._renewed_at = time.monotonic()
+
+    def renew_if_due(self, interval: float) -> None:
+        """Renew the lease when it was last renewed `interval` seconds ago or more."""
+        if time.monotonic() - self._renewed_at >= interval:
+            self.renew()
+
+    def main_interval(self) -> float:
+        """How often the run's thread renews while batches wait: a third of the lease, and at
+        least as often as a worker would before its own next attempt."""
+        return min(self.lease.total_seconds() / 3, self.attempt_interval())
+
+    def attempt_interval(self) -> float:
+        """How old a renewal may be for an attempt to go ahead on it: the lease must outlast
+        one request and one backoff after it, as when it is renewed right before (`lease_length`
+        makes the lease at least that long)."""
+        return max(0.0, self.lease.total_seconds() - self.attempt_seconds)
+
+    def renew_for_attempt(self) -> None:
+        """Before an attempt of a batch in flight (on its worker thread): the run's thread
+        renews the lease as it waits, so this renews only when that renewal is too old."""
+        self.renew_if_due(self.attempt_interval())
 
     def orphans(
         self, now: datetime, statuses: tuple[str, ...] = ("claimed", "failed")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from digest.config import Settings
 from digest.delivery.audience import Zones
-from digest.delivery.batches import BatchRun, Clock, Outcome, SendStatus
+from digest.delivery.batches import BatchRun
 from digest.delivery.crew import Seat, shares_sends
 from digest.delivery.lease import (
     LostLease,
@@ -32,6 +32,7 @@ from digest.delivery.lease import (
     took_over,
 )
 from digest.delivery.ledger import total_sent
+from digest.delivery.outcome import Clock, Outcome, SendStatus
 from digest.delivery.personalise import sendable_issue
 from digest.delivery.transport import Transport
 from digest.logs import get_logger, log_event
@@ -147,7 +148,7 @@ def send_issue(
         if not claim:
             reason = busy_reason(claim, lease_clock())
             return _summary(started, "busy", None, reason, total_sent(engine, issue), claim)
-    seat = Seat(engine, issue, owner, lease, shared)
+    seat = Seat(engine, issue, owner, lease, shared, lease_clock, _attempt_seconds(settings))
     run: BatchRun | None = None
     try:
         issue = transition(engine, week, "sending", now=at, approved_only=approved_only)
@@ -238,7 +239,7 @@ def retry_failed(
         return _summary(started, "busy", None, reason, total_sent(engine, issue), None)
     # A retry walks the failed rows alone: never beside a shared send's crew (which, in turn,
     # does not let anyone join while this lease is held; digest.store.send_crew).
-    seat = Seat(engine, issue, owner, lease, shared=False)
+    seat = Seat(engine, issue, owner, lease, False, lease_clock, _attempt_seconds(settings))
     crew = Seat(engine, issue, owner, lease, shared=True).others_sending(lease_clock())
     if shares_sends(engine) and crew:
         release_send(engine, week, owner)
@@ -327,6 +328,11 @@ def _summary(
         refused=run.refused if run else 0,
         took_over=_took_over(run, claim),
     )
+
+
+def _attempt_seconds(settings: Settings) -> float:
+    """One request and one backoff after it: what a lease renewed before an attempt outlasts."""
+    return settings.sendgrid_timeout + settings.retry_max_delay
 
 
 def _took_over(run: BatchRun | None, claim: Claim | None) -> str | None:
