@@ -1,4 +1,4 @@
-"""The public pages: subscribe form, confirm and unsubscribe links, archive, feed, health check.
+"""The public pages: subscribe form, confirm and unsubscribe links, archive, feed.
 
 Safe against mail scanners and curious clients: no GET (or HEAD) changes anything, token links
 answer with a button (POST), and subscribe answers the same whether or not an address is known.
@@ -223,18 +223,6 @@ def feed(settings: SettingsDep, engine: EngineDep) -> Response:
         render_feed(settings, records, db.utcnow()),
         media_type="application/rss+xml; charset=utf-8",
     )
-
-
-@router.get("/healthz")
-def healthz(engine: EngineDep) -> Response:
-    try:
-        ok = db.ping(engine)
-    except Exception as exc:  # any driver error means "not healthy", never a stack trace
-        log.warning("health check: database unreachable: %s", type(exc).__name__)
-        ok = False
-    if not ok:
-        return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok"})
 
 
 async def _send_confirmation(
