@@ -168,7 +168,9 @@ def test_run_sends_once_serves_health_stops_cleanly_and_never_resends(
     assert mail_per_address(outbox) == dict.fromkeys(readers, 1)
     health = wait_until(first.healthz, timeout=30)
     assert health is not None and health.status_code == 200, first.log
-    assert health.json() == {"status": "ok", "database": "ok"}
+    assert health.json() == {"status": "ok"}
+    ready = httpx.get(f"http://127.0.0.1:{first.port}/readyz", timeout=5)
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready"), ready.text
     assert first.stop() == 0, first.log
     assert "event=service_stopped" in first.log
     assert "Traceback" not in first.log

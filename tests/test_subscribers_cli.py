@@ -168,7 +168,9 @@ def test_serve_runs_the_web_service(settings_env, engine):
                     output = proc.communicate(10)[0].decode()
                     pytest.fail(f"digest serve did not come up:\n{output}")
                 time.sleep(0.1)
-        assert answer.json() == {"status": "ok", "database": "ok"}
+        assert answer.json() == {"status": "ok"}
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert (ready.status_code, ready.json()["status"]) == (200, "ready"), ready.text
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert '<form method="post" action="subscribe"' in page.text
     finally:

@@ -97,9 +97,11 @@ def test_an_unknown_path_is_a_404_page(client):
     assert "There is no page at this address." in page.text
 
 
-def test_healthz_checks_the_database(client):
+def test_healthz_is_up_and_readyz_checks_the_database(client):
     answer = client.get("/healthz")
-    assert (answer.status_code, answer.json()) == (200, {"status": "ok", "database": "ok"})
+    assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+    ready = client.get("/readyz")
+    assert (ready.status_code, ready.json()["checks"]["database"]) == (200, "ok")
 
 
 def test_the_database_is_migrated_when_the_app_starts(settings):

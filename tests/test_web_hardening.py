@@ -431,6 +431,7 @@ def test_every_get_route_answers_head_with_the_same_status_and_headers_and_no_bo
         "/issues/{week}": f"/issues/{sent_week}",
         "/feed.xml": "/feed.xml",
         "/healthz": "/healthz",
+        "/readyz": "/readyz",
     }
     # The editors' desk: without a session every page answers 303 to its login page
     # (tests/test_desk_pages.py checks HEAD on each page with a session).

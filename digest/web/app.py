@@ -13,8 +13,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
@@ -22,6 +20,7 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from digest.config import Settings, get_settings
 from digest.store import db
 from digest.web.desk import IMPORT_PATH, MAX_IMPORT_BYTES, install_desk
+from digest.web.health import router as health_router
 from digest.web.limits import (
     DeclaredBodyLimit,
     SecurityHeaders,
@@ -30,6 +29,7 @@ from digest.web.limits import (
 )
 from digest.web.pages import router as pages_router
 from digest.web.preferences import router as preferences_router
+from digest.web.rate_limits import install_rate_limits
 from digest.web.redirects import router as redirects_router
 from digest.web.views import BadLink, bad_link, message
 from digest.web.webhooks import router as webhook_router
@@ -61,12 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None,
     )
     app.state.settings = settings
-    # Per app, so each app (and each test) counts on its own.
-    app.state.limiter = MovingWindowRateLimiter(MemoryStorage())  # the desk's login
-    # Sign-ups: the `limits` sliding-window counter, O(1) a hit (two counters per client and
-    # minute) where the moving window keeps every hit of the last minute; its storage can move
-    # to Redis when replicas share one limit.
-    app.state.subscribe_limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+    install_rate_limits(app, settings)
+    app.include_router(health_router)  # no body, no limiter, no login
     app.include_router(pages_router, max_body_size=settings.max_request_bytes)
     app.include_router(preferences_router, max_body_size=settings.max_request_bytes)
     app.include_router(redirects_router, max_body_size=settings.max_request_bytes)

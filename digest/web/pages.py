@@ -1,4 +1,4 @@
-"""The public pages: subscribe form, confirm and unsubscribe links, archive, feed, health check.
+"""The public pages: subscribe form, confirm and unsubscribe links, archive, feed.
 
 Safe against mail scanners and curious clients: no GET (or HEAD) changes anything, token links
 answer with a button (POST), and subscribe answers the same whether or not an address is known.
@@ -15,7 +15,6 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from limits import RateLimitItemPerMinute
-from limits.strategies import SlidingWindowCounterRateLimiter
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,6 +38,7 @@ from digest.web.forms import (
     storable_text,
 )
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
+from digest.web.rate_limits import RateLimits
 from digest.web.views import UNSUBSCRIBED, bad_link, message, page
 
 __all__ = ["router"]
@@ -70,7 +70,7 @@ async def subscribe(
     request: Request, background: BackgroundTasks, settings: SettingsDep, engine: EngineDep
 ) -> Response:
     wants_json = is_json(request)
-    refused = _rate_limited(request, settings, wants_json)
+    refused = await _rate_limited(request, settings, wants_json)
     if refused is not None:
         return refused
     try:
@@ -113,20 +113,27 @@ async def subscribe(
     return message(request, settings, "Check your inbox", _CHECK_INBOX)
 
 
-def _rate_limited(request: Request, settings: Settings, wants_json: bool) -> Response | None:
+async def _rate_limited(request: Request, settings: Settings, wants_json: bool) -> Response | None:
     """The 429 answer when this client has subscribed too often this minute, else None.
 
-    Counted per app (so each test counts on its own) and in memory, so several workers each
-    allow the limit: good enough against a script hammering one process.
+    Counted per app, in this process's memory or, with `DIGEST_REDIS_URL`, in Redis for every
+    replica at once; while Redis is down `RateLimits.guarded` decides (uncounted, or 503).
     """
     if settings.subscribe_rate_limit <= 0:
         return None
     rate = RateLimitItemPerMinute(settings.subscribe_rate_limit)
-    limiter: SlidingWindowCounterRateLimiter = request.app.state.subscribe_limiter
+    rate_limits: RateLimits = request.app.state.rate_limits
+    limiter = rate_limits.subscribe
     client = request.client.host if request.client else "unknown"
-    if limiter.hit(rate, client):
+
+    def refused_until() -> float | None:
+        if limiter.hit(rate, "subscribe", client):
+            return None
+        return limiter.get_window_stats(rate, "subscribe", client).reset_time
+
+    reset = await rate_limits.guarded(refused_until, otherwise=None)
+    if reset is None:
         return None
-    reset = limiter.get_window_stats(rate, client).reset_time
     headers = {"Retry-After": str(max(1, math.ceil(reset - time.time())))}
     if wants_json:
         return JSONResponse({"error": _TOO_MANY}, status_code=429, headers=headers)
@@ -216,18 +223,6 @@ def feed(settings: SettingsDep, engine: EngineDep) -> Response:
         render_feed(settings, records, db.utcnow()),
         media_type="application/rss+xml; charset=utf-8",
     )
-
-
-@router.get("/healthz")
-def healthz(engine: EngineDep) -> Response:
-    try:
-        ok = db.ping(engine)
-    except Exception as exc:  # any driver error means "not healthy", never a stack trace
-        log.warning("health check: database unreachable: %s", type(exc).__name__)
-        ok = False
-    if not ok:
-        return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok"})
 
 
 async def _send_confirmation(

@@ -13,7 +13,6 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from limits import RateLimitItemPerMinute
-from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 
 from digest.campaign.editors import authenticate
@@ -38,6 +37,7 @@ from digest.web.desk.session import (
 )
 from digest.web.desk.views import desk_page
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
+from digest.web.rate_limits import RateLimits
 
 __all__ = ["router"]
 
@@ -63,10 +63,17 @@ async def login(request: Request, settings: SettingsDep, engine: EngineDep) -> R
     password = _field(form.get("password"))
     next_path = form.get("next")
     keys = _throttle_keys(request, email)
-    limiter: MovingWindowRateLimiter = request.app.state.limiter
+    rate_limits: RateLimits = request.app.state.rate_limits
+    limiter = rate_limits.login
     rate = _rate(settings)
-    if not all(limiter.test(rate, key) for key in keys):
-        reset = max(limiter.get_window_stats(rate, key).reset_time for key in keys)
+
+    def throttled_until() -> float | None:
+        if all(limiter.test(rate, key) for key in keys):
+            return None
+        return max(limiter.get_window_stats(rate, key).reset_time for key in keys)
+
+    reset = await rate_limits.guarded(throttled_until, otherwise=None)
+    if reset is not None:
         answer = _login_form(
             request, settings, email=email, next_path=next_path, error=THROTTLED, status_code=429
         )
@@ -75,8 +82,12 @@ async def login(request: Request, settings: SettingsDep, engine: EngineDep) -> R
     now = db.utcnow()
     editor = await run_in_threadpool(lambda: authenticate(engine, email, password, now=now))
     if editor is None:
-        for key in keys:
-            limiter.hit(rate, key)
+
+        def count_failure() -> None:
+            for key in keys:
+                limiter.hit(rate, key)
+
+        await rate_limits.guarded(count_failure, otherwise=None)
         return _login_form(
             request, settings, email=email, next_path=next_path, error=WRONG, status_code=401
         )
