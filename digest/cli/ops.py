@@ -1,4 +1,4 @@
-"""Running digest: `run`, `serve`, `status`, and `digest db` (upgrade, backup).
+"""Running digest: `run`, `serve`, `status`, and `digest db` (upgrade, backup, copy).
 
 The long-running commands hand over to the service at once; `status` and `db` read and print.
 """
@@ -17,7 +17,9 @@ from digest.cli._common import console, db, fail, invocation
 if TYPE_CHECKING:  # imported by the command itself: `digest --help` stays quick
     from digest.campaign.status import StatusReport
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema, backups and moving to another database.", no_args_is_help=True
+)
 
 
 def run_command(
@@ -147,4 +149,86 @@ def db_backup(
         return
     console.print(
         f"backed up the database to {path} ({size:,} bytes)", markup=False, soft_wrap=True
+    )
+
+
+@db_app.command("copy")
+def db_copy(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            help="The empty database to copy into, e.g. postgresql+psycopg://digest@db/digest.",
+        ),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Copy without asking first.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar, even on a terminal.")
+    ] = False,
+) -> None:
+    """Copy every table into the empty database at URL (SQLite up to PostgreSQL), checked row for row.
+
+    The source (DIGEST_DATABASE_URL) is only read, and not migrated first: a source behind this
+    digest's schema is refused with what to run. Stop every digest process writing to it first.
+    """
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from digest.cli.progress import progress_bar
+    from digest.store.db_copy import CopyFailed, CopyRefused, copy_database, shown_url
+
+    conf = invocation(ctx).settings()
+    try:
+        target = db.make_engine(to)
+    except (ArgumentError, ImportError) as exc:
+        fail(f"--to is not a database URL digest can use: {exc}")
+        return
+    source = db.make_engine(conf.database_url)  # not db.upgrade: a copy writes nothing here
+    console.print(
+        f"copying {shown_url(source.url)} → {shown_url(target.url)}", markup=False, soft_wrap=True
+    )
+    if not yes:
+        typer.confirm(
+            "every digest process writing to the source is stopped; copy now?", abort=True
+        )
+    try:
+        with progress_bar("copying", quiet=quiet) as bar:
+            report = copy_database(
+                source,
+                target,
+                progress=lambda note, done, total: bar.update(done, total, note=note),
+            )
+    except CopyRefused as exc:
+        fail(f"nothing copied: {exc}")
+        return
+    except CopyFailed as exc:
+        fail(f"the copy failed and was rolled back, the target holds no row: {exc}")
+        return
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
+        fail(f"the copy failed and was rolled back, the target holds no row: {reason[0]}")
+        return
+    finally:
+        source.dispose()
+        target.dispose()
+    table = Table(box=None)
+    table.add_column("table", style="bold", no_wrap=True)
+    table.add_column("rows", justify="right")
+    table.add_column("checksum")
+    table.add_column("check")
+    for copied in report.tables:
+        table.add_row(
+            copied.name,
+            f"{copied.copied:,}",
+            copied.checksum,
+            "same" if copied.verified else "DIFFERS",
+        )
+    console.print(table)
+    console.print(
+        f"copied {report.rows:,} rows; every table reads back as in the source. Next: set "
+        f"DIGEST_DATABASE_URL={shown_url(target.url)} (with its password) for every digest "
+        "process and start them again; keep the old database until the new one has sent an issue.",
+        markup=False,
+        soft_wrap=True,
     )
