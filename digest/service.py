@@ -110,6 +110,7 @@ class _Lead(threading.Thread):
         self.fire_now = fire_now  # spent at the first election
         self.scheduler: BaseScheduler | None = None
         self._waiting = False  # "leader_waiting" is logged once per wait, not every try
+        self._unreachable = False
 
     def run(self) -> None:
         try:
@@ -130,7 +131,12 @@ class _Lead(threading.Thread):
         try:
             elected = self.lock.acquire()
         except (SQLAlchemyError, OSError) as exc:
-            log_event(_log, "leader_unreachable", level=logging.WARNING, error=str(exc))
+            if not self._unreachable:  # once an outage, not every try
+                log_event(_log, "leader_unreachable", level=logging.WARNING, error=str(exc))
+            self._unreachable = True
+            return
+        self._unreachable = False
+        if stopping.is_set():  # a signal meanwhile: `run` releases the lock on its way out
             return
         if not elected:
             if not self._waiting:
