@@ -5,7 +5,9 @@ editors and sends one approved after its fire (campaign.lifecycle.approval_tick)
 
 The job is stored by its textual reference (WEEKLY_JOB) so a restart finds it again; a fire
 missed while no process ran is sent once if it is still within `misfire_grace_time`, and
-skipped (and logged) otherwise.
+skipped (and logged) otherwise. Of several `digest run` replicas only the leader runs a
+scheduler (digest.service, digest.store.leadership); one that takes over the lead starts it
+then, and finds the missed fire in the stored job the same way.
 """
 
 from __future__ import annotations

@@ -1,17 +1,31 @@
-"""`digest run`: the web app and the scheduler in one process, stopped cleanly by SIGTERM or
-SIGINT, resuming at start a send that a previous process left cut short.
+"""`digest run`: one replica of the service, stopped cleanly by SIGTERM or SIGINT. Every replica
+serves the web app; the one that leads (digest.store.leadership) also runs the scheduler.
 
-The one place signals are wired for the long-running service.
+The one place signals are wired for the long-running service. A replica's threads:
+
+- the main thread runs uvicorn and handles the signals;
+- `_Lead` ("digest-leadership") tries for the lead every DIGEST_LEADER_RETRY_INTERVAL; once it
+  leads it starts the APScheduler scheduler (weekly job, local-time ticks, approval job) and
+  resumes a send the last leader, or a previous process, left cut short; it checks the lock at
+  the same interval and shuts the scheduler down the moment the lock is lost.
+
+Work that every replica does, leader or not (joining a shared send), does not go into the
+leader's scheduler: it gets a scheduler of its own with a MemoryJobStore (nothing stored, every
+replica runs its copy), started in `serve` beside `_Lead` and shut down in its `finally`.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
+import threading
 from datetime import datetime, timedelta
 from types import FrameType
 
 import uvicorn
+from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest.campaign.lifecycle import resumable
 from digest.config import Settings
@@ -23,6 +37,7 @@ from digest.owner import owner_liveness
 from digest.scheduler import make_scheduler, run_soon, start_scheduler, stopping
 from digest.store import db
 from digest.store.issues import get_issue, lease_holder
+from digest.store.leadership import LeaderLock, leader_lock, replica_name
 from digest.web import create_app
 
 __all__ = ["serve"]
@@ -31,16 +46,16 @@ _log = get_logger("digest.schedule")  # the name operators' log filters know (do
 
 
 def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -> None:
-    """`digest run`: the web app and the scheduler in one process until SIGTERM or SIGINT.
+    """`digest run`: the web app, and the scheduler while this replica leads, until SIGTERM or
+    SIGINT. With `fire_now` the weekly job runs once more as soon as this replica leads.
 
     On a signal uvicorn stops taking requests, the running send finishes its batch and records
-    its state, and the scheduler shuts down waiting for it; the process then exits 0.
+    its state, the scheduler shuts down waiting for it, the lead is released (another replica
+    takes it within its retry interval); the process then exits 0.
     """
     parse_schedule(settings.schedule, settings.zone)  # a bad schedule fails before anything starts
     engine = db.make_engine(settings.database_url)
     db.upgrade(engine)
-    interrupted = _interrupted_week(engine, settings, db.utcnow())
-    resume_at = _resume_time(engine, interrupted, db.utcnow()) if interrupted else None
     engine.dispose()
 
     stopping.clear()
@@ -67,9 +82,89 @@ def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -
         server.should_exit = True
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    scheduler = make_scheduler(settings)
+    lead = _Lead(
+        settings, leader_lock(settings.database_url, settings.leader_retry_interval), fire_now
+    )
     try:
-        start_scheduler(scheduler, settings)
+        lead.start()
+        log_event(_log, "service_started", host=host, port=port)
+        if not stopping.is_set():
+            server.run()
+    finally:
+        stopping.set()
+        if lead.ident is not None:
+            lead.join()  # the scheduler down (its running send finished), the lead released
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log_event(_log, "service_stopped")
+
+
+class _Lead(threading.Thread):
+    """The scheduler's lead for this replica: tries for it, runs the scheduler while it holds
+    it, and steps down the moment it is lost, every `leader_retry_interval` until `stopping`."""
+
+    def __init__(self, settings: Settings, lock: LeaderLock, fire_now: bool) -> None:
+        super().__init__(name="digest-leadership")
+        self.settings = settings
+        self.lock = lock
+        self.fire_now = fire_now  # spent at the first election
+        self.scheduler: BaseScheduler | None = None
+        self._waiting = False  # "leader_waiting" is logged once per wait, not every try
+        self._unreachable = False
+
+    def run(self) -> None:
+        try:
+            while not stopping.is_set():
+                if self.scheduler is None:
+                    self._try_to_lead()
+                elif not self.lock.held():
+                    # Another replica may hold the lock now: stop firing jobs before anything
+                    # else. A send already running goes on; its own lease keeps it single.
+                    self._stop_scheduler(wait=False)
+                    log_event(_log, "leader_lost", level=logging.WARNING, replica=replica_name())
+                stopping.wait(self.settings.leader_retry_interval)
+        finally:
+            self._stop_scheduler(wait=True)  # a signal: the running send finishes its batch
+            self.lock.release()
+
+    def _try_to_lead(self) -> None:
+        try:
+            elected = self.lock.acquire()
+        except (SQLAlchemyError, OSError) as exc:
+            if not self._unreachable:  # once an outage, not every try
+                log_event(_log, "leader_unreachable", level=logging.WARNING, error=str(exc))
+            self._unreachable = True
+            return
+        self._unreachable = False
+        if stopping.is_set():  # a signal meanwhile: `run` releases the lock on its way out
+            return
+        if not elected:
+            if not self._waiting:
+                log_event(_log, "leader_waiting", replica=replica_name())
+            self._waiting = True
+            return
+        self._waiting = False
+        log_event(_log, "leader_elected", replica=replica_name("leader"))
+        try:
+            self._lead()
+        except Exception as exc:  # not leading after all: let another replica try
+            log_event(_log, "leader_failed", level=logging.ERROR, error=str(exc), exc_info=True)
+            self._stop_scheduler(wait=False)
+            self.lock.release()
+
+    def _lead(self) -> None:
+        """Start the scheduler; the stored weekly job's missed fire (the last leader died before
+        it) runs now if within misfire grace, and a send cut short is resumed."""
+        settings = self.settings
+        engine = db.make_engine(settings.database_url)
+        try:
+            interrupted = _interrupted_week(engine, settings, db.utcnow())
+            resume_at = _resume_time(engine, interrupted, db.utcnow()) if interrupted else None
+        finally:
+            engine.dispose()
+        self.scheduler = make_scheduler(settings)
+        start_scheduler(self.scheduler, settings)
+        fire_now, self.fire_now = self.fire_now, False
         if fire_now or interrupted is not None:
             # A dead sender's lease is taken over at once (digest.owner), so "now" resumes it;
             # one that must be waited out (alive, on another host, not checkable) is tried
@@ -82,17 +177,12 @@ def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -
                 week=str(interrupted) if interrupted else None,
                 at=later.isoformat() if later else "now",
             )
-            run_soon(scheduler, later)
-        log_event(_log, "service_started", host=host, port=port)
-        if not stopping.is_set():
-            server.run()
-    finally:
-        stopping.set()
-        if scheduler.running:
-            scheduler.shutdown(wait=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        log_event(_log, "service_stopped")
+            run_soon(self.scheduler, later)
+
+    def _stop_scheduler(self, *, wait: bool) -> None:
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=wait)
 
 
 def _resume_time(engine: Engine, week: IsoWeek, now: datetime) -> datetime | None:

@@ -339,6 +339,22 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     cfg = _alembic_config(engine)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together migrate once: the first takes this lock (freed when
+            # its migration commits), the others wait for it, then find the schema at head.
+            # Keyed "digm" and by schema, like the scheduler's lead (store.leadership).
+            connection.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(CAST(:space AS integer),"
+                    " hashtext(coalesce(current_schema(), '')))"
+                ),
+                {"space": int.from_bytes(b"digm")},
+            )
+            migrated = connection.execute(text("SELECT to_regclass('alembic_version')")).scalar()
+            if revision == "head" and migrated is not None:
+                rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+                if [str(row[0]) for row in rows] == [HEAD_REVISION]:
+                    return
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
