@@ -9,9 +9,9 @@ The one place signals are wired for the long-running service. A replica's thread
   resumes a send the last leader, or a previous process, left cut short; it checks the lock at
   the same interval and shuts the scheduler down the moment the lock is lost.
 
-Work that every replica does, leader or not (joining a shared send), does not go into the
-leader's scheduler: it gets a scheduler of its own with a MemoryJobStore (nothing stored, every
-replica runs its copy), started in `serve` beside `_Lead` and shut down in its `finally`.
+- `_Joiner` ("digest-join", PostgreSQL only) looks every DIGEST_SEND_JOIN_INTERVAL for a send
+  another replica is running and joins it (digest.campaign.shared_sends): leader or not, every
+  replica sends. Work for every replica goes there, never into the leader's scheduler.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from types import FrameType
 import uvicorn
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from digest.campaign.lifecycle import resumable
+from digest.campaign.shared_sends import join_shared_sends
 from digest.config import Settings
 from digest.core.cadence import due_week
 from digest.logs import get_logger, log_event
@@ -85,8 +87,15 @@ def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -
     lead = _Lead(
         settings, leader_lock(settings.database_url, settings.leader_retry_interval), fire_now
     )
+    joiner = (
+        _Joiner(settings)
+        if make_url(settings.database_url).get_backend_name() == ("postgresql")
+        else None
+    )
     try:
         lead.start()
+        if joiner is not None:
+            joiner.start()
         log_event(_log, "service_started", host=host, port=port)
         if not stopping.is_set():
             server.run()
@@ -94,9 +103,35 @@ def serve(settings: Settings, *, host: str, port: int, fire_now: bool = False) -
         stopping.set()
         if lead.ident is not None:
             lead.join()  # the scheduler down (its running send finished), the lead released
+        if joiner is not None and joiner.ident is not None:
+            joiner.join()  # a joined send finishes its batches in flight and leaves its crew
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log_event(_log, "service_stopped")
+
+
+class _Joiner(threading.Thread):
+    """Every replica's part in a shared send: join what another replica is sending, every
+    `send_join_interval`, until `stopping` (a send joined stops with it, as the weekly job's)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="digest-join")
+        self.settings = settings
+
+    def run(self) -> None:
+        engine = db.make_engine(self.settings.database_url)
+        unreachable = False
+        try:
+            while not stopping.wait(self.settings.send_join_interval):
+                try:
+                    join_shared_sends(self.settings, stop=stopping, engine=engine)
+                    unreachable = False
+                except SQLAlchemyError as exc:  # the database is out: try again next time
+                    if not unreachable:
+                        log_event(_log, "join_failed", level=logging.WARNING, error=str(exc))
+                    unreachable = True
+        finally:
+            engine.dispose()
 
 
 class _Lead(threading.Thread):

@@ -41,6 +41,7 @@ from tests.sending import (
     start_send,
     wait_for,
 )
+from tests.test_run import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -281,3 +282,33 @@ def test_a_send_to_every_zone_does_not_join_a_local_time_crew(
     )
     with engine.connect() as conn:
         assert conn.execute(select(issues.c.claimed_by)).scalar_one() is None
+
+
+@postgresql_only
+def test_a_digest_run_replica_joins_a_send_another_process_started(
+    engine: Engine, env: dict[str, str], sendgrid: SendGridTestServer, readers: None,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    sendgrid.state.delay = 0.3
+    log = tmp_path / "replica.log"
+    replica_env = env | {"DIGEST_SEND_JOIN_INTERVAL": "0.2", "DIGEST_LOG_FORMAT": "logfmt"}
+    replica = ForkedPython(
+        ["-m", "digest.cli", "run", "--port", str(free_port())],
+        env=replica_env, cwd=tmp_path, output=log,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: "service_started" in log.read_text(), 60, "the replica to start")
+        [(code, out)] = _outputs([start_send(env)])  # a send started by hand, elsewhere
+        assert code == 0, out
+        wait_for(lambda: "send_finished" in log.read_text(), 60, "the replica's part")
+    finally:
+        replica.send_signal(signal.SIGTERM)
+        replica.wait(60)
+    text = log.read_text()
+    assert "event=send_joined" in text, text
+    joined = re.search(r"event=send_finished .*?sent=(\d+)", text)
+    assert joined and int(joined[1]) > 0 and _sent_by(out) < READERS, (out, text)
+    assert _sent_by(out) + int(joined[1]) == READERS
+    received = sendgrid.deliveries()
+    assert set(received) == ACTIVE and max(received.values()) == 1
+    assert get_issue(engine, WEEK).status == "sent"  # type: ignore[union-attr]
