@@ -22,6 +22,7 @@ from sqlalchemy import Engine, insert, select
 
 from digest.campaign.status import lease_note
 from digest.config import Settings
+from digest.delivery.ledger import mark_batch, take_batch
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import retry_failed, send_issue
 from digest.model.owner import Machine, Owner
@@ -312,3 +313,29 @@ def test_a_digest_run_replica_joins_a_send_another_process_started(
     received = sendgrid.deliveries()
     assert set(received) == ACTIVE and max(received.values()) == 1
     assert get_issue(engine, WEEK).status == "sent"  # type: ignore[union-attr]
+
+
+@postgresql_only
+def test_a_member_whose_batch_was_taken_over_cannot_settle_it(
+    engine: Engine, settings: Settings
+) -> None:
+    ids = seed_subscribers(engine, 3)
+    build_issue(engine)
+    issue = transition(engine, WEEK, "sending", now=NOW)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(deliveries),
+            [
+                {"issue_id": issue.id, "subscriber_id": sid, "batch": 1, "status": "claimed",
+                 "attempts": 0, "claimed_at": NOW, "claimed_by": "slow-member"}
+                for sid in ids
+            ],
+        )  # fmt: skip
+
+    assert take_batch(engine, issue, 1, owner="slow-member", to="taker")
+    assert not take_batch(engine, issue, 1, owner="slow-member", to="second-taker")
+    # The slow member (judged dead, but only slow) comes back with its answer: nothing moves.
+    assert mark_batch(engine, issue, 1, "sent", error=None, sent_at=NOW, by="slow-member") == 0
+    assert ledger(engine) == {"claimed": 3}
+    assert mark_batch(engine, issue, 1, "sent", error=None, sent_at=NOW, by="taker") == 3
+    assert ledger(engine) == {"sent": 3}

@@ -123,7 +123,9 @@ _CLAIM_COLUMNS = (
 def _next_batch(conn: Connection, issue: IssueRecord) -> int:
     """The issue's next batch number, for a shared send: the issue row's lock (held to the
     claim's commit) makes the senders number their batches one after another."""
-    conn.execute(select(issues.c.id).where(issues.c.id == issue.id).with_for_update())
+    # FOR NO KEY UPDATE: it queues the senders' claims behind each other, not the foreign-key
+    # checks of rows that merely name the issue (events, engagement).
+    conn.execute(select(issues.c.id).where(issues.c.id == issue.id).with_for_update(key_share=True))
     latest = conn.execute(
         select(func.coalesce(func.max(deliveries.c.batch), 0)).where(
             deliveries.c.issue_id == issue.id
