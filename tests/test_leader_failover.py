@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from digest.cli import app
 from digest.config import get_settings
 from digest.model.weeks import IsoWeek
 from digest.scheduler import JOB_ID, make_scheduler, start_scheduler
@@ -100,6 +102,8 @@ def test_of_two_live_replicas_only_the_leader_runs_the_due_job(
     assert "event=scheduler_started" not in follower.log
     assert _runs_of_the_job(follower) == 0
     assert who_leads(engine) == f"digest-leader {socket.gethostname()} pid {leader.proc.pid}"
+    status = CliRunner().invoke(app, ["status"])
+    assert f"led by {socket.gethostname()} pid {leader.proc.pid}" in status.output, status.output
     for service in (leader, follower):
         assert service.stop() == 0, service.log
         assert "Traceback" not in service.log

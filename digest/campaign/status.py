@@ -20,6 +20,7 @@ from digest.owner import Liveness, owner_liveness
 from digest.store.db import deliveries, queue, subscribers
 from digest.store.issues import describe_lease, list_issues
 from digest.store.jobs import stored_next_run
+from digest.store.leadership import who_leads
 from digest.store.send_crew import CrewMember, live_members
 from digest.store.subscribers import count_by_status
 from digest.store.terms import read_glossary
@@ -84,6 +85,9 @@ class StatusReport:
     # None: no issue is stored for it and no term is usable to pick one.
     next_issue: NextIssue | None = None
     glossary: GlossaryHealth = field(default_factory=lambda: GlossaryHealth(0, []))
+    # Replicas on PostgreSQL: the session leading the scheduler ("digest-leader <host> pid <pid>"),
+    # "" when no replica leads; None on SQLite, where the lead is a file lock on one host.
+    leader: str | None = None
 
 
 def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusReport:
@@ -122,6 +126,7 @@ def gather_status(engine: Engine, settings: Settings, now: datetime) -> StatusRe
         zones=zones,
         next_issue=_next_issue(engine, settings, glossary, now),
         glossary=GlossaryHealth(len(glossary), errors),
+        leader=(who_leads(engine) or "") if engine.dialect.name == "postgresql" else None,
     )
 
 

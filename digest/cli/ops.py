@@ -84,6 +84,9 @@ def status_command(ctx: typer.Context) -> None:
         shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
         rows.append(("deliveries", shown))
     rows.append(("next issue", _next_issue(report)))
+    if report.leader is not None:  # PostgreSQL: which replica fires the jobs
+        leader = report.leader.removeprefix("digest-leader ")
+        rows.append(("scheduler", f"led by {leader}" if leader else _NO_LEADER))
     for n, zone in enumerate(report.zones):  # local-time delivery: one line per time zone
         name = zone.zone if zone.stored is not None else f"{zone.zone} (not set)"
         when = f"{zone.send_at:%a %H:%M} ({zone.send_at.astimezone(UTC):%a %H:%M} UTC)"
@@ -101,6 +104,9 @@ def status_command(ctx: typer.Context) -> None:
     for label, value in rows:
         table.add_row(label, Text(value))
     console.print(table)
+
+
+_NO_LEADER = "no replica leads: no `digest run` is running against this database"
 
 
 def _next_issue(report: StatusReport) -> str:

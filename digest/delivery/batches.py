@@ -1,10 +1,9 @@
 """Walking a send's audience batch by batch: claim a page in the ledger, deliver it, settle it,
-and pick up the batches an earlier run left open; pause, fail or finish the issue.
+and pick up the batches an earlier run (or a dead crew member) left open; pause, fail or finish.
 
-One `BatchRun` is one pass of `send_issue` or `retry_failed`, holding the send lease throughout;
-its counters become that run's `SendSummary`. With `batches_in_flight` above one, up to that many
-claimed batches are at the transport at once (`digest.delivery.in_flight`); claiming, recording
-and the lease stay on the run's own thread.
+One `BatchRun` is one pass of `send_issue` or `retry_failed`, holding its seat (`crew`)
+throughout; its counters become the run's `SendSummary`. Up to `batches_in_flight` claimed
+batches are at the transport at once (`in_flight`); claiming and recording stay on its thread.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import Engine
@@ -30,7 +29,6 @@ from digest.delivery.personalise import issue_message, subscriber_id
 from digest.delivery.transport import PermanentError, RetryableError, SendResult, Transport
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
-from digest.model.owner import Owner
 from digest.model.weeks import IsoWeek
 from digest.store.issues import InvalidTransition, get_issue, transition
 
@@ -64,9 +62,7 @@ class BatchRun:
     now: datetime  # the run's start: who is paused, who counts
     clock: Clock  # stamps rows and transitions as the run goes
     lease_clock: Clock  # the real clock the lease is stamped with
-    owner: str | Owner
-    lease: timedelta
-    seat: Seat
+    seat: Seat  # how the run holds its send: its lease, alone or in the issue's crew
     stop: threading.Event | None
     progress: Callable[[int, int], None] | None
     sleep: Callable[[float], None] | None  # None: real waits, cut short by `stop`
@@ -91,6 +87,9 @@ class BatchRun:
     inherited_until: datetime | None = None
     # What this run took over at once from dead members of its crew, in words.
     took_over: list[str] = field(default_factory=list)
+    # A crew member claims on from the ledger's frontier until its first walk ends; then it
+    # sweeps the whole list (readers a released batch left unclaimed below the frontier).
+    sweeping: bool = False
 
     @property
     def week(self) -> IsoWeek:
@@ -127,7 +126,7 @@ class BatchRun:
             finished = self._finish()
             if finished is not None:
                 return finished
-            # Readers another member locked, then did not claim (rolled back): walk again.
+            self.sweeping = True  # readers below the frontier are unclaimed: walk them all
 
     def _take_over(self, orphans: list[Orphan]) -> Outcome:
         """Settle the open batches a run before this one (or a dead crew member) left."""
@@ -218,8 +217,10 @@ class BatchRun:
         """Claim the page after subscriber `after` as the next batch (None: nobody is left)."""
         self._renew_lease()
         batch = self.next_batch
-        page = audience_page(self.cutoff, after, self.per_batch, self.zones)
         shared = self.seat.shared
+        if shared and not self.sweeping:
+            after = max(after, ledger.claimed_frontier(self.engine, self.issue))
+        page = audience_page(self.cutoff, after, self.per_batch, self.zones)
         claimed = claim_batch(
             self.engine, self.settings, self.issue, None if shared else batch, page,
             now=self.now, claimed_at=self.clock(), claimed_by=self.seat.token, shared=shared,

@@ -24,6 +24,7 @@ from digest.store.db import deliveries, subscribers
 __all__ = [
     "OpenRow",
     "batch_key",
+    "claimed_frontier",
     "count_rows",
     "ledger_position",
     "mark_batch",
@@ -85,6 +86,20 @@ def ledger_position(engine: Engine, issue: IssueRecord) -> tuple[int, int]:
             )
         ).scalar_one()
     return count_rows(engine, issue), 1 + int(latest)
+
+
+def claimed_frontier(engine: Engine, issue: IssueRecord) -> int:
+    """The highest subscriber id with a ledger row for `issue` (0: none): where a shared
+    send's members claim on from, instead of each re-reading the pages the others took. One
+    step down the (issue, subscriber) unique index."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.coalesce(func.max(deliveries.c.subscriber_id), 0)).where(
+                    deliveries.c.issue_id == issue.id
+                )
+            ).scalar_one()
+        )
 
 
 def open_batches(
