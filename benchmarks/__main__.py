@@ -2,7 +2,7 @@
 
 python -m benchmarks                 # the full run (~25 minutes on 2 cores)
 python -m benchmarks --quick         # a smoke run (about a minute)
-python -m benchmarks --only send     # or latency, imports, web, build, tracking; repeat --only
+python -m benchmarks --only send     # or latency, replicas, imports, web, build, tracking; repeat --only
 
 Each module under benchmarks/ measures one kind of work and says how it went as `Goal`s; this
 file only picks the sizes, runs the modules in order and prints one table of goals at the end.
@@ -30,12 +30,13 @@ from benchmarks.common import REPO, FakeSendGrid, Goal, postgres_reachable
 from benchmarks.data import DEFAULT_SEED
 from benchmarks.imports import imports_goals, imports_table, run_imports
 from benchmarks.latency import latency_goals, latency_table, run_latency
+from benchmarks.replicas import replicas_goals, replicas_table, run_replicas
 from benchmarks.send import run_send, send_goals, send_table
 from benchmarks.tracking import run_tracking, tracking_goals, tracking_table
 from benchmarks.web import run_web, web_goals, web_table
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-NAMES = ("send", "latency", "imports", "web", "build", "tracking")
+NAMES = ("send", "latency", "replicas", "imports", "web", "build", "tracking")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Plan:
     sqlite_sizes: tuple[int, ...]
     postgres_sizes: tuple[int, ...]
     latency_readers: int
+    # (readers, DIGEST_BATCH_SIZE) of the replica runs, on PostgreSQL
+    replica_points: tuple[tuple[int, int], ...]
     import_sizes: tuple[int, ...]
     glossary_sizes: tuple[int, ...]
     # (uvicorn workers, client connections, database): "sqlite" or "postgresql"
@@ -58,6 +61,7 @@ FULL = Plan(
     sqlite_sizes=(10_000, 100_000, 1_000_000),
     postgres_sizes=(100_000,),
     latency_readers=20_000,
+    replica_points=((20_000, 1000), (100_000, 1000)),
     import_sizes=(100_000, 1_000_000),
     glossary_sizes=(100, 1_000, 10_000),
     web_runs=((1, 8, "sqlite"), (2, 16, "postgresql")),
@@ -69,6 +73,8 @@ QUICK = Plan(
     sqlite_sizes=(10_000,),
     postgres_sizes=(10_000,),
     latency_readers=4_000,
+    # 200 a batch: the same 20 batches as the full run's first point, so replicas can gain.
+    replica_points=((4_000, 200),),
     import_sizes=(10_000,),
     glossary_sizes=(100, 1_000),
     web_runs=((1, 8, "sqlite"),),
@@ -177,6 +183,23 @@ def _latency(ctx: Context) -> Section:
     )
 
 
+def _replicas(ctx: Context) -> Section:
+    title = "Replicas: 1, 2 and 3 `digest send` started together on PostgreSQL, 0.25 s provider"
+    if not ctx.postgres_url:
+        _say("replicas: skipped, PostgreSQL unreachable (or --no-postgres)")
+        return Section("replicas", title, [], "(skipped: PostgreSQL unreachable)", [])
+    results = []
+    for readers, batch_size in ctx.plan.replica_points:
+        _say(
+            f"replicas: {readers:,} readers in batches of {batch_size:,}, 1, 2 and 3 senders "
+            "through a provider taking 0.25 s …"
+        )
+        results += run_replicas(
+            ctx.workdir, ctx.postgres_url, readers=readers, batch_size=batch_size
+        )
+    return Section("replicas", title, results, replicas_table(results), replicas_goals(results))
+
+
 def _imports(ctx: Context) -> Section:
     _say(
         f"imports: CSV import and export of {', '.join(f'{n:,}' for n in ctx.plan.import_sizes)} rows …"
@@ -269,6 +292,7 @@ def _tracking(ctx: Context) -> Section:
 SECTIONS: dict[str, Callable[[Context], Section]] = {
     "send": _send,
     "latency": _latency,
+    "replicas": _replicas,
     "imports": _imports,
     "web": _web,
     "build": _build,
