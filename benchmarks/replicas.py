@@ -284,7 +284,7 @@ def run_replicas(
 ) -> list[ReplicaResult]:
     """One scratch schema with `readers` and a built issue; then, for each replica count, the
     ledger reset to empty and that many `digest send` children started together."""
-    run_dir = workdir / f"replicas-{readers}"
+    run_dir = workdir / f"replicas-{readers}-{batch_size}"
     run_dir.mkdir(parents=True, exist_ok=True)
     server = FakeSendGrid(run_dir)
     try:
@@ -301,8 +301,13 @@ def run_replicas(
         server.stop()
 
 
+def _point(result: ReplicaResult) -> tuple[int, int]:
+    """What runs compare against each other: the same readers in the same batches."""
+    return result.readers, result.batch_size
+
+
 def _speedup(results: Sequence[ReplicaResult], result: ReplicaResult) -> float | None:
-    one = [r for r in results if r.readers == result.readers and r.replicas == 1]
+    one = [r for r in results if _point(r) == _point(result) and r.replicas == 1]
     if not one or one[0].crew_send <= 0 or result.crew_send <= 0:
         return None
     return one[0].crew_send / result.crew_send
@@ -317,7 +322,7 @@ def replicas_goals(results: Sequence[ReplicaResult]) -> list[Goal]:
         if wanted is None:
             continue
         speedup = _speedup(results, result)
-        one = next(r for r in results if r.readers == result.readers and r.replicas == 1)
+        one = next(r for r in results if _point(r) == _point(result) and r.replicas == 1)
         goals.append(
             Goal(
                 name=(

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, insert, select
 
 from digest.campaign.status import lease_note
 from digest.config import Settings
+from digest.delivery.crew import Seat
 from digest.delivery.ledger import mark_batch, take_batch
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import retry_failed, send_issue
@@ -37,6 +38,7 @@ from tests.sending import (
     WEEK,
     build_issue,
     cli_env,
+    lease_runs_out,
     ledger,
     seed_subscribers,
     start_send,
@@ -339,3 +341,30 @@ def test_a_member_whose_batch_was_taken_over_cannot_settle_it(
     assert ledger(engine) == {"claimed": 3}
     assert mark_batch(engine, issue, 1, "sent", error=None, sent_at=NOW, by="taker") == 3
     assert ledger(engine) == {"sent": 3}
+
+
+@postgresql_only
+def test_batches_of_a_live_sender_from_before_shared_sends_are_not_taken_over(
+    engine: Engine,
+) -> None:
+    # A rolling upgrade: an older digest (no crew, rows without a claimer) holds the issue's
+    # lease and has a batch at the provider while a new replica sends beside it.
+    ids = seed_subscribers(engine, 4)
+    build_issue(engine)
+    issue = transition(engine, WEEK, "sending", now=NOW)
+    older = replace(current_owner(), run="older")  # this process: provably running
+    assert claim_send(engine, WEEK, older, timedelta(minutes=5), now=utcnow())
+    with engine.begin() as conn:
+        conn.execute(
+            insert(deliveries),
+            [
+                {"issue_id": issue.id, "subscriber_id": sid, "batch": 1, "status": "claimed",
+                 "attempts": 0, "claimed_at": NOW}
+                for sid in ids
+            ],
+        )  # fmt: skip
+    seat = Seat(engine, issue, replace(current_owner(), run="new"), timedelta(minutes=5), True)
+
+    assert seat.orphans(utcnow()) == []
+    lease_runs_out(engine)  # the older sender died and its lease ran out: now it is an orphan
+    assert [o.batch for o in seat.orphans(utcnow())] == [1]

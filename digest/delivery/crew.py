@@ -34,6 +34,7 @@ from digest.model.owner import Owner
 from digest.owner import owner_liveness
 from digest.store import send_crew
 from digest.store.db import issues, utcnow
+from digest.store.issues import lease_holder
 from digest.store.send_crew import CrewMember
 
 __all__ = ["Orphan", "Seat", "shares_sends"]
@@ -166,7 +167,18 @@ class Seat:
         all of them), or None while it is a live member."""
         crew = {m.token: m for m in send_crew.members(self.engine, self.issue.id)}
         member = crew.get(claimer) if claimer is not None else None
-        if member is None:  # it left, or was dropped, with the batch still open
+        if member is None:
+            # It left, or was dropped, with the batch still open — unless it holds the issue's
+            # own lease: a retry, or (claimer None) a sender of a digest from before shared
+            # sends, still running beside this one during a rolling upgrade.
+            holder = lease_holder(self.engine, self.issue.week)
+            if (
+                holder is not None
+                and claimer in (None, holder.token)
+                and not holder.lapsed(now)
+                and not owner_liveness(holder.owner).gone
+            ):
+                return None
             return Orphan(0, claimer)
         if member.lease.lapsed(now):
             proof, until = "its lease ended", None
