@@ -105,7 +105,7 @@ async def _wait_until_up(port: int, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         try:
             reader, writer = await asyncio.open_connection(HOST, port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
             await writer.drain()
             status = await reader.readline()
             writer.close()

@@ -266,5 +266,8 @@ def test_a_hanging_redis_costs_a_sign_up_its_timeout_and_never_the_event_loop(
         thread.join(10)
         [(status, took)] = answers
         assert status == 200  # fail open
-        assert 2 * REDIS_TIMEOUT <= took < 1.0  # it did wait on Redis: twice its timeout
+        # It did wait on Redis (twice its timeout: one retry), and then gave up: without the
+        # socket timeout a stopped Redis holds the request for ever. The upper bound leaves room
+        # for a busy CI machine; it is about "bounded", not about speed.
+        assert 2 * REDIS_TIMEOUT <= took < 5.0
         assert len(waits) >= 3 and max(waits) < REDIS_TIMEOUT, waits
