@@ -203,7 +203,7 @@ def test_fail_open_lets_sign_ups_through_uncounted_warns_once_and_counts_again_a
             answer = client.post("/subscribe", data={"email": f"b{n}@example.org"})
             assert answer.status_code == 200, answer.text
             assert "Check your inbox" in answer.text
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0  # a refused connection: no timeout waited
         warned = _events(caplog, DOWN)
         assert len(warned) == 1 and warned[0].levelno == logging.WARNING
         assert _events(caplog, RECOVERED) == []
@@ -270,4 +270,7 @@ def test_a_hanging_redis_costs_a_sign_up_its_timeout_and_never_the_event_loop(
         # socket timeout a stopped Redis holds the request for ever. The upper bound leaves room
         # for a busy CI machine; it is about "bounded", not about speed.
         assert 2 * REDIS_TIMEOUT <= took < 5.0
-        assert len(waits) >= 3 and max(waits) < REDIS_TIMEOUT, waits
+        # Had the Redis call held the event loop, a health check sent meanwhile would have
+        # waited about as long as the sign-up (it measured 0.41 s of 0.45 so); in a thread,
+        # each answers in milliseconds (a loaded CI machine stretched one to 0.21 s).
+        assert len(waits) >= 3 and max(waits) < took / 2, (waits, took)
