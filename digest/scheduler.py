@@ -35,7 +35,7 @@ from digest.core.cadence import TICK_MINUTES, job_trigger, scheduled_week
 from digest.logs import get_logger, log_event
 from digest.model.weeks import current_week, parse_week
 from digest.store import db
-from digest.store.jobs import make_jobstore, next_run_in
+from digest.store.jobs import create_jobs_table, make_jobstore, next_run_in
 
 __all__ = [
     "APPROVAL_JOB",
@@ -137,6 +137,8 @@ def install_weekly_job(scheduler: BaseScheduler, settings: Settings, func: str =
 
 def start_scheduler(scheduler: BaseScheduler, settings: Settings, func: str = WEEKLY_JOB) -> Job:
     """Start `scheduler` with the weekly job installed; nothing runs before the job is in place."""
+    if isinstance(scheduler, _Scheduler):
+        create_jobs_table(scheduler.store)
     scheduler.start(paused=True)
     job = install_weekly_job(scheduler, settings, func)
     install_approval_job(scheduler, settings)

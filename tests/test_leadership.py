@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 import pytest
 from sqlalchemy import make_url, text
@@ -147,3 +149,35 @@ def test_a_file_lock_whose_file_was_removed_no_longer_leads(tmp_path):
     finally:
         first.release()
         second.release()
+
+
+@postgresql_only
+def test_a_new_leader_whose_job_table_another_process_creates_meanwhile_still_starts(
+    database_url: str,
+) -> None:
+    # Two first schedulers on a new database: both check, both CREATE; the second one waits on
+    # the first's catalogue lock and is refused when it commits. It must find the table, not fail.
+    from digest.store.jobs import JOBS_TABLE, create_jobs_table, make_jobstore
+
+    engine = db.make_engine(database_url)
+    store = make_jobstore(db.make_engine(database_url))
+    other = engine.connect()
+    creating = other.begin()
+    store.jobs_t.create(other)  # created, not yet committed: invisible to the store's check
+    failure: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            create_jobs_table(store)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    time.sleep(0.5)  # it passed the check and waits on the uncommitted CREATE TABLE
+    creating.commit()
+    thread.join(10)
+    other.close()
+    assert not thread.is_alive() and failure == []
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {JOBS_TABLE}")).scalar_one() == 0

@@ -10,8 +10,9 @@ from datetime import datetime
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-__all__ = ["JOBS_TABLE", "make_jobstore", "next_run_in", "stored_next_run"]
+__all__ = ["JOBS_TABLE", "create_jobs_table", "make_jobstore", "next_run_in", "stored_next_run"]
 
 JOBS_TABLE = "apscheduler_jobs"  # digest/store/migrations/env.py leaves this table to APScheduler
 
@@ -42,3 +43,19 @@ def stored_next_run(engine: Engine) -> datetime | None:
 def next_run_in(store: SQLAlchemyJobStore) -> datetime | None:
     """The earliest stored run time in `store`, read without unpickling any job."""
     return store.get_next_run_time()  # type: ignore[no-any-return]
+
+
+def create_jobs_table(store: SQLAlchemyJobStore) -> None:
+    """Create the store's table if it is missing, tolerating another process that creates it
+    at the same moment (replicas starting their first scheduler together on a new database).
+
+    APScheduler's own start creates it with a check first, which two sessions can both pass;
+    PostgreSQL then refuses the second CREATE TABLE (DuplicateTable, or a unique violation in
+    its catalogue). Here that loser looks again and finds the table; APScheduler's check then
+    passes quietly.
+    """
+    try:
+        store.jobs_t.create(store.engine, checkfirst=True)
+    except (ProgrammingError, IntegrityError):
+        if not inspect(store.engine).has_table(JOBS_TABLE):
+            raise
