@@ -233,9 +233,9 @@ def render_json_feed(channel: Channel) -> bytes:
 def render_stylesheet(settings: Settings) -> str:
     """The XSLT (templates/feed.xsl.j2) that turns the RSS feed into a page in a browser.
 
-    A template so a site can override it like any other; it reads everything it shows from the
-    feed itself, so the one file serves every feed URL."""
-    return render_template(settings.templates_dir, "feed.xsl.j2", {})
+    A template so a site can override it like any other. It reads what it shows from the feed
+    itself; only the subscribe page's address comes from the settings."""
+    return render_template(settings.templates_dir, "feed.xsl.j2", base_context(settings))
 
 
 def render_feeds(settings: Settings, records: Sequence[IssueRecord], now: datetime) -> Feeds:
