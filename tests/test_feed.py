@@ -248,7 +248,7 @@ def test_atom_follows_rfc_4287(glossary):
     parsed = feedparser.parse(atom.encode("utf-8"))
     assert parsed.bozo == 0, parsed.get("bozo_exception")
     assert parsed.version == "atom10"
-    assert [e.title for e in parsed.entries][0] == TRICKY_TITLE
+    assert parsed.entries[0].title == TRICKY_TITLE
 
 
 def test_json_feed_follows_version_1_1(glossary):
