@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # Selection and rendering
     related_count: int = Field(default=4, ge=0, le=12)
     feed_items: int = Field(default=20, ge=1)
+    logo_url: str | None = Field(
+        default=None, description="absolute URL of the newsletter's logo (the feeds' image)"
+    )
     news_feeds: list[str] = Field(default_factory=list)
     news_items: int = Field(default=5, ge=0)
     news_timeout: float = 5.0

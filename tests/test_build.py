@@ -43,6 +43,9 @@ FILES = [
     "email.txt",
     "email.mjml",
     "feed.xml",
+    "feed.atom",
+    "feed.json",
+    "feed.xsl",
     "issues/2026-W48/index.html",
     "issues/index.html",
 ]

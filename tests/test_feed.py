@@ -1,15 +1,18 @@
-"""The RSS 2.0 feed: valid for feedparser and the spec, escaped, newest first, reproducible."""
+"""The feeds (RSS 2.0, Atom 1.0, JSON Feed 1.1): valid, escaped, newest first, reproducible."""
 
 from __future__ import annotations
 
+import json
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import feedparser
 import pytest
 
-from digest.core.feed import render_feed
+from digest.core.feed import Feeds, render_feed, render_feeds
 from digest.model.weeks import IsoWeek
 from tests.test_render import (
     NOW,
@@ -154,3 +157,202 @@ def test_issues_without_content_are_left_out(glossary):
     empty = record_of(record.snapshot, snapshot=None, status="planned", week=IsoWeek(2026, 49))
     parsed = feedparser.parse(render_feed(settings, [record, empty], NOW).encode("utf-8"))
     assert [e.link.rsplit("/", 1)[1] for e in parsed.entries] == ["2026-W48"]
+
+
+# --------------------------------------------------------------------------- the three formats
+#
+# The W3C Feed Validation Service's code is not on PyPI (`pip download feedvalidator` finds
+# nothing) and lxml is not installed, so validity is checked strictly by hand: feedparser reads
+# each feed without bozo, and the rules that validator enforces are asserted one by one
+# (required elements, RFC 822 / RFC 3339 dates, absolute URLs, guid isPermaLink, rel=self).
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+HOSTILE_TITLE = "Evil ]]> <script>alert(1)</script> \x0b\x1f naïve — 日本"
+
+
+def absolute(url: str | None) -> bool:
+    parts = urlsplit(url or "")
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def feeds_of(settings, some) -> Feeds:  # type: ignore[no-untyped-def]
+    return render_feeds(settings, some, NOW)
+
+
+def hostile(glossary, settings):  # type: ignore[no-untyped-def]
+    [record] = records(glossary, settings, (48, "cafe"))
+    assert record.snapshot is not None
+    record.snapshot["term"]["title"] = HOSTILE_TITLE
+    record.snapshot["term"]["summary"] = "Sum ]]> <b>x</b> & \x00 ünïcode"
+    record.snapshot["term"]["category"] = "Cat <i>&</i> ]]>"
+    return [record]
+
+
+def test_rss_meets_the_validators_rules(glossary):
+    settings = settings_for(logo_url="https://cdn.example.org/logo.png")
+    xml = feeds_of(settings, records(glossary, settings, (47, "basis"), (48, "cafe"))).rss
+    assert xml.splitlines()[1] == (
+        '<?xml-stylesheet type="text/xsl" href="https://digest.example.org/feed.xsl"?>'
+    )
+    channel = ET.fromstring(xml.encode("utf-8")).find("channel")
+    assert channel is not None
+    assert absolute(channel.findtext("link"))
+    assert channel.findtext("managingEditor") == "digest@example.com (AI Term of the Week)"
+    assert channel.findtext("ttl") == "15"  # minutes, as Cache-Control's max-age=900
+    categories = [c.text for c in channel.findall("category")]
+    assert categories == sorted(set(categories)) and categories
+    image = channel.find("image")
+    assert image is not None
+    # The validator wants the image's title and link to be the channel's.
+    assert image.findtext("url") == "https://cdn.example.org/logo.png"
+    assert image.findtext("title") == channel.findtext("title")
+    assert image.findtext("link") == channel.findtext("link")
+    for item in channel.findall("item"):
+        assert absolute(item.findtext("link"))
+        assert item.findtext("author") == "digest@example.com (AI Term of the Week)"
+        assert item.findtext("category") in categories
+    parsed = feedparser.parse(xml.encode("utf-8"))
+    assert parsed.bozo == 0 and parsed.feed.image.href == "https://cdn.example.org/logo.png"
+
+
+def test_atom_follows_rfc_4287(glossary):
+    settings = settings_for(logo_url="https://cdn.example.org/logo.png")
+    atom = feeds_of(settings, records(glossary, settings, (47, "basis"), (48, "cafe"))).atom
+    feed = ET.fromstring(atom.encode("utf-8"))
+    assert feed.tag == f"{ATOM}feed"
+    for required in ("id", "title", "updated"):
+        assert (feed.findtext(f"{ATOM}{required}") or "").strip(), required
+    assert RFC3339.match(feed.findtext(f"{ATOM}updated") or "")
+    links = {link.get("rel"): link.attrib for link in feed.findall(f"{ATOM}link")}
+    assert links["self"] == {
+        "href": "https://digest.example.org/feed.atom",
+        "rel": "self",
+        "type": "application/atom+xml",
+    }
+    assert absolute(links["alternate"]["href"])
+    assert feed.findtext(f"{ATOM}author/{ATOM}name") == "AI Term of the Week"
+    assert feed.findtext(f"{ATOM}logo") == "https://cdn.example.org/logo.png"
+    entries = feed.findall(f"{ATOM}entry")
+    assert [e.findtext(f"{ATOM}id") for e in entries] == [
+        "https://digest.example.org/issues/2026-W48",
+        "https://digest.example.org/issues/2026-W47",
+    ]
+    for entry in entries:
+        for required in ("id", "title", "updated", "published"):
+            assert (entry.findtext(f"{ATOM}{required}") or "").strip(), required
+        assert RFC3339.match(entry.findtext(f"{ATOM}updated") or "")
+        assert absolute(entry.find(f"{ATOM}link").get("href"))  # type: ignore[union-attr]
+        assert entry.find(f"{ATOM}content").get("type") == "html"  # type: ignore[union-attr]
+    assert feed.findtext(f"{ATOM}updated") == max(e.findtext(f"{ATOM}updated") for e in entries)
+    parsed = feedparser.parse(atom.encode("utf-8"))
+    assert parsed.bozo == 0, parsed.get("bozo_exception")
+    assert parsed.version == "atom10"
+    assert parsed.entries[0].title == TRICKY_TITLE
+
+
+def test_json_feed_follows_version_1_1(glossary):
+    settings = settings_for(logo_url="https://cdn.example.org/logo.png")
+    feed = json.loads(
+        feeds_of(settings, records(glossary, settings, (47, "basis"), (48, "cafe"))).json
+    )
+    assert feed["version"] == "https://jsonfeed.org/version/1.1"
+    assert isinstance(feed["title"], str) and feed["title"]
+    assert feed["feed_url"] == "https://digest.example.org/feed.json"
+    assert feed["home_page_url"] == "https://digest.example.org/issues/"
+    assert feed["icon"] == "https://cdn.example.org/logo.png"
+    assert feed["authors"] == [
+        {"name": "AI Term of the Week", "url": "https://digest.example.org/"}
+    ]
+    assert [item["id"] for item in feed["items"]] == [
+        "https://digest.example.org/issues/2026-W48",
+        "https://digest.example.org/issues/2026-W47",
+    ]
+    for item in feed["items"]:
+        assert isinstance(item["id"], str) and item["url"] == item["id"]
+        assert isinstance(item["content_html"], str) and "<article" in item["content_html"]
+        assert isinstance(item["summary"], str) and isinstance(item["tags"], list)
+        assert datetime.fromisoformat(item["date_published"]).tzinfo is not None
+        assert RFC3339.match(item["date_published"])
+    assert feed["items"][0]["title"] == TRICKY_TITLE
+    # Plain text, unlike RSS's <description>, which is HTML.
+    assert feed["items"][0]["summary"] == "Summaries & <b>tags</b> stay text — ë."
+
+
+def test_all_three_feeds_carry_the_same_items(glossary):
+    settings = settings_for()
+    feeds = feeds_of(
+        settings, records(glossary, settings, (46, "cafe"), (47, "basis"), (48, "cafe"))
+    )
+    rss = [e.link for e in feedparser.parse(feeds.rss.encode()).entries]
+    atom = [e.link for e in feedparser.parse(feeds.atom.encode()).entries]
+    assert rss == atom == [item["url"] for item in json.loads(feeds.json)["items"]]
+    assert len(rss) == 3
+
+
+def test_no_item_repeats_its_title_in_its_content(glossary):
+    settings = settings_for()
+    feeds = feeds_of(settings, records(glossary, settings, (47, "basis"), (48, "cafe")))
+    rss_content = [
+        item.findtext("content:encoded", namespaces=NS) or ""
+        for item in ET.fromstring(feeds.rss.encode()).iter("item")
+    ]
+    atom_content = [
+        entry.findtext(f"{ATOM}content") or ""
+        for entry in ET.fromstring(feeds.atom.encode()).iter(f"{ATOM}entry")
+    ]
+    json_content = [item["content_html"] for item in json.loads(feeds.json)["items"]]
+    for contents in (rss_content, atom_content, json_content):
+        assert len(contents) == 2
+        for content in contents:
+            assert "<article" in content and "<h1" not in content
+            assert "Why it matters" in content
+
+
+def test_the_archive_page_still_shows_the_title(glossary):
+    from digest.core.render import render_issue
+
+    settings = settings_for()
+    [record] = records(glossary, settings, (48, "cafe"))
+    assert record.snapshot is not None
+    page = render_issue(record.snapshot, settings).archive_html
+    assert page.count("<h1>") == 1 and "Café &lt;script&gt;" in page
+
+
+def test_channel_image_only_when_a_logo_is_set(glossary):
+    settings = settings_for()
+    feeds = feeds_of(settings, records(glossary, settings, (48, "cafe")))
+    assert ET.fromstring(feeds.rss.encode()).find("channel/image") is None
+    assert ET.fromstring(feeds.atom.encode()).find(f"{ATOM}logo") is None
+    assert "icon" not in json.loads(feeds.json)
+
+
+def test_hostile_term_text_stays_escaped_and_valid_in_all_three(glossary):
+    settings = settings_for()
+    feeds = feeds_of(settings, hostile(glossary, settings))
+    clean_title = "Evil ]]> <script>alert(1)</script>  naïve — 日本"
+    for xml in (feeds.rss, feeds.atom):
+        assert "<script>" not in xml and "]]>" not in xml
+        assert "\x0b" not in xml and "\x00" not in xml
+        parsed = feedparser.parse(xml.encode("utf-8"))
+        assert parsed.bozo == 0, parsed.get("bozo_exception")
+        assert parsed.entries[0].title == clean_title
+    rss_item = ET.fromstring(feeds.rss.encode()).find("channel/item")
+    assert rss_item is not None and rss_item.findtext("category") == "Cat <i>&</i> ]]>"
+    content = rss_item.findtext("content:encoded", namespaces=NS) or ""
+    assert "<script>" not in content and "&lt;script&gt;" in content
+    item = json.loads(feeds.json)["items"][0]
+    assert item["title"] == clean_title
+    assert item["summary"] == "Sum ]]> <b>x</b> &  ünïcode"
+    assert item["tags"] == ["Cat <i>&</i> ]]>"]
+    assert "<script>" not in item["content_html"]
+    assert "日本".encode() in feeds.json  # UTF-8 as it is, not \\u escapes
+
+
+def test_the_stylesheet_is_xslt_that_reads_the_feed():
+    xsl = render_feeds(settings_for(), [], NOW).stylesheet
+    root = ET.fromstring(xsl.encode("utf-8"))
+    assert root.tag == "{http://www.w3.org/1999/XSL/Transform}stylesheet"
+    assert "Copy this URL into your feed reader" in xsl
+    assert 'href="https://digest.example.org/"' in xsl  # subscribe by mail
+    assert xsl.count("<script>") == 1  # allowed by hash (digest.web.feeds)

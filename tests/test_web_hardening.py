@@ -430,6 +430,9 @@ def test_every_get_route_answers_head_with_the_same_status_and_headers_and_no_bo
         "/issues/": "/issues/",
         "/issues/{week}": f"/issues/{sent_week}",
         "/feed.xml": "/feed.xml",
+        "/feed.atom": "/feed.atom",
+        "/feed.json": "/feed.json",
+        "/feed.xsl": "/feed.xsl",
         "/healthz": "/healthz",
         "/readyz": "/readyz",
     }

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from digest.campaign.preflight import check_issue
 from digest.config import Settings
 from digest.core.checks import QualityError, check_email, check_page
-from digest.core.feed import render_feed
+from digest.core.feed import Feeds, render_feeds
 from digest.core.mails import PLACEHOLDERS, fill_markers
 from digest.core.render import RenderedIssue, archive_index, render_issue
 from digest.core.selection import Pick, PickSource, pick_featured, related_concepts
@@ -292,32 +292,35 @@ def write_build(
     out_dir: Path,
     rendered: RenderedIssue,
     settings: Settings,
-    feed_xml: str | None = None,
+    feeds: Feeds | None = None,
     archive_index_html: str | None = None,
 ) -> list[Path]:
     """Write the issue's files under `out_dir`; return their paths.
 
-    email.html, email.txt, email.mjml, issues/<week>/index.html, and when given feed.xml and
-    issues/index.html. The mail is written as a sample reader gets it (`sample_markers`), so
+    email.html, email.txt, email.mjml, issues/<week>/index.html, and when given the feeds
+    (feed.xml, feed.atom, feed.json and the browser view's feed.xsl) and issues/index.html. The mail is written as a sample reader gets it (`sample_markers`), so
     the file works when opened in a browser; the stored issue keeps its markers for the send,
     and email.mjml, the template's output, keeps them too. Each file is replaced atomically,
     so a web server reading the folder never sees half a file.
     """
     sample = sample_markers(settings)
-    files = {
+    files: dict[str, str | bytes] = {
         "email.html": fill_markers(rendered.html, sample),
         "email.txt": fill_markers(rendered.text, sample),
         "email.mjml": rendered.mjml,
         f"issues/{rendered.week}/index.html": rendered.archive_html,
     }
-    if feed_xml is not None:
-        files["feed.xml"] = feed_xml
+    if feeds is not None:
+        files["feed.xml"] = feeds.rss
+        files["feed.atom"] = feeds.atom
+        files["feed.json"] = feeds.json
+        files["feed.xsl"] = feeds.stylesheet
     if archive_index_html is not None:
         files["issues/index.html"] = archive_index_html
     written: list[Path] = []
     for name, content in files.items():
         path = Path(out_dir) / name
-        _write_atomic(path, content.encode("utf-8"))
+        _write_atomic(path, content if isinstance(content, bytes) else content.encode("utf-8"))
         written.append(path)
     return written
 
@@ -345,9 +348,9 @@ def build_site(
     now: datetime,
     rebuild: bool = False,
 ) -> BuildOutput:
-    """`digest build`: build (or reuse) `week`'s issue and write it with the feed and archive.
+    """`digest build`: build (or reuse) `week`'s issue and write it with the feeds and archive.
 
-    The feed and the archive index list the sent issues plus this one, newest first. An issue
+    The feeds and the archive index list the sent issues plus this one, newest first. An issue
     whose send has not started is then checked as `digest send` will check it
     (`preflight.check_issue`): with any problem, `QualityError` lists them all and no files are
     written; the issue stays stored as built, and the send refuses it until they are fixed.
@@ -373,7 +376,7 @@ def build_site(
         out_dir,
         rendered,
         settings,
-        feed_xml=render_feed(settings, records, now),
+        feeds=render_feeds(settings, records, now),
         archive_index_html=archive_index(settings, records),
     )
     return BuildOutput(record=record, rendered=rendered, files=files)

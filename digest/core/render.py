@@ -392,11 +392,13 @@ def render_issue(
     )
 
 
-def render_article(snapshot: Snapshot, settings: Settings) -> str:
-    """The issue's content as an HTML fragment: the archive page's body, and the feed's content."""
-    return render_template(
-        settings.templates_dir, "archive/_article.html.j2", _context(snapshot, settings)
-    )
+def render_article(snapshot: Snapshot, settings: Settings, *, with_title: bool = True) -> str:
+    """The issue's content as an HTML fragment: the archive page's body, and the feed's content.
+
+    The feeds pass `with_title=False`: a reader shows the item's own title above its content,
+    so an `<h1>` of the same title would show it twice."""
+    context = {**_context(snapshot, settings), "with_title": with_title}
+    return render_template(settings.templates_dir, "archive/_article.html.j2", context)
 
 
 def archive_page(settings: Settings, record: IssueRecord) -> str:

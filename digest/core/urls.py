@@ -49,7 +49,18 @@ class Urls:
         return f"{self.base_url}/issues/{week}"
 
     def feed(self) -> str:
+        """The RSS 2.0 feed; `feed_atom` and `feed_json` carry the same items."""
         return f"{self.base_url}/feed.xml"
+
+    def feed_atom(self) -> str:
+        return f"{self.base_url}/feed.atom"
+
+    def feed_json(self) -> str:
+        return f"{self.base_url}/feed.json"
+
+    def feed_stylesheet(self) -> str:
+        """The XSLT that shows the RSS feed as a page in a browser."""
+        return f"{self.base_url}/feed.xsl"
 
     # ------------------------------------------------------------------- subscriber links
 

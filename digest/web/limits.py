@@ -124,7 +124,7 @@ class SecurityHeaders:
     """Adds security headers to every response and a fresh CSP nonce to every request.
 
     A plain ASGI middleware (not BaseHTTPMiddleware), so background tasks still run after the
-    response has gone out.
+    response has gone out. A response that sets its own Content-Security-Policy keeps it.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -145,8 +145,8 @@ class SecurityHeaders:
             "base-uri 'none'; "
             "frame-ancestors 'none'"
         )
+        csp = (b"content-security-policy", policy.encode())
         extra = [
-            (b"content-security-policy", policy.encode()),
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer"),
             (b"x-frame-options", b"DENY"),
@@ -154,7 +154,11 @@ class SecurityHeaders:
 
         async def send_with_headers(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
+                own = message.get("headers", [])
+                # A response with its own policy keeps it (the RSS feed's lets its stylesheet
+                # load): a second header would be enforced as well, and block what it allows.
+                keeps = any(name.lower() == csp[0] for name, _ in own)
+                message["headers"] = [*own, *extra] if keeps else [*own, csp, *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

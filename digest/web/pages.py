@@ -1,4 +1,4 @@
-"""The public pages: subscribe form, confirm and unsubscribe links, archive, feed.
+"""The public pages: subscribe form, confirm and unsubscribe links, archive (feeds: web.feeds).
 
 Safe against mail scanners and curious clients: no GET (or HEAD) changes anything, token links
 answer with a button (POST), and subscribe answers the same whether or not an address is known.
@@ -21,7 +21,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.config import Settings
 from digest.core import render
-from digest.core.feed import render_feed
 from digest.core.tokens import BadToken
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.model.weeks import parse_week
@@ -214,15 +213,6 @@ def archive_page(week: str, settings: SettingsDep, engine: EngineDep) -> Respons
     if record is None or record.status != "sent":
         raise StarletteHTTPException(404)
     return HTMLResponse(render.archive_page(settings, record))
-
-
-@router.get("/feed.xml")
-def feed(settings: SettingsDep, engine: EngineDep) -> Response:
-    records = issues.list_issues(engine, statuses=["sent"], limit=settings.feed_items)
-    return Response(
-        render_feed(settings, records, db.utcnow()),
-        media_type="application/rss+xml; charset=utf-8",
-    )
 
 
 async def _send_confirmation(
