@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import threading
 import time
@@ -270,7 +271,9 @@ def test_a_hanging_redis_costs_a_sign_up_its_timeout_and_never_the_event_loop(
         # socket timeout a stopped Redis holds the request for ever. The upper bound leaves room
         # for a busy CI machine; it is about "bounded", not about speed.
         assert 2 * REDIS_TIMEOUT <= took < 5.0
-        # Had the Redis call held the event loop, a health check sent meanwhile would have
-        # waited about as long as the sign-up (it measured 0.41 s of 0.45 so); in a thread,
-        # each answers in milliseconds (a loaded CI machine stretched one to 0.21 s).
-        assert len(waits) >= 3 and max(waits) < took / 2, (waits, took)
+        # Had the Redis call held the event loop, the health checks sent meanwhile would have
+        # queued behind it: two or three answered in the whole sign-up, one of them waiting
+        # about as long as it (measured so: 0.008, 0.415, 0.005 s of 0.43). In a thread, the
+        # loop keeps answering them in milliseconds — typically dozens — though on a loaded CI
+        # machine any single one may stall (0.21 s and 0.68 s were seen), hence the median.
+        assert len(waits) >= 5 and statistics.median(waits) < REDIS_TIMEOUT / 4, (waits, took)
