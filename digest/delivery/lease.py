@@ -24,6 +24,7 @@ __all__ = [
     "inherited_until",
     "lease_length",
     "lost_reason",
+    "one_attempt",
     "renew",
     "took_over",
 ]
@@ -33,12 +34,15 @@ class LostLease(Exception):
     """Another process took over the send (our lease lapsed, or it claimed our rows)."""
 
 
+def one_attempt(settings: Settings) -> float:
+    """Seconds of one request and one backoff after it: what a lease must outlast."""
+    return settings.sendgrid_timeout + settings.retry_max_delay
+
+
 def lease_length(settings: Settings) -> timedelta:
     """How long a claim lives between renewals."""
     # A lease shorter than one attempt plus one backoff would lapse while we still send.
-    return timedelta(
-        seconds=max(settings.send_lease, settings.sendgrid_timeout + settings.retry_max_delay)
-    )
+    return timedelta(seconds=max(settings.send_lease, one_attempt(settings)))
 
 
 def first_claim(

@@ -29,6 +29,7 @@ from digest.delivery.lease import (
     inherited_until,
     lease_length,
     lost_reason,
+    one_attempt,
     took_over,
 )
 from digest.delivery.ledger import total_sent
@@ -148,7 +149,7 @@ def send_issue(
         if not claim:
             reason = busy_reason(claim, lease_clock())
             return _summary(started, "busy", None, reason, total_sent(engine, issue), claim)
-    seat = Seat(engine, issue, owner, lease, shared, lease_clock, _attempt_seconds(settings))
+    seat = Seat(engine, issue, owner, lease, shared, lease_clock, one_attempt(settings))
     run: BatchRun | None = None
     try:
         issue = transition(engine, week, "sending", now=at, approved_only=approved_only)
@@ -237,9 +238,13 @@ def retry_failed(
         return _summary(started, "busy", None, reason, total_sent(engine, issue), None)
     # A retry walks the failed rows alone: never beside a shared send's crew (which, in turn,
     # does not let anyone join while this lease is held; digest.store.send_crew).
-    seat = Seat(engine, issue, owner, lease, False, lease_clock, _attempt_seconds(settings))
-    crew = Seat(engine, issue, owner, lease, shared=True).others_sending(lease_clock())
-    if shares_sends(engine) and crew:
+    seat = Seat(engine, issue, owner, lease, False, lease_clock, one_attempt(settings))
+    crew = (
+        Seat(engine, issue, owner, lease, shared=True).others_sending(lease_clock())
+        if shares_sends(engine)
+        else []
+    )
+    if crew:
         release_send(engine, week, owner)
         reason = "another process is sending this issue: " + ", ".join(
             m.lease.describe() for m in crew
@@ -324,11 +329,6 @@ def _summary(
         refused=run.refused if run else 0,
         took_over=_took_over(run, claim),
     )
-
-
-def _attempt_seconds(settings: Settings) -> float:
-    """One request and one backoff after it: what a lease renewed before an attempt outlasts."""
-    return settings.sendgrid_timeout + settings.retry_max_delay
 
 
 def _took_over(run: BatchRun | None, claim: Claim | None) -> str | None:
