@@ -37,6 +37,10 @@ class Urls:
         """The subscribe page."""
         return f"{self.base_url}/"
 
+    def glossary_index(self) -> str:
+        """The glossary site's index of every term."""
+        return f"{self.site_url}/"
+
     def term(self, slug: str) -> str:
         """A term's page on the glossary site."""
         return f"{self.site_url}/{slug}"
