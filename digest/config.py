@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,9 +30,11 @@ from pydantic_settings import (
 
 from digest.model.schedule import parse_schedule
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["GLOSSARY_PATH", "Settings", "get_settings"]
 
 CONFIG_FILE_ENV = "DIGEST_CONFIG"
+# Where digest serves (and `digest build` writes) its own glossary pages, below `base_url`.
+GLOSSARY_PATH = "/glossary"
 
 # The settings file `get_settings(config_file=...)` names, for the one Settings() it builds: the
 # sources are chosen on the class, so an explicit file reaches them here instead of via os.environ.
@@ -61,7 +70,14 @@ class Settings(BaseSettings):
 
     # Public addresses
     base_url: str = "http://localhost:8000"
-    site_url: str = "https://www.bvdnet.nl/ai-woordenboek"
+    # Where the mail's term links point. By default digest's own glossary pages
+    # (`{base_url}/glossary`, docs/glossary-site.md), which it serves and builds and so can
+    # check; an existing glossary site instead gets the links, and digest still serves its own.
+    site_url: str = Field(
+        default="",
+        validate_default=True,
+        description="the glossary site term links point to (default: {base_url}/glossary)",
+    )
     newsletter_name: str = "AI Term of the Week"
     language: str = "en"
 
@@ -230,6 +246,16 @@ class Settings(BaseSettings):
         # start-up, rather than by the first Message built from them (every subscribe a 500).
         if value is not None and any(ch in value for ch in "\r\n\0"):
             raise ValueError("line breaks are not allowed: the value goes into mail headers")
+        return value
+
+    @field_validator("site_url", mode="before")
+    @classmethod
+    def _own_glossary_by_default(cls, value: object, info: ValidationInfo) -> object:
+        # Unset (or set empty): digest's own pages under base_url, validated before this field.
+        # A base_url that failed its own check is not in `info.data`; the empty value then
+        # fails below as well, and pydantic reports both.
+        if value in (None, "") and "base_url" in info.data:
+            return f"{info.data['base_url']}{GLOSSARY_PATH}"
         return value
 
     @field_validator("base_url", "site_url", "sendgrid_host")
