@@ -433,6 +433,8 @@ def test_every_get_route_answers_head_with_the_same_status_and_headers_and_no_bo
         "/feed.atom": "/feed.atom",
         "/feed.json": "/feed.json",
         "/feed.xsl": "/feed.xsl",
+        "/glossary/": "/glossary/",
+        "/glossary/{slug}": "/glossary/transformer",
         "/healthz": "/healthz",
         "/readyz": "/readyz",
     }
