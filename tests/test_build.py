@@ -48,6 +48,12 @@ FILES = [
     "feed.xsl",
     "issues/2026-W48/index.html",
     "issues/index.html",
+    # The glossary site (docs/glossary-site.md): its index and a page per term.
+    "glossary/index.html",
+    "glossary/alpha/index.html",
+    "glossary/beta/index.html",
+    "glossary/delta/index.html",
+    "glossary/gamma/index.html",
 ]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from digest.campaign.preflight import check_issue
+from digest.campaign.site import write_glossary_site
 from digest.config import Settings
 from digest.core.checks import QualityError, check_email, check_page
 from digest.core.feed import Feeds, render_feeds
@@ -379,4 +380,5 @@ def build_site(
         feeds=render_feeds(settings, records, now),
         archive_index_html=archive_index(settings, records),
     )
+    files += write_glossary_site(out_dir, settings, glossary)
     return BuildOutput(record=record, rendered=rendered, files=files)

@@ -30,6 +30,7 @@ def build_command(
 ) -> None:
     """Build the week's issue; write the mail, its archive page, the archive index and feed."""
     from digest.campaign.build import build_site
+    from digest.config import GLOSSARY_PATH
     from digest.core.checks import QualityError
     from digest.core.render import RenderError
     from digest.store.issues import InvalidTransition, get_issue
@@ -50,8 +51,18 @@ def build_command(
         console.print(f"{wk}: built: {record.featured_slug} ({record.pick_source})")
     console.print(f"subject: {record.subject}", markup=False, soft_wrap=True)
     console.print(f"html: {len((record.html or '').encode()) / 1024:.1f} KB")
+    # The glossary site is a page per term: named as one folder, not hundreds of lines.
+    site = out / GLOSSARY_PATH.strip("/")
+    pages = [path for path in output.files if path.is_relative_to(site)]
     for path in output.files:
-        console.print(str(path), markup=False, soft_wrap=True)
+        if not path.is_relative_to(site):
+            console.print(str(path), markup=False, soft_wrap=True)
+    if pages:
+        console.print(
+            f"{site}/: {len(pages)} glossary pages (index.html and <slug>/index.html per term)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _gui_browser() -> bool:
