@@ -10,6 +10,7 @@ WCAG checker (WebAIM's, axe's) shows for the same pair: black on white is exactl
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -68,6 +69,7 @@ class Colour:
 WHITE = Colour(1.0, 1.0, 1.0)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_colour(text: str) -> Colour:
     """A CSS colour value as sRGB; ValueError for anything that is not one (`inherit`,
     `currentcolor` and the like are the caller's to resolve). Colours outside sRGB (a wide

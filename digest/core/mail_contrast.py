@@ -11,7 +11,8 @@ HTML is read with the stdlib's tokenizer into a small tree; CSS declarations wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Set
+import functools
+from collections.abc import Set
 from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 
@@ -311,11 +312,16 @@ def _hides(declared: dict[str, str], style: _Style) -> bool:
     return no_height and declared.get("overflow", "").lower() in ("hidden", "clip")
 
 
-def _declarations(style: str) -> Iterator[tuple[str, str]]:
-    """(property, value) of an inline style, in order, so the last one of a name wins."""
-    for node in tinycss2.parse_blocks_contents(style, skip_comments=True, skip_whitespace=True):
-        if node.type == "declaration":
-            yield node.lower_name, tinycss2.serialize(node.value).strip()
+@functools.lru_cache(maxsize=1024)
+def _declarations(style: str) -> tuple[tuple[str, str], ...]:
+    """(property, value) of an inline style, in order, so the last one of a name wins. Cached:
+    MJML writes the same few styles on hundreds of elements."""
+    nodes = tinycss2.parse_blocks_contents(style, skip_comments=True, skip_whitespace=True)
+    return tuple(
+        (node.lower_name, tinycss2.serialize(node.value).strip())
+        for node in nodes
+        if node.type == "declaration"
+    )
 
 
 def _css_colour(value: str) -> Colour | None:
