@@ -17,12 +17,13 @@ from sqlalchemy import Engine
 from digest.config import Settings
 from digest.core.checks import (
     check_email,
-    check_feed,
     check_message,
     check_page,
     check_subject,
+    email_warnings,
 )
-from digest.core.feed import render_feed
+from digest.core.feed import render_feeds
+from digest.core.feed_checks import check_feeds
 from digest.delivery.outbox import mime_bytes
 from digest.delivery.personalise import SendError
 from digest.delivery.runner import Preflight
@@ -53,18 +54,20 @@ def check_issue(
 ) -> list[str]:
     """Every problem that should stop `week`'s issue from going out; an empty list means fine.
 
-    - the mail: HTML under Gmail's clip size, `lang` set, links absolute, images with alt, a
-      non-trivial text part, the unsubscribe link in both parts (`checks.check_email`);
+    - the mail: HTML under Gmail's clip size, `lang` set, links absolute, images with alt, no
+      text under 3:1 contrast, a non-trivial text part, the unsubscribe link in both parts
+      (`checks.check_email`);
     - its archive page (`checks.check_page`);
     - the messages of the first batch for up to `sample` subscribers (a stand-in when there are
       none), built by the sender: List-Unsubscribe and List-Unsubscribe-Post on each, every
       marker given a value, unsubscribe and preferences links that verify, and each message as
       written out and read back by a mail client (`checks.check_message`);
-    - the RSS feed with this issue in it parses cleanly with unique guids (`checks.check_feed`).
+    - the RSS, Atom and JSON feeds with this issue in them are valid (`feed_checks`).
 
     What is worth saying but must not stop the issue (a sampled reader whose address no
     transport can write: the send records them refused; a subject longer than
-    `subject_warn_length`) is appended to `notes`.
+    `subject_warn_length`; a text under WCAG AA's contrast but at 3:1 or more, a mail close to
+    the clip size: `checks.email_warnings`) is appended to `notes`.
     """
     issue = get_issue(engine, week)
     if issue is None:
@@ -76,6 +79,7 @@ def check_issue(
         return [unreadable]
     if notes is not None:
         notes.extend(check_subject(issue.subject, settings.subject_warn_length, str(week)))
+        notes.extend(email_warnings(issue.html))
     problems = list(check_email(issue.html, issue.text))
     if issue.archive_html is not None:
         problems.extend(f"archive page: {p}" for p in check_page(issue.archive_html))
@@ -94,7 +98,7 @@ def check_issue(
             if (why := snapshot_problem(r)) is not None
         )
     public[issue.week] = issue
-    problems.extend(check_feed(render_feed(settings, list(public.values()), now)))
+    problems.extend(check_feeds(render_feeds(settings, list(public.values()), now)))
     return problems
 
 

@@ -201,8 +201,10 @@ def check_command(
 ) -> None:
     """Check the week's built issue as `digest send` will; exit 1 listing every problem.
 
-    The mail (size, lang, absolute links, image alt text, the text part), its archive page, the
-    first batch's real messages (List-Unsubscribe headers, markers, signed links) and the feed.
+    The mail (size, lang, absolute links, image alt text, text contrast, the text part), its
+    archive page, the first batch's real messages (List-Unsubscribe headers, markers, signed
+    links) and the RSS, Atom and JSON feeds. Notes (texts under WCAG AA's contrast but at 3:1 or
+    more, a mail close to Gmail's clip size, a long subject) are printed and do not fail it.
     """
     from digest.campaign.preflight import check_issue
 

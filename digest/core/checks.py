@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 import feedparser
 
 from digest.config import Settings
+from digest.core.contrast import AA_LARGE_TEXT
 from digest.core.headers import UnsupportedAddress, ascii_address
+from digest.core.mail_contrast import shortfalls
 from digest.core.mails import MARKER_RE, PLACEHOLDERS, Message, Recipient, fill_markers
 from digest.core.tokens import BadToken, Purpose, verify_token
 from digest.core.urls import Urls
@@ -31,6 +33,7 @@ __all__ = [
     "check_message",
     "check_page",
     "check_subject",
+    "email_warnings",
 ]
 
 # Gmail cuts messages larger than 102 KB behind a "[Message clipped]" link, which hides the
@@ -38,6 +41,10 @@ __all__ = [
 GMAIL_CLIP_BYTES = 102 * 1024
 # A marker becomes a signed-token URL at send time; count each one at this many bytes.
 _FILLED_MARKER_BYTES = 300
+# Past this share of the clip size a mail is one long term away from being clipped: a warning.
+_NEAR_CLIP = 0.9
+# An image that says it is decoration may have an empty alt; any other needs words.
+_DECORATIVE_ROLES = frozenset({"presentation", "none"})
 # Markers that stand for a URL, so an href holding one is as good as an absolute link.
 _URL_MARKERS = frozenset({PLACEHOLDERS["unsubscribe_url"], PLACEHOLDERS["preferences_url"]})
 _TEMPLATE_RE = re.compile(r"\{\{|\{%|\{#")
@@ -75,8 +82,8 @@ class _Scan(HTMLParser):
         for name in ("href", "src"):
             if name in values:
                 self.links.append((tag, name, values[name].strip()))
-        if tag == "img" and not values.get("alt", "").strip():
-            self.images_without_alt.append(values.get("src", "") or "(no src)")
+        if tag == "img":
+            self._check_alt(values)
         self.texts.extend(v for k, v in values.items() if k not in ("href", "src", "style"))
         if tag in _VERBATIM_TAGS:
             self._verbatim += 1
@@ -85,6 +92,18 @@ class _Scan(HTMLParser):
         self.handle_starttag(tag, attrs)
         if tag in _VERBATIM_TAGS:
             self._verbatim -= 1
+
+    def _check_alt(self, values: dict[str, str]) -> None:
+        src = repr(values.get("src", "") or "(no src)")
+        if "alt" not in values:
+            self.images_without_alt.append(f"<img src={src}> has no alt text")
+        elif not values["alt"].strip():
+            decorative = values.get("role", "").strip().lower() in _DECORATIVE_ROLES
+            if not decorative and values.get("aria-hidden", "").strip().lower() != "true":
+                self.images_without_alt.append(
+                    f"<img src={src}> has no alt text (its alt is empty; an image that is only "
+                    'decoration says so with role="presentation")'
+                )
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _VERBATIM_TAGS and self._verbatim:
@@ -118,8 +137,7 @@ def _check_html(scan: _Scan, allowed_markers: Collection[str]) -> list[str]:
     for tag, attr, value in scan.links:
         if not _absolute_http(value):
             problems.append(f"<{tag} {attr}={value!r}> is not an absolute http(s) URL")
-    for src in scan.images_without_alt:
-        problems.append(f"<img src={src!r}> has no alt text")
+    problems.extend(scan.images_without_alt)
     problems.extend(_leftovers(" ".join(scan.texts), allowed_markers))
     for _tag, _attr, value in scan.links:
         marker = MARKER_RE.fullmatch(value)
@@ -140,12 +158,18 @@ def _leftovers(text: str, allowed_markers: Collection[str]) -> list[str]:
 
 
 def check_email(html: str, text: str) -> list[str]:
-    """Problems with a mail's HTML and text parts (per-subscriber markers are allowed here)."""
+    """Problems with a mail's HTML and text parts (per-subscriber markers are allowed here).
+
+    Among them any text under 3:1 contrast with its background, as the plainest client shows it
+    (`mail_contrast`): below WCAG's minimum even for large text, unreadable to many readers —
+    white on white hides the unsubscribe link. Texts between 3:1 and their WCAG AA minimum are
+    `email_warnings`.
+    """
     allowed = frozenset(PLACEHOLDERS.values())
     scan = _scan(html)
     problems = [f"html: {p}" for p in _check_html(scan, allowed)]
-    size = len(html.encode("utf-8"))
-    size += sum(html.count(m) for m in PLACEHOLDERS.values()) * _FILLED_MARKER_BYTES
+    problems.extend(f"html: {s}" for s in shortfalls(html) if s.ratio < AA_LARGE_TEXT)
+    size = _filled_size(html)
     if size > GMAIL_CLIP_BYTES:
         problems.append(
             f"html: {size / 1024:.1f} KB once links are filled in; Gmail clips mail over "
@@ -155,6 +179,26 @@ def check_email(html: str, text: str) -> list[str]:
         problems.append("html: no unsubscribe link")
     problems.extend(f"text: {p}" for p in _check_text(text, allowed))
     return problems
+
+
+def email_warnings(html: str) -> list[str]:
+    """What is wrong with a mail's HTML but should not stop it: texts under the contrast WCAG AA
+    asks for their size (4.5:1, 3:1 for large text) yet at 3:1 or more, and a size within 10%
+    of Gmail's clip. The issue still reads; the theme or the term should be fixed."""
+    warnings = [f"html: {s}" for s in shortfalls(html) if s.ratio >= AA_LARGE_TEXT]
+    size = _filled_size(html)
+    if _NEAR_CLIP * GMAIL_CLIP_BYTES < size <= GMAIL_CLIP_BYTES:
+        warnings.append(
+            f"html: {size / 1024:.1f} KB once links are filled in, close to the "
+            f"{GMAIL_CLIP_BYTES // 1024} KB past which Gmail clips it"
+        )
+    return warnings
+
+
+def _filled_size(html: str) -> int:
+    """The HTML's size in bytes with every marker counted as the URL it becomes."""
+    size = len(html.encode("utf-8"))
+    return size + sum(html.count(m) for m in PLACEHOLDERS.values()) * _FILLED_MARKER_BYTES
 
 
 def _check_text(text: str, allowed_markers: Collection[str]) -> list[str]:
