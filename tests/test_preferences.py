@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from digest.campaign.build import build_issue as build_real_issue
 from digest.config import Settings
-from digest.core.reader_times import time_zones
 from digest.core.tokens import make_token, read_token
+from digest.core.zones import canonical_zones
 from digest.delivery.outbox import OutboxTransport
 from digest.delivery.runner import send_issue
 from digest.model.subscriber import InvalidSubscriber, Subscriber
@@ -47,6 +47,13 @@ def notice(html: str) -> str:
     found = re.search(r'id="(?:notice|error)"[^>]*>([^<]*)<', html)
     assert found, html
     return unescape(found.group(1))
+
+
+def summary(html: str) -> str:
+    """What the page says about the subscription, after the masked address."""
+    found = re.search(r'id="summary">.*?</strong>:(.*?)</p>', html, re.S)
+    assert found, html
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", found.group(1))).split())
 
 
 def row(engine, email: str = ANN) -> Subscriber | None:  # type: ignore[no-untyped-def]
@@ -91,7 +98,8 @@ def test_the_page_shows_the_readers_settings_and_changes_nothing(settings, engin
     assert page.headers["cache-control"] == "no-store"
     assert "a…@example.org" in page.text and ANN not in page.text
     assert 'value="Ann"' in page.text
-    assert "<option selected>Europe/Amsterdam</option>" in page.text
+    # Changed by issue 19: the picker labels zones readably, the IANA name is the value.
+    assert '<option value="Europe/Amsterdam" selected>Amsterdam (Netherlands)</option>' in page.text
     # The schedule is Monday 09:00 UTC: 10:00 or 11:00 in Amsterdam, depending on the season.
     when = re.search(
         r"a new issue arrives every Monday at (\d\d:\d\d) \(Europe/Amsterdam time\)", page.text
@@ -106,7 +114,7 @@ def test_the_page_shows_the_readers_settings_and_changes_nothing(settings, engin
 
 
 def test_the_time_zone_list_offers_iana_region_names():
-    zones = time_zones()
+    zones = canonical_zones()
     assert {"Europe/Amsterdam", "America/Los_Angeles", "Asia/Kathmandu", "UTC"} <= set(zones)
     assert list(zones) == sorted(zones)
     assert not any(z.startswith(("Etc/", "US/", "posix")) for z in zones)
@@ -150,18 +158,19 @@ def test_a_preferences_link_from_years_ago_still_opens_the_page(
 def test_saving_a_new_name_and_time_zone(settings, engine, client, ann):
     answer = client.post(page_of(settings, ann), data={"name": " Ann B ", "timezone": "Asia/Tokyo"})
     assert answer.status_code == 200
-    assert (
-        notice(answer.text) == "Saved. A new issue arrives every Monday at 18:00 (Asia/Tokyo time)."
-    )
+    # Changed by issue 19: the notice says what was saved, and the summary above the form (not
+    # the notice as well) when issues now arrive, so the page says it once.
+    assert notice(answer.text) == "Saved: your name and time zone."
+    assert summary(answer.text) == "a new issue arrives every Monday at 18:00 (Asia/Tokyo time)."
     stored = row(engine)
     assert (stored.name, stored.timezone) == ("Ann B", "Asia/Tokyo")
-    assert "<option selected>Asia/Tokyo</option>" in answer.text
+    assert '<option value="Asia/Tokyo" selected>Tokyo (Japan)</option>' in answer.text
 
     cleared = client.post(page_of(settings, ann), data={"name": "", "timezone": ""})
     assert cleared.status_code == 200
     stored = row(engine)
     assert (stored.name, stored.timezone) == (None, None)
-    assert "(UTC time)" in notice(cleared.text)
+    assert "(UTC time)" in summary(cleared.text)
 
 
 @pytest.mark.parametrize(

@@ -62,8 +62,10 @@ def test_a_reader_changes_time_zone_pauses_and_unsubscribes_in_chromium(settings
             expect(page.get_by_label("Time zone")).to_have_value("Europe/Amsterdam")
             page.get_by_label("Time zone").select_option("Asia/Tokyo")
             page.get_by_role("button", name="Save").click()
-            expect(page.locator("#notice")).to_have_text(
-                "Saved. A new issue arrives every Monday at 18:00 (Asia/Tokyo time)."
+            # Changed by issue 19: the notice says what was saved, the summary when issues come.
+            expect(page.locator("#notice")).to_have_text("Saved: your name and time zone.")
+            expect(page.locator("#summary")).to_contain_text(
+                "a new issue arrives every Monday at 18:00 (Asia/Tokyo time)."
             )
             expect(page.get_by_label("Time zone")).to_have_value("Asia/Tokyo")
             assert get_subscriber(engine, ANN).timezone == "Asia/Tokyo"

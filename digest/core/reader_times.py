@@ -1,5 +1,5 @@
 """When things happen for one reader, as words in their own time zone: the next issue, the end
-of a pause, and the zones a reader can pick.
+of a pause, and what the subscribe page promises (the zones a reader can pick: `core.zones`).
 
 Pure (`now` and the settings come in), so the welcome mail and the preference pages say the
 same thing, and tests can pin any date.
@@ -8,15 +8,15 @@ same thing, and tests can pin any date.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from functools import lru_cache
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from digest.config import Settings
 from digest.core.cadence import local_send_time, week_fire, zone_name
+from digest.core.zones import canonical_zone
 from digest.model.subscriber import Subscriber
 from digest.model.weeks import current_week
 
-__all__ = ["delivery_time", "pause_end", "time_zones"]
+__all__ = ["delivery_time", "pause_end", "schedule_words"]
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
@@ -44,8 +44,27 @@ def delivery_time(settings: Settings, timezone: str | None, now: datetime) -> st
     it the one send time in DIGEST_TIMEZONE is shown converted to the reader's zone. A schedule
     firing on several days sends one issue a week, at the first fire, so that is the one shown.
     """
-    name = zone_name(timezone, settings)
-    zone = ZoneInfo(name)
+    name = canonical_zone(zone_name(timezone, settings))  # "Asia/Kolkata", not "Asia/Calcutta"
+    when = _next_sends(settings, ZoneInfo(name), now)
+    if when is None:
+        return f"when the editors send one ({name} time)"
+    return f"{when} ({name} time)"
+
+
+def schedule_words(settings: Settings, now: datetime) -> str:
+    """When issues arrive, as the subscribe page promises it to someone whose zone is not known
+    yet: "every Monday at 09:00 in your own time zone" with local-time delivery, else the one
+    send time in DIGEST_TIMEZONE, "every Monday at 09:00 (Europe/Amsterdam time)". Pure."""
+    if not settings.local_time_delivery:
+        return delivery_time(settings, None, now)
+    # The schedule's wall-clock time, which every reader's zone keeps.
+    when = _next_sends(settings, settings.zone, now)
+    return f"{when} in your own time zone" if when else "when the editors send one"
+
+
+def _next_sends(settings: Settings, zone: ZoneInfo, now: datetime) -> str | None:
+    """The next sends read in `zone`, "every Monday at 09:00" or "next on Tuesday 1 December
+    at 06:30"; None when the schedule does not fire in the next 60 weeks."""
     upcoming: list[datetime] = []
     week = current_week(now, settings.zone)
     for offset in range(60):  # a monthly crontab leaves weeks without a fire
@@ -58,7 +77,7 @@ def delivery_time(settings: Settings, timezone: str | None, now: datetime) -> st
         if len(upcoming) == 2:
             break
     if not upcoming:
-        return f"when the editors send one ({name} time)"
+        return None
     first = upcoming[0]
     weekly = (
         len(upcoming) == 2
@@ -66,8 +85,8 @@ def delivery_time(settings: Settings, timezone: str | None, now: datetime) -> st
         and (upcoming[1].hour, upcoming[1].minute) == (first.hour, first.minute)
     )
     if weekly:
-        return f"every {_WEEKDAYS[first.weekday()]} at {first:%H:%M} ({name} time)"
-    return f"next on {_day(first.date())} at {first:%H:%M} ({name} time)"
+        return f"every {_WEEKDAYS[first.weekday()]} at {first:%H:%M}"
+    return f"next on {_day(first.date())} at {first:%H:%M}"
 
 
 def pause_end(settings: Settings, subscriber: Subscriber, now: datetime) -> str | None:
@@ -77,20 +96,6 @@ def pause_end(settings: Settings, subscriber: Subscriber, now: datetime) -> str 
         return None
     local = until.astimezone(ZoneInfo(zone_name(subscriber.timezone, settings)))
     return f"{_day(local.date())} {local.year}"
-
-
-@lru_cache(maxsize=1)
-def time_zones() -> tuple[str, ...]:
-    """The IANA zone names a reader can pick, sorted: `Region/City` names and UTC.
-
-    Legacy aliases (`US/Pacific`, `Etc/GMT+5`, `posixrules`) are left out of the list; a stored
-    one still works and the preference page offers it to whoever has it.
-    """
-    regions: tuple[str, ...] = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic")
-    regions += ("Australia", "Europe", "Indian", "Pacific")
-    return tuple(
-        sorted(z for z in available_timezones() if z == "UTC" or z.split("/", 1)[0] in regions)
-    )
 
 
 def _day(day: date) -> str:

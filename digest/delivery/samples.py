@@ -1,5 +1,5 @@
 """Sends and messages that touch no ledger row: the dry-run plan, the sample of the next batch
-the issue check inspects, and a test copy to one address.
+the issue check inspects, and a test copy to one address (its links point at pages that exist).
 
 Each builds its messages with the send's own code (`personalise`), so what they show is what the
 readers get.
@@ -8,7 +8,9 @@ readers get.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import html
+import re
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
@@ -17,6 +19,7 @@ from sqlalchemy import Engine, func, select
 from digest.config import Settings
 from digest.core.headers import HeaderError
 from digest.core.mails import Message
+from digest.core.urls import Urls
 from digest.delivery.audience import count_unclaimed, not_paused, unclaimed_page
 from digest.delivery.ledger import batch_key, count_rows
 from digest.delivery.personalise import (
@@ -29,7 +32,7 @@ from digest.delivery.transport import SendResult, Transport
 from digest.model.weeks import IsoWeek
 from digest.store.db import subscribers
 
-__all__ = ["SendPlan", "plan_send", "sample_message", "send_test"]
+__all__ = ["SendPlan", "plan_send", "preview_links", "sample_message", "send_test"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,9 @@ def send_test(
     """Send `week`'s issue to one address with "[TEST] " before the subject; the ledger is untouched.
 
     A subscriber's own address gets their real links; any other address gets links signed for
-    it (they lead to "not subscribed" pages, but look and measure like the real ones).
+    it (they lead to "not subscribed" pages, but look and measure like the real ones). Until the
+    issue is sent it has no public page, so its "view in browser" link (and any other link to
+    its archive page) leads to its preview in the desk (`preview_links`).
     """
     try:
         email = validate_email(address, check_deliverability=False).normalized
@@ -139,7 +144,35 @@ def send_test(
     # to their targets; `digest check` looks at the tracked ones).
     recipient = issue_recipient(settings, issue, sid, email, name, tracking_opt_out=True)
     message = issue_message(settings, issue, [recipient], None, subject_prefix="[TEST] ")
+    if issue.status != "sent":
+        message = preview_links(message, Urls.from_settings(settings), week)
     result = transport.send(message)
     if result.refused:
         raise SendError(f"{transport.name} refused {email}: {'; '.join(result.refused.values())}")
     return result
+
+
+def preview_links(message: Message, urls: Urls, week: IsoWeek) -> Message:
+    """`message` with every link to `week`'s archive page (404 until the issue is sent) pointed
+    at the issue's page in the desk instead: its preview, behind the editors' login.
+
+    The desk and not a public preview, because an issue not yet approved must not be readable
+    by whoever a test copy is forwarded to; the editors who get test copies have a login, and
+    the desk brings them back to the page after it. A query or fragment (a quiz answer's
+    `?answer=2#quiz`) is kept. In the bodies and in the recipient's link values alike, since
+    with click tracking the links ride in the substitutions.
+    """
+    archive, preview = urls.archive_page(week), urls.desk_issue(week)
+    # The URL as written, and as HTML writes it; not a longer path such as `/2026-W10x`.
+    forms = {archive: preview, html.escape(archive): html.escape(preview)}
+    either = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    found = re.compile(rf"(?:{either})(?![\w/-])")
+
+    def swap(text: str) -> str:
+        return found.sub(lambda m: forms[m.group(0)], text)
+
+    recipients = [
+        replace(r, substitutions={k: swap(v) for k, v in r.substitutions.items()})
+        for r in message.recipients
+    ]
+    return replace(message, html=swap(message.html), text=swap(message.text), recipients=recipients)

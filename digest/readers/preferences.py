@@ -17,13 +17,13 @@ from digest.config import Settings
 from digest.core.mails import Message
 from digest.core.reader_input import clean_name, clean_timezone
 from digest.core.reader_mails import welcome_message
-from digest.core.urls import Urls
+from digest.core.zones import canonical_zone
 from digest.delivery import send_one_off
 from digest.delivery.personalise import subscriber_recipient
 from digest.model.subscriber import PAUSABLE, InvalidSubscriber, Subscriber
+from digest.readers.latest import latest_issue
 from digest.store import subscribers as store
 from digest.store.deliveries import reader_log
-from digest.store.issues import list_issues
 
 __all__ = [
     "MAX_PAUSE_WEEKS",
@@ -53,15 +53,10 @@ def welcome_mail(
 
     Raises `QualityError` when the rendered mail fails the weekly issue's quality gates.
     """
-    latest = list_issues(engine, statuses=["sent"], limit=1)
+    latest = latest_issue(engine, settings)
     featured = None
-    if latest and latest[0].snapshot:
-        term = latest[0].snapshot["term"]
-        featured = {
-            "title": term["title"],
-            "summary": term["summary"],
-            "url": Urls.from_settings(settings).archive_page(latest[0].week),
-        }
+    if latest is not None:
+        featured = {"title": latest.title, "summary": latest.summary, "url": latest.url}
     recipient = subscriber_recipient(
         settings,
         subscriber.id,
@@ -88,12 +83,15 @@ def send_welcome(engine: Engine, settings: Settings, subscriber_id: int, now: da
 def update_profile(
     engine: Engine, subscriber_id: int, *, name: str | None, timezone: str | None, now: datetime
 ) -> Subscriber:
-    """Store a new display name and time zone (empty: none, i.e. the newsletter's zone).
+    """Store a new display name and time zone (empty: none, i.e. the newsletter's zone); a
+    legacy zone name is stored by its current one (`Asia/Calcutta` as `Asia/Kolkata`).
 
     Raises `InvalidSubscriber` naming the field for a name with line breaks or an unknown zone;
     nothing is stored then.
     """
     name, zone = clean_name(name), clean_timezone(timezone)
+    if zone is not None:
+        zone = canonical_zone(zone)
     return _still_there(store.set_profile(engine, subscriber_id, name=name, timezone=zone, now=now))
 
 

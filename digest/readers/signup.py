@@ -1,4 +1,5 @@
-"""Joining and leaving: double opt-in subscribe, the confirmation mail, confirm, unsubscribe.
+"""Joining and leaving: double opt-in subscribe, the confirmation mail, confirm, unsubscribe,
+and "subscribe again" from the page that said goodbye.
 
 Library functions take the engine, the settings and `now`; the web service and the CLI are thin
 wrappers over them. The rows change in `digest.store.subscribers`; this layer sends the mail.
@@ -7,7 +8,7 @@ wrappers over them. The rows change in `digest.store.subscribers`; this layer se
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
@@ -17,19 +18,30 @@ from digest.core.reader_input import clean_name, clean_timezone, normalise_email
 from digest.core.reader_links import confirm_url
 from digest.core.reader_mails import confirmation_mail
 from digest.core.tokens import BadToken, Purpose, read_token
+from digest.core.zones import canonical_zone
 from digest.delivery import send_one_off
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.store import subscribers as store
 
 __all__ = [
+    "UNDO_WINDOW",
+    "NotResubscribable",
     "Subscription",
     "confirm",
     "release_confirmation",
+    "resubscribe",
     "send_confirmation",
     "subscribe",
     "subscriber_from_token",
+    "undo_possible",
     "unsubscribe",
 ]
+
+# How long after unsubscribing "subscribe again" restores the subscription at once. The
+# unsubscribe link was used moments ago, so whoever presses the button is the reader taking
+# back a click. Later, an old mail's link (it never expires, and mails get forwarded) is too
+# little proof of consent, and the address goes through the double opt-in again.
+UNDO_WINDOW = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +100,8 @@ def subscribe(
         zone = clean_timezone(timezone)
     except InvalidSubscriber:
         zone = None  # a hint from the browser, not something the person typed
+    if zone is not None:  # browsers still say Asia/Calcutta; the picker offers Asia/Kolkata
+        zone = canonical_zone(zone)
     opt_in = store.start_opt_in(
         engine, settings, address, name=name, timezone=zone, source=source, now=now
     )
@@ -157,3 +171,102 @@ def unsubscribe(
     if found is None:
         return None
     return store.unsubscribe_subscriber(engine, found.id, now=now)
+
+
+# --------------------------------------------------------------------------- subscribe again
+
+
+class NotResubscribable(Exception):
+    """Subscribing again cannot bring this address back: `why` is "erased", "bounced" or
+    "complained", and `reason` says it to the reader."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+        self.reason = _ERASED if why == "erased" else _REFUSED[why]
+        super().__init__(self.reason)
+
+
+_ERASED = (
+    "this address is no longer on our list at all, so there is nothing to restore; "
+    "subscribe with the form to start again"
+)
+_REFUSED = {
+    "bounced": (
+        "mail to this address bounced, so the mail provider stopped our sending to it; "
+        "a link cannot undo that"
+    ),
+    "complained": (
+        "one of our mails to this address was reported as spam, so we stopped sending to it "
+        "for good; a link cannot undo that"
+    ),
+}
+
+
+def resubscribe(
+    engine: Engine,
+    settings: Settings,
+    reader: Subscriber | None,
+    *,
+    now: datetime,
+    send: bool = True,
+) -> Subscription:
+    """Subscribe again the reader a signed link names (the unsubscribe or preferences link;
+    None: the link's subscriber is gone).
+
+    - unsubscribed less than `UNDO_WINDOW` ago, having confirmed before: active again at once
+      (`Subscription.mail` None), as if the unsubscribe had not happened;
+    - unsubscribed longer ago, or never confirmed: a new double opt-in, exactly as the
+      subscribe form starts one (`subscribe`), so the confirmation mail decides;
+    - already active: nothing changes.
+
+    Raises `NotResubscribable` for an erased address (nothing left to restore) and for one that
+    bounced or complained: the provider's word is not undone by a link, whoever holds it.
+    """
+    found = store.get_subscriber(engine, reader.id) if reader is not None else None
+    if found is None or reader is None or found.email != reader.email:
+        raise NotResubscribable("erased")
+    if found.status in _REFUSED:
+        raise NotResubscribable(found.status)
+    if found.status == "active":
+        return Subscription(found, None)
+    if not undo_possible(found, now):
+        return subscribe(
+            engine,
+            settings,
+            found.email,
+            name=found.name,
+            timezone=found.timezone,
+            source=found.source,
+            now=now,
+            send=send,
+        )
+    # Back through the status table's own steps (unsubscribed → pending → active), each a
+    # conditional UPDATE, so a bounce or complaint arriving meanwhile still wins.
+    opt_in = store.start_opt_in(
+        engine,
+        settings,
+        found.email,
+        name=found.name,
+        timezone=found.timezone,
+        source=found.source,
+        now=now,
+    )
+    current: Subscriber | None = opt_in.subscriber
+    if opt_in.subscriber.status == "pending":
+        current = store.activate(engine, found.id, now=now)
+    if current is None:
+        raise NotResubscribable("erased")
+    if current.status in _REFUSED:
+        raise NotResubscribable(current.status)
+    return Subscription(current, None)
+
+
+def undo_possible(reader: Subscriber, now: datetime) -> bool:
+    """Whether "subscribe again" restores `reader` at once (else it starts a double opt-in):
+    they confirmed once and unsubscribed less than `UNDO_WINDOW` ago."""
+    return (
+        reader.status == "unsubscribed"
+        and reader.confirmed_at is not None
+        and reader.unsubscribed_at is not None
+        and now - reader.unsubscribed_at <= UNDO_WINDOW
+    )

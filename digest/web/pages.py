@@ -1,4 +1,5 @@
-"""The public pages: subscribe form, confirm and unsubscribe links, archive (feeds: web.feeds).
+"""The public pages: the home page (subscribe form, schedule and a sample issue), confirm and
+unsubscribe links with "subscribe again", and the archive (feeds: web.feeds).
 
 Safe against mail scanners and curious clients: no GET (or HEAD) changes anything, token links
 answer with a button (POST), and subscribe answers the same whether or not an address is known.
@@ -6,10 +7,8 @@ answer with a button (POST), and subscribe answers the same whether or not an ad
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request
@@ -20,12 +19,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.config import Settings
-from digest.core import render
+from digest.core import reader_times, render
 from digest.core.tokens import BadToken
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.model.weeks import parse_week
-from digest.readers import preferences, signup
+from digest.readers import signup
+from digest.readers.latest import LatestIssue, latest_issue
 from digest.store import db, issues
+from digest.web.background import send_confirmation_later, send_welcome_later
 from digest.web.deps import EngineDep, SettingsDep, token_reader
 from digest.web.forms import (
     form_fields,
@@ -38,11 +39,15 @@ from digest.web.forms import (
 )
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
 from digest.web.rate_limits import RateLimits
-from digest.web.views import UNSUBSCRIBED, bad_link, message, page
+from digest.web.views import (
+    bad_link,
+    message,
+    page,
+    refused_again,
+    resubscribe_notice,
+)
 
 __all__ = ["router"]
-
-log = logging.getLogger(__name__)
 
 # Every GET also answers HEAD; FastAPI counts each body as it arrives and stops at the limit
 # `create_app` includes the router with (a 413 from its error pages).
@@ -52,7 +57,8 @@ _CHECK_INBOX = (
     "Thanks! If this address is not subscribed yet, a confirmation link is on its way. "
     "Open it to start receiving the newsletter."
 )
-_CONFIRMED = "Your subscription is confirmed. The next issue will arrive in your inbox."
+_CONFIRMED = "Your subscription is confirmed."
+_WELCOME_BACK = "Welcome back: your subscription is on again, as it was."
 _CANCELLED = (
     "this subscription was cancelled after the link was sent; subscribe again to get a new link"
 )
@@ -60,8 +66,18 @@ _TOO_MANY = "Too many subscribe requests from your network; try again in a minut
 
 
 @router.get("/", response_class=HTMLResponse)
-def subscribe_form(request: Request, settings: SettingsDep) -> Response:
-    return page(request, settings, "subscribe", email="", name="", error=None)
+def subscribe_form(request: Request, settings: SettingsDep, engine: EngineDep) -> Response:
+    latest = latest_issue(engine, settings)
+    return _subscribe_page(request, settings, latest, email="", name="", error=None)
+
+
+def _subscribe_page(
+    request: Request, settings: Settings, latest: LatestIssue | None, **form: str | None
+) -> Response:
+    """The home page: the form (with what was typed, and why it was refused), the schedule in
+    words, and the latest issue as a sample of what arrives (None: none, or not looked up)."""
+    schedule = reader_times.schedule_words(settings, db.utcnow())
+    return page(request, settings, "subscribe", schedule=schedule, latest=latest, **form)
 
 
 @router.post("/subscribe")
@@ -94,10 +110,11 @@ async def subscribe(
         text = invalid_message(exc)
         if wants_json:
             return JSONResponse({"error": text, "field": exc.field}, status_code=422)
-        answer = page(
+        latest = await run_in_threadpool(latest_issue, engine, settings)
+        answer = _subscribe_page(
             request,
             settings,
-            "subscribe",
+            latest,
             email=printable(fields["email"]),
             name=printable(fields["name"]),
             error=text,
@@ -106,7 +123,7 @@ async def subscribe(
         return answer
     # Sent after the answer has gone out, so how long a send takes (or whether one happens
     # at all) cannot be read off the response time.
-    background.add_task(_send_confirmation, engine, settings, result)
+    background.add_task(send_confirmation_later, engine, settings, result)
     if wants_json:
         return JSONResponse({"status": "ok", "message": _CHECK_INBOX})
     return message(request, settings, "Check your inbox", _CHECK_INBOX)
@@ -136,7 +153,8 @@ async def _rate_limited(request: Request, settings: Settings, wants_json: bool) 
     headers = {"Retry-After": str(max(1, math.ceil(reset - time.time())))}
     if wants_json:
         return JSONResponse({"error": _TOO_MANY}, status_code=429, headers=headers)
-    answer = page(request, settings, "subscribe", email="", name="", error=_TOO_MANY)
+    # No sample: a client refused for asking too often costs no database read.
+    answer = _subscribe_page(request, settings, None, email="", name="", error=_TOO_MANY)
     answer.status_code = 429
     answer.headers.update(headers)
     return answer
@@ -147,11 +165,13 @@ _UnsubscribeReader = Annotated[Subscriber | None, Depends(token_reader("unsubscr
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
-def confirm_page(request: Request, settings: SettingsDep, found: _ConfirmReader) -> Response:
+def confirm_page(
+    request: Request, settings: SettingsDep, engine: EngineDep, found: _ConfirmReader
+) -> Response:
     if found is None:
         return bad_link(request, settings, "this link is not valid")
     if found.status == "active":
-        return message(request, settings, "You are subscribed", _CONFIRMED)
+        return _subscribed(request, settings, engine, found, "You are subscribed", _CONFIRMED)
     if found.status != "pending":
         return bad_link(request, settings, _CANCELLED)
     return page(request, settings, "confirm")
@@ -173,16 +193,37 @@ def confirm(
     # confirmed_at is this request's `now` only for the request that activated the
     # subscription: pressing the button again (or a racing second press) welcomes no one.
     if found.confirmed_at == now:
-        background.add_task(_send_welcome, engine, settings, found.id, now)
-    return message(request, settings, "You are subscribed", _CONFIRMED)
+        background.add_task(send_welcome_later, engine, settings, found.id, now)
+    return _subscribed(request, settings, engine, found, "You are subscribed", _CONFIRMED)
+
+
+def _subscribed(
+    request: Request,
+    settings: Settings,
+    engine: Engine,
+    reader: Subscriber,
+    heading: str,
+    text: str,
+) -> Response:
+    """The page after (re)joining: when issues arrive for this reader, and something to read
+    now: the latest issue, the archive and the glossary."""
+    return page(
+        request,
+        settings,
+        "subscribed",
+        heading=heading,
+        message=text,
+        delivery=reader_times.delivery_time(settings, reader.timezone, db.utcnow()),
+        latest=latest_issue(engine, settings),
+    )
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
 def unsubscribe_page(
-    request: Request, settings: SettingsDep, found: _UnsubscribeReader
+    request: Request, token: str, settings: SettingsDep, found: _UnsubscribeReader
 ) -> Response:
     if found is None or found.status not in ("pending", "active"):
-        return message(request, settings, "You are unsubscribed", UNSUBSCRIBED)
+        return _unsubscribed(request, settings, token, found)
     return page(request, settings, "unsubscribe", address=mask(found.email))
 
 
@@ -191,10 +232,61 @@ def unsubscribe(request: Request, token: str, settings: SettingsDep, engine: Eng
     # RFC 8058 one-click: mail clients POST "List-Unsubscribe=One-Click" (or nothing) and
     # expect 200 with no further step, so the body is not even read.
     try:
-        signup.unsubscribe(engine, settings, token, now=db.utcnow())
+        gone = signup.unsubscribe(engine, settings, token, now=db.utcnow())
     except BadToken as exc:
         return bad_link(request, settings, str(exc))
-    return message(request, settings, "You are unsubscribed", UNSUBSCRIBED)
+    return _unsubscribed(request, settings, token, gone)
+
+
+def _unsubscribed(
+    request: Request, settings: Settings, token: str, reader: Subscriber | None
+) -> Response:
+    """The page saying so, with a "subscribe again" button for whoever left by themselves (not
+    for an erased address, nor one the mail provider reported bounced or complained)."""
+    again = None
+    if reader is not None and reader.status == "unsubscribed":
+        again = {
+            "action": f"{_root(request)}/unsubscribe/{token}/resubscribe",
+            "at_once": signup.undo_possible(reader, db.utcnow()),
+            "address": mask(reader.email),
+        }
+    return page(
+        request,
+        settings,
+        "unsubscribed",
+        again=again,
+        # An erased address may sign up anew; a bounced or complained one the form leaves be.
+        form_works=reader is None,
+    )
+
+
+@router.post("/unsubscribe/{token}/resubscribe", response_class=HTMLResponse)
+def resubscribe(
+    request: Request,
+    token: str,
+    background: BackgroundTasks,
+    settings: SettingsDep,
+    engine: EngineDep,
+    found: _UnsubscribeReader,
+) -> Response:
+    """Subscribe again with one click on the unsubscribed page: a POST to the same signed link,
+    so neither a scanner's GET nor another site (which cannot know the token) can do it."""
+    try:
+        result = signup.resubscribe(engine, settings, found, now=db.utcnow(), send=False)
+    except signup.NotResubscribable as exc:
+        return refused_again(request, settings, exc)
+    if result.subscriber.status == "active":
+        return _subscribed(
+            request, settings, engine, result.subscriber, "You are subscribed again", _WELCOME_BACK
+        )
+    background.add_task(send_confirmation_later, engine, settings, result)
+    text = resubscribe_notice(result)
+    return page(request, settings, "message", heading="Check your inbox", message=text, error=False)
+
+
+def _root(request: Request) -> str:
+    # From the root, not relative: the page is shown at /unsubscribe/<token> and below it.
+    return str(request.scope.get("root_path", ""))
 
 
 @router.get("/issues/", response_class=HTMLResponse)
@@ -213,33 +305,3 @@ def archive_page(week: str, settings: SettingsDep, engine: EngineDep) -> Respons
     if record is None or record.status != "sent":
         raise StarletteHTTPException(404)
     return HTMLResponse(render.archive_page(settings, record))
-
-
-async def _send_confirmation(
-    engine: Engine, settings: Settings, subscription: signup.Subscription
-) -> None:
-    """Send the confirmation mail, after the answer.
-
-    The outbox writes one small file (no fsync), which costs less on the event loop than the
-    hop to a worker thread and back did; a provider's HTTP request, and giving back the claim
-    (a database write) when sending failed, go to a thread.
-    """
-    try:
-        if settings.transport == "outbox":
-            try:
-                signup.send_confirmation(engine, settings, subscription, release=False)
-            except Exception:
-                await run_in_threadpool(signup.release_confirmation, engine, subscription)
-                raise
-        else:
-            await run_in_threadpool(signup.send_confirmation, engine, settings, subscription)
-    except Exception as exc:  # after the answer: nothing to tell the person, so tell the log
-        # They saw "check your inbox"; the resend slot is freed, so submitting again retries.
-        log.error("confirmation mail not sent: %s: %s", type(exc).__name__, exc)
-
-
-def _send_welcome(engine: Engine, settings: Settings, subscriber_id: int, now: datetime) -> None:
-    try:
-        preferences.send_welcome(engine, settings, subscriber_id, now)
-    except Exception as exc:  # after the answer, like the confirmation mail: tell the log
-        log.error("welcome mail not sent: %s: %s", type(exc).__name__, exc)

@@ -1,4 +1,5 @@
-"""The preference centre: /preferences/{token}, the page (GET, changes nothing) and one POST each.
+"""The preference centre: /preferences/{token}, the page (GET, changes nothing) and one POST each
+(name and time zone, pause, tracking, subscribe again, unsubscribe, my data).
 
 The signed token is the only key: it never expires and works only while it names the
 subscriber's current address, so a link in an old mail stays theirs alone.
@@ -9,18 +10,19 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from digest.config import Settings
-from digest.core import reader_times
+from digest.core import reader_times, zones
 from digest.model.subscriber import InvalidSubscriber, Subscriber
-from digest.readers import preferences
+from digest.readers import preferences, signup
 from digest.store import db
+from digest.web.background import send_confirmation_later
 from digest.web.deps import EngineDep, SettingsDep, token_reader
 from digest.web.forms import invalid_message, mask, storable_text
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
-from digest.web.views import UNSUBSCRIBED, BadLink, bad_link, message, page
+from digest.web.views import BadLink, bad_link, message, page, refusal_text, resubscribe_notice
 
 __all__ = ["router"]
 
@@ -30,6 +32,10 @@ _ERASED = (
     "Everything we kept about you is deleted, and nothing more is sent to this address. "
     "Thanks for reading."
 )
+
+_SAVED = "Saved: your name and time zone."  # the summary above the form says when issues come
+_UNSUBSCRIBED = "Unsubscribed: this address will get no more issues."
+_WELCOME_BACK = "Welcome back: your subscription is on again, as it was."
 
 # The form's two values and what the page says after each.
 _TRACKING_CHOICES = {
@@ -77,9 +83,7 @@ def preferences_save(
         )
     except InvalidSubscriber as exc:
         return _preferences(request, settings, token, found, error=invalid_message(exc))
-    when = reader_times.delivery_time(settings, saved.timezone, now)
-    notice = f"Saved. A new issue arrives {when}."
-    return _preferences(request, settings, token, saved, notice=notice)
+    return _preferences(request, settings, token, saved, notice=_SAVED)
 
 
 @router.post("/preferences/{token}/pause", response_class=HTMLResponse)
@@ -138,7 +142,28 @@ def preferences_unsubscribe(
     request: Request, token: str, settings: SettingsDep, engine: EngineDep, found: _Reader
 ) -> Response:
     gone = preferences.unsubscribe(engine, found.id, now=db.utcnow())
-    return _preferences(request, settings, token, gone or found, notice=UNSUBSCRIBED)
+    return _preferences(request, settings, token, gone or found, notice=_UNSUBSCRIBED)
+
+
+@router.post("/preferences/{token}/resubscribe", response_class=HTMLResponse)
+def preferences_resubscribe(
+    request: Request,
+    token: str,
+    background: BackgroundTasks,
+    settings: SettingsDep,
+    engine: EngineDep,
+    found: _Reader,
+) -> Response:
+    try:
+        result = signup.resubscribe(engine, settings, found, now=db.utcnow(), send=False)
+    except signup.NotResubscribable as exc:
+        return _preferences(request, settings, token, found, error=refusal_text(settings, exc))
+    if result.subscriber.status == "active":
+        notice = _WELCOME_BACK
+    else:  # a new double opt-in: the confirmation mail goes out after the answer
+        background.add_task(send_confirmation_later, engine, settings, result)
+        notice = resubscribe_notice(result)
+    return _preferences(request, settings, token, result.subscriber, notice=notice)
 
 
 @router.post("/preferences/{token}/export")
@@ -194,9 +219,10 @@ def _preferences(
     error: str | None = None,
 ) -> HTMLResponse:
     now = db.utcnow()
-    zones = reader_times.time_zones()
-    if subscriber.timezone and subscriber.timezone not in zones:  # a legacy name from an import
-        zones = (subscriber.timezone, *zones)
+    # A legacy name (`Asia/Calcutta`, from an import or an older browser) shows as the zone it
+    # means; one the picker does not offer at all (`EST5EDT`) is shown as it is, selected.
+    zone = zones.canonical_zone(subscriber.timezone) if subscriber.timezone else ""
+    offered = zones.canonical_zones()
     answer = page(
         request,
         settings,
@@ -204,12 +230,15 @@ def _preferences(
         subscriber=subscriber,
         address=mask(subscriber.email),
         name=subscriber.name or "",
-        timezone=subscriber.timezone or "",
-        zones=zones,
+        timezone=zone,
+        zone_groups=zones.zone_groups(settings.language),
+        other_zone=zone if zone and zone not in offered else None,
+        zone_aliases=zones.browser_aliases(),
         default_zone=settings.timezone,
         delivery=reader_times.delivery_time(settings, subscriber.timezone, now),
         paused_until=reader_times.pause_end(settings, subscriber, now),
         max_pause=preferences.MAX_PAUSE_WEEKS,
+        undo_possible=signup.undo_possible(subscriber, now),
         action=_action(request, token),
         notice=notice,
         error=error,

@@ -19,11 +19,19 @@ from fastapi.responses import HTMLResponse
 from digest.config import Settings
 from digest.core import render
 from digest.core.reader_mails import template_family
+from digest.readers.signup import NotResubscribable, Subscription
+from digest.web.forms import mask
 
-__all__ = ["UNSUBSCRIBED", "BadLink", "bad_link", "message", "page", "page_context"]
-
-# Said by the unsubscribe link and by the preference centre's unsubscribe button alike.
-UNSUBSCRIBED = "This address will get no more issues. You can subscribe again any time."
+__all__ = [
+    "BadLink",
+    "bad_link",
+    "message",
+    "page",
+    "page_context",
+    "refusal_text",
+    "refused_again",
+    "resubscribe_notice",
+]
 
 
 class BadLink(Exception):
@@ -96,4 +104,43 @@ def bad_link(request: Request, settings: Settings, reason: str) -> HTMLResponse:
         reason[:1].upper() + reason[1:] + ".",
         error=True,
         status_code=400,
+    )
+
+
+def refusal_text(settings: Settings, refusal: NotResubscribable) -> str:
+    """Why a "subscribe again" cannot be done, and for an address the provider stopped, who to
+    write to (a link cannot undo a bounce or a complaint)."""
+    text = refusal.reason[:1].upper() + refusal.reason[1:] + "."
+    if refusal.why != "erased":
+        text += f" To have it restored, write to {settings.reply_to or settings.sender_email}."
+    return text
+
+
+def refused_again(request: Request, settings: Settings, refusal: NotResubscribable) -> HTMLResponse:
+    """The answer (409) to a "subscribe again" that cannot be done, saying why; the subscribe
+    form is offered only to an erased address (it leaves a bounced or complained one be)."""
+    answer = page(
+        request,
+        settings,
+        "message",
+        heading="This address cannot be subscribed again here",
+        message=refusal_text(settings, refusal),
+        error=True,
+        home_link=refusal.why == "erased",
+    )
+    answer.status_code = 409
+    return answer
+
+
+def resubscribe_notice(subscription: Subscription) -> str:
+    """What a "subscribe again" that started a new double opt-in says: where the link went."""
+    address = mask(subscription.subscriber.email)
+    if subscription.mail is not None:
+        return (
+            f"We sent a confirmation link to {address}. Open it to get the newsletter again; "
+            "nothing arrives until you do."
+        )
+    return (
+        f"A confirmation link went to {address} a little while ago. Open it to get the "
+        "newsletter again; nothing arrives until you do."
     )
