@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from digest.config import GLOSSARY_PATH
+
 if TYPE_CHECKING:
     from digest.config import Settings
     from digest.core.tokens import Purpose
@@ -40,6 +42,11 @@ class Urls:
     def glossary_index(self) -> str:
         """The glossary site's index of every term."""
         return f"{self.site_url}/"
+
+    def own_glossary(self) -> str:
+        """digest's own glossary index, served and built whatever `site_url` says: the pages'
+        navigation links here, so it never leaves digest's site for one it cannot check."""
+        return f"{self.base_url}{GLOSSARY_PATH}/"
 
     def term(self, slug: str) -> str:
         """A term's page on the glossary site."""
