@@ -51,6 +51,8 @@ PAGES = [
     ReaderPage("archive index", "/issues/"),
     ReaderPage("archive issue", f"/issues/{LATEST}"),
     ReaderPage("feed in a browser", "/feed.xml"),
+    ReaderPage("glossary index", "/glossary/"),
+    ReaderPage("glossary term", "/glossary/foundation-model"),
     ReaderPage("weekly mail", content="weekly_mail"),
 ]
 NAMES = [p.name for p in PAGES]
