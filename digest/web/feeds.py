@@ -6,7 +6,6 @@ Last-Modified of the newest issue, and 304 without a body when the reader alread
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from datetime import datetime
@@ -30,7 +29,7 @@ from digest.core.feed import (
 )
 from digest.store import db, issues
 from digest.web.deps import EngineDep, SettingsDep
-from digest.web.limits import GetAlsoHead
+from digest.web.limits import GetAlsoHead, content_policy, script_hash
 
 __all__ = ["router"]
 
@@ -80,16 +79,7 @@ def _stylesheet_policy(settings: Settings) -> str:
     nonce of each response."""
     found = _SCRIPT.search(render_stylesheet(settings))
     script = found.group(1) if found else ""
-    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
-    return (
-        "default-src 'none'; "
-        f"script-src 'self' 'sha256-{digest}'; "
-        "style-src 'unsafe-inline'; "
-        "img-src 'self' https: data:; "
-        "form-action 'self'; "
-        "base-uri 'none'; "
-        "frame-ancestors 'none'"
-    )
+    return content_policy(f"'self' {script_hash(script)}")
 
 
 @router.get("/feed.xml")

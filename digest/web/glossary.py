@@ -7,7 +7,6 @@ nonce in a cached page would be replayed); its one script is allowed by its hash
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
 from fastapi import APIRouter, Request
@@ -21,7 +20,7 @@ from digest.core import glossary_pages
 from digest.model.glossary import Glossary
 from digest.store.terms import read_glossary
 from digest.web.deps import SettingsDep
-from digest.web.limits import GetAlsoHead
+from digest.web.limits import GetAlsoHead, content_policy, script_hash
 
 __all__ = ["GLOSSARY_MAX_AGE", "router"]
 
@@ -46,17 +45,7 @@ def _glossary(settings: Settings) -> Glossary:
 def _index_policy(settings: Settings) -> str:
     """The index's Content-Security-Policy: the app's, with the nonce replaced by the hash of
     the search script, the only script that may run (the JSON-LD block is data, not run)."""
-    script = glossary_pages.search_script(settings).encode("utf-8")
-    digest = base64.b64encode(hashlib.sha256(script).digest()).decode()
-    return (
-        "default-src 'none'; "
-        f"script-src 'sha256-{digest}'; "
-        "style-src 'unsafe-inline'; "
-        "img-src 'self' https: data:; "
-        "form-action 'self'; "
-        "base-uri 'none'; "
-        "frame-ancestors 'none'"
-    )
+    return content_policy(script_hash(glossary_pages.search_script(settings)))
 
 
 def _cacheable(request: Request, html: str, extra: dict[str, str] | None = None) -> Response:
