@@ -7,6 +7,7 @@ the outbox transport), so `digest run` needs no configuration to try out.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from contextvars import ContextVar
 from pathlib import Path
@@ -23,13 +24,30 @@ from pydantic_settings import (
 
 from digest.model.schedule import parse_schedule
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["MIN_CONTRAST", "Settings", "contrast_with_white", "get_settings"]
 
 CONFIG_FILE_ENV = "DIGEST_CONFIG"
 
 # The settings file `get_settings(config_file=...)` names, for the one Settings() it builds: the
 # sources are chosen on the class, so an explicit file reaches them here instead of via os.environ.
 _config_file: ContextVar[Path | None] = ContextVar("digest_config_file", default=None)
+
+
+# WCAG AA's minimum contrast for normal text.
+MIN_CONTRAST = 4.5
+_HEX_COLOUR_RE = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
+
+
+def contrast_with_white(colour: str) -> float:
+    """WCAG 2.x contrast ratio of the `#rrggbb` colour with white (1 to 21).
+
+    Here, not in digest.core.contrast, because settings import nothing of digest: a brand colour
+    that fails is refused when the settings are read, before anything is built with it.
+    """
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
 
 
 class Settings(BaseSettings):
@@ -116,6 +134,15 @@ class Settings(BaseSettings):
     feed_items: int = Field(default=20, ge=1)
     logo_url: str | None = Field(
         default=None, description="absolute URL of the newsletter's logo (the feeds' image)"
+    )
+    # The mail shows the logo at the top, as an image that most inboxes block until the reader
+    # allows it: the alt text stands in for it (default: the newsletter's name).
+    logo_alt: str | None = Field(default=None, description="the logo's alt text in the mail")
+    logo_width: int = Field(default=160, ge=16, le=552, description="the logo's width in px")
+    # The mail's kicker, links and buttons. White button text sits on it and it sits as text
+    # on white, so it must reach WCAG AA's 4.5:1 against white (refused at start-up otherwise).
+    brand_color: str = Field(
+        default="#1d4ed8", description="hex colour of the mail's kicker, links and buttons"
     )
     news_feeds: list[str] = Field(default_factory=list)
     news_items: int = Field(default=5, ge=0)
@@ -231,6 +258,42 @@ class Settings(BaseSettings):
         if value is not None and any(ch in value for ch in "\r\n\0"):
             raise ValueError("line breaks are not allowed: the value goes into mail headers")
         return value
+
+    @field_validator("logo_url")
+    @classmethod
+    def _absolute_logo(cls, value: str | None) -> str | None:
+        # A mail's images must be absolute http(s) URLs (the build's quality gate); said here,
+        # at start-up, instead of by every build.
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an absolute http(s) URL (got {value!r})")
+        return value
+
+    @field_validator("logo_alt")
+    @classmethod
+    def _one_line_alt(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must contain visible text (leave it unset for the newsletter's name)")
+        return value
+
+    @field_validator("brand_color")
+    @classmethod
+    def _readable_brand(cls, value: str) -> str:
+        colour = value.strip().lower()
+        if not _HEX_COLOUR_RE.fullmatch(colour):
+            raise ValueError(f"must be a hex colour like #1d4ed8 (got {value!r})")
+        if len(colour) == 4:
+            colour = "#" + "".join(ch * 2 for ch in colour[1:])
+        ratio = contrast_with_white(colour)
+        if ratio < MIN_CONTRAST:
+            raise ValueError(
+                f"{colour} has {ratio:.2f}:1 contrast with white; the mail's buttons (white text "
+                f"on it) and links (it on white) need at least {MIN_CONTRAST}:1 (WCAG AA): "
+                "choose a darker colour"
+            )
+        return colour
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod
