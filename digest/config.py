@@ -7,6 +7,7 @@ the outbox transport), so `digest run` needs no configuration to try out.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from contextvars import ContextVar
 from pathlib import Path
@@ -28,9 +29,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from digest.model.colour import luminance_ratio, relative_luminance
 from digest.model.schedule import parse_schedule
 
-__all__ = ["GLOSSARY_PATH", "Settings", "get_settings"]
+__all__ = ["GLOSSARY_PATH", "MIN_CONTRAST", "Settings", "get_settings"]
 
 CONFIG_FILE_ENV = "DIGEST_CONFIG"
 # Where digest serves (and `digest build` writes) its own glossary pages, below `base_url`.
@@ -39,6 +41,19 @@ GLOSSARY_PATH = "/glossary"
 # The settings file `get_settings(config_file=...)` names, for the one Settings() it builds: the
 # sources are chosen on the class, so an explicit file reaches them here instead of via os.environ.
 _config_file: ContextVar[Path | None] = ContextVar("digest_config_file", default=None)
+
+
+# WCAG AA's minimum contrast for normal text.
+MIN_CONTRAST = 4.5
+_HEX_COLOUR_RE = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
+
+
+def _contrast_with_white(colour: str) -> float:
+    """WCAG contrast of the `#rrggbb` colour with white: a brand colour that fails is refused
+    when the settings are read, before anything is built with it (the formula is the model's,
+    shared with `digest check`)."""
+    red, green, blue = (int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    return luminance_ratio(relative_luminance(red, green, blue), 1.0)
 
 
 class Settings(BaseSettings):
@@ -132,6 +147,15 @@ class Settings(BaseSettings):
     feed_items: int = Field(default=20, ge=1)
     logo_url: str | None = Field(
         default=None, description="absolute URL of the newsletter's logo (the feeds' image)"
+    )
+    # The mail shows the logo at the top, as an image that most inboxes block until the reader
+    # allows it: the alt text stands in for it (default: the newsletter's name).
+    logo_alt: str | None = Field(default=None, description="the logo's alt text in the mail")
+    logo_width: int = Field(default=160, ge=16, le=552, description="the logo's width in px")
+    # The mail's kicker, links and buttons. White button text sits on it and it sits as text
+    # on white, so it must reach WCAG AA's 4.5:1 against white (refused at start-up otherwise).
+    brand_color: str = Field(
+        default="#1d4ed8", description="hex colour of the mail's kicker, links and buttons"
     )
     news_feeds: list[str] = Field(default_factory=list)
     news_items: int = Field(default=5, ge=0)
@@ -257,6 +281,42 @@ class Settings(BaseSettings):
         if value in (None, "") and "base_url" in info.data:
             return f"{info.data['base_url']}{GLOSSARY_PATH}"
         return value
+
+    @field_validator("logo_url")
+    @classmethod
+    def _absolute_logo(cls, value: str | None) -> str | None:
+        # A mail's images must be absolute http(s) URLs (the build's quality gate); said here,
+        # at start-up, instead of by every build.
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an absolute http(s) URL (got {value!r})")
+        return value
+
+    @field_validator("logo_alt")
+    @classmethod
+    def _one_line_alt(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must contain visible text (leave it unset for the newsletter's name)")
+        return value
+
+    @field_validator("brand_color")
+    @classmethod
+    def _readable_brand(cls, value: str) -> str:
+        colour = value.strip().lower()
+        if not _HEX_COLOUR_RE.fullmatch(colour):
+            raise ValueError(f"must be a hex colour like #1d4ed8 (got {value!r})")
+        if len(colour) == 4:
+            colour = "#" + "".join(ch * 2 for ch in colour[1:])
+        ratio = _contrast_with_white(colour)
+        if ratio < MIN_CONTRAST:
+            raise ValueError(
+                f"{colour} has {ratio:.2f}:1 contrast with white; the mail's buttons (white text "
+                f"on it) and links (it on white) need at least {MIN_CONTRAST}:1 (WCAG AA): "
+                "choose a darker colour"
+            )
+        return colour
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod

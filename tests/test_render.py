@@ -322,7 +322,11 @@ def test_news_section_appears_only_with_news(make_terms):
     without = render_issue(snapshot_of(glossary, "basis", settings), settings)
     with_news = render_issue(snapshot_of(glossary, "basis", settings, news=news), settings)
     assert "In the news" not in without.html and "In the news" not in without.text
-    assert '<a href="https://news.example.org/1?a&amp;b">Big &lt;news&gt;</a>' in with_news.html
+    # The link carries its colour inline (some clients drop <head> styles).
+    assert (
+        '<a href="https://news.example.org/1?a&amp;b" style="color:#1d4ed8;">Big &lt;news&gt;</a>'
+        in with_news.html
+    )
     assert "- Big <news> (Wire)\n  https://news.example.org/1?a&b" in with_news.text
 
 

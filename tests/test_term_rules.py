@@ -204,3 +204,36 @@ def test_an_unclosed_bracket_is_read_as_a_list_and_the_hint_says_quote_it(make_t
     folder = make_terms({"alpha": "---\ntitle: Alpha\nsummary: [unclosed\n---\n## Example\nx\n"})
     [error] = errors_of(folder)
     assert error.endswith("""; hint: quote a value that starts with '[' (summary: "[unclosed")""")
+
+
+# --------------------------------------------------------------------------- word-of-the-day extras
+
+
+def test_pronunciation_and_did_you_know_are_read_when_present(make_terms):
+    extra = (
+        "pronunciation: RAG — rhymes with bag\n"
+        "did_you_know: >-\n  Coined in 2020,\n    folded over\n  lines.\n"
+    )
+    folder = make_terms({"alpha": term_text("Alpha", extra=extra)})
+    term = load_glossary(folder)["alpha"]
+    assert term.pronunciation == "RAG — rhymes with bag"
+    assert term.did_you_know == "Coined in 2020, folded over lines."  # one paragraph, spaced once
+    plain = load_glossary(make_terms({"alpha": term_text("Alpha")}))["alpha"]
+    assert (plain.pronunciation, plain.did_you_know) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ('pronunciation: "a\\nb"\n', "pronunciation: must be one line: line breaks"),
+        ("pronunciation: " + "x" * 81 + "\n", "pronunciation: String should have at most 80"),
+        ("pronunciation: 3\n", "pronunciation: Input should be a valid string (got int)"),
+        ("did_you_know: " + "y " * 201 + "\n", "did_you_know: String should have at most 400"),
+        ("did_you_know: [a]\n", "did_you_know: Input should be a valid string (got list)"),
+        ('did_you_know: "\\u200b"\n', "did_you_know: must contain visible text"),
+    ],
+)
+def test_pronunciation_and_did_you_know_follow_the_text_rules(make_terms, extra, error):
+    folder = make_terms({"alpha": term_text("Alpha", extra=extra)})
+    [found] = errors_of(folder)
+    assert found.startswith(f"alpha.md:13: {error}"), found

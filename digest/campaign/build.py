@@ -19,6 +19,7 @@ from digest.campaign.preflight import check_issue
 from digest.campaign.site import write_glossary_site
 from digest.config import Settings
 from digest.core.checks import QualityError, check_email, check_page
+from digest.core.dates import issue_date
 from digest.core.feed import Feeds, render_feeds
 from digest.core.mails import PLACEHOLDERS, fill_markers
 from digest.core.render import RenderedIssue, archive_index, render_issue
@@ -32,6 +33,7 @@ from digest.model.snapshot import (
     Snapshot,
     SnapshotTerm,
     check_snapshot_version,
+    readable,
 )
 from digest.model.weeks import IsoWeek
 from digest.store.issues import (
@@ -45,6 +47,7 @@ from digest.store.news import NewsItem, fetch_news
 from digest.store.queue import consume, list_queue
 
 __all__ = [
+    "PREVIOUS_ISSUES",
     "BuildOutput",
     "RenderedIssue",
     "build_issue",
@@ -53,6 +56,7 @@ __all__ = [
     "make_snapshot",
     "next_issue_week",
     "preview_issue",
+    "previous_issues",
     "render_issue",
     "sample_markers",
     "write_build",
@@ -69,15 +73,21 @@ class BuildOutput:
 # --------------------------------------------------------------------------- snapshot
 
 
+# How many earlier issues a mail links ("the last three issues").
+PREVIOUS_ISSUES = 3
+
+
 def make_snapshot(
     settings: Settings,
     glossary: Glossary,
     pick: Pick,
     news: Sequence[NewsItem] | Sequence[dict[str, str]] = (),
+    previous: Sequence[IssueRecord] = (),
 ) -> Snapshot:
     """The JSON-able record of everything the issue shows: the featured term, its related
-    concepts, the news and how it was picked. Only the term and its neighbours are touched, so
-    the cost does not grow with the glossary."""
+    concepts, the news, how it was picked and the `previous` issues it links (sent ones,
+    newest first: `previous_issues`). Only the term and its neighbours are touched, so the
+    cost does not grow with the glossary."""
     term = glossary[pick.slug]
     related = related_concepts(glossary, term, settings.related_count)
     urls = Urls.from_settings(settings)
@@ -101,6 +111,10 @@ def make_snapshot(
         frozen["subject"] = term.subject
     if term.preheader is not None:
         frozen["preheader"] = term.preheader
+    if term.pronunciation is not None:
+        frozen["pronunciation"] = term.pronunciation
+    if term.did_you_know is not None:
+        frozen["did_you_know"] = term.did_you_know
     return {
         "version": SNAPSHOT_VERSION,
         "week": str(pick.week),
@@ -116,7 +130,30 @@ def make_snapshot(
         ],
         "news": [n.to_dict() if isinstance(n, NewsItem) else dict(n) for n in news],
         "pick": {"source": pick.source, "note": pick.note},
+        "previous": [
+            {
+                "week": str(record.week),
+                "title": record.snapshot["term"]["title"],
+                "date": issue_date(record.week, settings.schedule, settings.timezone).isoformat(),
+                "url": urls.archive_page(record.week),
+            }
+            for record in previous
+            if record.snapshot
+        ],
     }
+
+
+def previous_issues(engine: Engine, week: IsoWeek) -> list[IssueRecord]:
+    """The last `PREVIOUS_ISSUES` issues sent before `week`, newest first: what its mail links.
+
+    Sent only, like the archive: a built issue that never went out has no page to link. A
+    snapshot this digest cannot read is passed over rather than stopping the build.
+    """
+    sent = list_issues(engine, statuses=["sent"], limit=PREVIOUS_ISSUES)
+    if any(r.week >= week for r in sent):  # building a week older than the newest sent one
+        sent = list_issues(engine, statuses=["sent"])
+    earlier = [r for r in sent if r.week < week and r.snapshot and readable(r)]
+    return earlier[:PREVIOUS_ISSUES]
 
 
 def _choose(engine: Engine, glossary: Glossary, week: IsoWeek) -> tuple[Pick, bool]:
@@ -174,7 +211,7 @@ def build_issue(
     pick, fresh = _choose(engine, glossary, week)
     if news is None:
         news = fetch_news(settings, now)
-    snapshot = make_snapshot(settings, glossary, pick, news)
+    snapshot = make_snapshot(settings, glossary, pick, news, previous_issues(engine, week))
     # An editor's subject and preheader belong to the week, not to one build of it.
     rendered = render_issue(
         snapshot,
@@ -251,7 +288,7 @@ def preview_issue(
         if news is None:
             news = fetch_news(settings, now)
         rendered = render_issue(
-            make_snapshot(settings, glossary, pick, news),
+            make_snapshot(settings, glossary, pick, news, previous_issues(engine, week)),
             settings,
             subject=existing.subject_override if existing else None,
             preheader=existing.preheader_override if existing else None,

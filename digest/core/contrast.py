@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from coloraide import Color as _Color
 
+from digest.model import colour as model_colour
+
 __all__ = [
     "AA_LARGE_TEXT",
     "AA_NORMAL_TEXT",
@@ -99,8 +101,7 @@ def composite(top: Colour, backdrop: Colour) -> Colour:
 
 def relative_luminance(colour: Colour) -> float:
     """WCAG 2.x relative luminance of an opaque colour: 0 for black, 1 for white."""
-    red, green, blue = (_linear(c) for c in (colour.red, colour.green, colour.blue))
-    return 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    return model_colour.relative_luminance(colour.red, colour.green, colour.blue)
 
 
 def contrast_ratio(foreground: Colour, background: Colour) -> float:
@@ -112,8 +113,7 @@ def contrast_ratio(foreground: Colour, background: Colour) -> float:
     if not background.opaque:
         raise ValueError(f"the background {background} is not opaque; composite it first")
     shown = composite(foreground, background)
-    one, other = relative_luminance(shown), relative_luminance(background)
-    return (max(one, other) + 0.05) / (min(one, other) + 0.05)
+    return model_colour.luminance_ratio(relative_luminance(shown), relative_luminance(background))
 
 
 def is_large_text(font_px: float, weight: int) -> bool:
@@ -130,11 +130,6 @@ def format_ratio(ratio: float) -> str:
     """`4.39:1`, cut rather than rounded: WCAG does not round, and a 4.497 shown as 4.50 would
     read as a pass in a failure message."""
     return f"{math.floor(ratio * 100) / 100:.2f}:1"
-
-
-def _linear(channel: float) -> float:
-    # WCAG 2.x's own threshold (0.03928; sRGB's 0.04045 gives the same result for 8-bit values).
-    return channel / 12.92 if channel <= 0.03928 else ((channel + 0.055) / 1.055) ** 2.4
 
 
 def _clamp(value: float) -> float:

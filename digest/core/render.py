@@ -14,6 +14,7 @@ import textwrap
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from markdown_it.tree import SyntaxTreeNode
 from mjml import mjml2html
 
 from digest.config import Settings
+from digest.core.dates import issue_date, long_date
+from digest.core.mail_style import DARK, mail_palette, styled_prose
 from digest.core.mails import PLACEHOLDERS
 from digest.core.urls import Urls
 from digest.model.issue import IssueRecord
@@ -164,9 +167,17 @@ def render_mail(
 
 def base_context(settings: Settings) -> dict[str, Any]:
     """What every page and mail template sees, whatever else it shows: the site's name,
-    language and postal address, its addresses (`urls`, and the common ones by name) and what
-    it counts about readers (`tracking`), which every reader-facing page must say."""
+    language and postal address, its addresses (`urls`, and the common ones by name), what
+    it counts about readers (`tracking`), which every reader-facing page must say, and the
+    mails' look (`palette`, `palette_dark`, `logo`: digest.core.mail_style)."""
     urls = Urls.from_settings(settings)
+    logo = None
+    if settings.logo_url:
+        logo = {
+            "url": settings.logo_url,
+            "alt": settings.logo_alt or settings.newsletter_name,
+            "width": settings.logo_width,
+        }
     return {
         "language": settings.language,
         "newsletter_name": settings.newsletter_name,
@@ -184,6 +195,9 @@ def base_context(settings: Settings) -> dict[str, Any]:
             "opens": settings.track_opens,
             "per_reader": settings.tracking_detail == "per-reader",
         },
+        "palette": mail_palette(settings.brand_color),
+        "palette_dark": DARK,
+        "logo": logo,
     }
 
 
@@ -342,18 +356,27 @@ def _context(
     subject: str | None = None,
     preheader: str | None = None,
 ) -> dict[str, Any]:
-    """What every issue template sees: the frozen snapshot plus the site's addresses."""
+    """What every issue template sees: the frozen snapshot plus the site's addresses, and the
+    issue's calendar date and those of the earlier issues it links in the site's language."""
     week = parse_week(snapshot["week"])
     term = snapshot["term"]
     context = base_context(settings)
     subject, preheader = issue_lines(term, settings, subject=subject, preheader=preheader)
+    day = issue_date(week, settings.schedule, settings.timezone)
     return {
         **context,
         "week": str(week),
         "week_label": f"Week {week.week}, {week.year}",
+        "week_number": week.week,
+        "issue_date": long_date(day, settings.language),
+        "issue_date_iso": day.isoformat(),
         "term": term,
         "related": snapshot.get("related") or [],
         "news": snapshot.get("news") or [],
+        "previous_issues": [
+            {**p, "date_label": long_date(date.fromisoformat(p["date"]), settings.language)}
+            for p in snapshot.get("previous") or []
+        ],
         "subject": subject,
         "preheader": preheader,
         "archive_url": context["urls"].archive_page(week),
@@ -377,6 +400,11 @@ def render_issue(
     context = _context(snapshot, settings, subject=subject, preheader=preheader)
     context["text_sections"] = [
         {"title": s["title"], "text": markdown_to_text(s["markdown"])}
+        for s in context["term"]["sections"]
+    ]
+    # The frozen HTML with the mail's styles on every element (some clients drop <head> styles).
+    context["mail_sections"] = [
+        {"title": s["title"], "html": styled_prose(s["html"], context["palette"])}
         for s in context["term"]["sections"]
     ]
     mjml, html, text = render_mail(settings.templates_dir, "email", context)

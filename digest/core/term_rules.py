@@ -28,7 +28,9 @@ from digest.model.glossary import Alias, Difficulty, GlossaryError, Source, Term
 from digest.model.weeks import parse_week
 
 __all__ = [
+    "DID_YOU_KNOW_MAX_LENGTH",
     "PREHEADER_MAX_LENGTH",
+    "PRONUNCIATION_MAX_LENGTH",
     "SUBJECT_MAX_LENGTH",
     "ParsedTerm",
     "assemble",
@@ -40,6 +42,9 @@ __all__ = [
 # and 100 characters; beyond these it is a paragraph pasted into the wrong field.
 SUBJECT_MAX_LENGTH = 150
 PREHEADER_MAX_LENGTH = 250
+# "RAG — rhymes with bag" is a line, not a paragraph; a "Did you know?" note is a few sentences.
+PRONUNCIATION_MAX_LENGTH = 80
+DID_YOU_KNOW_MAX_LENGTH = 400
 
 # Used with fullmatch: `$` alone also matches before a trailing newline ("nl\n").
 _SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -117,6 +122,17 @@ _Preheader = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=PREHEADER_MAX_LENGTH),
     AfterValidator(_one_line),
 ]
+_Pronunciation = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=PRONUNCIATION_MAX_LENGTH),
+    AfterValidator(_one_line),
+]
+# A paragraph like `definition`: may be folded over several lines in the file.
+_Note = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=DID_YOU_KNOW_MAX_LENGTH),
+    AfterValidator(_paragraph),
+]
 
 
 class _AliasIn(BaseModel):
@@ -165,6 +181,8 @@ class _FrontMatter(BaseModel):
     sources: Annotated[list[_SourceIn], "sources"]
     subject: _Subject | None = None
     preheader: _Preheader | None = None
+    pronunciation: _Pronunciation | None = None
+    did_you_know: _Note | None = None
 
     @field_validator("aliases", mode="before")
     @classmethod
@@ -334,5 +352,7 @@ def parse_term(raw: bytes, path: Path) -> tuple[ParsedTerm | None, list[Glossary
         path=path,
         subject=meta.subject,
         preheader=meta.preheader,
+        pronunciation=meta.pronunciation,
+        did_you_know=None if meta.did_you_know is None else " ".join(meta.did_you_know.split()),
     )
     return parsed, []

@@ -123,6 +123,10 @@ class Term:
     # The term file's own subject line and inbox preview; None: the built-in default.
     subject: str | None = None
     preheader: str | None = None
+    # The Word-of-the-Day extras, shown only when the file has them: how to say the term (an
+    # acronym's "RAG — rhymes with bag") and a short "Did you know?" note.
+    pronunciation: str | None = None
+    did_you_know: str | None = None
 
     @property
     def level(self) -> int:

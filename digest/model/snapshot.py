@@ -13,6 +13,7 @@ from digest.model.weeks import IsoWeek
 
 __all__ = [
     "SNAPSHOT_VERSION",
+    "PreviousIssue",
     "RelatedTerm",
     "Snapshot",
     "SnapshotAlias",
@@ -64,6 +65,9 @@ class SnapshotTerm(TypedDict):
     # version: a snapshot without them renders with the default subject as it always did.
     subject: NotRequired[str]
     preheader: NotRequired[str]
+    # The Word-of-the-Day extras, likewise only when the file has them.
+    pronunciation: NotRequired[str]
+    did_you_know: NotRequired[str]
 
 
 class RelatedTerm(TypedDict):
@@ -71,6 +75,15 @@ class RelatedTerm(TypedDict):
     title: str
     summary: str
     url: str
+
+
+class PreviousIssue(TypedDict):
+    """An issue sent before this one, as the mail lists it ("the last three issues")."""
+
+    week: str  # "2026-W49"
+    title: str
+    date: str  # its calendar date (digest.core.dates.issue_date), ISO: "2026-11-30"
+    url: str  # its archive page
 
 
 class SnapshotPick(TypedDict):
@@ -87,6 +100,9 @@ class Snapshot(TypedDict):
     related: list[RelatedTerm]
     news: list[dict[str, str]]  # NewsItem.to_dict(): title, link, source, published
     pick: SnapshotPick
+    # The last issues sent before this one, newest first, as they were when it was built: the
+    # mail links them. Snapshots from before the list lack the key; their mail has no list.
+    previous: NotRequired[list[PreviousIssue]]
 
 
 class SnapshotVersionError(ValueError):

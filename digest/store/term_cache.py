@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR_NAME = ".digest-cache"
 # The layout of the cache file below; raise it whenever the entry's shape changes.
-FORMAT = 2
+FORMAT = 3
 # What a cache file starts with, then the payload's length and CRC-32 (8 bytes each, little-endian).
 _MAGIC = b"digest term cache\n"
 _HEAD = len(_MAGIC) + 16
@@ -129,6 +129,8 @@ def _encode(parsed: ParsedTerm) -> tuple[Any, ...]:
         tuple([part for s in term.sections for part in (sys.intern(s.title), s.markdown)]),
         term.subject,
         term.preheader,
+        term.pronunciation,
+        term.did_you_know,
         lines,
         links,
     )
@@ -166,7 +168,8 @@ def _decode(
     (and validated) once per load, and the names and links are left for the folder rules to
     derive only if they report something."""
     (title, summary, definition, category, difficulty, year, week, related) = record[:8]
-    (sources, aliases, sections, subject, preheader, lines, links) = record[8:]
+    (sources, aliases, sections, subject, preheader, pronunciation, did_you_know) = record[8:15]
+    (lines, links) = record[15:]
     added = weeks.get((year, week))
     if added is None:
         added = weeks[year, week] = IsoWeek(year, week)
@@ -196,6 +199,8 @@ def _decode(
             "path": path,
             "subject": subject,
             "preheader": preheader,
+            "pronunciation": pronunciation,
+            "did_you_know": did_you_know,
         },
     )
     if lines and type(lines[0]) is tuple:
