@@ -565,3 +565,25 @@ def test_the_index_says_how_many_terms_in_words(make_terms):
     assert "One term so far" in render_index(settings, one)
     two = load_glossary(make_terms({"alpha": term_text("Alpha"), "beta": term_text("Beta")}))
     assert "2 terms explained in plain language, by category." in render_index(settings, two)
+
+
+def test_a_terms_pronunciation_and_did_you_know_show_on_its_page_as_text(make_terms):
+    terms = make_terms(
+        {
+            "rag": term_text(
+                "RAG",
+                extra='pronunciation: "RAG <i>rhymes</i> with bag"\n'
+                'did_you_know: "Coined in 2020 & <b>still</b> used."\n',
+            ),
+            "plain": term_text("Plain", related=["rag"]),
+        }
+    )
+    pages = render_site(Settings(base_url="https://d.example.org"), load_glossary(terms))
+    rag = parse(pages["glossary/rag/index.html"])
+    assert rag.one("p", class_="pronunciation").text == "Pronunciation: RAG <i>rhymes</i> with bag"
+    note = rag.one("aside", class_="note")
+    assert note.one("h2").text == "Did you know?"
+    assert note.one("p").text == "Coined in 2020 & <b>still</b> used."
+    assert not rag.all("i") and not rag.all("b")
+    plain = pages["glossary/plain/index.html"]
+    assert "Pronunciation" not in plain and "Did you know?" not in plain
