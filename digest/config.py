@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -31,8 +32,9 @@ from pydantic_settings import (
 
 from digest.model.colour import luminance_ratio, relative_luminance
 from digest.model.schedule import parse_schedule
+from digest.packaged import available_locales
 
-__all__ = ["GLOSSARY_PATH", "MIN_CONTRAST", "Settings", "get_settings"]
+__all__ = ["GLOSSARY_PATH", "MIN_CONTRAST", "Settings", "get_settings", "language_tag"]
 
 CONFIG_FILE_ENV = "DIGEST_CONFIG"
 # Where digest serves (and `digest build` writes) its own glossary pages, below `base_url`.
@@ -94,7 +96,12 @@ class Settings(BaseSettings):
         description="the glossary site term links point to (default: {base_url}/glossary)",
     )
     newsletter_name: str = "AI Term of the Week"
-    language: str = "en"
+    # The language mails, pages and feeds are written in (a catalogue of digest/locale, see
+    # docs/translating.md), and each reader's default; a reader may choose another one.
+    locale: str = Field(default="", description="the newsletter's language: en or nl")
+    # Its BCP 47 tag (`<html lang>`), derived from `locale`. DIGEST_LANGUAGE, the setting's
+    # old name, still sets the locale when DIGEST_LOCALE is not given.
+    language: str = ""
 
     # Sender identity
     sender_email: str = "digest@example.com"
@@ -325,6 +332,26 @@ class Settings(BaseSettings):
             raise ValueError(f"must be an absolute http(s) URL (got {value!r})")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _known_locale(self) -> Settings:
+        chosen = (self.locale or self.language or "en").strip().replace("-", "_")
+        if chosen not in available_locales():
+            raise ValueError(
+                f"DIGEST_LOCALE: there is no catalogue for {chosen!r}; available: "
+                f"{', '.join(available_locales())} (docs/translating.md says how to add one)"
+            )
+        self.locale, self.language = chosen, language_tag(chosen)
+        return self
+
+    def for_locale(self, locale: str | None) -> Settings:
+        """These settings written in `locale` (None: as they are): what a rendition in a
+        reader's language renders with, so every template and helper sees that locale."""
+        if locale is None or locale == self.locale:
+            return self
+        if locale not in available_locales():
+            raise ValueError(f"there is no catalogue for {locale!r}")
+        return self.model_copy(update={"locale": locale, "language": language_tag(locale)})
+
     def signing_key(self) -> str:
         """The key tokens are signed with.
 
@@ -373,6 +400,11 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+def language_tag(locale: str) -> str:
+    """A gettext locale name as a BCP 47 language tag (`pt_BR` → `pt-BR`), for `lang=`."""
+    return locale.replace("_", "-")
 
 
 class _ProcessSettings:

@@ -1,4 +1,4 @@
-"""The folders that ship inside digest: the default theme and the starter glossary.
+"""The folders that ship inside digest: the default theme, the starter glossary, the catalogues.
 
 A leaf module (it imports nothing of digest), so the renderer and `digest init` both find them
 without one depending on the other. In a wheel they are `digest/theme` and `digest/starter`;
@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["default_theme_dir", "starter_terms_dir"]
+__all__ = ["available_locales", "default_theme_dir", "locale_dir", "starter_terms_dir"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -38,3 +38,20 @@ def default_theme_dir() -> Path:
 def starter_terms_dir() -> Path:
     """The starter glossary `digest init` copies its first terms from."""
     return _packaged("starter", "terms", "starter glossary")
+
+
+# The language the templates and code are written in: it needs no catalogue to be available.
+SOURCE_LOCALE = "en"
+
+
+def locale_dir() -> Path:
+    """The gettext catalogues, `<locale>/LC_MESSAGES/messages.po` (docs/translating.md)."""
+    return _PACKAGE / "locale"
+
+
+@lru_cache(maxsize=1)
+def available_locales() -> tuple[str, ...]:
+    """Every locale digest can write in: the source language and each shipped catalogue, sorted.
+    Here, below the settings, so `DIGEST_LOCALE` is checked against it when settings are read."""
+    found = {p.parent.parent.name for p in locale_dir().glob("*/LC_MESSAGES/messages.po")}
+    return tuple(sorted(found | {SOURCE_LOCALE}))

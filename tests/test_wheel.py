@@ -92,6 +92,18 @@ def test_the_wheel_carries_the_migrations(names):
     assert in_wheel(names, "digest/store/migrations") == migrations
 
 
+def test_the_wheel_carries_every_catalogue(names):
+    # Each language is a package line in pyproject.toml (docs/translating.md): one forgotten
+    # there would leave its readers in English on an installed digest.
+    catalogues = files_under(REPO / "digest" / "locale")
+    assert {
+        "messages.pot",
+        "en/LC_MESSAGES/messages.po",
+        "nl/LC_MESSAGES/messages.po",
+    } <= catalogues
+    assert in_wheel(names, "digest/locale") == catalogues
+
+
 def test_the_wheel_carries_every_module_of_the_package(names):
     # pyproject.toml lists the packages by hand (a mapped folder rules out packages.find):
     # a new subpackage missing from that list fails here instead of on a user's machine.

@@ -1,6 +1,6 @@
 """The feeds of past issues — RSS 2.0, Atom 1.0 and JSON Feed 1.1 — from their frozen snapshots.
 
-Pure: issue records and `now` in, text out. The items are gathered once (`feed_channel`) and
+Pure: issue records and `now` in, text out, in the newsletter's language (`settings.locale`). The items are gathered once (`feed_channel`) and
 written in each format: RSS and Atom by autoescaped Jinja2 templates, JSON Feed by orjson, so
 every value is escaped by a serializer and never by string building.
 """
@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from digest.config import Settings
+from digest.core.i18n import translations
 from digest.core.render import base_context, render_article, render_template
 from digest.core.urls import Urls
 from digest.model.issue import IssueRecord
@@ -143,10 +144,11 @@ def feed_channel(settings: Settings, records: Sequence[IssueRecord]) -> Channel:
         settings=settings,
         urls=urls,
         title=name,
-        description=(
-            f"{name}: one AI term explained every week — what it means, why it matters, how it "
-            "works, and related concepts."
-        ),
+        description=translations(settings.locale).gettext(
+            "%(name)s: one AI term explained every week — what it means, why it matters, how "
+            "it works, and related concepts."
+        )
+        % {"name": name},
         updated=max((item.published for item in items), default=None),
         items=tuple(items),
     )

@@ -24,7 +24,8 @@ from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 from mjml import mjml2html
 
-from digest.config import Settings
+from digest.config import Settings, language_tag
+from digest.core import i18n
 from digest.core.dates import issue_date, long_date
 from digest.core.mail_style import DARK, mail_palette, styled_prose
 from digest.core.mails import PLACEHOLDERS
@@ -100,7 +101,7 @@ def environment(templates_dir: Path) -> jinja2.Environment:
 
 @lru_cache(maxsize=8)
 def _environment(roots: tuple[Path, ...]) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         # A FileSystemLoader over several folders is Jinja's ChoiceLoader of one loader per
         # folder: `{% extends %}` and `{% include %}` resolve the same way, so an override of
         # `base.mjml.j2` frames the theme's `email.mjml.j2`.
@@ -113,7 +114,35 @@ def _environment(roots: tuple[Path, ...]) -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    # One environment for every language: `_()` and `{% trans %}` look the locale up in the
+    # context being rendered (`base_context` puts it there), so each template is compiled once
+    # and a mail in Dutch and one in English share it. Newstyle: `{{ _("%(n)s issues", n=3) }}`
+    # formats and autoescapes its values; trimmed: a `{% trans %}` spread over lines is one
+    # sentence in the catalogue (babel.cfg extracts with the same policy).
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_gettext_callables(  # type: ignore[attr-defined]  # added by the extension
+        _context_gettext, _context_ngettext, newstyle=True
+    )
+    return env
+
+
+@jinja2.pass_context
+def _context_gettext(context: jinja2.runtime.Context, message: str) -> str:
+    return i18n.translations(_locale_of(context)).gettext(message)
+
+
+@jinja2.pass_context
+def _context_ngettext(context: jinja2.runtime.Context, singular: str, plural: str, n: int) -> str:
+    return i18n.translations(_locale_of(context)).ngettext(singular, plural, n)
+
+
+def _locale_of(context: jinja2.runtime.Context) -> str:
+    """The locale a template renders in: its context's `locale`; the source language for a
+    context that names none (a template rendered outside `base_context`)."""
+    locale = context.get("locale")
+    return locale if isinstance(locale, str) and locale else i18n.SOURCE_LOCALE
 
 
 def mjml_to_html(mjml: str, template: str) -> str:
@@ -128,8 +157,19 @@ def mjml_to_html(mjml: str, template: str) -> str:
         raise RenderError(f"{template}: invalid MJML: {exc}") from exc
 
 
-def render_template(templates_dir: Path, name: str, context: Mapping[str, object]) -> str:
-    """Render `name`; any template error becomes a RenderError naming the template and line."""
+def render_template(
+    templates_dir: Path,
+    name: str,
+    context: Mapping[str, object],
+    *,
+    locale: str | None = None,
+) -> str:
+    """Render `name`; any template error becomes a RenderError naming the template and line.
+
+    Its fixed strings are in the context's `locale` (`base_context`'s), or in `locale` when
+    given, which also sets the context's `language` to match."""
+    if locale is not None:
+        context = {**context, "locale": locale, "language": language_tag(locale)}
     try:
         return environment(templates_dir).get_template(name).render(**context)
     except jinja2.TemplateError as exc:
@@ -153,23 +193,30 @@ def _where(exc: jinja2.TemplateError, templates_dir: Path, name: str) -> str:
 
 
 def render_mail(
-    templates_dir: Path, name: str, context: Mapping[str, object]
+    templates_dir: Path,
+    name: str,
+    context: Mapping[str, object],
+    *,
+    locale: str | None = None,
 ) -> tuple[str, str, str]:
-    """(mjml, html, text) of the mail `name`: `<name>.mjml.j2` and `<name>.txt.j2`."""
-    mjml = render_template(templates_dir, f"{name}.mjml.j2", context)
+    """(mjml, html, text) of the mail `name`: `<name>.mjml.j2` and `<name>.txt.j2`, in the
+    context's locale or `locale` (as `render_template`)."""
+    mjml = render_template(templates_dir, f"{name}.mjml.j2", context, locale=locale)
     html = mjml_to_html(mjml, f"{name}.mjml.j2")
-    text = render_template(templates_dir, f"{name}.txt.j2", context)
+    text = render_template(templates_dir, f"{name}.txt.j2", context, locale=locale)
     return mjml, html, text
 
 
 # --------------------------------------------------------------------------- context and lines
 
 
-def base_context(settings: Settings) -> dict[str, Any]:
-    """What every page and mail template sees, whatever else it shows: the site's name,
-    language and postal address, its addresses (`urls`, and the common ones by name), what
-    it counts about readers (`tracking`), which every reader-facing page must say, and the
-    mails' look (`palette`, `palette_dark`, `logo`: digest.core.mail_style)."""
+def base_context(settings: Settings, locale: str | None = None) -> dict[str, Any]:
+    """What every page and mail template sees, whatever else it shows: the site's name, its
+    `locale` (the catalogue its strings come from: `locale`, else the setting) and `language`
+    (that locale's tag, for `lang=`) and postal address, its addresses (`urls`, and the common
+    ones by name), what it counts about readers (`tracking`), which every reader-facing page
+    must say, and the mails' look (`palette`, `palette_dark`, `logo`: digest.core.mail_style)."""
+    settings = settings.for_locale(locale)
     urls = Urls.from_settings(settings)
     logo = None
     if settings.logo_url:
@@ -179,6 +226,7 @@ def base_context(settings: Settings) -> dict[str, Any]:
             "width": settings.logo_width,
         }
     return {
+        "locale": settings.locale,
         "language": settings.language,
         "newsletter_name": settings.newsletter_name,
         "postal_address": settings.postal_address,
@@ -391,12 +439,16 @@ def render_issue(
     *,
     subject: str | None = None,
     preheader: str | None = None,
+    locale: str | None = None,
 ) -> RenderedIssue:
     """Render one issue from its snapshot: email (MJML and HTML), plain text and archive page.
 
     `subject` / `preheader` are an editor's overrides for this issue (`issue_lines`); the
     preheader is part of the HTML, so an override means a new render, not a new column value.
+    `locale`: the rendition's language (None: the newsletter's, `settings.locale`); everything
+    below renders with settings in that locale, so every date and string follows it.
     """
+    settings = settings.for_locale(locale)
     context = _context(snapshot, settings, subject=subject, preheader=preheader)
     context["text_sections"] = [
         {"title": s["title"], "text": markdown_to_text(s["markdown"])}

@@ -162,6 +162,8 @@ class Subscriber:
     updated_at: datetime
     # Said no to click/open tracking (DIGEST_TRACK_*): their mails carry none.
     tracking_opt_out: bool = False
+    # The language they chose (a locale digest has a catalogue for); None: the newsletter's.
+    language: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Subscriber:

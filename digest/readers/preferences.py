@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from digest.config import Settings
+from digest.core.i18n import available_locales
 from digest.core.mails import Message
 from digest.core.reader_input import clean_name, clean_timezone
 from digest.core.reader_mails import welcome_message
@@ -22,11 +23,13 @@ from digest.delivery import send_one_off
 from digest.delivery.personalise import subscriber_recipient
 from digest.model.subscriber import PAUSABLE, InvalidSubscriber, Subscriber
 from digest.readers.latest import latest_issue
+from digest.store import reader_language
 from digest.store import subscribers as store
 from digest.store.deliveries import reader_log
 
 __all__ = [
     "MAX_PAUSE_WEEKS",
+    "choose_language",
     "erase_data",
     "export_data",
     "pause",
@@ -126,6 +129,17 @@ def set_tracking(engine: Engine, subscriber_id: int, *, allow: bool, now: dateti
     sent keeps its links (they still redirect), but a click on it is the reader's own.
     """
     return _still_there(store.set_tracking_opt_out(engine, subscriber_id, not allow, now=now))
+
+
+def choose_language(
+    engine: Engine, subscriber_id: int, language: str, *, now: datetime
+) -> Subscriber:
+    """Read the issues built from now on in `language` (a locale digest has; empty: the
+    newsletter's own). Raises `InvalidSubscriber` for one it has no catalogue for."""
+    chosen = language.strip() or None
+    if chosen is not None and chosen not in available_locales():
+        raise InvalidSubscriber("language", f"choose one of {', '.join(available_locales())}")
+    return _still_there(reader_language.set_language(engine, subscriber_id, chosen, now=now))
 
 
 def unsubscribe(engine: Engine, subscriber_id: int, *, now: datetime) -> Subscriber | None:

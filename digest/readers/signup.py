@@ -21,6 +21,7 @@ from digest.core.tokens import BadToken, Purpose, read_token
 from digest.core.zones import canonical_zone
 from digest.delivery import send_one_off
 from digest.model.subscriber import InvalidSubscriber, Subscriber
+from digest.store import reader_language
 from digest.store import subscribers as store
 
 __all__ = [
@@ -84,6 +85,7 @@ def subscribe(
     source: str = "web",
     now: datetime,
     send: bool = True,
+    language: str | None = None,
 ) -> Subscription:
     """Start (or restart) a double opt-in for `email`.
 
@@ -92,7 +94,8 @@ def subscribe(
     complained addresses are left exactly as they are. The confirmation mail is rendered in
     every case, so the caller's answer takes the same work whether or not the address is known.
     With `send=False` the caller sends `Subscription.mail` itself (the web service does, after
-    answering) through `send_confirmation`.
+    answering) through `send_confirmation`. `language`: the browser's (`accepted_locale`), kept
+    for a reader who has chosen none when it is not the newsletter's own.
     """
     address = normalise_email(email)
     name = clean_name(name)
@@ -106,6 +109,8 @@ def subscribe(
         engine, settings, address, name=name, timezone=zone, source=source, now=now
     )
     subscriber = opt_in.subscriber
+    if language is not None and language != settings.locale and subscriber.language is None:
+        reader_language.adopt_language(engine, subscriber.id, language)
     mail = confirmation_mail(
         settings, subscriber, confirm_url(settings, subscriber.id, subscriber.email)
     )

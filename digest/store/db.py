@@ -44,6 +44,7 @@ __all__ = [
     "editors",
     "engagement",
     "events",
+    "issue_renditions",
     "issues",
     "make_engine",
     "metadata",
@@ -113,6 +114,8 @@ subscribers = Table(
     # their mails carry no rewritten link and no pixel.
     Column("tracking_opt_out", Boolean, nullable=False, default=False, server_default=false()),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # The language the reader chose (a locale of digest/locale); NULL: the newsletter's own.
+    Column("language", String(16)),
 )
 
 issues = Table(
@@ -183,12 +186,29 @@ deliveries = Table(
     Column("sent_at", UTCDateTime()),
     # The sender that claimed the row (a `send_crew` token): whose batch it is while in flight.
     Column("claimed_by", String(64)),
+    # The rendition the reader was claimed for (`issue_renditions.locale`); NULL: the issue's
+    # own. One batch is one language: a resumed batch sends what it was claimed with.
+    Column("locale", String(16)),
     UniqueConstraint("issue_id", "subscriber_id"),
     Index(None, "issue_id", "status"),
     # Recording a batch as sent updates by (issue, batch): without this index SQLite's planner
     # may pick a full scan once statistics exist (after an ANALYZE).
     Index(None, "issue_id", "batch"),
     Index(None, "subscriber_id"),
+)
+
+# An issue's mail in each other language its readers chose (the issue row holds the
+# newsletter's own), built and rebuilt with it; frozen, like the issue, once sending starts.
+issue_renditions = Table(
+    "issue_renditions",
+    metadata,
+    Column("issue_id", Id, ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    Column("locale", String(16), primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("preheader", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("archive_html", Text),
 )
 
 # The processes sending an issue together (shared sends on PostgreSQL; one at a time on
@@ -328,7 +348,7 @@ def _alembic_config(engine: Engine) -> Config:
 # says it is here, `upgrade` answers from one SELECT instead of importing Alembic and reading
 # its scripts (~0.2 s of every command). tests/test_db.py fails when a migration is added and
 # this is not moved with it.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.config import Settings
-from digest.core import reader_times, render
+from digest.core import i18n, reader_times, render
 from digest.core.tokens import BadToken
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.model.weeks import parse_week
@@ -104,6 +104,7 @@ async def subscribe(
                 source="web",
                 now=db.utcnow(),
                 send=False,
+                language=i18n.accepted_locale(request.headers.get("accept-language")),
             )
         )
     except InvalidSubscriber as exc:

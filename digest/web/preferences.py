@@ -14,7 +14,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from digest.config import Settings
-from digest.core import reader_times, zones
+from digest.core import i18n, reader_times, zones
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.readers import preferences, signup
 from digest.store import db
@@ -137,6 +137,24 @@ def preferences_tracking(
     return _preferences(request, settings, token, saved, notice=_TRACKING_CHOICES[tracking])
 
 
+@router.post("/preferences/{token}/language", response_class=HTMLResponse)
+def preferences_language(
+    request: Request,
+    token: str,
+    settings: SettingsDep,
+    engine: EngineDep,
+    found: _Reader,
+    language: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        saved = preferences.choose_language(engine, found.id, language, now=db.utcnow())
+    except InvalidSubscriber as exc:
+        return _preferences(request, settings, token, found, error=invalid_message(exc))
+    names = dict(i18n.locale_choices())
+    notice = f"Saved: the next issues come in {names[saved.language or settings.locale]}."
+    return _preferences(request, settings, token, saved, notice=notice)
+
+
 @router.post("/preferences/{token}/unsubscribe", response_class=HTMLResponse)
 def preferences_unsubscribe(
     request: Request, token: str, settings: SettingsDep, engine: EngineDep, found: _Reader
@@ -239,6 +257,10 @@ def _preferences(
         paused_until=reader_times.pause_end(settings, subscriber, now),
         max_pause=preferences.MAX_PAUSE_WEEKS,
         undo_possible=signup.undo_possible(subscriber, now),
+        # The language picker: each language in its own name (digest.core.i18n).
+        languages=i18n.locale_choices(),
+        reader_language=subscriber.language or "",
+        default_language=dict(i18n.locale_choices())[settings.locale],
         action=_action(request, token),
         notice=notice,
         error=error,
