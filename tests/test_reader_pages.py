@@ -358,7 +358,10 @@ def options(html: str) -> list[tuple[str, str, str]]:
 
 
 def selected(html: str) -> str:
-    found = re.findall(r'<option value="([^"]*)" selected>', html)
+    """The time-zone select's chosen value (the page has other selects: the language)."""
+    picker = re.search(r'<select id="timezone".*?</select>', html, re.S)
+    assert picker is not None
+    found = re.findall(r'<option value="([^"]*)" selected>', picker.group(0))
     assert len(found) == 1, found
     return str(found[0])
 
