@@ -1,4 +1,4 @@
-"""The public pages: subscribe form, confirm and unsubscribe links, archive (feeds: web.feeds).
+"""The public pages: subscribe form, confirm and unsubscribe links (archive, feeds: own modules).
 
 Safe against mail scanners and curious clients: no GET (or HEAD) changes anything, token links
 answer with a button (POST), and subscribe answers the same whether or not an address is known.
@@ -17,15 +17,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from limits import RateLimitItemPerMinute
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.config import Settings
-from digest.core import render
 from digest.core.tokens import BadToken
 from digest.model.subscriber import InvalidSubscriber, Subscriber
-from digest.model.weeks import parse_week
 from digest.readers import preferences, signup
-from digest.store import db, issues
+from digest.store import db
 from digest.web.deps import EngineDep, SettingsDep, token_reader
 from digest.web.forms import (
     form_fields,
@@ -195,24 +192,6 @@ def unsubscribe(request: Request, token: str, settings: SettingsDep, engine: Eng
     except BadToken as exc:
         return bad_link(request, settings, str(exc))
     return message(request, settings, "You are unsubscribed", UNSUBSCRIBED)
-
-
-@router.get("/issues/", response_class=HTMLResponse)
-def archive_index(settings: SettingsDep, engine: EngineDep) -> Response:
-    records = issues.list_issues(engine, statuses=["sent"])
-    return HTMLResponse(render.archive_index(settings, records))
-
-
-@router.get("/issues/{week}", response_class=HTMLResponse)
-def archive_page(week: str, settings: SettingsDep, engine: EngineDep) -> Response:
-    try:
-        iso_week = parse_week(week)
-    except ValueError:
-        raise StarletteHTTPException(404) from None
-    record = issues.get_issue(engine, iso_week)
-    if record is None or record.status != "sent":
-        raise StarletteHTTPException(404)
-    return HTMLResponse(render.archive_page(settings, record))
 
 
 async def _send_confirmation(
