@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 from digest.config import Settings
+from digest.core.archive import archive_index, archive_page
 from digest.core.mails import PLACEHOLDERS
 from digest.core.render import (
     RenderError,
-    archive_index,
-    archive_page,
     markdown_to_text,
     render_issue,
     subject_line,
@@ -358,15 +357,20 @@ def test_template_typo_is_reported_with_template_and_line(tmp_path, make_terms):
 # --------------------------------------------------------------------------- archive
 
 
-def test_archive_page_serves_what_was_stored(tricky):
-    settings, snapshot, _rendered = tricky
-    record = record_of(snapshot, archive_html="<!doctype html><p>as sent</p>")
-    assert archive_page(settings, record) == "<!doctype html><p>as sent</p>"
-
-
-def test_archive_page_is_rendered_from_the_snapshot_when_not_stored(tricky):
+def test_archive_page_is_rendered_from_the_frozen_snapshot_not_the_stored_page(tricky):
+    # The page shows what its build could not know (its neighbours, the quiz answer), so it is
+    # rendered from the snapshot each time; the stored page is the build's, for its checks.
     settings, snapshot, rendered = tricky
-    assert archive_page(settings, record_of(snapshot)) == rendered.archive_html
+    record = record_of(snapshot, archive_html="<!doctype html><p>as stored</p>")
+    page = archive_page(settings, record)
+    assert "as stored" not in page
+    assert page.startswith('<!doctype html>\n<html lang="en">')
+    for part in (
+        "A café term: &lt;i&gt;not italic&lt;/i&gt;",
+        "Why it matters",
+        "Basis &amp; Base",
+    ):
+        assert part in page and part in rendered.archive_html
 
 
 def test_archive_page_of_an_issue_without_content_is_an_error(tricky):
@@ -383,7 +387,9 @@ def test_archive_index_lists_issues_in_the_given_order(make_terms):
     html = archive_index(settings, [newer, older])
     assert html.index("issues/2026-W48") < html.index("issues/2026-W47")
     assert "<strong>Basis &amp; Base</strong></a> — A &lt;plain&gt; neighbour." in html
-    assert "Week 47, 2026" in html
+    # Calendar dates, the first day the schedule ("mon 09:00") sends in each week.
+    assert '<time datetime="2026-11-16">November 16, 2026</time>' in html
+    assert '<time datetime="2026-11-23">November 23, 2026</time>' in html
     for marker in PLACEHOLDERS.values():
         assert marker not in html
 

@@ -28,9 +28,10 @@ from sqlalchemy import Engine, select
 
 from digest.campaign.build import build_issue
 from digest.config import Settings, get_settings
+from digest.core.archive import archive_page
 from digest.core.feed import render_feed
 from digest.core.mails import Message, Recipient
-from digest.core.render import archive_page, subject_line
+from digest.core.render import subject_line
 from digest.core.tokens import make_token
 from digest.delivery import make_transport
 from digest.delivery.outbox import OutboxTransport
@@ -208,8 +209,9 @@ def test_markup_in_term_files_stays_text_in_the_feed(client, engine, settings, h
     assert_inert(item.findtext("description") or "")
 
 
-def test_the_stored_archive_html_is_what_the_page_serves(settings, hostile_issue):
-    assert archive_page(settings, hostile_issue) == hostile_issue.archive_html
+def test_the_archive_page_and_the_stored_one_are_both_inert(settings, hostile_issue):
+    # The page is rendered from the snapshot at each request; the stored one is the build's.
+    assert_inert(archive_page(settings, hostile_issue))
     assert_inert(hostile_issue.archive_html)
 
 

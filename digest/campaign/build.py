@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,11 +18,13 @@ from sqlalchemy import Engine
 from digest.campaign.preflight import check_issue
 from digest.campaign.site import write_glossary_site
 from digest.config import Settings
+from digest.core.archive import archive_index, archive_pages
 from digest.core.checks import QualityError, check_email, check_page
 from digest.core.dates import issue_date
 from digest.core.feed import Feeds, render_feeds
 from digest.core.mails import PLACEHOLDERS, fill_markers
-from digest.core.render import RenderedIssue, archive_index, render_issue
+from digest.core.quiz import make_quiz
+from digest.core.render import RenderedIssue, render_issue
 from digest.core.selection import Pick, PickSource, pick_featured, related_concepts
 from digest.core.tracking import tracked_links
 from digest.core.urls import Urls
@@ -36,6 +38,7 @@ from digest.model.snapshot import (
     readable,
 )
 from digest.model.weeks import IsoWeek
+from digest.store.archive import PUBLIC_STATES, last_issue_out
 from digest.store.issues import (
     InvalidTransition,
     featured_history,
@@ -83,11 +86,15 @@ def make_snapshot(
     pick: Pick,
     news: Sequence[NewsItem] | Sequence[dict[str, str]] = (),
     previous: Sequence[IssueRecord] = (),
+    *,
+    last_week: tuple[IsoWeek, str] | None = None,
 ) -> Snapshot:
     """The JSON-able record of everything the issue shows: the featured term, its related
-    concepts, the news, how it was picked and the `previous` issues it links (sent ones,
-    newest first: `previous_issues`). Only the term and its neighbours are touched, so the
-    cost does not grow with the glossary."""
+    concepts, the news, how it was picked, the `previous` issues it links (sent ones, newest
+    first: `previous_issues`) and its quiz, which asks about `last_week`'s term ((week, slug)
+    of the latest issue out before this one: `store.archive.last_issue_out`). Only the term and
+    its neighbours are touched, so the cost does not grow with the glossary (the quiz's wrong
+    answers read the term's category)."""
     term = glossary[pick.slug]
     related = related_concepts(glossary, term, settings.related_count)
     urls = Urls.from_settings(settings)
@@ -115,7 +122,7 @@ def make_snapshot(
         frozen["pronunciation"] = term.pronunciation
     if term.did_you_know is not None:
         frozen["did_you_know"] = term.did_you_know
-    return {
+    snapshot: Snapshot = {
         "version": SNAPSHOT_VERSION,
         "week": str(pick.week),
         "term": frozen,
@@ -141,6 +148,10 @@ def make_snapshot(
             if record.snapshot
         ],
     }
+    quiz = make_quiz(glossary, pick.week, term, related, last_week, urls)
+    if quiz is not None:
+        snapshot["quiz"] = quiz
+    return snapshot
 
 
 def previous_issues(engine: Engine, week: IsoWeek) -> list[IssueRecord]:
@@ -211,7 +222,14 @@ def build_issue(
     pick, fresh = _choose(engine, glossary, week)
     if news is None:
         news = fetch_news(settings, now)
-    snapshot = make_snapshot(settings, glossary, pick, news, previous_issues(engine, week))
+    snapshot = make_snapshot(
+        settings,
+        glossary,
+        pick,
+        news,
+        previous_issues(engine, week),
+        last_week=last_issue_out(engine, week),
+    )
     # An editor's subject and preheader belong to the week, not to one build of it.
     rendered = render_issue(
         snapshot,
@@ -288,7 +306,14 @@ def preview_issue(
         if news is None:
             news = fetch_news(settings, now)
         rendered = render_issue(
-            make_snapshot(settings, glossary, pick, news, previous_issues(engine, week)),
+            make_snapshot(
+                settings,
+                glossary,
+                pick,
+                news,
+                previous_issues(engine, week),
+                last_week=last_issue_out(engine, week),
+            ),
             settings,
             subject=existing.subject_override if existing else None,
             preheader=existing.preheader_override if existing else None,
@@ -332,14 +357,18 @@ def write_build(
     settings: Settings,
     feeds: Feeds | None = None,
     archive_index_html: str | None = None,
+    pages: Mapping[IsoWeek, str] | None = None,
 ) -> list[Path]:
     """Write the issue's files under `out_dir`; return their paths.
 
     email.html, email.txt, email.mjml, issues/<week>/index.html, and when given the feeds
-    (feed.xml, feed.atom, feed.json and the browser view's feed.xsl) and issues/index.html. The mail is written as a sample reader gets it (`sample_markers`), so
-    the file works when opened in a browser; the stored issue keeps its markers for the send,
-    and email.mjml, the template's output, keeps them too. Each file is replaced atomically,
-    so a web server reading the folder never sees half a file.
+    (feed.xml, feed.atom, feed.json and the browser view's feed.xsl), issues/index.html and
+    `pages`: every public issue's page by week (`core.archive.archive_pages`), which replace
+    the issue's own stored one, so each links its neighbours as they are now. The mail is
+    written as a sample reader gets it (`sample_markers`), so the file works when opened in a
+    browser; the stored issue keeps its markers for the send, and email.mjml, the template's
+    output, keeps them too. Each file is replaced atomically, so a web server reading the
+    folder never sees half a file.
     """
     sample = sample_markers(settings)
     files: dict[str, str | bytes] = {
@@ -355,6 +384,8 @@ def write_build(
         files["feed.xsl"] = feeds.stylesheet
     if archive_index_html is not None:
         files["issues/index.html"] = archive_index_html
+    for week, page in (pages or {}).items():
+        files[f"issues/{week}/index.html"] = page
     written: list[Path] = []
     for name, content in files.items():
         path = Path(out_dir) / name
@@ -388,14 +419,16 @@ def build_site(
 ) -> BuildOutput:
     """`digest build`: build (or reuse) `week`'s issue and write it with the feeds and archive.
 
-    The feeds and the archive index list the sent issues plus this one, newest first. An issue
+    The feeds list the sent issues plus this one, newest first; the archive index and pages
+    every public issue (`store.archive.PUBLIC_STATES`: its send has started) plus this one, and
+    every one of those pages is written again, so previous/next stay right. An issue
     whose send has not started is then checked as `digest send` will check it
     (`preflight.check_issue`): with any problem, `QualityError` lists them all and no files are
     written; the issue stays stored as built, and the send refuses it until they are fixed.
-    A stored snapshot this digest cannot read raises `SnapshotVersionError`; a sent one in the
-    feed does so before anything is built.
+    A stored snapshot this digest cannot read raises `SnapshotVersionError`; a public one does
+    so before anything is built.
     """
-    public = {r.week: r for r in list_issues(engine, statuses=["sent"])}
+    public = {r.week: r for r in list_issues(engine, statuses=PUBLIC_STATES)}
     for other in public.values():
         if other.week != week:
             check_snapshot_version(other)
@@ -410,12 +443,14 @@ def build_site(
     rendered = _rendered_from(record, settings)
     public[record.week] = record
     records = sorted(public.values(), key=lambda r: r.week, reverse=True)
+    in_feed = [r for r in records if r.status == "sent" or r.week == week]
     files = write_build(
         out_dir,
         rendered,
         settings,
-        feeds=render_feeds(settings, records, now),
+        feeds=render_feeds(settings, in_feed, now),
         archive_index_html=archive_index(settings, records),
+        pages=archive_pages(settings, records),
     )
     files += write_glossary_site(out_dir, settings, glossary)
     return BuildOutput(record=record, rendered=rendered, files=files)

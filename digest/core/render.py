@@ -30,7 +30,6 @@ from digest.core.dates import issue_date, long_date
 from digest.core.mail_style import DARK, mail_palette, styled_prose
 from digest.core.mails import PLACEHOLDERS
 from digest.core.urls import Urls
-from digest.model.issue import IssueRecord
 from digest.model.snapshot import Snapshot, SnapshotTerm
 from digest.model.weeks import IsoWeek, parse_week
 from digest.packaged import default_theme_dir
@@ -38,10 +37,9 @@ from digest.packaged import default_theme_dir
 __all__ = [
     "RenderError",
     "RenderedIssue",
-    "archive_index",
-    "archive_page",
     "base_context",
     "environment",
+    "issue_context",
     "issue_lines",
     "markdown_to_text",
     "mjml_to_html",
@@ -427,6 +425,7 @@ def _context(
         ],
         "subject": subject,
         "preheader": preheader,
+        "quiz": snapshot.get("quiz"),
         "archive_url": context["urls"].archive_page(week),
         "unsubscribe_url": PLACEHOLDERS["unsubscribe_url"],
         "preferences_url": PLACEHOLDERS["preferences_url"],
@@ -481,30 +480,7 @@ def render_article(snapshot: Snapshot, settings: Settings, *, with_title: bool =
     return render_template(settings.templates_dir, "archive/_article.html.j2", context)
 
 
-def archive_page(settings: Settings, record: IssueRecord) -> str:
-    """The public page of one issue: what was stored when it was built, or re-rendered from its
-    frozen snapshot (never from the current glossary, so the archive shows what went out)."""
-    if record.archive_html:
-        return record.archive_html
-    if not record.snapshot:
-        raise RenderError(f"issue {record.week} has no content yet (status {record.status})")
-    return render_issue(record.snapshot, settings).archive_html
-
-
-def archive_index(settings: Settings, records: Sequence[IssueRecord]) -> str:
-    """The archive's list of issues, in the order given (callers pass newest first)."""
-    context = base_context(settings)
-    urls: Urls = context["urls"]
-    entries = [
-        {
-            "week": str(r.week),
-            "week_label": f"Week {r.week.week}, {r.week.year}",
-            "title": r.snapshot["term"]["title"],
-            "summary": r.snapshot["term"]["summary"],
-            "url": urls.archive_page(r.week),
-        }
-        for r in records
-        if r.snapshot
-    ]
-    context["entries"] = entries
-    return render_template(settings.templates_dir, "archive/index.html.j2", context)
+def issue_context(snapshot: Snapshot, settings: Settings) -> dict[str, Any]:
+    """What an issue's templates see, for a page rendered on its own from the frozen snapshot
+    (the archive's, `digest.core.archive`), without an editor's mail-only overrides."""
+    return _context(snapshot, settings)

@@ -59,6 +59,11 @@ class Urls:
         """An issue's public page in the web archive (also the email's "view in browser" link)."""
         return f"{self.base_url}/issues/{week}"
 
+    def quiz_answer(self, week: IsoWeek | str, answer: int) -> str:
+        """One answer of an issue's quiz: its archive page, which says right or wrong; the
+        fragment scrolls to the quiz. A plain GET that changes nothing (scanners follow it)."""
+        return f"{self.archive_page(week)}?answer={answer}#quiz"
+
     def feed(self) -> str:
         """The RSS 2.0 feed; `feed_atom` and `feed_json` carry the same items."""
         return f"{self.base_url}/feed.xml"

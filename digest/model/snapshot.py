@@ -7,7 +7,7 @@ another digest version, so the shape carries a version and is checked before it 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NotRequired, Protocol, TypedDict
+from typing import Literal, NotRequired, Protocol, TypedDict
 
 from digest.model.weeks import IsoWeek
 
@@ -18,6 +18,9 @@ __all__ = [
     "Snapshot",
     "SnapshotAlias",
     "SnapshotPick",
+    "SnapshotQuiz",
+    "SnapshotQuizChoice",
+    "SnapshotQuizTerm",
     "SnapshotSection",
     "SnapshotSource",
     "SnapshotTerm",
@@ -91,6 +94,39 @@ class SnapshotPick(TypedDict):
     note: str | None
 
 
+class SnapshotQuizChoice(TypedDict):
+    """One answer of the quiz: a term's one-liner (`summary`), and whose it is."""
+
+    slug: str
+    title: str
+    summary: str
+    url: str  # the term's glossary page
+
+
+class SnapshotQuizTerm(TypedDict):
+    """The term the quiz asks about, as its explanation shows it."""
+
+    slug: str
+    title: str
+    definition: str
+    url: str
+
+
+class SnapshotQuiz(TypedDict):
+    """The issue's quiz (digest.core.quiz), frozen like the rest: which one-liner is `term`'s?
+
+    `kind` "last_week": `term` was featured by the issue of `from_week`, the latest one sent
+    before this (spaced repetition); "related": no earlier issue, so a related concept of this
+    issue's own term. `choices` in the order shown; `right` the number (from 1) of its summary.
+    """
+
+    kind: Literal["last_week", "related"]
+    from_week: str | None
+    term: SnapshotQuizTerm
+    choices: list[SnapshotQuizChoice]
+    right: int
+
+
 class Snapshot(TypedDict):
     """What `digest.campaign.build.make_snapshot` writes, exactly as stored (the JSON is this dict)."""
 
@@ -103,6 +139,9 @@ class Snapshot(TypedDict):
     # The last issues sent before this one, newest first, as they were when it was built: the
     # mail links them. Snapshots from before the list lack the key; their mail has no list.
     previous: NotRequired[list[PreviousIssue]]
+    # An optional key, not a new version: snapshots from before the quiz (or of a glossary too
+    # small for one) lack it, and their mail and page show no quiz.
+    quiz: NotRequired[SnapshotQuiz]
 
 
 class SnapshotVersionError(ValueError):

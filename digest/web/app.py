@@ -19,6 +19,7 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from digest.config import Settings, get_settings
 from digest.store import db
+from digest.web.archive import router as archive_router
 from digest.web.desk import IMPORT_PATH, MAX_IMPORT_BYTES, install_desk
 from digest.web.feeds import router as feeds_router
 from digest.web.glossary import router as glossary_router
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_rate_limits(app, settings)
     app.include_router(health_router)  # no body, no limiter, no login
     app.include_router(pages_router, max_body_size=settings.max_request_bytes)
+    app.include_router(archive_router, max_body_size=settings.max_request_bytes)
     app.include_router(feeds_router, max_body_size=settings.max_request_bytes)
     app.include_router(glossary_router, max_body_size=settings.max_request_bytes)
     app.include_router(preferences_router, max_body_size=settings.max_request_bytes)

@@ -1,5 +1,5 @@
 """The public pages: the home page (subscribe form, schedule and a sample issue), confirm and
-unsubscribe links with "subscribe again", and the archive (feeds: web.feeds).
+unsubscribe links with "subscribe again" (the archive and the feeds have their own modules).
 
 Safe against mail scanners and curious clients: no GET (or HEAD) changes anything, token links
 answer with a button (POST), and subscribe answers the same whether or not an address is known.
@@ -16,16 +16,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from limits import RateLimitItemPerMinute
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.config import Settings
-from digest.core import i18n, reader_times, render
+from digest.core import i18n, reader_times
 from digest.core.tokens import BadToken
 from digest.model.subscriber import InvalidSubscriber, Subscriber
-from digest.model.weeks import parse_week
 from digest.readers import signup
 from digest.readers.latest import LatestIssue, latest_issue
-from digest.store import db, issues
+from digest.store import db
 from digest.web.background import send_confirmation_later, send_welcome_later
 from digest.web.deps import EngineDep, SettingsDep, token_reader
 from digest.web.forms import (
@@ -288,21 +286,3 @@ def resubscribe(
 def _root(request: Request) -> str:
     # From the root, not relative: the page is shown at /unsubscribe/<token> and below it.
     return str(request.scope.get("root_path", ""))
-
-
-@router.get("/issues/", response_class=HTMLResponse)
-def archive_index(settings: SettingsDep, engine: EngineDep) -> Response:
-    records = issues.list_issues(engine, statuses=["sent"])
-    return HTMLResponse(render.archive_index(settings, records))
-
-
-@router.get("/issues/{week}", response_class=HTMLResponse)
-def archive_page(week: str, settings: SettingsDep, engine: EngineDep) -> Response:
-    try:
-        iso_week = parse_week(week)
-    except ValueError:
-        raise StarletteHTTPException(404) from None
-    record = issues.get_issue(engine, iso_week)
-    if record is None or record.status != "sent":
-        raise StarletteHTTPException(404)
-    return HTMLResponse(render.archive_page(settings, record))
