@@ -22,6 +22,7 @@ from digest.core.archive import archive_index, archive_pages
 from digest.core.checks import QualityError, check_email, check_page
 from digest.core.dates import issue_date
 from digest.core.feed import Feeds, render_feeds
+from digest.core.i18n import available_locales
 from digest.core.mails import PLACEHOLDERS, fill_markers
 from digest.core.quiz import make_quiz
 from digest.core.render import RenderedIssue, render_issue
@@ -48,12 +49,15 @@ from digest.store.issues import (
 )
 from digest.store.news import NewsItem, fetch_news
 from digest.store.queue import consume, list_queue
+from digest.store.reader_language import languages_in_use
+from digest.store.renditions import Rendition
 
 __all__ = [
     "PREVIOUS_ISSUES",
     "BuildOutput",
     "RenderedIssue",
     "build_issue",
+    "build_renditions",
     "build_site",
     "check_rendered",
     "make_snapshot",
@@ -240,6 +244,7 @@ def build_issue(
     problems = check_rendered(rendered)
     if problems:
         raise QualityError(f"issue {week} ({pick.slug})", problems)
+    renditions = build_renditions(engine, settings, snapshot, week)
     record = save_built(
         engine,
         week=week,
@@ -255,13 +260,50 @@ def build_issue(
         now=now,
         # Always, tracking on or off: a redirect of this issue can only ever go to one of
         # these, and switching DIGEST_TRACK_CLICKS on before the send needs no rebuild.
-        links=tracked_links(rendered.html, rendered.text),
+        links=_all_links(rendered, renditions),
+        renditions=renditions,
     )
     # After the save: should this fail, the entry stays queued and is featured again, which is
     # better than a consumed entry that never went out. `consume` is idempotent.
     if fresh and pick.source in ("pin", "queue"):
         consume(engine, pick.slug)
     return record
+
+
+def build_renditions(
+    engine: Engine, settings: Settings, snapshot: Snapshot, week: IsoWeek
+) -> list[Rendition]:
+    """The issue in each other language its readers chose (`languages_in_use`), each through
+    the same quality gates. An editor's subject and preheader are written in the newsletter's
+    language and stay with its own rendition; the others take the term's (or the default)."""
+    renditions = []
+    for locale in sorted(languages_in_use(engine) - {settings.locale}):
+        if locale not in available_locales():
+            continue  # a catalogue since removed: those readers get the newsletter's own
+        rendered = render_issue(snapshot, settings, locale=locale)
+        problems = check_rendered(rendered)
+        if problems:
+            raise QualityError(f"issue {week} in {locale}", problems)
+        renditions.append(
+            Rendition(
+                locale=locale,
+                subject=rendered.subject,
+                preheader=rendered.preheader,
+                html=rendered.html,
+                text=rendered.text,
+                archive_html=rendered.archive_html,
+            )
+        )
+    return renditions
+
+
+def _all_links(rendered: RenderedIssue, renditions: Sequence[Rendition]) -> tuple[str, ...]:
+    """The issue's tracked links: its own mail's in order, then any a rendition adds. A click
+    token names an index here, so every rendition's links must be among them."""
+    links = dict.fromkeys(tracked_links(rendered.html, rendered.text))
+    for rendition in renditions:
+        links.update(dict.fromkeys(tracked_links(rendition.html, rendition.text)))
+    return tuple(links)
 
 
 def _rendered_from(record: IssueRecord, settings: Settings) -> RenderedIssue:

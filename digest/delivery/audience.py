@@ -15,6 +15,7 @@ from digest.model.issue import IssueRecord
 from digest.store.db import deliveries, subscribers
 
 __all__ = [
+    "Language",
     "Zones",
     "any_unclaimed",
     "audience_page",
@@ -26,6 +27,19 @@ __all__ = [
 
 # Stored `subscribers.timezone` values (None: not set) a local-time send is restricted to.
 Zones = frozenset[str | None]
+
+# One language's readers of a send with renditions (digest.delivery.languages): the rendition's
+# locale (None: the issue's own), and every locale the issue has a rendition in.
+Language = tuple[str | None, frozenset[str]]
+
+
+def _language_condition(language: Language) -> ColumnElement[bool]:
+    """The readers of one rendition: those who chose its locale; for the issue's own, everyone
+    else (no choice, the newsletter's own language, or one the issue has no rendition in)."""
+    locale, rendered = language
+    if locale is not None:
+        return subscribers.c.language == locale
+    return or_(subscribers.c.language.is_(None), subscribers.c.language.not_in(sorted(rendered)))
 
 
 def _audience_conditions(cutoff: datetime, zones: Zones | None = None) -> list[ColumnElement[bool]]:
@@ -62,7 +76,11 @@ def not_paused(now: datetime) -> ColumnElement[bool]:
     return or_(subscribers.c.paused_until.is_(None), subscribers.c.paused_until <= now)
 
 
-def _page(conditions: list[ColumnElement[bool]], after: int, limit: int) -> Select[Any]:
+def _page(
+    conditions: list[ColumnElement[bool]], after: int, limit: int, language: Language | None = None
+) -> Select[Any]:
+    if language is not None:
+        conditions = [*conditions, _language_condition(language)]
     return (
         select(
             subscribers.c.id,
@@ -86,11 +104,16 @@ def unclaimed_page(
 
 
 def audience_page(
-    cutoff: datetime, after: int, limit: int, zones: Zones | None = None
+    cutoff: datetime,
+    after: int,
+    limit: int,
+    zones: Zones | None = None,
+    language: Language | None = None,
 ) -> Select[Any]:
     """The next page (id > after) of the audience, ledger not consulted: the claim asks
-    `claimed_between` for the page's range instead (see there). Rows as `unclaimed_page`."""
-    return _page(_audience_conditions(cutoff, zones), after, limit)
+    `claimed_between` for the page's range instead (see there). Rows as `unclaimed_page`.
+    `language`: only the readers of that rendition (None: everyone, one rendition)."""
+    return _page(_audience_conditions(cutoff, zones), after, limit, language)
 
 
 def claimed_between(issue: IssueRecord, first: int, last: int) -> Select[Any]:

@@ -4,12 +4,13 @@ and pick up the batches an earlier run (or a dead crew member) left open; pause,
 One `BatchRun` is one pass of `send_issue` or `retry_failed`, holding its seat (`crew`)
 throughout; its counters become the run's `SendSummary`. Up to `batches_in_flight` claimed
 batches are at the transport at once (`in_flight`); claiming and recording stay on its thread.
+An issue with renditions is walked once per language (`languages`): a batch has one content.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -20,12 +21,20 @@ from digest.config import Settings
 from digest.core.mails import Recipient
 from digest.delivery import ledger
 from digest.delivery.attempts import BatchAttempts, Uncertain, refused_in_batch, stop_aware_sleep
-from digest.delivery.audience import Zones, any_unclaimed, audience_page, count_unclaimed
+from digest.delivery.audience import (
+    Language,
+    Zones,
+    any_unclaimed,
+    audience_page,
+    count_unclaimed,
+)
 from digest.delivery.claims import ClaimedBatch, claim_batch
 from digest.delivery.crew import Orphan, Seat
 from digest.delivery.in_flight import InFlight, RateLimitPause, batches_at_once
+from digest.delivery.languages import Contents
 from digest.delivery.outcome import Clock, Outcome, ended_as, graver
 from digest.delivery.personalise import issue_message, subscriber_id
+from digest.delivery.recording import Recording
 from digest.delivery.transport import PermanentError, RetryableError, SendResult, Transport
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
@@ -52,7 +61,7 @@ class Sending:
 
 
 @dataclass
-class BatchRun:
+class BatchRun(Recording):
     """One run over an issue's batches, with its own counts; `runner` starts and ends it."""
 
     engine: Engine
@@ -90,6 +99,10 @@ class BatchRun:
     # A crew member claims on from the ledger's frontier until its first walk ends; then it
     # sweeps the whole list (readers a released batch left unclaimed below the frontier).
     sweeping: bool = False
+    # The issue's content per language, and the language whose readers are claimed now (None:
+    # everyone; `languages.Contents.walks`).
+    contents: Contents | None = None
+    language: Language | None = None
 
     @property
     def week(self) -> IsoWeek:
@@ -102,9 +115,12 @@ class BatchRun:
 
     def execute(self) -> Outcome:
         try:
-            template = issue_message(self.settings, self.issue, (), None)
             self.per_batch = min(
-                self.settings.batch_size, self.transport.recipients_per_batch(template)
+                self.settings.batch_size,
+                *(
+                    self.transport.recipients_per_batch(issue_message(self.settings, c, (), None))
+                    for c in self._contents.all()
+                ),
             )
         except PermanentError as exc:
             return self._fail_issue(str(exc))
@@ -120,9 +136,11 @@ class BatchRun:
 
         limit = batches_at_once(self.transport, self.settings.batches_in_flight)
         while True:
-            walked = self._one_at_a_time() if limit == 1 else self._in_flight(limit)
-            if walked is not None:
-                return walked
+            for language in self._contents.walks():  # a batch is one language's readers
+                self.language = language
+                walked = self._one_at_a_time() if limit == 1 else self._in_flight(limit)
+                if walked is not None:
+                    return walked
             finished = self._finish()
             if finished is not None:
                 return finished
@@ -158,7 +176,7 @@ class BatchRun:
                 return None
             after = claimed.last_id
             if claimed.recipients:
-                outcome = self._deliver(claimed.batch, claimed.recipients)
+                outcome = self._deliver(claimed.batch, claimed.recipients, claimed.locale)
                 if outcome.status is not None:
                     return outcome
             self._report()
@@ -189,7 +207,7 @@ class BatchRun:
                     after = claimed.last_id
                     if claimed.recipients:
                         sending = self._sending(
-                            claimed.batch, claimed.recipients, halt=halt, pause=pause
+                            claimed.batch, claimed.recipients, claimed.locale, halt, pause
                         )
                         window.start(sending, sending.attempts.run)
                     else:
@@ -219,11 +237,13 @@ class BatchRun:
         batch = self.next_batch
         shared = self.seat.shared
         if shared and not self.sweeping:
-            after = max(after, ledger.claimed_frontier(self.engine, self.issue))
-        page = audience_page(self.cutoff, after, self.per_batch, self.zones)
+            after = max(after, ledger.claimed_frontier(self.engine, self.issue, self.language))
+        page = audience_page(self.cutoff, after, self.per_batch, self.zones, self.language)
+        locale = self.language[0] if self.language is not None else None
         claimed = claim_batch(
-            self.engine, self.settings, self.issue, None if shared else batch, page,
-            now=self.now, claimed_at=self.clock(), claimed_by=self.seat.token, shared=shared,
+            self.engine, self.settings, self._contents.content(locale), None if shared else batch,
+            page, now=self.now, claimed_at=self.clock(), claimed_by=self.seat.token,
+            shared=shared, locale=locale,
         )  # fmt: skip
         if claimed is None:
             return None
@@ -280,19 +300,28 @@ class BatchRun:
     def _renew_lease(self) -> None:
         self.seat.renew()
 
+    @property
+    def _contents(self) -> Contents:
+        if self.contents is None:
+            self.contents = Contents.of(self.engine, self.issue)
+        return self.contents
+
     def _resume_batch(self, batch: int) -> Outcome:
-        """Settle a batch an earlier run left open: record it, re-send it, or give it up."""
+        """Settle a batch an earlier run left open: record it, re-send it, or give it up; in
+        the language it was claimed in."""
         self._renew_lease()
+        locale = ledger.batch_locale(self.engine, self.issue, batch)
+        content = self._contents.content(locale)
         key = ledger.batch_key(self.issue, batch)
         rows = ledger.open_batch_rows(self.engine, self.issue, batch)
         if any(row[1] == "claimed" for row in rows):
             # The run that claimed it died between the provider and the ledger: ask.
-            claimed = ledger.recipients_of(self.settings, self.issue, rows, "claimed")
+            claimed = ledger.recipients_of(self.settings, content, rows, "claimed")
             try:
                 # Readers the transport refused (or would refuse) are settled first, by what
                 # the transport says of this batch: a lookup cannot speak for readers who were
                 # never part of what went out.
-                message = issue_message(self.settings, self.issue, claimed, key)
+                message = issue_message(self.settings, content, claimed, key)
                 refused = refused_in_batch(self.transport, message) if claimed else {}
                 if refused:
                     self._record_refused(batch, refused, claimed)
@@ -321,14 +350,14 @@ class BatchRun:
                 return Outcome()
         # Not sent (or policy says resend): re-check each subscriber, then send what is left.
         skipped, recipients = ledger.reopen_batch(
-            self.engine, self.settings, self.issue, batch, rows,
+            self.engine, self.settings, content, batch, rows,
             now=self.now, claimed_at=self.clock(), by=self.seat.token,
         )  # fmt: skip
         self.skipped += skipped
         self.done += skipped
         if not recipients:
             return Outcome()
-        return self._deliver(batch, recipients)
+        return self._deliver(batch, recipients, locale)
 
     def _lookup_unsettled(self) -> bool:
         """True while a "not found" about a taken-over sender's batch is no proof (see
@@ -339,27 +368,28 @@ class BatchRun:
             and self.lease_clock() < self.inherited_until
         )
 
-    def _deliver(self, batch: int, recipients: list[Recipient]) -> Outcome:
+    def _deliver(self, batch: int, recipients: list[Recipient], locale: str | None) -> Outcome:
         """Send a batch here and now, and settle it: one batch in flight, or a resumed one."""
-        sending = self._sending(batch, recipients)
+        sending = self._sending(batch, recipients, locale)
         return self._end(self._settle(sending, sending.attempts.run))
 
     def _sending(
         self,
         batch: int,
         recipients: list[Recipient],
-        *,
+        locale: str | None,
         halt: threading.Event | None = None,
         pause: RateLimitPause | None = None,
     ) -> Sending:
-        """A batch's attempts: on this thread (no `halt`), or on a worker thread of batches in
-        flight, which `halt` stops retrying and which keep to the run's shared `pause`."""
+        """A batch's attempts, with the content of `locale`: on this thread (no `halt`), or on
+        a worker thread of batches in flight, which `halt` stops retrying and which keep to
+        the run's shared `pause`."""
         key = ledger.batch_key(self.issue, batch)
         stop = self.stop if halt is None else halt
         attempts = BatchAttempts(
             self.transport,
             self.settings,
-            issue_message(self.settings, self.issue, recipients, key),
+            issue_message(self.settings, self._contents.content(locale), recipients, key),
             key,
             str(self.week),
             renew=self.seat.renew if halt is None else self.seat.renew_for_attempt,
@@ -393,43 +423,6 @@ class BatchRun:
             self._record_refused(batch, result.refused, sending.recipients)
         self._mark(batch, "sent", error=None, message_id=result.message_id)
         return Outcome()
-
-    # ---------------------------------------------------------------- recording
-
-    def _mark(
-        self, batch: int, status: str, *, error: str | None, message_id: str | None = None
-    ) -> None:
-        count = ledger.mark_batch(
-            self.engine, self.issue, batch, status,
-            error=error, sent_at=self.clock(), message_id=message_id, by=self.seat.token,
-        )  # fmt: skip
-        if status == "sent":
-            self.sent += count
-        elif status == "failed":
-            self.failed += count
-        self.done += count
-
-    def _record_refused(
-        self, batch: int, refused: Mapping[str, str], recipients: Sequence[Recipient]
-    ) -> None:
-        count = ledger.record_refused(
-            self.engine, self.issue, batch, refused, recipients, self.transport.name,
-            by=self.seat.token,
-        )  # fmt: skip
-        self.refused += count
-        self.done += count
-
-    def _release(self, batch: int) -> None:
-        if self.retry:
-            # The rows were failed before this retry and certainly did not go out now either.
-            self._mark(batch, "failed", error="the provider stayed unavailable during a retry")
-            return
-        ledger.release_batch(self.engine, self.issue, batch, by=self.seat.token)
-
-    def _give_up_uncertain(self, batch: int, why: str) -> None:
-        count = ledger.skip_uncertain(self.engine, self.issue, batch, why, by=self.seat.token)
-        self.uncertain += count
-        self.done += count
 
     # ---------------------------------------------------------------- ending
 
@@ -470,6 +463,10 @@ class BatchRun:
         says None when readers are still unclaimed (walk again)."""
         if self.seat.shared:
             return self._finish_together()
+        if len(self._contents.walks()) > 1 and any_unclaimed(
+            self.engine, self.issue, self.cutoff, self.zones
+        ):
+            return None  # a reader changed language behind the walk: walk again
         open_rows = ledger.count_rows(self.engine, self.issue, ("claimed", "failed"))
         if open_rows:  # pragma: no cover - every path above settles its batch first
             return self._pause(f"{open_rows} deliveries are still open")

@@ -36,6 +36,7 @@ class ClaimedBatch:
     rows: int = 0
     skipped: int = 0  # paused readers
     refused: int = 0  # addresses no mail header can hold
+    locale: str | None = None  # the rendition they were claimed for (None: the issue's own)
 
 
 def claim_batch(
@@ -49,6 +50,7 @@ def claim_batch(
     claimed_at: datetime,
     claimed_by: str | None = None,
     shared: bool = False,
+    locale: str | None = None,
 ) -> ClaimedBatch | None:
     """Claim the readers of `page` (an `audience_page`) as batch `batch`, in one committed
     transaction, for sender `claimed_by`; None when the page is empty (the audience is done).
@@ -61,8 +63,11 @@ def claim_batch(
     UPDATE SKIP LOCKED, so senders claiming at the same moment take disjoint readers instead
     of waiting for each other, and `batch` is None: the number is the issue's next, taken
     under the issue row's lock so two senders never name two batches alike.
+
+    `issue` is the content the page's readers get (their rendition, `languages.Contents`) and
+    `locale` its language, written on every row: a resumed batch sends what it was claimed for.
     """
-    claimed = ClaimedBatch()
+    claimed = ClaimedBatch(locale=locale)
     rows: list[tuple[Any, ...]] = []
     if shared:
         page = page.with_for_update(skip_locked=True, key_share=True, of=subscribers)
@@ -96,7 +101,7 @@ def claim_batch(
                 rows.append((issue_id, sid, status, error))
             if rows:
                 batch = batch if batch is not None else _next_batch(conn, issue)
-                _insert_claims(conn, issue_id, batch, stamp, claimed_by, rows)
+                _insert_claims(conn, issue_id, batch, stamp, claimed_by, locale, rows)
                 claimed.batch = batch
     except IntegrityError:
         # Only a second sender inserting the same (issue, subscriber) gets here.
@@ -117,6 +122,7 @@ _CLAIM_COLUMNS = (
     "error",
     "claimed_at",
     "claimed_by",
+    "locale",
 )
 
 
@@ -140,6 +146,7 @@ def _insert_claims(
     batch: int,
     claimed_at: Any,
     claimed_by: str | None,
+    locale: str | None,
     rows: list[tuple[Any, ...]],
 ) -> None:
     """Insert a page's ledger rows ((issue id, subscriber id, status, error) tuples) in one go.
@@ -153,13 +160,14 @@ def _insert_claims(
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
             f"INSERT INTO {deliveries.name} ({columns}) "
-            "SELECT %s, t.sid, %s, t.status, 0, t.error, %s, %s "
+            "SELECT %s, t.sid, %s, t.status, 0, t.error, %s, %s, %s "
             "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS t(sid, status, error)",
             (
                 issue_id,
                 batch,
                 claimed_at,
                 claimed_by,
+                locale,
                 [row[1] for row in rows],
                 [row[2] for row in rows],
                 [row[3] for row in rows],
@@ -170,7 +178,7 @@ def _insert_claims(
     conn.exec_driver_sql(
         f"INSERT INTO {deliveries.name} ({columns}) VALUES ({marks})",
         [
-            (i, sid, batch, status, 0, error, claimed_at, claimed_by)
+            (i, sid, batch, status, 0, error, claimed_at, claimed_by, locale)
             for i, sid, status, error in rows
         ],
     )

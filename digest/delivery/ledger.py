@@ -16,6 +16,7 @@ from sqlalchemy import Engine, Row, bindparam, delete, func, select, update
 
 from digest.config import Settings
 from digest.core.mails import Recipient
+from digest.delivery.audience import Language
 from digest.delivery.personalise import issue_recipient, subscriber_id
 from digest.logs import get_logger, log_event
 from digest.model.issue import IssueRecord
@@ -24,6 +25,7 @@ from digest.store.db import deliveries, subscribers
 __all__ = [
     "OpenRow",
     "batch_key",
+    "batch_locale",
     "claimed_frontier",
     "count_rows",
     "ledger_position",
@@ -88,18 +90,34 @@ def ledger_position(engine: Engine, issue: IssueRecord) -> tuple[int, int]:
     return count_rows(engine, issue), 1 + int(latest)
 
 
-def claimed_frontier(engine: Engine, issue: IssueRecord) -> int:
+def claimed_frontier(engine: Engine, issue: IssueRecord, language: Language | None = None) -> int:
     """The highest subscriber id with a ledger row for `issue` (0: none): where a shared
     send's members claim on from, instead of each re-reading the pages the others took. One
-    step down the (issue, subscriber) unique index."""
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.coalesce(func.max(deliveries.c.subscriber_id), 0)).where(
-                    deliveries.c.issue_id == issue.id
-                )
-            ).scalar_one()
+    step down the (issue, subscriber) unique index. `language`: among the rows of the readers
+    of that rendition only (a send walks one language at a time)."""
+    query = select(func.coalesce(func.max(deliveries.c.subscriber_id), 0)).where(
+        deliveries.c.issue_id == issue.id
+    )
+    if language is not None:
+        locale = language[0]
+        query = query.where(
+            deliveries.c.locale.is_(None) if locale is None else deliveries.c.locale == locale
         )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def batch_locale(engine: Engine, issue: IssueRecord, batch: int) -> str | None:
+    """The rendition batch `batch`'s readers were claimed for (None: the issue's own); one
+    per batch, since a claim takes one language's readers."""
+    query = (
+        select(deliveries.c.locale)
+        .where(deliveries.c.issue_id == issue.id, deliveries.c.batch == batch)
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    return None if found is None else str(found)
 
 
 def open_batches(

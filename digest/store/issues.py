@@ -22,6 +22,7 @@ from digest.model.snapshot import Snapshot
 from digest.model.weeks import IsoWeek, parse_week
 from digest.owner import Liveness
 from digest.store.db import issues
+from digest.store.renditions import Rendition, replace_renditions
 
 __all__ = [
     "Claim",
@@ -131,8 +132,10 @@ def save_built(
     snapshot: Snapshot,
     now: datetime,
     links: Sequence[str] | None = None,
+    renditions: Sequence[Rendition] = (),
 ) -> IssueRecord:
-    """Store a built issue (create it, or rebuild one that has not started sending).
+    """Store a built issue (create it, or rebuild one that has not started sending), with its
+    `renditions` in other languages (replacing the last build's) in the same transaction.
 
     `links`: the mail's tracked link targets (`core.tracking.tracked_links`), the only places a
     click token of this issue redirects to; None stores none (nothing of it can be tracked).
@@ -174,7 +177,8 @@ def save_built(
                     f"issue {week} is {existing.status}; its content is frozen once sending starts"
                 )
         record = get_issue(conn, week)
-    assert record is not None
+        assert record is not None
+        replace_renditions(conn, record.id, renditions)
     return record
 
 
