@@ -3,20 +3,16 @@ language, for templates (Jinja2's i18n extension) and for the code alike.
 
 The catalogues are the `.po` files under digest/locale, compiled in memory the first time a
 locale is asked for (Babel): the file a translator edits is the one that runs, with no compiled
-`.mo` to forget. `en` is the language the strings are written in, so its catalogue may stay
-empty. Code writes `translations(locale).gettext("A whole sentence.")`: `pybabel extract`
+`.mo` to forget. `en` is the language the strings are written in: its catalogue is the
+identity, kept for the tools, and never read. Code writes `translations(locale).gettext("A whole sentence.")`: `pybabel extract`
 finds a string literal passed to `.gettext` / `.ngettext` (docs/translating.md).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from gettext import GNUTranslations, NullTranslations
 from io import BytesIO
-
-from babel import Locale, negotiate_locale
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import NullTranslations, Translations
 
 from digest.packaged import SOURCE_LOCALE, available_locales, locale_dir
 
@@ -47,20 +43,27 @@ def catalogue_path(locale: str) -> str:
 @lru_cache(maxsize=16)
 def translations(locale: str) -> NullTranslations:
     """`locale`'s translations, compiled once per process. Fuzzy and empty entries are left
-    out (Babel's `write_mo`), so an unfinished translation shows the English, never a guess."""
+    out (Babel's `write_mo`), so an unfinished translation shows the English, never a guess.
+    Babel's catalogue modules load here, in the first process that renders another language,
+    not on every command's start."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
     if locale not in available_locales():
         raise UnknownLocale(
             f"no catalogue for locale {locale!r}; available: {', '.join(available_locales())}"
         )
+    if locale == SOURCE_LOCALE:  # the strings as written: its catalogue is the identity
+        return NullTranslations()
     try:
         with open(catalogue_path(locale), "rb") as po:
             catalogue = read_po(po, locale=locale, domain=DOMAIN)
-    except FileNotFoundError:  # the source language needs no catalogue
+    except FileNotFoundError:  # listed a moment ago: removed while running
         return NullTranslations()
     compiled = BytesIO()
     write_mo(compiled, catalogue)
     compiled.seek(0)
-    return Translations(compiled, domain=DOMAIN)
+    return GNUTranslations(compiled)
 
 
 def reader_locale(value: str | None) -> str | None:
@@ -77,6 +80,8 @@ def locale_choices() -> list[tuple[str, str]]:
 
 @lru_cache(maxsize=16)
 def _own_name(code: str) -> str:
+    from babel import Locale
+
     name = Locale.parse(code).get_display_name(code) or code
     return name[:1].upper() + name[1:]
 
@@ -98,4 +103,6 @@ def accepted_locale(header: str | None) -> str | None:
         if tag and tag != "*" and quality > 0:
             ranked.append((-quality, position, tag.strip()))
     preferred = [tag for _q, _p, tag in sorted(ranked)]
+    from babel import negotiate_locale
+
     return negotiate_locale(preferred, list(available_locales()), sep="-")
