@@ -195,6 +195,12 @@ def _fill(engine: Engine, settings: Settings, glossary: Glossary) -> None:
         )
         conn.execute(insert(db.send_crew), crew | {"token": "b" * 32})  # owner, zones: SQL NULL
         conn.execute(insert(db.send_crew), crew | {"token": "c" * 32, "zones": None})  # JSON null
+        # A Dutch rendition, as a build makes one when a reader chose Dutch.
+        rendition = {"subject": "Wat is het — ✓", "preheader": "één", "html": "<p>nl</p>"}
+        conn.execute(
+            insert(db.issue_renditions),
+            rendition | {"issue_id": issue.id, "locale": "nl", "text": "nl", "archive_html": None},
+        )
     scheduler = make_scheduler(settings)
     start_scheduler(scheduler, settings)
     scheduler.shutdown()

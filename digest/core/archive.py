@@ -60,7 +60,7 @@ def archive_entry(settings: Settings, issue: ArchivedIssue) -> dict[str, str] | 
     return {
         "week": str(issue.week),
         "week_label": f"Week {issue.week.week}, {issue.week.year}",
-        "date": long_date(day, settings.language),
+        "date": long_date(day, settings.locale),
         "date_iso": day.isoformat(),
         "title": term["title"],
         "summary": term["summary"],

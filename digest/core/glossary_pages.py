@@ -163,7 +163,7 @@ def _term_context(
         {
             "name": a.name,
             "lang": a.lang,
-            "language": language_name(a.lang, settings.language) if a.lang else None,
+            "language": language_name(a.lang, settings.locale) if a.lang else None,
         }
         for a in term.aliases
     ]

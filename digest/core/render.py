@@ -414,13 +414,13 @@ def _context(
         "week": str(week),
         "week_label": f"Week {week.week}, {week.year}",
         "week_number": week.week,
-        "issue_date": long_date(day, settings.language),
+        "issue_date": long_date(day, settings.locale),
         "issue_date_iso": day.isoformat(),
         "term": term,
         "related": snapshot.get("related") or [],
         "news": snapshot.get("news") or [],
         "previous_issues": [
-            {**p, "date_label": long_date(date.fromisoformat(p["date"]), settings.language)}
+            {**p, "date_label": long_date(date.fromisoformat(p["date"]), settings.locale)}
             for p in snapshot.get("previous") or []
         ],
         "subject": subject,

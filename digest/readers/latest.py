@@ -43,5 +43,5 @@ def latest_issue(engine: Engine, settings: Settings) -> LatestIssue | None:
         title=term["title"],
         summary=term["summary"],
         url=Urls.from_settings(settings).archive_page(record.week),
-        date=long_date(day, settings.language),
+        date=long_date(day, settings.locale),
     )

@@ -249,7 +249,7 @@ def _preferences(
         address=mask(subscriber.email),
         name=subscriber.name or "",
         timezone=zone,
-        zone_groups=zones.zone_groups(settings.language),
+        zone_groups=zones.zone_groups(settings.locale),
         other_zone=zone if zone and zone not in offered else None,
         zone_aliases=zones.browser_aliases(),
         default_zone=settings.timezone,
