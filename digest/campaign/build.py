@@ -6,8 +6,6 @@ so they show exactly what went out even after the glossary changes.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from digest.campaign.preflight import check_issue
-from digest.campaign.site import write_glossary_site
+from digest.campaign.site import write_atomic, write_glossary_site
 from digest.config import Settings
 from digest.core.archive import archive_index, archive_pages
 from digest.core.checks import QualityError, check_email, check_page
@@ -431,22 +429,9 @@ def write_build(
     written: list[Path] = []
     for name, content in files.items():
         path = Path(out_dir) / name
-        _write_atomic(path, content if isinstance(content, bytes) else content.encode("utf-8"))
+        write_atomic(path, content if isinstance(content, bytes) else content.encode("utf-8"))
         written.append(path)
     return written
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are public files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_site(

@@ -17,7 +17,7 @@ from digest.config import GLOSSARY_PATH, Settings
 from digest.core.glossary_pages import render_site
 from digest.model.glossary import Glossary
 
-__all__ = ["write_glossary_site"]
+__all__ = ["write_atomic", "write_glossary_site"]
 
 _PAGE = "index.html"
 
@@ -48,13 +48,19 @@ def _remove_gone_terms(folder: Path, slugs: set[str]) -> None:
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data` (a web server never sees half a page), unless it
-    holds those bytes already."""
+    """`write_atomic`, unless `path` holds those bytes already (a rebuild touches no page that
+    did not change)."""
     try:
         if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
             return
     except OSError:
         pass  # unreadable: written afresh below
+    write_atomic(path, data)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically, so a web server reading the folder never sees
+    half a file; public (0644), as every file a build writes is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
