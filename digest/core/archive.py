@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from digest.config import Settings
-from digest.core.dates import issue_date, long_date
+from digest.core.dates import issue_date, long_date, week_label
 from digest.core.quiz import read_answer
 from digest.core.render import RenderError, base_context, issue_context, render_template
 from digest.core.urls import Urls
@@ -50,21 +50,26 @@ class Visit:
     csp_nonce: str
 
 
-def archive_entry(settings: Settings, issue: ArchivedIssue) -> dict[str, str] | None:
-    """An issue as the archive lists and links it: week, date, title, one-liner and address;
+def archive_entry(
+    settings: Settings, issue: ArchivedIssue, locale: str | None = None
+) -> dict[str, str] | None:
+    """An issue as the archive lists and links it: week, date, title, one-liner and address,
+    in `locale` (None: the newsletter's own; its address then asks for that language too);
     None for an issue without content."""
     if not issue.snapshot:
         return None
+    urls = Urls.from_settings(settings, locale)
+    settings = settings.for_locale(locale)
     day = issue_date(issue.week, settings.schedule, settings.timezone)
     term = issue.snapshot["term"]
     return {
         "week": str(issue.week),
-        "week_label": f"Week {issue.week.week}, {issue.week.year}",
+        "week_label": week_label(issue.week, settings.locale),
         "date": long_date(day, settings.locale),
         "date_iso": day.isoformat(),
         "title": term["title"],
         "summary": term["summary"],
-        "url": Urls.from_settings(settings).archive_page(issue.week),
+        "url": urls.archive_page(issue.week),
     }
 
 
@@ -75,8 +80,10 @@ def archive_page(
     older: ArchivedIssue | None = None,
     newer: ArchivedIssue | None = None,
     visit: Visit | None = None,
+    locale: str | None = None,
 ) -> str:
-    """The public page of one issue, with links to the `older` and `newer` public issues.
+    """The public page of one issue, with links to the `older` and `newer` public issues, in
+    `locale` (None: the newsletter's own; its links then keep that language).
 
     `visit`: the page is served for a request, and says right or wrong to the quiz answer in
     it; without, it is a file for a static host, where a small script reads the answer from the
@@ -84,9 +91,9 @@ def archive_page(
     """
     if not issue.snapshot:
         raise RenderError(f"issue {issue.week} has no content yet")
-    context: dict[str, Any] = issue_context(issue.snapshot, settings)  # with its date
-    context["older_issue"] = archive_entry(settings, older) if older is not None else None
-    context["newer_issue"] = archive_entry(settings, newer) if newer is not None else None
+    context: dict[str, Any] = issue_context(issue.snapshot, settings, locale)  # with its date
+    context["older_issue"] = None if older is None else archive_entry(settings, older, locale)
+    context["newer_issue"] = None if newer is None else archive_entry(settings, newer, locale)
     if visit is None:
         context["quiz_mode"] = "static"
     else:
@@ -108,9 +115,12 @@ def archive_pages(settings: Settings, issues: Sequence[ArchivedIssue]) -> dict[I
     return pages
 
 
-def archive_index(settings: Settings, issues: Sequence[ArchivedIssue]) -> str:
-    """The archive's list of issues, in the order given (callers pass newest first)."""
-    context = base_context(settings)
-    found = (archive_entry(settings, issue) for issue in issues)
+def archive_index(
+    settings: Settings, issues: Sequence[ArchivedIssue], locale: str | None = None
+) -> str:
+    """The archive's list of issues, in the order given (callers pass newest first), in
+    `locale` (None: the newsletter's own)."""
+    context = base_context(settings, locale)
+    found = (archive_entry(settings, issue, locale) for issue in issues)
     context["entries"] = [entry for entry in found if entry is not None]
     return render_template(settings.templates_dir, "archive/index.html.j2", context)

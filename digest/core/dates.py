@@ -13,10 +13,11 @@ from zoneinfo import ZoneInfo
 
 from babel.dates import format_date
 
+from digest.core.i18n import translations
 from digest.model.schedule import parse_schedule
 from digest.model.weeks import IsoWeek
 
-__all__ = ["issue_date", "long_date"]
+__all__ = ["issue_date", "long_date", "week_label"]
 
 
 def issue_date(week: IsoWeek, schedule: str, timezone: str) -> date:
@@ -37,3 +38,11 @@ def issue_date(week: IsoWeek, schedule: str, timezone: str) -> date:
 def long_date(day: date, locale: str) -> str:
     """`day` as a person writes it in `locale`: "December 7, 2026" (en), "7 december 2026" (nl)."""
     return format_date(day, format="long", locale=locale)
+
+
+def week_label(week: IsoWeek, locale: str) -> str:
+    """`week` as a reader names it where no date is at hand: "Week 50, 2026" (en)."""
+    return translations(locale).gettext("Week %(week)s, %(year)s") % {
+        "week": week.week,
+        "year": week.year,
+    }

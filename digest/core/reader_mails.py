@@ -3,8 +3,10 @@ the welcome after it.
 
 Pure builders: the settings, the subscriber, their links or recipient and `now` come in, a
 `Message` goes out; finding the data and sending are the readers layer's work. The confirmation
-mail is rendered (Jinja, then MJML) once per template into a skeleton, and each sign-up only
-fills its name and link in: rendering it whole cost more than storing the sign-up.
+mail is rendered (Jinja, then MJML) once per template and language into a skeleton, and each
+sign-up only fills its name and link in: rendering it whole cost more than storing the sign-up.
+Both mails are written in the reader's language: the confirmation in the one the sign-up's
+browser asked for, the welcome in `subscriber.language` (None: the newsletter's own).
 """
 
 from __future__ import annotations
@@ -23,14 +25,11 @@ from markupsafe import Markup, escape
 
 from digest.config import Settings
 from digest.core.checks import QualityError, check_email, check_message
+from digest.core.i18n import reader_locale, translations
 from digest.core.mails import PLACEHOLDERS, Message, Recipient
 from digest.core.reader_times import delivery_time
-from digest.core.render import (
-    base_context,
-    environment,
-    mjml_to_html,
-    render_mail,
-)
+from digest.core.render import base_context, environment, mjml_to_html, render_mail
+from digest.core.urls import Urls
 from digest.model.subscriber import Subscriber
 
 __all__ = ["confirmation_mail", "render_confirmation", "template_family", "welcome_message"]
@@ -38,23 +37,28 @@ __all__ = ["confirmation_mail", "render_confirmation", "template_family", "welco
 _CONFIRM_TEMPLATES = ("confirm.mjml.j2", "confirm.txt.j2")
 
 
-def confirmation_mail(settings: Settings, subscriber: Subscriber, confirm_url: str) -> Message:
-    """The mail with the link that confirms `subscriber`'s opt-in (`confirm_url`).
+def confirmation_mail(
+    settings: Settings, subscriber: Subscriber, confirm_url: str, locale: str | None = None
+) -> Message:
+    """The mail with the link that confirms `subscriber`'s opt-in (`confirm_url`), in
+    `locale` (None: the newsletter's own).
 
     Byte for byte what `render_confirmation` renders, from the template's skeleton.
     """
-    skeleton = _skeleton(settings, named=bool(subscriber.name))
+    skeleton = _skeleton(settings, named=bool(subscriber.name), locale=locale)
     if skeleton is None:  # the templates do more with the name or link than show them
-        html, text = render_confirmation(settings, subscriber.name, confirm_url)
+        html, text = render_confirmation(settings, subscriber.name, confirm_url, locale)
     else:
         html, text = skeleton.fill(subscriber.name or "", confirm_url)
-    return _confirmation_message(settings, subscriber, html, text)
+    return _confirmation_message(settings, subscriber, html, text, locale)
 
 
-def render_confirmation(settings: Settings, name: str | None, confirm_url: str) -> tuple[str, str]:
-    """(html, text) of the confirmation mail rendered whole: Jinja, then MJML."""
+def render_confirmation(
+    settings: Settings, name: str | None, confirm_url: str, locale: str | None = None
+) -> tuple[str, str]:
+    """(html, text) of the confirmation mail rendered whole, in `locale`: Jinja, then MJML."""
     context: dict[str, object] = {
-        **base_context(settings),
+        **base_context(settings, locale),
         "name": name,
         "confirm_url": confirm_url,
         "confirm_days": _confirm_days(settings),
@@ -68,10 +72,12 @@ def _confirm_days(settings: Settings) -> int:
 
 
 def _confirmation_message(
-    settings: Settings, subscriber: Subscriber, html: str, text: str
+    settings: Settings, subscriber: Subscriber, html: str, text: str, locale: str | None
 ) -> Message:
+    words = translations(locale or settings.locale)
     return Message(
-        subject=f"Confirm your subscription to {settings.newsletter_name}",
+        subject=words.gettext("Confirm your subscription to %(name)s")
+        % {"name": settings.newsletter_name},
         html=html,
         text=text,
         recipients=[Recipient(email=subscriber.email, name=subscriber.name)],
@@ -92,20 +98,27 @@ def welcome_message(
     """The welcome mail: what the newsletter is, when it arrives in the reader's time zone, the
     latest sent issue (`latest`: its term's title and summary and its archive url; None before
     the first), and the list mail's links and one-click headers, which `recipient` carries.
+    In the reader's language (`subscriber.language`), whose archive links ask for it too.
 
     Raises `QualityError` when the rendered mail fails the weekly issue's quality gates.
     """
+    locale = reader_locale(subscriber.language)
+    urls = Urls.from_settings(settings, locale)
+    if latest is not None:
+        latest = {**latest, "url": urls.in_language(latest["url"])}
+    own = settings.for_locale(locale)
     context: dict[str, object] = {
-        **base_context(settings),
+        **base_context(settings, locale),
         "name": subscriber.name,
-        "delivery": delivery_time(settings, subscriber.timezone, now),
+        "delivery": delivery_time(own, subscriber.timezone, now),
         "latest": latest,
         "unsubscribe_url": PLACEHOLDERS["unsubscribe_url"],
         "preferences_url": PLACEHOLDERS["preferences_url"],
     }
     _mjml, html, text = render_mail(settings.templates_dir, "welcome", context)
     message = Message(
-        subject=f"Welcome to {settings.newsletter_name}",
+        subject=translations(own.locale).gettext("Welcome to %(name)s")
+        % {"name": settings.newsletter_name},
         html=html,
         text=text,
         recipients=[recipient],
@@ -176,9 +189,10 @@ def _where(templates_dir: Path) -> tuple[str, ...]:
 _skeletons: dict[tuple[object, ...], _Skeleton | None] = {}
 
 
-def _skeleton(settings: Settings, *, named: bool) -> _Skeleton | None:
-    """The skeleton for these settings and templates (None: the templates cannot have one)."""
-    context = base_context(settings)
+def _skeleton(settings: Settings, *, named: bool, locale: str | None) -> _Skeleton | None:
+    """The skeleton for these settings, language and templates (None: the templates cannot
+    have one). The context names its locale, so each language has a skeleton of its own."""
+    context = base_context(settings, locale)
     key = (
         _where(settings.templates_dir),
         named,
@@ -189,7 +203,7 @@ def _skeleton(settings: Settings, *, named: bool) -> _Skeleton | None:
         found = _skeletons[key]
         if found is None or found.fresh:
             return found
-    made = _make_skeleton(settings, context, named=named)
+    made = _make_skeleton(settings, context, named=named, locale=locale)
     if len(_skeletons) > 64:  # settings come and go in tests; a service has one or two
         _skeletons.clear()
     _skeletons[key] = made
@@ -197,7 +211,7 @@ def _skeleton(settings: Settings, *, named: bool) -> _Skeleton | None:
 
 
 def _make_skeleton(
-    settings: Settings, context: Mapping[str, object], *, named: bool
+    settings: Settings, context: Mapping[str, object], *, named: bool, locale: str | None
 ) -> _Skeleton | None:
     days = _confirm_days(settings)
     values: dict[str, object] = {**context, "confirm_days": days}
@@ -225,7 +239,8 @@ def _make_skeleton(
     )
     for name, url in _PROBES:
         probe = name if named else None
-        if skeleton.fill(name if named else "", url) != render_confirmation(settings, probe, url):
+        whole = render_confirmation(settings, probe, url, locale)
+        if skeleton.fill(name if named else "", url) != whole:
             return None
     return skeleton
 

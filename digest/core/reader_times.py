@@ -2,7 +2,9 @@
 of a pause, and what the subscribe page promises (the zones a reader can pick: `core.zones`).
 
 Pure (`now` and the settings come in), so the welcome mail and the preference pages say the
-same thing, and tests can pin any date.
+same thing, and tests can pin any date. Written in `settings.locale` (pass the settings
+`for_locale` a reader's language): the phrases through the catalogue, day and month names by
+Babel.
 """
 
 from __future__ import annotations
@@ -10,29 +12,16 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from babel.dates import format_date
+
 from digest.config import Settings
 from digest.core.cadence import local_send_time, week_fire, zone_name
+from digest.core.i18n import translations
 from digest.core.zones import canonical_zone
 from digest.model.subscriber import Subscriber
 from digest.model.weeks import current_week
 
 __all__ = ["delivery_time", "pause_end", "schedule_words"]
-
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 
 
 def delivery_time(settings: Settings, timezone: str | None, now: datetime) -> str:
@@ -46,9 +35,10 @@ def delivery_time(settings: Settings, timezone: str | None, now: datetime) -> st
     """
     name = canonical_zone(zone_name(timezone, settings))  # "Asia/Kolkata", not "Asia/Calcutta"
     when = _next_sends(settings, ZoneInfo(name), now)
+    words = translations(settings.locale)
     if when is None:
-        return f"when the editors send one ({name} time)"
-    return f"{when} ({name} time)"
+        return words.gettext("when the editors send one (%(zone)s time)") % {"zone": name}
+    return words.gettext("%(when)s (%(zone)s time)") % {"when": when, "zone": name}
 
 
 def schedule_words(settings: Settings, now: datetime) -> str:
@@ -59,7 +49,10 @@ def schedule_words(settings: Settings, now: datetime) -> str:
         return delivery_time(settings, None, now)
     # The schedule's wall-clock time, which every reader's zone keeps.
     when = _next_sends(settings, settings.zone, now)
-    return f"{when} in your own time zone" if when else "when the editors send one"
+    words = translations(settings.locale)
+    if when is None:
+        return words.gettext("when the editors send one")
+    return words.gettext("%(when)s in your own time zone") % {"when": when}
 
 
 def _next_sends(settings: Settings, zone: ZoneInfo, now: datetime) -> str | None:
@@ -84,9 +77,12 @@ def _next_sends(settings: Settings, zone: ZoneInfo, now: datetime) -> str | None
         and upcoming[1].date() - first.date() == timedelta(days=7)
         and (upcoming[1].hour, upcoming[1].minute) == (first.hour, first.minute)
     )
+    words, time = translations(settings.locale), f"{first:%H:%M}"
     if weekly:
-        return f"every {_WEEKDAYS[first.weekday()]} at {first:%H:%M}"
-    return f"next on {_day(first.date())} at {first:%H:%M}"
+        weekday = format_date(first.date(), "EEEE", locale=settings.locale)
+        return words.gettext("every %(weekday)s at %(time)s") % {"weekday": weekday, "time": time}
+    day = _day(first.date(), settings.locale)
+    return words.gettext("next on %(day)s at %(time)s") % {"day": day, "time": time}
 
 
 def pause_end(settings: Settings, subscriber: Subscriber, now: datetime) -> str | None:
@@ -95,8 +91,9 @@ def pause_end(settings: Settings, subscriber: Subscriber, now: datetime) -> str 
     if until is None or until <= now:
         return None
     local = until.astimezone(ZoneInfo(zone_name(subscriber.timezone, settings)))
-    return f"{_day(local.date())} {local.year}"
+    return format_date(local.date(), "EEEE d MMMM y", locale=settings.locale)
 
 
-def _day(day: date) -> str:
-    return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
+def _day(day: date, locale: str) -> str:
+    """A day without its year: "Tuesday 1 December" (en), "dinsdag 1 december" (nl)."""
+    return format_date(day, "EEEE d MMMM", locale=locale)

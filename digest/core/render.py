@@ -26,7 +26,7 @@ from mjml import mjml2html
 
 from digest.config import Settings, language_tag
 from digest.core import i18n
-from digest.core.dates import issue_date, long_date
+from digest.core.dates import issue_date, long_date, week_label
 from digest.core.mail_style import DARK, mail_palette, styled_prose
 from digest.core.mails import PLACEHOLDERS
 from digest.core.urls import Urls
@@ -214,8 +214,8 @@ def base_context(settings: Settings, locale: str | None = None) -> dict[str, Any
     (that locale's tag, for `lang=`) and postal address, its addresses (`urls`, and the common
     ones by name), what it counts about readers (`tracking`), which every reader-facing page
     must say, and the mails' look (`palette`, `palette_dark`, `logo`: digest.core.mail_style)."""
+    urls = Urls.from_settings(settings, locale)  # before the copy: it knows the own locale
     settings = settings.for_locale(locale)
-    urls = Urls.from_settings(settings)
     logo = None
     if settings.logo_url:
         logo = {
@@ -401,18 +401,22 @@ def _context(
     *,
     subject: str | None = None,
     preheader: str | None = None,
+    locale: str | None = None,
 ) -> dict[str, Any]:
     """What every issue template sees: the frozen snapshot plus the site's addresses, and the
-    issue's calendar date and those of the earlier issues it links in the site's language."""
+    issue's calendar date and those of the earlier issues it links, in `locale` (None: the
+    newsletter's own; `settings` are the newsletter's, so the addresses know to add `lang=`)."""
     week = parse_week(snapshot["week"])
     term = snapshot["term"]
-    context = base_context(settings)
+    context = base_context(settings, locale)
+    urls: Urls = context["urls"]
+    settings = settings.for_locale(locale)
     subject, preheader = issue_lines(term, settings, subject=subject, preheader=preheader)
     day = issue_date(week, settings.schedule, settings.timezone)
     return {
         **context,
         "week": str(week),
-        "week_label": f"Week {week.week}, {week.year}",
+        "week_label": week_label(week, settings.locale),
         "week_number": week.week,
         "issue_date": long_date(day, settings.locale),
         "issue_date_iso": day.isoformat(),
@@ -420,7 +424,11 @@ def _context(
         "related": snapshot.get("related") or [],
         "news": snapshot.get("news") or [],
         "previous_issues": [
-            {**p, "date_label": long_date(date.fromisoformat(p["date"]), settings.locale)}
+            {
+                **p,
+                "url": urls.in_language(p["url"]),
+                "date_label": long_date(date.fromisoformat(p["date"]), settings.locale),
+            }
             for p in snapshot.get("previous") or []
         ],
         "subject": subject,
@@ -447,8 +455,8 @@ def render_issue(
     `locale`: the rendition's language (None: the newsletter's, `settings.locale`); everything
     below renders with settings in that locale, so every date and string follows it.
     """
+    context = _context(snapshot, settings, subject=subject, preheader=preheader, locale=locale)
     settings = settings.for_locale(locale)
-    context = _context(snapshot, settings, subject=subject, preheader=preheader)
     context["text_sections"] = [
         {"title": s["title"], "text": markdown_to_text(s["markdown"])}
         for s in context["term"]["sections"]
@@ -480,7 +488,10 @@ def render_article(snapshot: Snapshot, settings: Settings, *, with_title: bool =
     return render_template(settings.templates_dir, "archive/_article.html.j2", context)
 
 
-def issue_context(snapshot: Snapshot, settings: Settings) -> dict[str, Any]:
+def issue_context(
+    snapshot: Snapshot, settings: Settings, locale: str | None = None
+) -> dict[str, Any]:
     """What an issue's templates see, for a page rendered on its own from the frozen snapshot
-    (the archive's, `digest.core.archive`), without an editor's mail-only overrides."""
-    return _context(snapshot, settings)
+    (the archive's, `digest.core.archive`), without an editor's mail-only overrides, in
+    `locale` (None: the newsletter's own)."""
+    return _context(snapshot, settings, locale=locale)

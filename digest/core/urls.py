@@ -2,12 +2,15 @@
 
 Built once from settings (`Urls.from_settings`), so the mails, the archive, the feed and the
 checks that verify them all agree on one scheme; a template gets the same object as `urls`.
+A reader's language other than the newsletter's rides on the archive's addresses as `?lang=`
+(docs/translating.md), so a Dutch reader's links open Dutch pages.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from digest.config import GLOSSARY_PATH
 
@@ -23,15 +26,32 @@ __all__ = ["Urls"]
 class Urls:
     """The site's addresses. `base_url` is the web app (archive, feed, subscriber links);
     `site_url` the glossary's own site (term pages). Both without a trailing slash, as
-    settings keep them; `unsubscribe_mailto` is the optional mailbox of List-Unsubscribe."""
+    settings keep them; `unsubscribe_mailto` is the optional mailbox of List-Unsubscribe.
+    `lang`: the locale the archive's pages are asked in (`?lang=`), None for the newsletter's
+    own, whose addresses carry no query at all."""
 
     base_url: str
     site_url: str
     unsubscribe_mailto: str | None = None
+    lang: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Urls:
-        return cls(settings.base_url, settings.site_url, settings.unsubscribe_mailto)
+    def from_settings(cls, settings: Settings, locale: str | None = None) -> Urls:
+        """The addresses of `settings`, for a reader of `locale` (None: the newsletter's own).
+
+        `settings` are the newsletter's, not a copy made `for_locale`: their locale is the
+        one that needs no `?lang=`, and a copy no longer knows it."""
+        lang = locale if locale and locale != settings.locale else None
+        return cls(settings.base_url, settings.site_url, settings.unsubscribe_mailto, lang)
+
+    def in_language(self, url: str) -> str:
+        """`url`, an archive address stored as it was built (a snapshot's previous issues),
+        asked in this reader's language: unchanged for the newsletter's own."""
+        if self.lang is None:
+            return url
+        address, hash_, fragment = url.partition("#")
+        joiner = "&" if "?" in address else "?"
+        return f"{address}{joiner}lang={quote(self.lang)}{hash_}{fragment}"
 
     # ------------------------------------------------------------------- public pages
 
@@ -53,16 +73,16 @@ class Urls:
         return f"{self.site_url}/{slug}"
 
     def archive_index(self) -> str:
-        return f"{self.base_url}/issues/"
+        return self.in_language(f"{self.base_url}/issues/")
 
     def archive_page(self, week: IsoWeek | str) -> str:
         """An issue's public page in the web archive (also the email's "view in browser" link)."""
-        return f"{self.base_url}/issues/{week}"
+        return self.in_language(f"{self.base_url}/issues/{week}")
 
     def quiz_answer(self, week: IsoWeek | str, answer: int) -> str:
         """One answer of an issue's quiz: its archive page, which says right or wrong; the
         fragment scrolls to the quiz. A plain GET that changes nothing (scanners follow it)."""
-        return f"{self.archive_page(week)}?answer={answer}#quiz"
+        return self.in_language(f"{self.base_url}/issues/{week}?answer={answer}#quiz")
 
     def feed(self) -> str:
         """The RSS 2.0 feed; `feed_atom` and `feed_json` carry the same items."""

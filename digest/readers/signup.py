@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from digest.config import Settings
+from digest.core.i18n import reader_locale
 from digest.core.mails import Message
 from digest.core.reader_input import clean_name, clean_timezone, normalise_email
 from digest.core.reader_links import confirm_url
@@ -109,10 +110,21 @@ def subscribe(
         engine, settings, address, name=name, timezone=zone, source=source, now=now
     )
     subscriber = opt_in.subscriber
-    if language is not None and language != settings.locale and subscriber.language is None:
-        reader_language.adopt_language(engine, subscriber.id, language)
+    chosen = subscriber.language  # a choice made in the preference centre comes first
+    if (
+        language is not None
+        and language != settings.locale
+        and chosen is None
+        and reader_language.adopt_language(engine, subscriber.id, language)
+    ):
+        chosen = language
+    # In the language the reader will read: a resend (and "subscribe again") takes the stored
+    # one, since it calls without a browser's `language`.
     mail = confirmation_mail(
-        settings, subscriber, confirm_url(settings, subscriber.id, subscriber.email)
+        settings,
+        subscriber,
+        confirm_url(settings, subscriber.id, subscriber.email),
+        reader_locale(chosen),
     )
     if not opt_in.mail_due:
         return Subscription(subscriber, None)
