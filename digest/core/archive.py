@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 from digest.config import Settings
 from digest.core.dates import issue_date, long_date
+from digest.core.i18n import translations
 from digest.core.quiz import read_answer
 from digest.core.render import RenderError, base_context, issue_context, render_template
+from digest.core.section_names import translated_sections
 from digest.core.urls import Urls
 from digest.model.snapshot import Snapshot
 from digest.model.weeks import IsoWeek
@@ -59,7 +61,8 @@ def archive_entry(settings: Settings, issue: ArchivedIssue) -> dict[str, str] | 
     term = issue.snapshot["term"]
     return {
         "week": str(issue.week),
-        "week_label": f"Week {issue.week.week}, {issue.week.year}",
+        "week_label": translations(settings.locale).gettext("Week %(week)d, %(year)d")
+        % {"week": issue.week.week, "year": issue.week.year},
         "date": long_date(day, settings.locale),
         "date_iso": day.isoformat(),
         "title": term["title"],
@@ -85,6 +88,8 @@ def archive_page(
     if not issue.snapshot:
         raise RenderError(f"issue {issue.week} has no content yet")
     context: dict[str, Any] = issue_context(issue.snapshot, settings)  # with its date
+    term = context["term"]  # the required sections' headings in the page's language
+    context["term"] = {**term, "sections": translated_sections(term["sections"], settings.locale)}
     context["older_issue"] = archive_entry(settings, older) if older is not None else None
     context["newer_issue"] = archive_entry(settings, newer) if newer is not None else None
     if visit is None:

@@ -10,45 +10,34 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from babel.dates import format_date
+
 from digest.config import Settings
 from digest.core.cadence import local_send_time, week_fire, zone_name
+from digest.core.i18n import translations
 from digest.core.zones import canonical_zone
 from digest.model.subscriber import Subscriber
 from digest.model.weeks import current_week
 
 __all__ = ["delivery_time", "pause_end", "schedule_words"]
 
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-
 
 def delivery_time(settings: Settings, timezone: str | None, now: datetime) -> str:
-    """When a reader gets the issue, in their own time zone, as a phrase for mail and pages:
-    "every Monday at 09:00 (Asia/Tokyo time)", or "next on Tuesday 1 December at 06:30 (…)"
-    for a schedule that does not fire every week.
+    """When a reader gets the issue, in their own time zone, as a phrase for mail and pages in
+    `settings.locale`: "every Monday at 09:00 (Asia/Tokyo time)", or "next on Tuesday
+    1 December at 06:30 (…)" for a schedule that does not fire every week.
 
     Pure. With local-time delivery the schedule's wall-clock time holds in every zone; without
     it the one send time in DIGEST_TIMEZONE is shown converted to the reader's zone. A schedule
     firing on several days sends one issue a week, at the first fire, so that is the one shown.
     """
+    gettext = translations(settings.locale).gettext
     name = canonical_zone(zone_name(timezone, settings))  # "Asia/Kolkata", not "Asia/Calcutta"
     when = _next_sends(settings, ZoneInfo(name), now)
     if when is None:
-        return f"when the editors send one ({name} time)"
-    return f"{when} ({name} time)"
+        return gettext("when the editors send one (%(zone)s time)") % {"zone": name}
+    # TRANSLATORS: `when` is "every Monday at 09:00" or "next on Monday 1 June at 09:00".
+    return gettext("%(when)s (%(zone)s time)") % {"when": when, "zone": name}
 
 
 def schedule_words(settings: Settings, now: datetime) -> str:
@@ -57,14 +46,18 @@ def schedule_words(settings: Settings, now: datetime) -> str:
     send time in DIGEST_TIMEZONE, "every Monday at 09:00 (Europe/Amsterdam time)". Pure."""
     if not settings.local_time_delivery:
         return delivery_time(settings, None, now)
+    gettext = translations(settings.locale).gettext
     # The schedule's wall-clock time, which every reader's zone keeps.
     when = _next_sends(settings, settings.zone, now)
-    return f"{when} in your own time zone" if when else "when the editors send one"
+    if not when:
+        return gettext("when the editors send one")
+    return gettext("%(when)s in your own time zone") % {"when": when}
 
 
 def _next_sends(settings: Settings, zone: ZoneInfo, now: datetime) -> str | None:
     """The next sends read in `zone`, "every Monday at 09:00" or "next on Tuesday 1 December
-    at 06:30"; None when the schedule does not fire in the next 60 weeks."""
+    at 06:30" (in `settings.locale`); None when the schedule does not fire in the next 60
+    weeks."""
     upcoming: list[datetime] = []
     week = current_week(now, settings.zone)
     for offset in range(60):  # a monthly crontab leaves weeks without a fire
@@ -84,19 +77,25 @@ def _next_sends(settings: Settings, zone: ZoneInfo, now: datetime) -> str | None
         and upcoming[1].date() - first.date() == timedelta(days=7)
         and (upcoming[1].hour, upcoming[1].minute) == (first.hour, first.minute)
     )
+    gettext = translations(settings.locale).gettext
+    time = f"{first:%H:%M}"  # the 24-hour clock both languages write
     if weekly:
-        return f"every {_WEEKDAYS[first.weekday()]} at {first:%H:%M}"
-    return f"next on {_day(first.date())} at {first:%H:%M}"
+        weekday = format_date(first.date(), "EEEE", locale=settings.locale)
+        return gettext("every %(weekday)s at %(time)s") % {"weekday": weekday, "time": time}
+    day = _day(first.date(), settings.locale)
+    return gettext("next on %(day)s at %(time)s") % {"day": day, "time": time}
 
 
 def pause_end(settings: Settings, subscriber: Subscriber, now: datetime) -> str | None:
-    """The day a reader's pause ends, in their zone ("Monday 8 June 2026"); None if not paused."""
+    """The day a reader's pause ends, in their zone and `settings.locale` ("Monday 8 June
+    2026", "maandag 8 juni 2026"); None if not paused."""
     until = subscriber.paused_until
     if until is None or until <= now:
         return None
     local = until.astimezone(ZoneInfo(zone_name(subscriber.timezone, settings)))
-    return f"{_day(local.date())} {local.year}"
+    return format_date(local.date(), "EEEE d MMMM y", locale=settings.locale)
 
 
-def _day(day: date) -> str:
-    return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
+def _day(day: date, locale: str) -> str:
+    """ "Monday 1 June": the weekday and the day, in `locale` (Babel's CLDR names)."""
+    return format_date(day, "EEEE d MMMM", locale=locale)
