@@ -216,7 +216,9 @@ def test_a_site_web_page_template_overrides_the_theme(settings, tmp_path):
     overrides = tmp_path / "templates"
     overrides.mkdir()
     page = (default_theme_dir() / "page.html.j2").read_text()
-    (overrides / "page.html.j2").write_text(page.replace("Archive</a>", "Past issues</a>"))
+    (overrides / "page.html.j2").write_text(
+        page.replace('{{ _("Archive") }}</a>', "Past issues</a>")
+    )
     conf = settings.model_copy(update={"templates_dir": overrides})
     with TestClient(create_app(conf)) as client:
         html = client.get("/").text

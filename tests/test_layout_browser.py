@@ -174,6 +174,26 @@ def test_every_visible_text_meets_wcag_aa_contrast_in_light_and_dark(views, name
 # --------------------------------------------------------------------------- the checks catch faults
 
 
+def test_no_dutch_page_scrolls_sideways_at_the_narrowest_widths(site, browser):  # type: ignore[no-untyped-def]
+    """Dutch words are longer ("Mijn gegevens wissen…", "Bevestig mijn abonnement"): the same
+    pages served in nl, on the same data, at the phone widths where a long word pushes out."""
+    settings, links = site
+    served = [p for p in PAGES if p.path is not None]
+    with serving(settings.for_locale("nl")) as dutch:
+        views = [
+            view
+            for page in served
+            for view in open_views(
+                browser, page, "light", widths=(320, 375), base_url=dutch.base_url,
+                links=links, contents={},
+            )
+        ]  # fmt: skip
+    assert len(views) == 2 * len(served)
+    problems = [p for view in views for p in overflow_problems(view)]
+    problems += [f"{v.where}: lang is {v.lang!r}" for v in views if v.lang != "nl"]
+    assert not problems, "\n".join(problems)
+
+
 BAD_PAGE = """<!doctype html><html><head><meta name="viewport" content="width=device-width">
 <style>
   body { margin: 0; background: #fff; color: #1f2933; font: 16px sans-serif; }

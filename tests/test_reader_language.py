@@ -78,7 +78,8 @@ def test_a_reader_chooses_dutch_in_the_preference_centre(client, settings, engin
 
     saved = client.post(f"{page_of(settings, ann)}/language", data={"language": "nl"})
     assert saved.status_code == 200
-    assert notice(saved.text) == "Saved: the next issues come in Nederlands."
+    # Said, as the whole page now is, in the language just chosen.
+    assert notice(saved.text) == "Opgeslagen: de volgende edities komen in het Nederlands."
     assert '<option value="nl" lang="nl" selected>Nederlands</option>' in saved.text
     assert get_subscriber(engine, ANN).language == "nl"  # type: ignore[union-attr]
 

@@ -18,7 +18,9 @@ from typing import Any
 from babel import Locale, UnknownLocaleError
 
 from digest.config import GLOSSARY_PATH, Settings
+from digest.core.i18n import N_, translations
 from digest.core.render import base_context, render_template
+from digest.core.section_names import section_title
 from digest.core.selection import related_concepts
 from digest.core.urls import Urls
 from digest.model.glossary import Glossary, Term
@@ -27,6 +29,7 @@ __all__ = [
     "GLOSSARY_TITLE",
     "SEARCH_SCRIPT",
     "category_anchors",
+    "glossary_title",
     "language_name",
     "ordered_terms",
     "render_index",
@@ -36,8 +39,9 @@ __all__ = [
     "site_urls",
 ]
 
-# What the pages call the glossary: the index's heading, the breadcrumb and the structured data.
-GLOSSARY_TITLE = "Glossary"
+# What the pages call the glossary: the index's heading, the breadcrumb and the structured data
+# (in the page's language: `glossary_title`).
+GLOSSARY_TITLE = N_("Glossary")
 # The index's one script, a template of its own so that its exact bytes can be hashed for the
 # Content-Security-Policy (digest.web.glossary): the page and the hash come from one source.
 SEARCH_SCRIPT = "glossary/search.js.j2"
@@ -81,6 +85,11 @@ def language_name(code: str, locale: str) -> str:
         return code
 
 
+def glossary_title(settings: Settings) -> str:
+    """`GLOSSARY_TITLE` in the site's language."""
+    return translations(settings.locale).gettext(GLOSSARY_TITLE)
+
+
 def search_script(settings: Settings) -> str:
     """The index's inline script, as the page carries it between `<script>` and `</script>`."""
     return render_template(settings.templates_dir, SEARCH_SCRIPT, {})
@@ -105,10 +114,11 @@ def _index_context(settings: Settings, terms: Sequence[Term]) -> dict[str, Any]:
             }
         )
     index_url = urls.glossary_index()
-    name = f"{settings.newsletter_name}: {GLOSSARY_TITLE}"
+    title = glossary_title(settings)
+    name = f"{settings.newsletter_name}: {title}"
     return {
         **base_context(settings),
-        "glossary_title": GLOSSARY_TITLE,
+        "glossary_title": title,
         "index_url": index_url,
         "groups": [
             {"name": category, "anchor": anchors[category], "terms": entries}
@@ -168,10 +178,16 @@ def _term_context(
         for a in term.aliases
     ]
     home = urls.home()
+    title = glossary_title(settings)
     return {
         **base_context(settings),
-        "glossary_title": GLOSSARY_TITLE,
+        "glossary_title": title,
         "term": term,
+        # The required sections' headings in the page's language, the editor's own as written.
+        "sections": [
+            {"title": section_title(s.title, settings.locale), "html": s.html}
+            for s in term.sections
+        ],
         "aliases": aliases,
         "index_url": index_url,
         "page_url": page_url,
@@ -196,7 +212,7 @@ def _term_context(
                     "inDefinedTermSet": {
                         "@type": "DefinedTermSet",
                         "@id": f"{index_url}#glossary",
-                        "name": f"{settings.newsletter_name}: {GLOSSARY_TITLE}",
+                        "name": f"{settings.newsletter_name}: {title}",
                         "url": index_url,
                     },
                 },
@@ -204,7 +220,7 @@ def _term_context(
                     "@type": "BreadcrumbList",
                     "itemListElement": [
                         _crumb(1, settings.newsletter_name, home),
-                        _crumb(2, GLOSSARY_TITLE, index_url),
+                        _crumb(2, title, index_url),
                         _crumb(3, term.category, category_url),
                         _crumb(4, term.title, page_url),
                     ],

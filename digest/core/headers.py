@@ -17,6 +17,7 @@ from email.header import Header
 from email_validator import EmailNotValidError, validate_email
 
 from digest.core.characters import BIDI_CONTROLS, first_refused, refusal
+from digest.core.i18n import N_
 
 __all__ = [
     "NAME_MAX",
@@ -69,7 +70,7 @@ def _unsafe_character(text: str) -> str | None:
     if char in BIDI_CONTROLS:
         return f"bidirectional override characters are not allowed (found U+{ord(char):04X})"
     if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
-        return "line breaks and control characters are not allowed"
+        return N_("line breaks and control characters are not allowed")
     return refusal(char)
 
 
@@ -87,7 +88,7 @@ def display_name_problem(name: str) -> str | None:
     if problem is not None:
         return problem
     if _ENCODED_WORD_RE.search(name):
-        return "encoded-word syntax (=?charset?q?…?=) is not allowed; type the name itself"
+        return N_("encoded-word syntax (=?charset?q?…?=) is not allowed; type the name itself")
     return None
 
 

@@ -18,6 +18,7 @@ from digest.packaged import SOURCE_LOCALE, available_locales, locale_dir
 
 __all__ = [
     "DOMAIN",
+    "N_",
     "SOURCE_LOCALE",
     "UnknownLocale",
     "accepted_locale",
@@ -29,6 +30,13 @@ __all__ = [
 ]
 
 DOMAIN = "messages"
+
+
+def N_(message: str) -> str:
+    """Marks `message` for the catalogue without translating it (gettext's `gettext_noop`):
+    for a string written where no locale is known yet (an exception's reason), which the
+    page that shows it later looks up with `translations(locale).gettext(reason)`."""
+    return message
 
 
 class UnknownLocale(ValueError):

@@ -1,7 +1,8 @@
 """What a reader types, made fit to store: the address, the display name, the time zone.
 
 Pure checks shared by the web form, the CLI and the CSV import, so every door refuses the same
-input with the same words (`InvalidSubscriber` names the field and says why).
+input with the same words (`InvalidSubscriber` names the field and says why). A fixed reason is
+marked for the catalogue (`N_`), so a page can say it in its reader's language.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from digest.core.headers import display_name_problem
+from digest.core.i18n import N_
 from digest.model.subscriber import InvalidSubscriber
 
 __all__ = ["TIMEZONE_MAX", "clean_name", "clean_timezone", "normalise_email"]
@@ -28,13 +30,13 @@ def normalise_email(raw: str) -> str:
     """
     text = (raw or "").strip()
     if not text:
-        raise InvalidSubscriber("email", "an email address is required")
+        raise InvalidSubscriber("email", N_("an email address is required"))
     try:
         checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         message = str(exc)
         if "before the @-sign" in message and not text.partition("@")[0].isascii():
-            message = (
+            message = N_(
                 "addresses with non-ASCII characters before the @ (SMTPUTF8) cannot be "
                 "delivered by digest's mail services; please use an ASCII address"
             )

@@ -17,6 +17,8 @@ from babel import Locale
 from babel.core import get_global
 from babel.dates import get_timezone_location
 
+from digest.core.i18n import N_, translations
+
 __all__ = [
     "UTC",
     "ZoneChoice",
@@ -29,19 +31,21 @@ __all__ = [
 
 UTC = "UTC"
 
-# The tz database's regions, in the order a picker lists them, with what the group is called.
+# The tz database's regions, in the order a picker lists them, with what the group is called
+# (in the catalogue: CLDR names continents but not the oceans, and one source reads evenly).
 _REGIONS = {
-    "Africa": "Africa",
-    "America": "Americas",
-    "Antarctica": "Antarctica",
-    "Arctic": "Arctic",
-    "Asia": "Asia",
-    "Atlantic": "Atlantic Ocean",
-    "Australia": "Australia",
-    "Europe": "Europe",
-    "Indian": "Indian Ocean",
-    "Pacific": "Pacific Ocean",
+    "Africa": N_("Africa"),
+    "America": N_("Americas"),
+    "Antarctica": N_("Antarctica"),
+    "Arctic": N_("Arctic"),
+    "Asia": N_("Asia"),
+    "Atlantic": N_("Atlantic Ocean"),
+    "Australia": N_("Australia"),
+    "Europe": N_("Europe"),
+    "Indian": N_("Indian Ocean"),
+    "Pacific": N_("Pacific Ocean"),
 }
+_UTC_LABEL = N_("Coordinated Universal Time")
 # CLDR's names for zero offset; a reader knows it as plain UTC, and so does DIGEST_TIMEZONE's
 # default.
 _UTC_NAMES = frozenset({"Etc/UTC", "Etc/GMT"})
@@ -89,19 +93,21 @@ def canonical_zones() -> tuple[str, ...]:
 
 @lru_cache(maxsize=8)
 def zone_groups(locale: str) -> tuple[ZoneGroup, ...]:
-    """`canonical_zones()` by region, each labelled "City (Country)" in `locale` and sorted by
-    that label, regions in the tz database's order and UTC last."""
+    """`canonical_zones()` by region, each labelled "City (Country)" in `locale` (CLDR's names)
+    and sorted by that label, regions in the tz database's order, named in `locale`'s catalogue,
+    and UTC last."""
+    gettext = translations(locale).gettext
     place = Locale.parse(locale)
     by_region: dict[str, list[ZoneChoice]] = {region: [] for region in _REGIONS}
     for zone in canonical_zones():
         if zone != UTC:
             by_region[zone.partition("/")[0]].append(ZoneChoice(zone, _label(zone, place)))
     groups = [
-        ZoneGroup(region, _REGIONS[region], tuple(sorted(choices, key=_sort_key)))
+        ZoneGroup(region, gettext(_REGIONS[region]), tuple(sorted(choices, key=_sort_key)))
         for region, choices in by_region.items()
         if choices
     ]
-    groups.append(ZoneGroup(UTC, "Coordinated Universal Time", (ZoneChoice(UTC, "UTC"),)))
+    groups.append(ZoneGroup(UTC, gettext(_UTC_LABEL), (ZoneChoice(UTC, "UTC"),)))
     return tuple(groups)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from digest.config import Settings
-from digest.core.i18n import available_locales
+from digest.core.i18n import N_, available_locales
 from digest.core.mails import Message
 from digest.core.reader_input import clean_name, clean_timezone
 from digest.core.reader_mails import welcome_message
@@ -108,11 +108,11 @@ def pause(engine: Engine, subscriber_id: int, weeks: int, *, now: datetime) -> S
         raise InvalidSubscriber("weeks", f"pause for 1 to {MAX_PAUSE_WEEKS} weeks (got {weeks})")
     current = store.get_subscriber(engine, subscriber_id)
     if current is None or current.status not in PAUSABLE:
-        raise InvalidSubscriber("status", "only an active subscription can be paused")
+        raise InvalidSubscriber("status", N_("only an active subscription can be paused"))
     until = now + timedelta(weeks=weeks)
     paused = _still_there(store.pause_until(engine, subscriber_id, until, now=now))
     if paused.status not in PAUSABLE:  # unsubscribed or suppressed in the meantime
-        raise InvalidSubscriber("status", "only an active subscription can be paused")
+        raise InvalidSubscriber("status", N_("only an active subscription can be paused"))
     return paused
 
 
@@ -172,7 +172,7 @@ def erase_data(engine: Engine, subscriber_id: int) -> bool:
 
 def _still_there(current: Subscriber | None) -> Subscriber:
     if current is None:
-        raise InvalidSubscriber("subscriber", "this subscription no longer exists")
+        raise InvalidSubscriber("subscriber", N_("this subscription no longer exists"))
     return current
 
 

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from digest.config import Settings, get_settings
+from digest.core.i18n import translations
 from digest.store import db
 from digest.web.archive import router as archive_router
 from digest.web.desk import IMPORT_PATH, MAX_IMPORT_BYTES, install_desk
@@ -98,12 +99,13 @@ def _add_error_pages(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         settings: Settings = request.app.state.settings
-        if exc.status_code == 404:
+        if exc.status_code == 404:  # in the newsletter's language: whose visit it is is unknown
+            gettext = translations(settings.locale).gettext
             return message(
                 request,
                 settings,
-                "Not found",
-                "There is no page at this address.",
+                gettext("Not found"),
+                gettext("There is no page at this address."),
                 error=True,
                 status_code=404,
             )
@@ -117,11 +119,13 @@ def _add_error_pages(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        settings: Settings = request.app.state.settings
+        gettext = translations(settings.locale).gettext
         return message(
             request,
-            request.app.state.settings,
-            "Something went wrong",
-            "Something went wrong on our side. Please try again later.",
+            settings,
+            gettext("Something went wrong"),
+            gettext("Something went wrong on our side. Please try again later."),
             error=True,
             status_code=500,
         )

@@ -1,19 +1,23 @@
 """Reading what a person typed: the subscribe fields from a form or JSON, checked storable.
 
 A refused value is shown back printable and a stored address only masked, so neither a bad
-byte nor a shared link shows more than it should.
+byte nor a shared link shows more than it should. Why a value was refused is said in the page's
+language: a reason marked for the catalogue (`i18n.N_`) is translated, and one that is not (an
+email library's own words, a reason with a value in it) leaves a general sentence in its place.
 """
 
 from __future__ import annotations
 
 from fastapi import Request
 
+from digest.core.i18n import N_, SOURCE_LOCALE, translations
 from digest.model.subscriber import InvalidSubscriber
 from digest.web.limits import FORM_LIMITS
 
 __all__ = [
     "form_fields",
     "invalid_message",
+    "invalid_reason",
     "is_json",
     "json_fields",
     "mask",
@@ -67,12 +71,15 @@ def storable_text(field: str, value: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidSubscriber(
-            field, "it holds a lone surrogate code point (such as \\udc00); send valid Unicode text"
+            field,
+            N_("it holds a lone surrogate code point (such as \\udc00); send valid Unicode text"),
         ) from None
     if "\ufffd" in value:
         raise InvalidSubscriber(
             field,
-            "it holds U+FFFD, the mark of bytes that were not valid UTF-8; send the text as UTF-8",
+            N_(
+                "it holds U+FFFD, the mark of bytes that were not valid UTF-8; send the text as UTF-8"
+            ),
         )
     return value
 
@@ -82,10 +89,49 @@ def printable(value: str) -> str:
     return value.encode("utf-8", "replace").decode("utf-8")
 
 
-def invalid_message(exc: InvalidSubscriber) -> str:
-    if exc.field == "email":
-        return f"That email address is not valid: {exc.reason}"
-    return f"The {exc.field} is not valid: {exc.reason}"
+# Per field: the sentence with the reason, and the one without (a reason not in the catalogue).
+_INVALID = {
+    "email": (
+        N_("That email address is not valid: %(reason)s"),
+        N_("That email address is not valid."),
+    ),
+    "name": (N_("The name is not valid: %(reason)s"), N_("The name is not valid.")),
+    "timezone": (N_("The timezone is not valid: %(reason)s"), N_("The timezone is not valid.")),
+    "language": (N_("The language is not valid: %(reason)s"), N_("The language is not valid.")),
+}
+
+
+def invalid_message(exc: InvalidSubscriber, locale: str = SOURCE_LOCALE) -> str:
+    """What a form says about a refused value, in `locale`: which field, and why."""
+    gettext = translations(locale).gettext
+    reason = _reason(exc, locale)
+    with_reason, without = _INVALID.get(exc.field, (None, None))
+    if with_reason is None or without is None:  # a field no form of the pages has
+        if reason is None:
+            return gettext("This value cannot be stored.")
+        if locale == SOURCE_LOCALE:
+            return f"The {exc.field} is not valid: {reason}"
+        return gettext("This value cannot be stored: %(reason)s") % {"reason": reason}
+    if reason is None:
+        return gettext(without)
+    return gettext(with_reason) % {"reason": reason}
+
+
+def invalid_reason(exc: InvalidSubscriber, locale: str = SOURCE_LOCALE) -> str:
+    """The reason alone as a sentence in `locale` ("Only an active subscription can be paused"),
+    for a form whose field needs no naming."""
+    reason = _reason(exc, locale)
+    if reason is None:
+        return translations(locale).gettext("This value cannot be stored.")
+    return reason[:1].upper() + reason[1:]
+
+
+def _reason(exc: InvalidSubscriber, locale: str) -> str | None:
+    """`exc`'s reason in `locale`; None when it has no translation there (English has all)."""
+    if locale == SOURCE_LOCALE:
+        return exc.reason
+    translated = translations(locale).gettext(exc.reason)
+    return translated if translated != exc.reason else None
 
 
 def mask(email: str) -> str:

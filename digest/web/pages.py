@@ -3,6 +3,8 @@ unsubscribe links with "subscribe again" (the archive and the feeds have their o
 
 Safe against mail scanners and curious clients: no GET (or HEAD) changes anything, token links
 answer with a button (POST), and subscribe answers the same whether or not an address is known.
+The home page and its answers are in the newsletter's language; a page reached from a reader's
+token link (confirm, unsubscribe, subscribe again) in that reader's (`views.reader_settings`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from digest.config import Settings
 from digest.core import i18n, reader_times
+from digest.core.i18n import N_, translations
 from digest.core.tokens import BadToken
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.readers import signup
@@ -41,6 +44,7 @@ from digest.web.views import (
     bad_link,
     message,
     page,
+    reader_settings,
     refused_again,
     resubscribe_notice,
 )
@@ -51,16 +55,21 @@ __all__ = ["router"]
 # `create_app` includes the router with (a 413 from its error pages).
 router = APIRouter(route_class=GetAlsoHead, form_limits=FORM_LIMITS)
 
-_CHECK_INBOX = (
+# What the pages say, looked up in the page's language where it is shown.
+_CHECK_INBOX = N_(
     "Thanks! If this address is not subscribed yet, a confirmation link is on its way. "
     "Open it to start receiving the newsletter."
 )
-_CONFIRMED = "Your subscription is confirmed."
-_WELCOME_BACK = "Welcome back: your subscription is on again, as it was."
+_CONFIRMED = N_("Your subscription is confirmed.")
+_WELCOME_BACK = N_("Welcome back: your subscription is on again, as it was.")
+_SUBSCRIBED = N_("You are subscribed")
+_SUBSCRIBED_AGAIN = N_("You are subscribed again")
+_CHECK_INBOX_HEADING = N_("Check your inbox")
+# A reason of the bad-link page (views.bad_link has its sentence), as signup.confirm says it.
 _CANCELLED = (
     "this subscription was cancelled after the link was sent; subscribe again to get a new link"
 )
-_TOO_MANY = "Too many subscribe requests from your network; try again in a minute."
+_TOO_MANY = N_("Too many subscribe requests from your network; try again in a minute.")
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -106,7 +115,7 @@ async def subscribe(
             )
         )
     except InvalidSubscriber as exc:
-        text = invalid_message(exc)
+        text = invalid_message(exc, settings.locale)
         if wants_json:
             return JSONResponse({"error": text, "field": exc.field}, status_code=422)
         latest = await run_in_threadpool(latest_issue, engine, settings)
@@ -123,9 +132,10 @@ async def subscribe(
     # Sent after the answer has gone out, so how long a send takes (or whether one happens
     # at all) cannot be read off the response time.
     background.add_task(send_confirmation_later, engine, settings, result)
+    gettext = translations(settings.locale).gettext
     if wants_json:
-        return JSONResponse({"status": "ok", "message": _CHECK_INBOX})
-    return message(request, settings, "Check your inbox", _CHECK_INBOX)
+        return JSONResponse({"status": "ok", "message": gettext(_CHECK_INBOX)})
+    return message(request, settings, gettext(_CHECK_INBOX_HEADING), gettext(_CHECK_INBOX))
 
 
 async def _rate_limited(request: Request, settings: Settings, wants_json: bool) -> Response | None:
@@ -150,10 +160,11 @@ async def _rate_limited(request: Request, settings: Settings, wants_json: bool) 
     if reset is None:
         return None
     headers = {"Retry-After": str(max(1, math.ceil(reset - time.time())))}
+    too_many = translations(settings.locale).gettext(_TOO_MANY)
     if wants_json:
-        return JSONResponse({"error": _TOO_MANY}, status_code=429, headers=headers)
+        return JSONResponse({"error": too_many}, status_code=429, headers=headers)
     # No sample: a client refused for asking too often costs no database read.
-    answer = _subscribe_page(request, settings, None, email="", name="", error=_TOO_MANY)
+    answer = _subscribe_page(request, settings, None, email="", name="", error=too_many)
     answer.status_code = 429
     answer.headers.update(headers)
     return answer
@@ -170,10 +181,10 @@ def confirm_page(
     if found is None:
         return bad_link(request, settings, "this link is not valid")
     if found.status == "active":
-        return _subscribed(request, settings, engine, found, "You are subscribed", _CONFIRMED)
+        return _subscribed(request, settings, engine, found, _SUBSCRIBED, _CONFIRMED)
     if found.status != "pending":
         return bad_link(request, settings, _CANCELLED)
-    return page(request, settings, "confirm")
+    return page(request, reader_settings(settings, found), "confirm")
 
 
 @router.post("/confirm/{token}", response_class=HTMLResponse)
@@ -193,7 +204,7 @@ def confirm(
     # subscription: pressing the button again (or a racing second press) welcomes no one.
     if found.confirmed_at == now:
         background.add_task(send_welcome_later, engine, settings, found.id, now)
-    return _subscribed(request, settings, engine, found, "You are subscribed", _CONFIRMED)
+    return _subscribed(request, settings, engine, found, _SUBSCRIBED, _CONFIRMED)
 
 
 def _subscribed(
@@ -204,14 +215,17 @@ def _subscribed(
     heading: str,
     text: str,
 ) -> Response:
-    """The page after (re)joining: when issues arrive for this reader, and something to read
-    now: the latest issue, the archive and the glossary."""
+    """The page after (re)joining, in the reader's language (`heading` and `text` are looked up
+    in it): when issues arrive for this reader, and something to read now: the latest issue,
+    the archive and the glossary."""
+    settings = reader_settings(settings, reader)
+    gettext = translations(settings.locale).gettext
     return page(
         request,
         settings,
         "subscribed",
-        heading=heading,
-        message=text,
+        heading=gettext(heading),
+        message=gettext(text),
         delivery=reader_times.delivery_time(settings, reader.timezone, db.utcnow()),
         latest=latest_issue(engine, settings),
     )
@@ -223,7 +237,7 @@ def unsubscribe_page(
 ) -> Response:
     if found is None or found.status not in ("pending", "active"):
         return _unsubscribed(request, settings, token, found)
-    return page(request, settings, "unsubscribe", address=mask(found.email))
+    return page(request, reader_settings(settings, found), "unsubscribe", address=mask(found.email))
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
@@ -251,7 +265,7 @@ def _unsubscribed(
         }
     return page(
         request,
-        settings,
+        reader_settings(settings, reader),
         "unsubscribed",
         again=again,
         # An erased address may sign up anew; a bounced or complained one the form leaves be.
@@ -273,14 +287,16 @@ def resubscribe(
     try:
         result = signup.resubscribe(engine, settings, found, now=db.utcnow(), send=False)
     except signup.NotResubscribable as exc:
-        return refused_again(request, settings, exc)
+        return refused_again(request, reader_settings(settings, found), exc)
     if result.subscriber.status == "active":
         return _subscribed(
-            request, settings, engine, result.subscriber, "You are subscribed again", _WELCOME_BACK
+            request, settings, engine, result.subscriber, _SUBSCRIBED_AGAIN, _WELCOME_BACK
         )
     background.add_task(send_confirmation_later, engine, settings, result)
-    text = resubscribe_notice(result)
-    return page(request, settings, "message", heading="Check your inbox", message=text, error=False)
+    shown = reader_settings(settings, result.subscriber)
+    heading = translations(shown.locale).gettext(_CHECK_INBOX_HEADING)
+    text = resubscribe_notice(shown, result)
+    return page(request, shown, "message", heading=heading, message=text, error=False)
 
 
 def _root(request: Request) -> str:

@@ -2,7 +2,8 @@
 (name and time zone, pause, tracking, subscribe again, unsubscribe, my data).
 
 The signed token is the only key: it never expires and works only while it names the
-subscriber's current address, so a link in an old mail stays theirs alone.
+subscriber's current address, so a link in an old mail stays theirs alone. Every page here is in
+the reader's language (their choice, else the newsletter's: `views.reader_settings`).
 """
 
 from __future__ import annotations
@@ -15,32 +16,44 @@ from fastapi.responses import HTMLResponse, Response
 
 from digest.config import Settings
 from digest.core import i18n, reader_times, zones
+from digest.core.i18n import N_, translations
 from digest.model.subscriber import InvalidSubscriber, Subscriber
 from digest.readers import preferences, signup
 from digest.store import db
 from digest.web.background import send_confirmation_later
 from digest.web.deps import EngineDep, SettingsDep, token_reader
-from digest.web.forms import invalid_message, mask, storable_text
+from digest.web.forms import invalid_message, invalid_reason, mask, storable_text
 from digest.web.limits import FORM_LIMITS, GetAlsoHead
-from digest.web.views import BadLink, bad_link, message, page, refusal_text, resubscribe_notice
+from digest.web.views import (
+    BadLink,
+    bad_link,
+    message,
+    page,
+    reader_settings,
+    refusal_text,
+    resubscribe_notice,
+)
 
 __all__ = ["router"]
 
 router = APIRouter(route_class=GetAlsoHead, form_limits=FORM_LIMITS)
 
-_ERASED = (
+# What the pages say, looked up in the reader's language where it is shown.
+_ERASED = N_(
     "Everything we kept about you is deleted, and nothing more is sent to this address. "
     "Thanks for reading."
 )
+_ERASED_HEADING = N_("Your data is erased")
 
-_SAVED = "Saved: your name and time zone."  # the summary above the form says when issues come
-_UNSUBSCRIBED = "Unsubscribed: this address will get no more issues."
-_WELCOME_BACK = "Welcome back: your subscription is on again, as it was."
+_SAVED = N_("Saved: your name and time zone.")  # the summary above the form says when issues come
+_UNSUBSCRIBED = N_("Unsubscribed: this address will get no more issues.")
+_WELCOME_BACK = N_("Welcome back: your subscription is on again, as it was.")
+_RESUMED = N_("Resumed: the next issue comes as usual.")
 
 # The form's two values and what the page says after each.
 _TRACKING_CHOICES = {
-    "refuse": "Saved: your mails from now on carry no tracking.",
-    "allow": "Saved: your mails may be counted again, as described below.",
+    "refuse": N_("Saved: your mails from now on carry no tracking."),
+    "allow": N_("Saved: your mails may be counted again, as described below."),
 }
 
 
@@ -82,8 +95,9 @@ def preferences_save(
             now=now,
         )
     except InvalidSubscriber as exc:
-        return _preferences(request, settings, token, found, error=invalid_message(exc))
-    return _preferences(request, settings, token, saved, notice=_SAVED)
+        error = invalid_message(exc, reader_settings(settings, found).locale)
+        return _preferences(request, settings, token, found, error=error)
+    return _preferences(request, settings, token, saved, notice=_text(settings, saved, _SAVED))
 
 
 @router.post("/preferences/{token}/pause", response_class=HTMLResponse)
@@ -103,11 +117,13 @@ def preferences_pause(
         count = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else 0
         paused = preferences.pause(engine, found.id, count, now=now)
     except InvalidSubscriber as exc:
-        return _preferences(
-            request, settings, token, found, error=exc.reason[:1].upper() + exc.reason[1:]
-        )
-    until = reader_times.pause_end(settings, paused, now)
-    notice = f"Paused: no issues until {until}. You can resume any time."
+        error = invalid_reason(exc, reader_settings(settings, found).locale)
+        return _preferences(request, settings, token, found, error=error)
+    shown = reader_settings(settings, paused)
+    until = reader_times.pause_end(shown, paused, now)
+    notice = translations(shown.locale).gettext(
+        "Paused: no issues until %(until)s. You can resume any time."
+    ) % {"until": until}
     return _preferences(request, settings, token, paused, notice=notice)
 
 
@@ -116,7 +132,7 @@ def preferences_resume(
     request: Request, token: str, settings: SettingsDep, engine: EngineDep, found: _Reader
 ) -> Response:
     resumed = preferences.resume(engine, found.id, now=db.utcnow())
-    notice = "Resumed: the next issue comes as usual."
+    notice = _text(settings, resumed, _RESUMED)
     return _preferences(request, settings, token, resumed, notice=notice)
 
 
@@ -130,11 +146,14 @@ def preferences_tracking(
     tracking: Annotated[str, Form()] = "",
 ) -> Response:
     if tracking not in _TRACKING_CHOICES:
-        error = "Choose whether your mails may be counted (allow or refuse)."
+        error = _text(
+            settings, found, N_("Choose whether your mails may be counted (allow or refuse).")
+        )
         return _preferences(request, settings, token, found, error=error)
     allow = tracking == "allow"
     saved = preferences.set_tracking(engine, found.id, allow=allow, now=db.utcnow())
-    return _preferences(request, settings, token, saved, notice=_TRACKING_CHOICES[tracking])
+    notice = _text(settings, saved, _TRACKING_CHOICES[tracking])
+    return _preferences(request, settings, token, saved, notice=notice)
 
 
 @router.post("/preferences/{token}/language", response_class=HTMLResponse)
@@ -149,9 +168,13 @@ def preferences_language(
     try:
         saved = preferences.choose_language(engine, found.id, language, now=db.utcnow())
     except InvalidSubscriber as exc:
-        return _preferences(request, settings, token, found, error=invalid_message(exc))
+        error = invalid_message(exc, reader_settings(settings, found).locale)
+        return _preferences(request, settings, token, found, error=error)
     names = dict(i18n.locale_choices())
-    notice = f"Saved: the next issues come in {names[saved.language or settings.locale]}."
+    # Said, as the whole page is, in the language just chosen.
+    notice = translations(reader_settings(settings, saved).locale).gettext(
+        "Saved: the next issues come in %(language)s."
+    ) % {"language": names[saved.language or settings.locale]}
     return _preferences(request, settings, token, saved, notice=notice)
 
 
@@ -160,7 +183,8 @@ def preferences_unsubscribe(
     request: Request, token: str, settings: SettingsDep, engine: EngineDep, found: _Reader
 ) -> Response:
     gone = preferences.unsubscribe(engine, found.id, now=db.utcnow())
-    return _preferences(request, settings, token, gone or found, notice=_UNSUBSCRIBED)
+    notice = _text(settings, gone or found, _UNSUBSCRIBED)
+    return _preferences(request, settings, token, gone or found, notice=notice)
 
 
 @router.post("/preferences/{token}/resubscribe", response_class=HTMLResponse)
@@ -175,12 +199,13 @@ def preferences_resubscribe(
     try:
         result = signup.resubscribe(engine, settings, found, now=db.utcnow(), send=False)
     except signup.NotResubscribable as exc:
-        return _preferences(request, settings, token, found, error=refusal_text(settings, exc))
+        error = refusal_text(reader_settings(settings, found), exc)
+        return _preferences(request, settings, token, found, error=error)
     if result.subscriber.status == "active":
-        notice = _WELCOME_BACK
+        notice = _text(settings, result.subscriber, _WELCOME_BACK)
     else:  # a new double opt-in: the confirmation mail goes out after the answer
         background.add_task(send_confirmation_later, engine, settings, result)
-        notice = resubscribe_notice(result)
+        notice = resubscribe_notice(reader_settings(settings, result.subscriber), result)
     return _preferences(request, settings, token, result.subscriber, notice=notice)
 
 
@@ -213,13 +238,20 @@ def preferences_erase(
     if confirm != "yes":  # the first press only asks: erasing cannot be undone
         return page(
             request,
-            settings,
+            reader_settings(settings, found),
             "preferences_erase",
             address=mask(found.email),
             action=_action(request, token),
         )
+    shown = reader_settings(settings, found)  # their language, read before the row goes
     preferences.erase_data(engine, found.id)
-    return message(request, settings, "Your data is erased", _ERASED)
+    gettext = translations(shown.locale).gettext
+    return message(request, shown, gettext(_ERASED_HEADING), gettext(_ERASED))
+
+
+def _text(settings: Settings, reader: Subscriber, text: str) -> str:
+    """`text` (a string marked with `N_`) in `reader`'s language."""
+    return translations(reader_settings(settings, reader).locale).gettext(text)
 
 
 def _action(request: Request, token: str) -> str:
@@ -237,6 +269,8 @@ def _preferences(
     error: str | None = None,
 ) -> HTMLResponse:
     now = db.utcnow()
+    newsletter_locale = settings.locale
+    settings = reader_settings(settings, subscriber)  # the page, its dates and zones, in theirs
     # A legacy name (`Asia/Calcutta`, from an import or an older browser) shows as the zone it
     # means; one the picker does not offer at all (`EST5EDT`) is shown as it is, selected.
     zone = zones.canonical_zone(subscriber.timezone) if subscriber.timezone else ""
@@ -260,7 +294,7 @@ def _preferences(
         # The language picker: each language in its own name (digest.core.i18n).
         languages=i18n.locale_choices(),
         reader_language=subscriber.language or "",
-        default_language=dict(i18n.locale_choices())[settings.locale],
+        default_language=dict(i18n.locale_choices())[newsletter_locale],
         action=_action(request, token),
         notice=notice,
         error=error,

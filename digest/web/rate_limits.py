@@ -21,6 +21,7 @@ from redis.retry import Retry
 from starlette.concurrency import run_in_threadpool
 
 from digest.config import Settings
+from digest.core.i18n import N_, translations
 from digest.logs import get_logger, log_event
 
 __all__ = ["KEY_PREFIX", "RateLimits", "RateLimitsUnavailable", "install_rate_limits"]
@@ -36,7 +37,7 @@ KEY_PREFIX = "digest"
 # Redis that hangs (or a lost route): one retry on a fresh connection (a pooled one may have died
 # with a restarted server) keeps a request's worst wait near half a second.
 REDIS_TIMEOUT = 0.2
-_UNAVAILABLE = "Sign-ups and logins are briefly unavailable; please try again in a moment."
+_UNAVAILABLE = N_("Sign-ups and logins are briefly unavailable; please try again in a moment.")
 _RETRY_AFTER = "10"
 
 
@@ -123,6 +124,5 @@ def install_rate_limits(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(RateLimitsUnavailable)
     async def unavailable(request: Request, exc: RateLimitsUnavailable) -> Response:
-        return PlainTextResponse(
-            _UNAVAILABLE, status_code=503, headers={"Retry-After": _RETRY_AFTER}
-        )
+        text = translations(settings.locale).gettext(_UNAVAILABLE)
+        return PlainTextResponse(text, status_code=503, headers={"Retry-After": _RETRY_AFTER})

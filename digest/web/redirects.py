@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from digest.config import Settings
+from digest.core.i18n import translations
 from digest.core.tracking import ClickToken, is_scanner, read_click_token, reader_key
 from digest.core.tracking import tracking_keys as make_tracking_keys
 from digest.store import db, engagement
@@ -42,8 +43,10 @@ def follow_click(
         return message(
             request,
             settings,
-            "This link does not work",
-            "This link is not one of ours, or it was changed on its way to you.",
+            translations(settings.locale).gettext("This link does not work"),
+            translations(settings.locale).gettext(
+                "This link is not one of ours, or it was changed on its way to you."
+            ),
             error=True,
             status_code=404,
         )

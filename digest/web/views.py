@@ -1,7 +1,9 @@
 """The HTML answers the routes share: one template context, the page, message and bad-link pages.
 
 Every page of the web, error pages included, is rendered through `page`, so each template gets
-the same base context (`page_context`) and every page is `Cache-Control: no-store`.
+the same base context (`page_context`) and every page is `Cache-Control: no-store`. A page is in
+the newsletter's language (`settings.locale`), or in the locale it is given: a page reached from
+a reader's token link speaks that reader's language (`reader_settings`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from fastapi.responses import HTMLResponse
 
 from digest.config import Settings
 from digest.core import render
+from digest.core.i18n import N_, SOURCE_LOCALE, reader_locale, translations
 from digest.core.reader_mails import template_family
+from digest.model.subscriber import Subscriber
 from digest.readers.signup import NotResubscribable, Subscription
 from digest.web.forms import mask
 
@@ -28,6 +32,7 @@ __all__ = [
     "message",
     "page",
     "page_context",
+    "reader_settings",
     "refusal_text",
     "refused_again",
     "resubscribe_notice",
@@ -42,9 +47,18 @@ class BadLink(Exception):
         self.reason = reason
 
 
+def reader_settings(settings: Settings, reader: Subscriber | None) -> Settings:
+    """The settings a page for `reader` renders with: in the language they chose, else (no
+    choice, a catalogue since removed, or no reader known) in the newsletter's."""
+    if reader is None:
+        return settings
+    return settings.for_locale(reader_locale(reader.language))
+
+
 def page_context(request: Request, settings: Settings, /, **context: Any) -> dict[str, Any]:
     """What every web template is rendered with: the base context every mail and page shares
-    (`render.base_context`), the request's CSP nonce, and the page's own values."""
+    (`render.base_context`, in `settings.locale`), the request's CSP nonce, and the page's own
+    values."""
     return {**render.base_context(settings), "csp_nonce": request.state.csp_nonce, **context}
 
 
@@ -55,8 +69,18 @@ def _environment(templates_dir: Path, cwd: str) -> jinja2.Environment:
     return render.environment(templates_dir)
 
 
-def page(request: Request, settings: Settings, name: str, /, **context: Any) -> HTMLResponse:
-    """The page `web/<name>.html.j2`, never cached: pages behind token links are someone's own."""
+def page(
+    request: Request,
+    settings: Settings,
+    name: str,
+    /,
+    *,
+    locale: str | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """The page `web/<name>.html.j2` in `locale` (None: `settings.locale`), never cached: pages
+    behind token links are someone's own."""
+    settings = settings.for_locale(locale)
     template = _environment(settings.templates_dir, os.getcwd()).get_template(f"web/{name}.html.j2")
     html = template.render(page_context(request, settings, **context))
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -70,13 +94,23 @@ def message(
     *,
     error: bool = False,
     status_code: int = 200,
+    locale: str | None = None,
 ) -> HTMLResponse:
-    """The one-message page; rendered once per message and settings, then only given this
+    """The one-message page in `locale` (None: `settings.locale`; `heading` and `text` come
+    already in it); rendered once per message, language and settings, then only given this
     request's nonce ("check your inbox" answers every sign-up: rendering it each time cost
     as much as storing the sign-up)."""
+    settings = settings.for_locale(locale)
     env = _environment(settings.templates_dir, os.getcwd())
     context = render.base_context(settings)
-    key = (env, heading, text, error, tuple(sorted((k, repr(v)) for k, v in context.items())))
+    key = (
+        env,
+        settings.locale,
+        heading,
+        text,
+        error,
+        tuple(sorted((k, repr(v)) for k, v in context.items())),
+    )
     found = _messages.get(key)
     if found is None or not all(t.is_up_to_date for t in found[1]):
         name = "web/message.html.j2"
@@ -95,25 +129,59 @@ def message(
 _NONCE = "nonce" + secrets.token_hex(12)
 _messages: dict[tuple[object, ...], tuple[str, tuple[jinja2.Template, ...]]] = {}
 
+# Why a link does not work, as the token code and the sign-up say it (digest.core.tokens,
+# digest.readers.signup), and the sentence a reader reads for it, in any language.
+_LINK_REASONS = {
+    "this link is not valid": N_("This link is not valid."),
+    "this link has expired": N_("This link has expired."),
+    "no signing key exists yet, so no link can verify": N_(
+        "No signing key exists yet, so no link can verify."
+    ),
+    "this subscription was cancelled after the link was sent; subscribe again to get a new link": (
+        N_(
+            "This subscription was cancelled after the link was sent; subscribe again to get "
+            "a new link."
+        )
+    ),
+}
+
 
 def bad_link(request: Request, settings: Settings, reason: str) -> HTMLResponse:
+    """The page (400) of a link that cannot be acted on, saying why in the newsletter's language
+    (whose link it is cannot be known). A reason without a sentence of its own is shown as it
+    is in English, and as a general sentence in another language."""
+    gettext = translations(settings.locale).gettext
+    known = _LINK_REASONS.get(reason)
+    if known is not None:
+        text = gettext(known)
+    elif settings.locale == SOURCE_LOCALE:
+        text = reason[:1].upper() + reason[1:] + "."
+    else:
+        text = gettext("This link cannot be used.")
     return message(
-        request,
-        settings,
-        "This link does not work",
-        reason[:1].upper() + reason[1:] + ".",
-        error=True,
-        status_code=400,
+        request, settings, gettext("This link does not work"), text, error=True, status_code=400
     )
 
 
 def refusal_text(settings: Settings, refusal: NotResubscribable) -> str:
-    """Why a "subscribe again" cannot be done, and for an address the provider stopped, who to
-    write to (a link cannot undo a bounce or a complaint)."""
-    text = refusal.reason[:1].upper() + refusal.reason[1:] + "."
-    if refusal.why != "erased":
-        text += f" To have it restored, write to {settings.reply_to or settings.sender_email}."
-    return text
+    """Why a "subscribe again" cannot be done, in `settings.locale`, and for an address the
+    provider stopped, who to write to (a link cannot undo a bounce or a complaint)."""
+    gettext = translations(settings.locale).gettext
+    address = settings.reply_to or settings.sender_email
+    if refusal.why == "bounced":
+        return gettext(
+            "Mail to this address bounced, so the mail provider stopped our sending to it; a "
+            "link cannot undo that. To have it restored, write to %(address)s."
+        ) % {"address": address}
+    if refusal.why == "complained":
+        return gettext(
+            "One of our mails to this address was reported as spam, so we stopped sending to it "
+            "for good; a link cannot undo that. To have it restored, write to %(address)s."
+        ) % {"address": address}
+    return gettext(
+        "This address is no longer on our list at all, so there is nothing to restore; "
+        "subscribe with the form to start again."
+    )
 
 
 def refused_again(request: Request, settings: Settings, refusal: NotResubscribable) -> HTMLResponse:
@@ -123,7 +191,9 @@ def refused_again(request: Request, settings: Settings, refusal: NotResubscribab
         request,
         settings,
         "message",
-        heading="This address cannot be subscribed again here",
+        heading=translations(settings.locale).gettext(
+            "This address cannot be subscribed again here"
+        ),
         message=refusal_text(settings, refusal),
         error=True,
         home_link=refusal.why == "erased",
@@ -132,15 +202,17 @@ def refused_again(request: Request, settings: Settings, refusal: NotResubscribab
     return answer
 
 
-def resubscribe_notice(subscription: Subscription) -> str:
-    """What a "subscribe again" that started a new double opt-in says: where the link went."""
+def resubscribe_notice(settings: Settings, subscription: Subscription) -> str:
+    """What a "subscribe again" that started a new double opt-in says, in `settings.locale`:
+    where the link went."""
+    gettext = translations(settings.locale).gettext
     address = mask(subscription.subscriber.email)
     if subscription.mail is not None:
-        return (
-            f"We sent a confirmation link to {address}. Open it to get the newsletter again; "
+        return gettext(
+            "We sent a confirmation link to %(address)s. Open it to get the newsletter again; "
             "nothing arrives until you do."
-        )
-    return (
-        f"A confirmation link went to {address} a little while ago. Open it to get the "
+        ) % {"address": address}
+    return gettext(
+        "A confirmation link went to %(address)s a little while ago. Open it to get the "
         "newsletter again; nothing arrives until you do."
-    )
+    ) % {"address": address}
