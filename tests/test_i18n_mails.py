@@ -33,6 +33,7 @@ from digest.core.feed import (
 )
 from digest.core.reader_mails import confirmation_mail, render_confirmation, welcome_message
 from digest.core.render import markdown_to_text, render_issue
+from digest.core.section_names import section_title
 from digest.core.selection import Pick
 from digest.delivery.personalise import subscriber_recipient
 from digest.model.glossary import Glossary
@@ -300,7 +301,8 @@ def content_of(glossary: Glossary, settings: Settings) -> tuple[list[str], set[s
         *(a["name"] for a in term["aliases"]),
         *(a["lang"] for a in term["aliases"] if a["lang"]),
         *(s["title"] for s in term["sources"]),
-        *(s["title"] for s in term["sections"]),
+        # A heading the editor chose is content; the required ones are fixed words (Dutch in nl).
+        *(s["title"] for s in term["sections"] if section_title(s["title"], "nl") == s["title"]),
         *(" ".join(markdown_to_text(s["markdown"]).split()) for s in term["sections"]),
         *(v for r in snapshot["related"] for v in (r["title"], r["summary"])),
         *(v for n in snapshot["news"] for v in (n["title"], n["source"])),
@@ -381,6 +383,10 @@ def test_the_dutch_mail_reads_dutch(make_terms):
     assert parts_nl["issue html"].startswith('<!doctype html><html lang="nl"')
     assert "Term van de week" in parts_nl["issue html"]
     assert "TERM VAN DE WEEK" in parts_nl["issue text"]
+    # The required sections' headings are the catalogue's, in the HTML and the text part.
+    for part in ("issue html", "issue text"):
+        assert "Waarom het ertoe doet" in parts_nl[part] and "Hoe het werkt" in parts_nl[part]
+        assert "Why it matters" not in parts_nl[part]
     assert "Architecture · basis" in parts_nl["issue text"]  # the level, not the category
     assert parts_nl["confirmation subject"] == "Bevestig je aanmelding voor AI Term of the Week"
     assert parts_nl["welcome subject"] == "Welkom bij AI Term of the Week"

@@ -17,7 +17,6 @@ from digest.config import Settings
 from digest.core.dates import issue_date, long_date, week_label
 from digest.core.quiz import read_answer
 from digest.core.render import RenderError, base_context, issue_context, render_template
-from digest.core.section_names import translated_sections
 from digest.core.urls import Urls
 from digest.model.snapshot import Snapshot
 from digest.model.weeks import IsoWeek
@@ -93,8 +92,6 @@ def archive_page(
     if not issue.snapshot:
         raise RenderError(f"issue {issue.week} has no content yet")
     context: dict[str, Any] = issue_context(issue.snapshot, settings, locale)  # with its date
-    term = context["term"]  # the required sections' headings in the page's language
-    context["term"] = {**term, "sections": translated_sections(term["sections"], context["locale"])}
     context["older_issue"] = None if older is None else archive_entry(settings, older, locale)
     context["newer_issue"] = None if newer is None else archive_entry(settings, newer, locale)
     if visit is None:

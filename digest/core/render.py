@@ -29,6 +29,7 @@ from digest.core import i18n
 from digest.core.dates import issue_date, long_date, week_label
 from digest.core.mail_style import DARK, mail_palette, styled_prose
 from digest.core.mails import PLACEHOLDERS
+from digest.core.section_names import translated_sections
 from digest.core.urls import Urls
 from digest.model.snapshot import Snapshot, SnapshotTerm
 from digest.model.weeks import IsoWeek, parse_week
@@ -420,7 +421,7 @@ def _context(
         "week_number": week.week,
         "issue_date": long_date(day, settings.locale),
         "issue_date_iso": day.isoformat(),
-        "term": term,
+        "term": {**term, "sections": translated_sections(term["sections"], settings.locale)},
         "related": snapshot.get("related") or [],
         "news": snapshot.get("news") or [],
         "previous_issues": [
