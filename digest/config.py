@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from digest.model.colour import luminance_ratio, relative_luminance
+from digest.model.relay import Relay, parse_relay_url
 from digest.model.schedule import parse_schedule
 from digest.packaged import available_locales
 
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
         env_prefix="DIGEST_",
         extra="ignore",
         toml_file="digest.toml",
+        # A value that fails validation is not repeated in the error: DIGEST_SMTP_URL and
+        # DIGEST_REDIS_URL carry passwords. Each validator's message names what is wrong.
+        hide_input_in_errors=True,
     )
 
     # Content
@@ -111,8 +115,23 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str | None = None
 
     # Delivery
-    transport: Literal["outbox", "sendgrid"] = "outbox"
+    transport: Literal["outbox", "sendgrid", "smtp"] = "outbox"
     outbox_dir: Path = Path("outbox")
+    # Any relay that speaks SMTP (docs/delivery.md "SMTP"): smtp://user:pass@host:587 upgrades
+    # with STARTTLS, smtps://…:465 is TLS from the first byte; the certificate is always
+    # verified (against the system's CAs, or DIGEST_SMTP_CA_FILE for a private relay).
+    smtp_url: SecretStr | None = None
+    smtp_ca_file: Path | None = None
+    # Connections kept open to the relay, each carrying many messages (RSET between).
+    smtp_connections: int = Field(default=4, ge=1, le=32)
+    # Messages a second, over all connections, for relays that meter (SES sandbox: 1); 0: none.
+    smtp_rate: float = Field(default=0.0, ge=0)
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    # DKIM for a relay that does not sign (docs/delivery.md "DKIM"): the private key (PEM),
+    # its DNS selector, and the signing domain (default: the sender address's domain).
+    dkim_key_file: Path | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
     sendgrid_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SENDGRID_API_KEY", "DIGEST_SENDGRID_API_KEY")
     )
@@ -324,6 +343,35 @@ class Settings(BaseSettings):
                 "choose a darker colour"
             )
         return colour
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _readable_relay(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip():
+            parse_relay_url(value.get_secret_value())
+            return value
+        return None
+
+    @model_validator(mode="after")
+    def _relay_for_smtp(self) -> Settings:
+        if self.transport == "smtp" and self.smtp_url is None:
+            raise ValueError(
+                "DIGEST_TRANSPORT=smtp needs DIGEST_SMTP_URL (smtp://user:password@host:587 "
+                "for STARTTLS, smtps://user:password@host:465 for TLS from the start)"
+            )
+        if (self.dkim_key_file is None) != (self.dkim_selector is None):
+            raise ValueError(
+                "DKIM signing needs both DIGEST_DKIM_KEY_FILE and DIGEST_DKIM_SELECTOR "
+                "(or neither, for a relay that signs itself)"
+            )
+        return self
+
+    @property
+    def relay(self) -> Relay | None:
+        """The SMTP relay DIGEST_SMTP_URL names (None: not set)."""
+        if self.smtp_url is None:
+            return None
+        return parse_relay_url(self.smtp_url.get_secret_value())
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod
