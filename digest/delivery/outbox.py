@@ -6,13 +6,11 @@ and what it writes is exactly what a mail client would show.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import email.errors
 import hashlib
 import json
 import os
-import random
 import re
 import uuid
 from collections.abc import Callable
@@ -21,72 +19,15 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as _READ_POLICY
-from email.utils import format_datetime, make_msgid
-from functools import lru_cache
 from pathlib import Path
 
-from digest.core.headers import (
-    HeaderError,
-    address_header,
-    ascii_address,
-    list_unsubscribe_header,
-    text_header,
-    verify_header_block,
-)
-from digest.core.mails import Message, Recipient, fill_markers
+from digest.core.mails import Message, Recipient
+from digest.delivery.mime import mime_bytes
 from digest.delivery.transport import PermanentError, RetryableError, SendResult
 
 __all__ = ["OutboxTransport", "build_mime", "mime_bytes"]
 
 _SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
-
-
-def _fill(template: str, recipient: Recipient) -> str:
-    return fill_markers(template, recipient.substitutions)
-
-
-# Header values are written as digest encoded them (`digest.core.headers`), never re-parsed and
-# re-folded by the email package: that round trip is what decodes an encoded-word into a raw
-# CR/LF (CVE-2024-6923) and what RFC 2047-encodes a long List-Unsubscribe into uselessness.
-# The headers of the multipart structure, after digest's own.
-_MIME_HEADERS = ("MIME-Version", "Content-Type")
-
-
-def _address(email: str, name: str | None = None) -> str:
-    """`address_header`, refusing an address with nothing after its last @: a mail client's
-    parser fails on it (Python's raises IndexError), so no such mail is written."""
-    if not email.strip().rpartition("@")[2]:
-        raise HeaderError(f"address {email!r} has no domain after the @")
-    return address_header(email, name)
-
-
-# The same From, Subject and X- values come with every mail of a batch and every confirmation:
-# encoded once (pure functions of their text; a refused value raises again each time).
-_sender = lru_cache(maxsize=64)(_address)
-_text = lru_cache(maxsize=1024)(text_header)
-_domain = lru_cache(maxsize=64)(lambda email: ascii_address(email).rpartition("@")[2] or None)
-
-
-def _top_headers(message: Message, recipient: Recipient, now: datetime) -> list[tuple[str, str]]:
-    domain = _domain(message.from_email)
-    headers = [
-        ("From", _sender(message.from_email, message.from_name)),
-        ("To", _address(recipient.email, recipient.name)),
-        ("Subject", _text("Subject", _fill(message.subject, recipient))),
-        ("Date", format_datetime(now)),
-        ("Message-ID", make_msgid(domain=domain)),
-    ]
-    if message.reply_to:
-        headers.append(("Reply-To", _sender(message.reply_to)))
-    for key, value in {**message.headers, **recipient.headers}.items():
-        if key.lower() == "list-unsubscribe":
-            headers.append((key, list_unsubscribe_header(value)))
-        else:
-            headers.append((key, _text(key, value)))
-    for key, value in {**message.custom_args, **recipient.custom_args}.items():
-        name = f"X-Digest-{key.replace('_', '-').title()}"
-        headers.append((name, _text(name, value)))
-    return headers
 
 
 def build_mime(message: Message, recipient: Recipient, *, now: datetime) -> EmailMessage:
@@ -98,82 +39,6 @@ def build_mime(message: Message, recipient: Recipient, *, now: datetime) -> Emai
     parsed = BytesParser(policy=_READ_POLICY).parsebytes(mime_bytes(message, recipient, now=now))
     assert isinstance(parsed, EmailMessage)
     return parsed
-
-
-def mime_bytes(message: Message, recipient: Recipient, *, now: datetime) -> bytes:
-    """The RFC 5322 bytes one recipient would get at `now` (its Date): multipart/alternative,
-    text first, with its header block verified as a mail client reads it.
-
-    Written directly rather than through the email package's `EmailMessage`: the header values
-    are digest's own already (`digest.core.headers`), and building, re-parsing and serialising
-    the message object cost ~2.5 ms a mail, more than the whole sign-up besides. The bodies are
-    encoded as the email package would choose (7bit or 8bit, else the shorter of
-    quoted-printable and base64), by `binascii` in C.
-    """
-    headers = _top_headers(message, recipient, now)
-    plain = _part("plain", _fill(message.text, recipient))
-    html = _part("html", _fill(message.html, recipient))
-    boundary = _boundary(plain, html)
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
-    raw = b"".join(
-        (
-            head.encode("utf-8"),  # non-ASCII cannot be here; if it were, the check names it
-            b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="',
-            boundary,
-            b'"\r\n\r\n--',
-            boundary,
-            b"\r\n",
-            plain,
-            b"\r\n--",
-            boundary,
-            b"\r\n",
-            html,
-            b"\r\n--",
-            boundary,
-            b"--\r\n",
-        )
-    )
-    verify_header_block(raw, [*(name for name, _value in headers), *_MIME_HEADERS])
-    return raw
-
-
-# RFC 5322's SHOULD (and the email package's SMTP policy): lines of at most 78 characters.
-_MAX_LINE = 78
-_BASE64_CHUNK = _MAX_LINE // 4 * 3  # bytes per base64 line of at most 76 characters
-
-
-def _part(subtype: str, text: str) -> bytes:
-    """One text/<subtype> body part (its headers and encoded body), ending in CRLF."""
-    cte, body = _encode_body(text)
-    head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}'
-    return head.encode("ascii") + b"\r\n\r\n" + body
-
-
-def _encode_body(text: str) -> tuple[str, bytes]:
-    """(Content-Transfer-Encoding, body) chosen as `email.contentmanager` does under the SMTP
-    policy: 7bit (ASCII) or 8bit (UTF-8) for short lines, else quoted-printable unless base64
-    is shorter for the first ten lines."""
-    lines = text.encode("utf-8").splitlines()  # a lone surrogate: UnicodeEncodeError
-    data = b"\r\n".join(lines) + b"\r\n"
-    if max(map(len, lines), default=0) <= _MAX_LINE:
-        # Short lines go as they are; UTF-8 ones as 8bit, as the SMTP policy (cte_type 8bit) does.
-        return ("7bit" if text.isascii() else "8bit"), data
-    sniff = b"\r\n".join(lines[:10]) + b"\r\n"
-    if len(binascii.b2a_qp(sniff, istext=True)) > len(binascii.b2a_base64(sniff)):
-        encoded = b"".join(
-            binascii.b2a_base64(data[i : i + _BASE64_CHUNK])
-            for i in range(0, len(data), _BASE64_CHUNK)
-        )
-        return "base64", encoded.replace(b"\n", b"\r\n")
-    return "quoted-printable", binascii.b2a_qp(data, istext=True)
-
-
-def _boundary(*parts: bytes) -> bytes:
-    """A multipart boundary that none of `parts` holds (only a 7bit body could)."""
-    while True:
-        boundary = b"===============%019d==" % random.getrandbits(63)
-        if not any(b"--" + boundary in part for part in parts):
-            return boundary
 
 
 class OutboxTransport:
