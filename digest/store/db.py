@@ -300,6 +300,22 @@ engagement = Table(
 )
 
 
+# What an SMTP relay answered each recipient of a batch (digest.delivery.smtp): SMTP takes one
+# message per reader, so a batch cut short by a crash is settled reader by reader from here.
+# "sending" is written before a message's DATA ends: left so, nobody can say whether the relay
+# took it (the ambiguous case). `recipient` is a hash of the address, never the address.
+smtp_journal = Table(
+    "smtp_journal",
+    metadata,
+    Column("batch_key", String(160), primary_key=True),
+    Column("recipient", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),  # sending | accepted | refused | deferred
+    Column("reply", Text),  # the relay's own words (code and text), for the ledger's error
+    Column("at", UTCDateTime(), nullable=False),
+    Index(None, "at"),
+)
+
+
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     # WAL lets the web app read while a send writes; busy_timeout waits out short locks
