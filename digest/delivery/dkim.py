@@ -101,11 +101,11 @@ class DkimSigner:
         Raises ValueError for bytes that are not such a mail: no header block, no From, or a bare
         LF (a relay would turn it into CRLF, and the body would no longer match its hash).
         """
+        if _BARE_LF_RE.search(message) is not None:
+            raise ValueError("the mail has a bare LF; DKIM signs mails with CRLF line ends only")
         end = message.find(b"\r\n\r\n")
         if end < 0:
             raise ValueError("not a mail: no empty line after the header block")
-        if _BARE_LF_RE.search(message) is not None:
-            raise ValueError("the mail has a bare LF; DKIM signs mails with CRLF line ends only")
         headers, _ = dkim.rfc822_parse(message[: end + 4])
         names = [name.lower() for name, _value in headers if name.lower() in _SIGNED]
         if b"from" not in names:
