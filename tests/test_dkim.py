@@ -16,6 +16,9 @@ import dkim  # type: ignore[import-untyped]
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from typer.testing import CliRunner
@@ -387,3 +390,28 @@ def test_digest_check_fails_on_a_broken_key_and_says_why(
     assert f"{WEEK}: 1 problem" in result.output
     assert "Traceback" not in result.output and "bm90IGEga2V5" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+_LINE = st.text(alphabet="ab \t=.", max_size=30)
+
+
+@hypothesis_settings(max_examples=150)
+@given(lines=st.lists(_LINE, max_size=12), blank_lines_at_end=st.integers(0, 3))
+def test_any_body_verifies_as_dkimpy_canonicalises_it(
+    rsa_key: rsa.RSAPrivateKey, lines: list[str], blank_lines_at_end: int
+) -> None:
+    """Trailing spaces, tabs, runs of spaces, empty lines at the end, an empty body: the relaxed
+    body hash `sign` writes is the one dkimpy's verify computes."""
+    body = "".join(f"{line}\r\n" for line in [*lines, *[""] * blank_lines_at_end])
+    mail = b"From: Digest <digest@example.org>\r\nSubject: x\r\n\r\n" + body.encode()
+
+    signer = DkimSigner(selector=SELECTOR, domain="example.org", key=rsa_key)
+
+    assert dkimpy_verifies(signer, signer.sign(mail))
+
+
+def test_bytes_that_are_no_mail_are_a_reason_not_an_exception(env: None, key_file: Path) -> None:
+    signer = signer_for(dkim_settings(key_file))
+
+    assert "not readable as a signed mail" in (signer.verify(b"\x00 no header here") or "")
+    assert signer.verify(b"") == "the mail has no DKIM-Signature header"
