@@ -16,10 +16,13 @@ import asyncio
 import contextlib
 import hmac
 import json
-import multiprocessing
+import os
+import re
+import secrets
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +43,9 @@ __all__ = ["Received", "ServerProcess", "SmtpServer", "serve_in_process"]
 
 Tls = Literal["starttls", "implicit", "none"]
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
 _FOREVER = 3600.0  # a dropped session's handler waits here until connection_lost cancels it
+_PLAIN_ADDRESS = re.compile(r"<([^<>\s\"\\@()\[\],;:]+@[A-Za-z0-9.-]+)>(.*)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +229,15 @@ class _Smtp(SMTP):
         state = handler.state
         for command, method in list(self._smtp_methods.items()):
             self._smtp_methods[command] = self._gated(method, state)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses every address with the email package's header parser (and defines a
+        # class each call): a third of its time a message. A plain <local@domain> needs none of
+        # it; anything else still gets the full parse and its 553 when malformed.
+        match = _PLAIN_ADDRESS.match(arg)
+        if match is None:
+            return super()._getaddr(arg)
+        return match[1], match[2].strip()
 
     def _create_session(self) -> Session:
         return _Session(self.loop)
@@ -465,22 +479,19 @@ class SmtpServer:
 
 # ---------------------------------------------------------------------- in another process
 
-
 _FAULTS = ("fail_rcpt", "fail_data", "drop_after_data", "reply_421_after", "delay")
+_AUTHKEY = "DIGEST_SMTP_TEST_AUTHKEY"
+_served: list[SmtpServer] = []  # in the child: the one server its manager hands out
 
 
 class _Manager(BaseManager):
-    """Serves SmtpServer objects from a child process; the parent holds proxies to them."""
+    """Proxies to the child's SmtpServer: its methods, called from the parent over a socket."""
 
 
 # Methods only: a proxy cannot reach properties (and listing them would evaluate them).
-def _started(**options: Any) -> SmtpServer:
-    return SmtpServer(**options).start()
-
-
-_Manager.register("SmtpServer", _started, exposed=[
-    "stop", "where", "stats", "deliveries", "messages_per_connection", "messages_to",
-    "wait_for", "clear", "reset", "reset_faults", *_FAULTS,
+_Manager.register("server", lambda: _served[0], exposed=[
+    "where", "stats", "deliveries", "messages_per_connection", "messages_to", "wait_for",
+    "clear", "reset", "reset_faults", *_FAULTS,
 ])  # fmt: skip
 
 
@@ -488,8 +499,8 @@ _Manager.register("SmtpServer", _started, exposed=[
 class ServerProcess:
     """An SmtpServer in a child process, so killing a sender never kills the server.
 
-    `server` is a proxy: its methods work (stats(), deliveries(), fail_rcpt(), ...) but not its
-    properties, hence `count` here.
+    `server` is a proxy: its methods work (stats(), deliveries(), fail_rcpt(), ...), its
+    properties do not, hence `count` here.
     """
 
     server: SmtpServer
@@ -504,18 +515,39 @@ class ServerProcess:
 
 
 @contextmanager
-def serve_in_process(**options: Any) -> Iterator[ServerProcess]:
-    """Start SmtpServer(**options) in a fresh (spawned) process; counting only by default."""
-    options.setdefault("store", False)
-    with _Manager(ctx=multiprocessing.get_context("spawn")) as manager:
-        server = manager.SmtpServer(**options)  # type: ignore[attr-defined]
-        where = server.where()
+def serve_in_process(
+    *, tls: Tls = "starttls", require_tls: bool = False, auth: tuple[str, str] | None = None,
+    store: bool = False,
+) -> Iterator[ServerProcess]:  # fmt: skip
+    """`python -m tests.smtp_server` in a child process (counting only unless `store`).
+
+    A subprocess, not multiprocessing's spawn: that would re-run the caller's main script.
+    The child ends when its stdin closes, so it never outlives the process that started it.
+    """
+    args = [sys.executable, "-m", "tests.smtp_server", "--port", "0", "--tls", tls, "--manage"]
+    args += ["--require-tls"] * require_tls + ["--no-store"] * (not store)
+    args += ["--auth", f"{auth[0]}:{auth[1]}"] if auth else []
+    authkey = secrets.token_bytes(16)
+    env = {**os.environ, _AUTHKEY: authkey.hex()}
+    stdio = subprocess.PIPE
+    with subprocess.Popen(args, cwd=REPO, env=env, stdin=stdio, stdout=stdio, text=True) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
         try:
-            yield ServerProcess(
-                server, where["host"], where["port"], Path(where["ca_file"]), where["url"]
-            )
+            lines = [proc.stdout.readline().strip() for _ in range(3)]
+            if not all(lines):
+                raise RuntimeError(f"the SMTP server process did not start ({proc.poll()})")
+            manager = _Manager(address=(HOST, int(lines[2])), authkey=authkey)
+            manager.connect()
+            server = manager.server()  # type: ignore[attr-defined]
+            where = server.where()
+            ca_file = Path(where["ca_file"])
+            yield ServerProcess(server, HOST, where["port"], ca_file, where["url"])
         finally:
-            server.stop()
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -525,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--require-tls", action="store_true")
     parser.add_argument("--auth", metavar="USER:PASSWORD")
     parser.add_argument("--no-store", action="store_true", help="count messages, keep no bodies")
+    parser.add_argument("--manage", action="store_true", help="for serve_in_process()")
     args = parser.parse_args(argv)
     user, _, password = (args.auth or "").partition(":")
     server = SmtpServer(
@@ -536,8 +569,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with server:
-        print(f"{server.host}:{server.port}", flush=True)
-        print(server.ca_file, flush=True)
+        print(f"{server.host}:{server.port}\n{server.ca_file}", flush=True)
+        if args.manage:
+            _served.append(server)
+            manager = _Manager(address=(HOST, 0), authkey=bytes.fromhex(os.environ[_AUTHKEY]))
+            serving = manager.get_server()
+            threading.Thread(target=serving.serve_forever, daemon=True).start()
+            print(serving.address[1], flush=True)  # type: ignore[index]
+            sys.stdin.read()  # until the parent closes it, or dies
+            return
         with contextlib.suppress(KeyboardInterrupt, SystemExit):
             threading.Event().wait()
         print(json.dumps(server.stats()), file=sys.stderr)

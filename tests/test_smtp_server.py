@@ -59,9 +59,8 @@ def test_the_systems_certificate_authorities_do_not_trust_it(server: SmtpServer)
 
 def test_the_certificate_names_localhost_too(server: SmtpServer) -> None:
     context = server.client_context()
-    with smtplib.SMTP(server.host, server.port, timeout=5) as client:
-        client._host = "localhost"  # the name smtplib checks the certificate against
-        client.starttls(context=context)
+    with smtplib.SMTP("localhost", server.port, timeout=5) as client:
+        client.starttls(context=context)  # checks the certificate against "localhost"
         assert client.noop()[0] == 250
 
 
