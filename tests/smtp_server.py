@@ -29,7 +29,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +45,8 @@ Tls = Literal["starttls", "implicit", "none"]
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 _FOREVER = 3600.0  # a dropped session's handler waits here until connection_lost cancels it
+_NO_USER = "5.1.1 No such user here"
+_TRY_LATER = "4.3.0 Temporary failure, try again"
 _PLAIN_ADDRESS = re.compile(r"<([^<>\s\"\\@()\[\],;:]+@[A-Za-z0-9.-]+)>(.*)", re.DOTALL)
 
 
@@ -80,133 +82,35 @@ class _Fault:
         return True
 
 
-@dataclass
-class _State:
-    """What the server remembers and the faults it plays; guarded by `lock` (a Condition)."""
-
-    store: bool
-    lock: threading.Condition = field(default_factory=threading.Condition)
-    received: list[Received] = field(default_factory=list)
-    # received, connections, rsets, refused_rcpts, failed_data, dropped, cut
-    tally: Counter[str] = field(default_factory=Counter)
-    deliveries: Counter[str] = field(default_factory=Counter)
-    per_connection: Counter[int] = field(default_factory=Counter)
-    rcpt_faults: dict[str, _Fault] = field(default_factory=dict)
-    data_faults: list[_Fault] = field(default_factory=list)
-    drop: _Fault | None = None
-    cut_after: tuple[int, _Fault] | None = None
-    delay: float = 0.0
-
-    def reset_faults(self) -> None:
-        with self.lock:
-            self.rcpt_faults.clear()
-            self.data_faults.clear()
-            self.drop = self.cut_after = None
-            self.delay = 0.0
-
-    def clear(self) -> None:
-        with self.lock:
-            for kept in (self.received, self.tally, self.deliveries, self.per_connection):
-                kept.clear()
-
-    def add(self, what: str) -> int:
-        with self.lock:
-            self.tally[what] += 1
-            return self.tally[what]
-
-    def rcpt_reply(self, address: str) -> str | None:
-        with self.lock:
-            fault = self.rcpt_faults.get(address.lower())
-            if fault is None or not fault.take():
-                return None
-            self.tally["refused_rcpts"] += 1
-            return f"{fault.code} {fault.text}"
-
-    def finish_data(self, connection: int, envelope: Envelope) -> tuple[str | None, float]:
-        """The answer to a message's final dot (None: drop the connection) and the delay first.
-
-        A message is stored before the delay: a client that times out waiting finds it delivered,
-        which is what a slow real server does too.
-        """
-        rcpts = tuple(envelope.rcpt_tos)
-        lowered = [r.lower() for r in rcpts]
-        with self.lock:
-            drop = self.drop
-            if drop and (drop.address is None or drop.address in lowered) and drop.take():
-                self.tally["dropped"] += 1
-                if drop.keep:
-                    self._keep(connection, envelope, rcpts, lowered)
-                return None, self.delay
-            for fault in self.data_faults:
-                if (fault.address is None or fault.address in lowered) and fault.take():
-                    self.tally["failed_data"] += 1
-                    return f"{fault.code} {fault.text}", self.delay
-            self._keep(connection, envelope, rcpts, lowered)
-            return "250 2.0.0 OK: queued", self.delay
-
-    def _keep(
-        self, connection: int, envelope: Envelope, rcpts: tuple[str, ...], lowered: list[str]
-    ) -> None:
-        self.tally["received"] += 1
-        self.deliveries.update(lowered)
-        self.per_connection[connection] += 1
-        if self.store:
-            data = envelope.original_content or b""
-            self.received.append(Received(envelope.mail_from or "", rcpts, data, connection))
-        self.lock.notify_all()
-
-    def should_cut(self, messages: int) -> bool:
-        cut_after = self.cut_after  # one attribute read: no lock unless a cut is scripted
-        if cut_after is None or messages < cut_after[0]:
-            return False
-        with self.lock:
-            if not cut_after[1].take():
-                return False
-            self.tally["cut"] += 1
-            return True
-
-    def stats(self) -> dict[str, Any]:
-        with self.lock:
-            counts = self.deliveries.values()
-            return {
-                **{k: self.tally[k] for k in ("received", "connections", "rsets")},
-                "recipients": sum(counts),
-                "distinct": len(counts),
-                "duplicates": sum(1 for n in counts if n > 1),
-                "per_connection": dict(self.per_connection),
-                **{k: self.tally[k] for k in ("refused_rcpts", "failed_data", "dropped", "cut")},
-            }
-
-
 class _Handler:
-    """aiosmtpd's hooks: cheap on the success path (no parsing, one lock a message)."""
+    """aiosmtpd's hooks, on the server's loop thread: cheap on the success path (no parsing,
+    one lock a message). Not SmtpServer itself: aiosmtpd reads every attribute of its handler
+    for each session, properties included."""
 
-    def __init__(self, state: _State) -> None:
-        self.state = state
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
 
     async def handle_RCPT(
-        self, server: _Smtp, session: Session, envelope: Envelope, address: str, options: list[str]
+        self, smtp: _Smtp, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        reply = self.state.rcpt_reply(address)
-        if reply is not None:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
+        reply = self.server._rcpt_reply(address)
+        if reply is None:
+            envelope.rcpt_tos.append(address)
+        return reply or "250 2.1.5 OK"
 
-    async def handle_RSET(self, server: _Smtp, session: Session, envelope: Envelope) -> str:
-        self.state.add("rsets")
+    async def handle_RSET(self, smtp: _Smtp, session: Session, envelope: Envelope) -> str:
+        self.server._add("rsets")
         return "250 2.0.0 OK"
 
-    async def handle_DATA(self, server: _Smtp, session: Session, envelope: Envelope) -> str:
-        reply, delay = self.state.finish_data(server.connection, envelope)
+    async def handle_DATA(self, smtp: _Smtp, session: Session, envelope: Envelope) -> str:
+        reply, delay = self.server._finish_data(smtp.connection, envelope)
         if delay:
             await asyncio.sleep(delay)
         if reply is None:  # the ambiguous case: the message arrived, its answer never does
-            assert server.transport is not None
-            server.transport.close()
+            assert smtp.transport is not None
+            smtp.transport.close()
             await asyncio.sleep(_FOREVER)  # connection_lost cancels this session's task
-        if reply is not None and reply.startswith("250"):
-            server.messages += 1
+        smtp.messages += (reply or "").startswith("250")
         return reply or ""
 
 
@@ -226,9 +130,8 @@ class _Smtp(SMTP):
         # aiosmtpd only counts STARTTLS as TLS: over implicit TLS (or in plain test sessions)
         # AUTH is allowed as is. Set here, not as an argument, to skip its insecurity warning.
         self._auth_require_tls = tls_auth
-        state = handler.state
         for command, method in list(self._smtp_methods.items()):
-            self._smtp_methods[command] = self._gated(method, state)
+            self._smtp_methods[command] = self._gated(method, handler.server)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses every address with the email package's header parser (and defines a
@@ -242,9 +145,9 @@ class _Smtp(SMTP):
     def _create_session(self) -> Session:
         return _Session(self.loop)
 
-    def _gated(self, method: Any, state: _State) -> Any:
+    def _gated(self, method: Any, server: SmtpServer) -> Any:
         async def gated(arg: str | None) -> None:
-            if state.should_cut(self.messages):
+            if server._should_cut(self.messages):
                 await self.push("421 4.3.2 Service shutting down, closing transmission channel")
                 assert self.transport is not None
                 self.transport.close()
@@ -257,10 +160,9 @@ class _Smtp(SMTP):
 class _Controller(Controller):
     """aiosmtpd's threaded controller on a socket bound first, so port 0 picks a free port."""
 
-    def __init__(self, state: _State, port: int, smtp_options: dict[str, Any], **kwargs: Any):
-        super().__init__(_Handler(state), hostname=HOST, port=port, ready_timeout=30, **kwargs)
-        self._state = state
-        self._smtp_options = smtp_options
+    def __init__(self, server: SmtpServer, port: int, options: dict[str, Any], **kwargs: Any):
+        super().__init__(_Handler(server), hostname=HOST, port=port, ready_timeout=30, **kwargs)
+        self._server, self._options = server, options
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((HOST, port))
@@ -272,21 +174,19 @@ class _Controller(Controller):
         )
 
     def factory(self) -> _Smtp:
-        return _Smtp(self.handler, self._state.add("connections"), **self._smtp_options)
-
-
-def _certificate_authority(folder: Path) -> tuple[trustme.CA, Path]:
-    ca = trustme.CA(organization_name="digest tests")
-    path = folder / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return ca, path
+        return _Smtp(self.handler, self._server._add("connections"), **self._options)
 
 
 class SmtpServer:
     """The SMTP server on 127.0.0.1 (a free port unless given), in a background thread.
 
     `store=False` keeps counts only (per recipient and per connection), for long benchmarks.
+    Everything it remembers is guarded by `_lock` (a Condition, for wait_for): the session
+    hooks run on aiosmtpd's loop thread, the test reads and scripts faults from its own.
     """
+
+    _drop: _Fault | None
+    _cut_after: tuple[int, _Fault] | None
 
     def __init__(
         self,
@@ -300,9 +200,17 @@ class SmtpServer:
         if require_tls and tls != "starttls":
             raise ValueError("require_tls is for STARTTLS (implicit TLS always has it)")
         self.tls, self.auth, self.store = tls, auth, store
-        self.state = _State(store=store)
+        self._lock = threading.Condition()
+        self._received: list[Received] = []
+        # received, connections, rsets, refused_rcpts, failed_data, dropped, cut
+        self._tally: Counter[str] = Counter()
+        self._deliveries: Counter[str] = Counter()
+        self._per_connection: Counter[int] = Counter()
+        self.reset_faults()
         self._folder = tempfile.TemporaryDirectory(prefix="digest-smtp-")
-        ca, self.ca_file = _certificate_authority(Path(self._folder.name))
+        self.ca_file = Path(self._folder.name) / "ca.pem"
+        ca = trustme.CA(organization_name="digest tests")
+        ca.cert_pem.write_to_path(str(self.ca_file))
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert(HOST, "localhost").configure_cert(context)
         options: dict[str, Any] = {
@@ -313,19 +221,11 @@ class SmtpServer:
         }
         if auth is not None:
             options.update(auth_required=True, authenticator=self._authenticate)
-        self._controller = _Controller(
-            self.state, port, options, ssl_context=context if tls == "implicit" else None
-        )
+        implicit = context if tls == "implicit" else None
+        self._controller = _Controller(self, port, options, ssl_context=implicit)
+        self.host, self.port = HOST, int(self._controller.port)
 
     # ------------------------------------------------------------------ running
-
-    @property
-    def host(self) -> str:
-        return HOST
-
-    @property
-    def port(self) -> int:
-        return int(self._controller.port)
 
     @property
     def url(self) -> str:
@@ -346,7 +246,7 @@ class SmtpServer:
 
     def start(self) -> SmtpServer:
         self._controller.start()
-        self.state.clear()  # the controller's own start-up probe is no client's connection
+        self.clear()  # the controller's own start-up probe is no client's connection
         return self
 
     def stop(self) -> None:
@@ -359,41 +259,30 @@ class SmtpServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        assert self.auth is not None
-        if not isinstance(data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        user, password = (part.encode() for part in self.auth)
-        good = hmac.compare_digest(data.login, user) & hmac.compare_digest(data.password, password)
-        return AuthResult(success=good, handled=False)
-
     # ------------------------------------------------------------------ what arrived
 
     @property
     def received(self) -> list[Received]:
         if not self.store:
             raise RuntimeError("this SmtpServer counts only (store=False): use deliveries()")
-        with self.state.lock:
-            return list(self.state.received)
+        with self._lock:
+            return list(self._received)
 
     @property
     def count(self) -> int:
         """Messages accepted (250 at the final dot, or dropped with keep=True)."""
-        return self._tally("received")
+        with self._lock:
+            return self._tally["received"]
 
     @property
     def connections(self) -> int:
-        return self._tally("connections")
+        with self._lock:
+            return self._tally["connections"]
 
     @property
     def rsets(self) -> int:
-        return self._tally("rsets")
-
-    def _tally(self, what: str) -> int:
-        with self.state.lock:
-            return self.state.tally[what]
+        with self._lock:
+            return self._tally["rsets"]
 
     def messages_to(self, address: str) -> list[Received]:
         wanted = address.lower()
@@ -401,54 +290,60 @@ class SmtpServer:
 
     def deliveries(self) -> dict[str, int]:
         """How many accepted messages each (lower-cased) recipient got."""
-        with self.state.lock:
-            return dict(self.state.deliveries)
+        with self._lock:
+            return dict(self._deliveries)
 
     def messages_per_connection(self) -> dict[int, int]:
-        with self.state.lock:
-            return dict(self.state.per_connection)
+        with self._lock:
+            return dict(self._per_connection)
 
     def stats(self) -> dict[str, Any]:
-        return self.state.stats()
+        with self._lock:
+            counts = self._deliveries.values()
+            return {
+                **{k: self._tally[k] for k in ("received", "connections", "rsets")},
+                "recipients": sum(counts),
+                "distinct": len(counts),
+                "duplicates": sum(1 for n in counts if n > 1),
+                "per_connection": dict(self._per_connection),
+                **{k: self._tally[k] for k in ("refused_rcpts", "failed_data", "dropped", "cut")},
+            }
 
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:
         """Wait (on the server's condition, not a sleep) until `count` messages were accepted."""
-        with self.state.lock:
-            return self.state.lock.wait_for(lambda: self.state.tally["received"] >= count, timeout)
+        with self._lock:
+            return self._lock.wait_for(lambda: self._tally["received"] >= count, timeout)
 
     def clear(self) -> None:
         """Forget what arrived and every counter (faults stay)."""
-        self.state.clear()
+        with self._lock:
+            for kept in (self._received, self._tally, self._deliveries, self._per_connection):
+                kept.clear()
 
     def reset(self) -> None:
         """clear() and reset_faults(): a shared server, as a fresh one."""
-        self.state.clear()
-        self.state.reset_faults()
+        self.clear()
+        self.reset_faults()
 
     # ------------------------------------------------------------------ faults
 
     def fail_rcpt(
-        self,
-        address: str,
-        code: int = 550,
-        text: str = "5.1.1 No such user here",
-        times: int | None = None,
+        self, address: str, code: int = 550, text: str = _NO_USER, times: int | None = None
     ) -> None:
         """RCPT TO:<address> answers `code` (every time, or the first `times` times)."""
-        with self.state.lock:
-            self.state.rcpt_faults[address.lower()] = _Fault(code, text, times)
+        with self._lock:
+            self._rcpt_faults[address.lower()] = _Fault(code, text, times)
 
     def fail_data(
         self,
         address: str | None = None,
         code: int = 451,
-        text: str = "4.3.0 Temporary failure, try again",
+        text: str = _TRY_LATER,
         times: int | None = None,
     ) -> None:
         """The final dot of a message to `address` (None: any) answers `code`; not stored."""
-        lowered = address.lower() if address is not None else None
-        with self.state.lock:
-            self.state.data_faults.append(_Fault(code, text, times, lowered))
+        with self._lock:
+            self._data_faults.append(_Fault(code, text, times, _lower(address)))
 
     def drop_after_data(
         self, times: int = 1, *, keep: bool = True, skip: int = 0, address: str | None = None
@@ -458,23 +353,94 @@ class SmtpServer:
         `keep=True`: the message was delivered and only the answer lost (it is stored and
         counted); `keep=False`: it is lost too. `skip` messages are answered normally first.
         """
-        lowered = address.lower() if address is not None else None
-        with self.state.lock:
-            self.state.drop = _Fault(0, "", times, lowered, keep=keep, skip=skip)
+        with self._lock:
+            self._drop = _Fault(0, "", times, _lower(address), keep=keep, skip=skip)
 
     def reply_421_after(self, n_messages: int, times: int | None = None) -> None:
         """On every connection (or the next `times`) that has had `n_messages` accepted, the
         next command is answered 421 and the connection closed."""
-        with self.state.lock:
-            self.state.cut_after = (n_messages, _Fault(421, "", times))
+        with self._lock:
+            self._cut_after = (n_messages, _Fault(421, "", times))
 
     def delay(self, seconds: float) -> None:
         """Wait this long before answering each message's final dot."""
-        with self.state.lock:
-            self.state.delay = seconds
+        with self._lock:
+            self._delay = seconds
 
     def reset_faults(self) -> None:
-        self.state.reset_faults()
+        with self._lock:
+            self._rcpt_faults: dict[str, _Fault] = {}
+            self._data_faults: list[_Fault] = []
+            self._drop, self._cut_after, self._delay = None, None, 0.0
+
+    # ------------------------------------------------------------------ the sessions' side
+
+    def _add(self, what: str) -> int:
+        with self._lock:
+            self._tally[what] += 1
+            return self._tally[what]
+
+    def _authenticate(
+        self, smtp: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self.auth is not None
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user, password = (part.encode() for part in self.auth)
+        good = hmac.compare_digest(data.login, user) & hmac.compare_digest(data.password, password)
+        return AuthResult(success=good, handled=False)
+
+    def _rcpt_reply(self, address: str) -> str | None:
+        with self._lock:
+            fault = self._rcpt_faults.get(address.lower())
+            if fault is None or not fault.take():
+                return None
+            self._tally["refused_rcpts"] += 1
+            return f"{fault.code} {fault.text}"
+
+    def _finish_data(self, connection: int, envelope: Envelope) -> tuple[str | None, float]:
+        """The answer to a message's final dot (None: drop the connection) and the delay first.
+
+        A message is stored before the delay: a client that times out waiting finds it delivered,
+        which is what a slow real server does too.
+        """
+        lowered = [r.lower() for r in envelope.rcpt_tos]
+        with self._lock:
+            drop = self._drop
+            if drop and (drop.address is None or drop.address in lowered) and drop.take():
+                self._tally["dropped"] += 1
+                if drop.keep:
+                    self._keep(connection, envelope, lowered)
+                return None, self._delay
+            for fault in self._data_faults:
+                if (fault.address is None or fault.address in lowered) and fault.take():
+                    self._tally["failed_data"] += 1
+                    return f"{fault.code} {fault.text}", self._delay
+            self._keep(connection, envelope, lowered)
+            return "250 2.0.0 OK: queued", self._delay
+
+    def _keep(self, connection: int, envelope: Envelope, lowered: list[str]) -> None:
+        self._tally["received"] += 1
+        self._deliveries.update(lowered)
+        self._per_connection[connection] += 1
+        if self.store:
+            rcpts, data = tuple(envelope.rcpt_tos), envelope.original_content or b""
+            self._received.append(Received(envelope.mail_from or "", rcpts, data, connection))
+        self._lock.notify_all()
+
+    def _should_cut(self, messages: int) -> bool:
+        cut_after = self._cut_after  # one attribute read: no lock unless a cut is scripted
+        if cut_after is None or messages < cut_after[0]:
+            return False
+        with self._lock:
+            if not cut_after[1].take():
+                return False
+            self._tally["cut"] += 1
+            return True
+
+
+def _lower(address: str | None) -> str | None:
+    return address.lower() if address is not None else None
 
 
 # ---------------------------------------------------------------------- in another process
