@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,22 +66,22 @@ class Received:
 class _Fault:
     code: int
     text: str
-    times: int | None  # None: every time until reset_faults()
+    times: float  # math.inf: every time until reset_faults()
     address: str | None = None  # lower-cased; None: any message
     keep: bool = False  # drops only: the message is stored before the connection is cut
     skip: int = 0  # drops only: messages let through before the drop arms
 
     def take(self) -> bool:
         """Whether the fault fires now, using up one of its `times`."""
-        if self.skip:
-            self.skip -= 1
-            return False
-        if self.times is None:
-            return True
-        if self.times <= 0:
+        self.skip -= 1
+        if self.skip >= 0 or self.times < 1:
             return False
         self.times -= 1
         return True
+
+
+def _times(times: int | None) -> float:
+    return math.inf if times is None else times
 
 
 class _Handler:
@@ -163,6 +165,7 @@ class _Controller(Controller):
     def __init__(self, server: SmtpServer, port: int, options: dict[str, Any], **kwargs: Any):
         super().__init__(_Handler(server), hostname=HOST, port=port, ready_timeout=30, **kwargs)
         self._server, self._options = server, options
+        self.sessions: weakref.WeakSet[_Smtp] = weakref.WeakSet()  # on the loop thread only
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((HOST, port))
@@ -174,7 +177,16 @@ class _Controller(Controller):
         )
 
     def factory(self) -> _Smtp:
-        return _Smtp(self.handler, self._server._add("connections"), **self._options)
+        smtp = _Smtp(self.handler, self._server._add("connections"), **self._options)
+        self.sessions.add(smtp)
+        return smtp
+
+    async def close_sessions(self) -> None:
+        """Cut every open session, so stopping leaves no socket for the garbage collector."""
+        for smtp in list(self.sessions):
+            if isinstance(smtp.transport, asyncio.Transport):
+                smtp.transport.abort()
+        await asyncio.sleep(0)  # abort() closes each socket in a callback of its own
 
 
 class SmtpServer:
@@ -250,6 +262,8 @@ class SmtpServer:
         return self
 
     def stop(self) -> None:
+        loop = self._controller.loop
+        asyncio.run_coroutine_threadsafe(self._controller.close_sessions(), loop).result(10)
         self._controller.stop()
         self._folder.cleanup()
 
@@ -332,7 +346,7 @@ class SmtpServer:
     ) -> None:
         """RCPT TO:<address> answers `code` (every time, or the first `times` times)."""
         with self._lock:
-            self._rcpt_faults[address.lower()] = _Fault(code, text, times)
+            self._rcpt_faults[address.lower()] = _Fault(code, text, _times(times))
 
     def fail_data(
         self,
@@ -343,7 +357,7 @@ class SmtpServer:
     ) -> None:
         """The final dot of a message to `address` (None: any) answers `code`; not stored."""
         with self._lock:
-            self._data_faults.append(_Fault(code, text, times, _lower(address)))
+            self._data_faults.append(_Fault(code, text, _times(times), address and address.lower()))
 
     def drop_after_data(
         self, times: int = 1, *, keep: bool = True, skip: int = 0, address: str | None = None
@@ -354,13 +368,13 @@ class SmtpServer:
         counted); `keep=False`: it is lost too. `skip` messages are answered normally first.
         """
         with self._lock:
-            self._drop = _Fault(0, "", times, _lower(address), keep=keep, skip=skip)
+            self._drop = _Fault(0, "", times, address and address.lower(), keep=keep, skip=skip)
 
     def reply_421_after(self, n_messages: int, times: int | None = None) -> None:
         """On every connection (or the next `times`) that has had `n_messages` accepted, the
         next command is answered 421 and the connection closed."""
         with self._lock:
-            self._cut_after = (n_messages, _Fault(421, "", times))
+            self._cut_after = (n_messages, _Fault(421, "", _times(times)))
 
     def delay(self, seconds: float) -> None:
         """Wait this long before answering each message's final dot."""
@@ -437,10 +451,6 @@ class SmtpServer:
                 return False
             self._tally["cut"] += 1
             return True
-
-
-def _lower(address: str | None) -> str | None:
-    return address.lower() if address is not None else None
 
 
 # ---------------------------------------------------------------------- in another process
