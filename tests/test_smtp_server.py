@@ -11,6 +11,7 @@ import smtplib
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,45 @@ def test_connections_rsets_and_messages_per_connection_are_counted(server: SmtpS
     assert (stats["recipients"], stats["distinct"], stats["duplicates"]) == (5, 4, 1)
     server.clear()
     assert (server.connections, server.count, server.received) == (0, 0, [])
+
+
+def test_sessions_in_parallel_are_counted_apart(server: SmtpServer) -> None:
+    def send(worker: int) -> None:
+        with connect(server) as client:
+            for n in range(20):
+                client.sendmail(SENDER, [f"w{worker}-{n}@example.org"], MESSAGE)
+                client.rset()
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert (server.count, server.connections, server.rsets) == (80, 4, 80)
+    assert sorted(server.messages_per_connection().values()) == [20, 20, 20, 20]
+    assert len(server.deliveries()) == 80
+
+
+def test_a_client_gone_mid_data_leaves_nothing_stored(server: SmtpServer) -> None:
+    client = connect(server)
+    client.ehlo()
+    client.mail(SENDER)
+    client.rcpt("cut@example.org")
+    client.putcmd("data")
+    assert client.getreply()[0] == 354
+    client.send(b"Subject: half a message\r\n\r\nand then")
+    client.close()  # as a killed sender's socket is
+    with connect(server) as client:  # the server carries on
+        client.sendmail(SENDER, ["next@example.org"], MESSAGE)
+    assert server.deliveries() == {"next@example.org": 1}
+
+
+def test_unusual_addresses_still_get_the_full_parse(server: SmtpServer) -> None:
+    with connect(server) as client:
+        client.sendmail(SENDER, ['"first last"@example.org'], MESSAGE)
+        client.mail(SENDER)
+        assert client.rcpt("<a@b@example.org>")[0] == 553
+    assert server.deliveries() == {'"first last"@example.org': 1}
 
 
 def test_counting_only_keeps_no_bodies() -> None:
