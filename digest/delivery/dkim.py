@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import dkim  # type: ignore[import-untyped]
+import dkim
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
-from dkim.canonicalization import (  # type: ignore[import-untyped]
+from dkim.canonicalization import (
     CanonicalizationPolicy,
     compress_whitespace,
     correct_empty_body,

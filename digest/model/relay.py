@@ -47,7 +47,9 @@ def parse_relay_url(url: str) -> Relay:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:  # a port that is not a number, an unclosed [IPv6
-        raise ValueError(f"DIGEST_SMTP_URL is not a URL digest can read ({_without_secret(exc)})")
+        raise ValueError(
+            f"DIGEST_SMTP_URL is not a URL digest can read ({_without_secret(exc)})"
+        ) from None
     if parts.scheme not in _DEFAULT_PORTS:
         got = f"{parts.scheme}://" if parts.scheme else "no scheme"
         raise ValueError(

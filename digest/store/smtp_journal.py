@@ -62,14 +62,13 @@ class SmtpJournal:
                     smtp_journal.c.batch_key == batch_key
                 )
             ).all()
-        return {
-            by_tag[tag]: Entry(state, reply)  # type: ignore[arg-type]
-            for tag, state, reply in rows
-            if tag in by_tag
-        }
+        return {by_tag[tag]: Entry(state, reply) for tag, state, reply in rows if tag in by_tag}
 
     def write(
-        self, batch_key: str, entries: Mapping[str, Entry] | Sequence[tuple[str, Entry]], at: datetime
+        self,
+        batch_key: str,
+        entries: Mapping[str, Entry] | Sequence[tuple[str, Entry]],
+        at: datetime,
     ) -> None:
         """Record `entries` (address → entry) for `batch_key` in one transaction.
 
@@ -95,7 +94,11 @@ class SmtpJournal:
         stmt = insert(smtp_journal)
         stmt = stmt.on_conflict_do_update(
             index_elements=[smtp_journal.c.batch_key, smtp_journal.c.recipient],
-            set_={"state": stmt.excluded.state, "reply": stmt.excluded.reply, "at": stmt.excluded.at},
+            set_={
+                "state": stmt.excluded.state,
+                "reply": stmt.excluded.reply,
+                "at": stmt.excluded.at,
+            },
         )
         with self.engine.begin() as conn:
             if self._postgres:
@@ -105,7 +108,9 @@ class SmtpJournal:
     def forget_before(self, cutoff: datetime) -> int:
         """Drop lines older than `cutoff`: their batches were settled long ago."""
         with self.engine.begin() as conn:
-            return int(conn.execute(delete(smtp_journal).where(smtp_journal.c.at < cutoff)).rowcount)
+            return int(
+                conn.execute(delete(smtp_journal).where(smtp_journal.c.at < cutoff)).rowcount
+            )
 
     def forget_old(self, now: datetime) -> int:
         return self.forget_before(now - timedelta(days=KEEP_DAYS))
