@@ -427,7 +427,7 @@ def send_and_log(
         summary = send(
             engine,
             settings,
-            make_transport(settings),
+            make_transport(settings, engine),
             week,
             now=now,
             stop=stop,

@@ -108,7 +108,7 @@ def send_command(
     wk = week_option("--week", week) or inv.this_week()
     eng = inv.engine()
     try:
-        transport = make_transport(conf)
+        transport = make_transport(conf, eng)
     except ValueError as exc:
         fail(str(exc))
         return
@@ -204,7 +204,9 @@ def _retry_failed(eng: Engine, conf: Settings, wk: IsoWeek) -> None:
 
     with stop_on(signal.SIGINT) as stop:
         try:
-            summary = retry_failed(eng, conf, make_transport(conf), wk, now=db.utcnow, stop=stop)
+            summary = retry_failed(
+                eng, conf, make_transport(conf, eng), wk, now=db.utcnow, stop=stop
+            )
         except SendError as exc:
             fail(str(exc))
             return

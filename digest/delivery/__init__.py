@@ -1,6 +1,6 @@
-"""Delivery: transports (outbox, SendGrid) behind one interface (`digest.delivery.transport`).
+"""Delivery: transports (outbox, SendGrid, SMTP) behind one interface (`digest.delivery.transport`).
 
-`make_transport(settings)` picks the one `DIGEST_TRANSPORT` names.
+`make_transport(settings, engine)` picks the one `DIGEST_TRANSPORT` names.
 """
 
 from __future__ import annotations
@@ -12,17 +12,25 @@ from digest.delivery.transport import PermanentError, SendResult, Transport
 from digest.store.db import utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from digest.config import Settings
     from digest.core.mails import Message
 
 __all__ = ["make_transport", "send_one_off"]
 
 
-def make_transport(settings: Settings) -> Transport:
+def make_transport(settings: Settings, engine: Engine | None = None) -> Transport:
+    """The transport DIGEST_TRANSPORT names. `engine`: the database an SMTP transport keeps its
+    per-reader journal in; without it the transport sends one-off mails only (no batch key)."""
     if settings.transport == "sendgrid":
         from digest.delivery.sendgrid import SendGridTransport
 
         return SendGridTransport.from_settings(settings)
+    if settings.transport == "smtp":
+        from digest.delivery.smtp import SmtpTransport
+
+        return SmtpTransport.from_settings(settings, engine, clock=utcnow)
     return OutboxTransport(settings.outbox_dir, clock=utcnow)
 
 
@@ -32,7 +40,14 @@ def send_one_off(settings: Settings, message: Message) -> SendResult:
     A refused recipient is an error here, not a ledger row: there is no ledger for these
     mails, and a confirmation that silently never left would look sent to its reader.
     """
-    result = make_transport(settings).send(message)
-    if result.refused:
-        raise PermanentError("; ".join(f"not sent: {why}" for why in result.refused.values()))
+    transport = make_transport(settings)
+    try:
+        result = transport.send(message)
+    finally:
+        close = getattr(transport, "close", None)  # an SMTP session ends with QUIT
+        if close is not None:
+            close()
+    problems = {**result.refused, **result.failed, **result.uncertain}
+    if problems:
+        raise PermanentError("; ".join(f"not sent: {why}" for why in problems.values()))
     return result

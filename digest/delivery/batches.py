@@ -32,7 +32,7 @@ from digest.delivery.claims import ClaimedBatch, claim_batch
 from digest.delivery.crew import Orphan, Seat
 from digest.delivery.in_flight import InFlight, RateLimitPause, batches_at_once
 from digest.delivery.languages import Contents
-from digest.delivery.outcome import Clock, Outcome, ended_as, graver
+from digest.delivery.outcome import Clock, Outcome, ended_as, graver, readers_failed
 from digest.delivery.personalise import issue_message, subscriber_id
 from digest.delivery.recording import Recording
 from digest.delivery.transport import PermanentError, RetryableError, SendResult, Transport
@@ -327,8 +327,9 @@ class BatchRun(Recording):
                     self._record_refused(batch, refused, claimed)
                     gone = {subscriber_id(r) for r in claimed if r.email in refused}
                     rows = [row for row in rows if row[2] not in gone]
-                    if not rows:
-                        return Outcome()
+                rows = self._settle_from_journal(batch, message, rows)
+                if not rows:
+                    return Outcome()
                 went_out = self.transport.lookup_batch(key)
             except RetryableError as exc:
                 return self._pause(f"{exc} (batch {batch}; run `digest send` again to resume)")
@@ -374,13 +375,9 @@ class BatchRun(Recording):
         return self._end(self._settle(sending, sending.attempts.run))
 
     def _sending(
-        self,
-        batch: int,
-        recipients: list[Recipient],
-        locale: str | None,
-        halt: threading.Event | None = None,
-        pause: RateLimitPause | None = None,
-    ) -> Sending:
+        self, batch: int, recipients: list[Recipient], locale: str | None,
+        halt: threading.Event | None = None, pause: RateLimitPause | None = None,
+    ) -> Sending:  # fmt: skip
         """A batch's attempts, with the content of `locale`: on this thread (no `halt`), or on
         a worker thread of batches in flight, which `halt` stops retrying and which keep to
         the run's shared `pause`."""
@@ -419,8 +416,7 @@ class BatchRun(Recording):
             return Outcome()
         finally:
             self.api_calls += attempts.calls
-        if result.refused:
-            self._record_refused(batch, result.refused, sending.recipients)
+        self._record_readers(batch, result, sending.recipients)
         self._mark(batch, "sent", error=None, message_id=result.message_id)
         return Outcome()
 
@@ -467,10 +463,15 @@ class BatchRun(Recording):
             self.engine, self.issue, self.cutoff, self.zones
         ):
             return None  # a reader changed language behind the walk: walk again
-        open_rows = ledger.count_rows(self.engine, self.issue, ("claimed", "failed"))
+        open_rows = ledger.count_rows(self.engine, self.issue, ("claimed",))
         if open_rows:  # pragma: no cover - every path above settles its batch first
             return self._pause(f"{open_rows} deliveries are still open")
-        return self._sent()
+        return self._settled()
+
+    def _settled(self) -> Outcome:
+        """Every batch settled: sent, unless a per-reader transport (SMTP) left readers failed."""
+        failed = ledger.count_rows(self.engine, self.issue, ("failed",))
+        return self._pause(readers_failed(failed)) if failed else self._sent()
 
     def _sent(self) -> Outcome:
         if self.zones is not None:  # later zones' readers are still to come: stays "sending"
@@ -488,10 +489,10 @@ class BatchRun(Recording):
             outcome = self._take_over(self.seat.orphans(self.lease_clock()))
             if outcome.status is not None:
                 return outcome
-            if not ledger.count_rows(self.engine, self.issue, ("claimed", "failed")):
+            if not ledger.count_rows(self.engine, self.issue, ("claimed",)):
                 if any_unclaimed(self.engine, self.issue, self.cutoff, self.zones):
                     return None
-                return self._sent()
+                return self._settled()
             if self._stop_requested():
                 return self._stopped()
             (self.sleep or stop_aware_sleep(self.stop))(CREW_POLL_SECONDS)

@@ -324,19 +324,7 @@ def record_refused(
     Final, like `skipped`: it is not `failed`, which a run (and `--retry-failed`) would
     send again — and the transport would refuse again, so the issue could never finish.
     """
-    by_reason: dict[str, list[int]] = {}
-    for recipient in recipients:
-        if recipient.email in refused:
-            by_reason.setdefault(refused[recipient.email], []).append(subscriber_id(recipient))
-    count = 0
-    with engine.begin() as conn:
-        for reason, ids in by_reason.items():
-            result = conn.execute(
-                _claimed_rows(issue, batch, by)
-                .where(deliveries.c.subscriber_id.in_(ids))
-                .values(status="refused", error=reason, attempts=deliveries.c.attempts + 1)
-            )
-            count += result.rowcount
+    count = settle_readers(engine, issue, batch, "refused", refused, recipients, by=by)
     # Subscriber ids, never addresses: this ends up in logs.
     log_event(
         log,
@@ -344,9 +332,49 @@ def record_refused(
         level=logging.WARNING,
         week=str(issue.week),
         batch_key=batch_key(issue, batch),
-        subscriber_ids=sorted(i for ids in by_reason.values() for i in ids),
+        subscriber_ids=sorted(subscriber_id(r) for r in recipients if r.email in refused),
         transport=transport,
     )
+    return count
+
+
+def settle_readers(
+    engine: Engine,
+    issue: IssueRecord,
+    batch: int,
+    status: str,
+    reasons: Mapping[str, str | None],
+    recipients: Sequence[Recipient],
+    *,
+    by: str | None = None,
+    sent_at: datetime | None = None,
+) -> int:
+    """Settle some readers of a claimed batch as `status`, each with its reason (address →
+    reason, None for none): a transport that answers per reader (SMTP) settles a batch so.
+
+    `sent` needs `sent_at`; `failed` rows are what `--retry-failed` sends again; `skipped`
+    with an "uncertain:" reason is a reader the ambiguity policy gave up.
+    """
+    by_reason: dict[str | None, list[int]] = {}
+    for recipient in recipients:
+        if recipient.email in reasons:
+            by_reason.setdefault(reasons[recipient.email], []).append(subscriber_id(recipient))
+    extra: dict[str, Any] = {}
+    if status == "sent":
+        assert sent_at is not None
+        extra["sent_at"] = sent_at
+    count = 0
+    with engine.begin() as conn:
+        for reason, ids in by_reason.items():
+            for start in range(0, len(ids), 500):  # under every backend's parameter limit
+                result = conn.execute(
+                    _claimed_rows(issue, batch, by)
+                    .where(deliveries.c.subscriber_id.in_(ids[start : start + 500]))
+                    .values(
+                        status=status, error=reason, attempts=deliveries.c.attempts + 1, **extra
+                    )
+                )
+                count += result.rowcount
     return count
 
 

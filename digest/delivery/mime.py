@@ -12,10 +12,11 @@ so the lines joined are byte for byte the encoding of the whole.
 from __future__ import annotations
 
 import binascii
+import email.errors
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
@@ -29,8 +30,9 @@ from digest.core.headers import (
     verify_header_block,
 )
 from digest.core.mails import MARKER_RE, Message, Recipient, fill_markers
+from digest.delivery.transport import PermanentError
 
-__all__ = ["Skeleton", "mime_bytes"]
+__all__ = ["Skeleton", "Unwritable", "mime_bytes", "reader_copy"]
 
 # Header values are written as digest encoded them (`digest.core.headers`), never re-parsed and
 # re-folded by the email package: that round trip is what decodes an encoded-word into a raw
@@ -65,6 +67,60 @@ def mime_bytes(message: Message, recipient: Recipient, *, now: datetime) -> byte
     `UnsupportedAddress` for a non-ASCII local part; UnicodeEncodeError for a lone surrogate.
     """
     return Skeleton.of(message).fill(message, recipient, now=now)
+
+
+# What building one mail raises for a value that cannot be written: `HeaderError` from digest's
+# header rules (a ValueError, as is UnicodeEncodeError for a lone surrogate in a body); the email
+# package's own errors (MessageError, and IndexError from its address parser) only from the
+# email package's header helpers `digest.core.headers` still uses.
+_UNWRITABLE = (ValueError, email.errors.MessageError, IndexError)
+
+
+class Unwritable(Exception):
+    """This one reader's mail cannot be written; `reason` says why, for their ledger row."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def reader_copy(message: Message, recipient: Recipient, now: datetime, who: str) -> bytes:
+    """`recipient`'s mail as bytes, written by transport `who` (for its reasons).
+
+    Raises `Unwritable` when the fault is this reader's own (their address or name), and
+    `PermanentError` when the same mail cannot be written for a stand-in reader either: a
+    fault in the message (or in building it) must stop the send, not write off every reader
+    of the list as refused one by one.
+    """
+    try:
+        return mime_bytes(message, recipient, now=now)
+    except _UNWRITABLE as exc:
+        error: BaseException = exc
+    stand_in = replace(recipient, email=message.from_email, name=None)
+    try:
+        mime_bytes(message, stand_in, now=now)
+    except _UNWRITABLE as exc:
+        raise PermanentError(
+            f"{who} cannot write this mail for anyone, so the fault is in the message, "
+            f"not any one address: {_describe(exc)}"
+        ) from exc
+    try:
+        mime_bytes(message, replace(recipient, name=None), now=now)
+        part = "name"
+    except _UNWRITABLE:
+        part = "address"
+    raise Unwritable(
+        f"{who} cannot write a mail to this reader's {part}: {_describe(error)}; "
+        f"correct or remove the {part} (sending again would refuse it again)"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    # NonASCIILocalPartDefect's text ends in a stray ")" of the standard library's own.
+    text = str(exc).strip()
+    if text.endswith(")") and text.count(")") > text.count("("):
+        text = text[:-1]
+    return f"{text} ({type(exc).__name__})"
 
 
 class _Body:

@@ -7,14 +7,12 @@ and what it writes is exactly what a mail client would show.
 from __future__ import annotations
 
 import contextlib
-import email.errors
 import hashlib
 import json
 import os
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -22,7 +20,7 @@ from email.policy import default as _READ_POLICY
 from pathlib import Path
 
 from digest.core.mails import Message, Recipient
-from digest.delivery.mime import mime_bytes
+from digest.delivery.mime import Unwritable, mime_bytes, reader_copy
 from digest.delivery.transport import PermanentError, RetryableError, SendResult
 
 __all__ = ["OutboxTransport", "build_mime", "mime_bytes"]
@@ -88,8 +86,8 @@ class OutboxTransport:
         refused: dict[str, str] = {}
         for index, recipient in enumerate(message.recipients):
             try:
-                data = _render(message, recipient, self.clock())
-            except _Refused as exc:
+                data = reader_copy(message, recipient, self.clock(), "the outbox")
+            except Unwritable as exc:
                 refused[recipient.email] = exc.reason
                 continue
             if message.batch_key is None:
@@ -168,63 +166,9 @@ class OutboxTransport:
         """What `send` would write: readers it would refuse add nothing."""
         total, now = 0, self.clock()
         for recipient in message.recipients:
-            with contextlib.suppress(_Refused):
-                total += len(_render(message, recipient, now))
+            with contextlib.suppress(Unwritable):
+                total += len(reader_copy(message, recipient, now, "the outbox"))
         return total
-
-
-# What building one mail raises for a value that cannot be written: `HeaderError` from digest's
-# header rules (a ValueError, as is UnicodeEncodeError for a lone surrogate in a body); the email
-# package's own errors (MessageError, and IndexError from its address parser) only from the
-# email package's header helpers `digest.core.headers` still uses.
-_UNWRITABLE = (ValueError, email.errors.MessageError, IndexError)
-
-
-class _Refused(Exception):
-    """This one reader's mail cannot be written; `reason` says why, for their ledger row."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _render(message: Message, recipient: Recipient, now: datetime) -> bytes:
-    """`recipient`'s mail as the bytes of its .eml file.
-
-    Raises `_Refused` when the fault is this reader's own (their address or name), and
-    `PermanentError` when the same mail cannot be written for a stand-in reader either: a
-    fault in the message (or in building it) must stop the send, not write off every reader
-    of the list as refused one by one.
-    """
-    try:
-        return mime_bytes(message, recipient, now=now)
-    except _UNWRITABLE as exc:
-        error: BaseException = exc
-    stand_in = replace(recipient, email=message.from_email, name=None)
-    try:
-        mime_bytes(message, stand_in, now=now)
-    except _UNWRITABLE as exc:
-        raise PermanentError(
-            "the outbox cannot write this mail for anyone, so the fault is in the message, "
-            f"not any one address: {_describe(exc)}"
-        ) from exc
-    try:
-        mime_bytes(message, replace(recipient, name=None), now=now)
-        part = "name"
-    except _UNWRITABLE:
-        part = "address"
-    raise _Refused(
-        f"the outbox cannot write a mail to this reader's {part}: {_describe(error)}; "
-        f"correct or remove the {part} (sending again would refuse it again)"
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    # NonASCIILocalPartDefect's text ends in a stray ")" of the standard library's own.
-    text = str(exc).strip()
-    if text.endswith(")") and text.count(")") > text.count("("):
-        text = text[:-1]
-    return f"{text} ({type(exc).__name__})"
 
 
 def _checked_key(batch_key: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["Clock", "Outcome", "SendStatus", "ended_as", "graver"]
+__all__ = ["Clock", "Outcome", "SendStatus", "ended_as", "graver", "readers_failed"]
 
 Clock = Callable[[], datetime]
 # "waiting": a local-time send did the zones due so far; later zones' readers are still to come.
@@ -46,3 +46,13 @@ def ended_as(status: str, reason: str | None) -> Outcome:
     if status == "failed":
         return Outcome("failed", reason or "another sender failed the issue")
     return Outcome("paused", f"the issue is {status} now: {reason or 'moved by another process'}")
+
+
+def readers_failed(count: int) -> str:
+    """Why a send whose every batch is settled still pauses: readers a per-reader transport
+    (SMTP) kept failing after its retries, while everyone else was sent."""
+    many = count != 1
+    return (
+        f"{count} reader{'s' * many} could not be sent to yet (the relay kept deferring them); "
+        "everyone else is sent: run `digest send --retry-failed` to try them again"
+    )

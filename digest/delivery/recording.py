@@ -11,10 +11,12 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from digest.core.mails import Recipient
+from digest.config import Settings
+from digest.core.mails import Message, Recipient
 from digest.delivery import ledger
 from digest.delivery.crew import Seat
-from digest.delivery.transport import Transport
+from digest.delivery.personalise import subscriber_id
+from digest.delivery.transport import SendResult, Transport
 from digest.model.issue import IssueRecord
 
 __all__ = ["Recording"]
@@ -24,6 +26,7 @@ class Recording:
     """The recording half of a batch run: every write adds its rows to the run's counts."""
 
     engine: Engine
+    settings: Settings
     issue: IssueRecord
     transport: Transport
     seat: Seat
@@ -58,6 +61,43 @@ class Recording:
         self.refused += count
         self.done += count
 
+    def _record_readers(
+        self, batch: int, result: SendResult, recipients: Sequence[Recipient]
+    ) -> None:
+        """Settle the readers a per-reader transport did not send: refused, failed, uncertain."""
+        if result.refused:
+            self._record_refused(batch, result.refused, recipients)
+        if result.failed:
+            count = ledger.settle_readers(
+                self.engine, self.issue, batch, "failed", result.failed, recipients,
+                by=self.seat.token,
+            )  # fmt: skip
+            self.failed += count
+            self.done += count
+        if result.uncertain:
+            self._record_uncertain(batch, result.uncertain, recipients)
+
+    def _record_uncertain(
+        self, batch: int, why: Mapping[str, str], recipients: Sequence[Recipient]
+    ) -> None:
+        reasons = {email: f"uncertain: {text}; not re-sent (DIGEST_AMBIGUOUS_BATCHES=skip)"
+                   for email, text in why.items()}  # fmt: skip
+        count = ledger.settle_readers(
+            self.engine, self.issue, batch, "skipped", reasons, recipients, by=self.seat.token
+        )
+        self.uncertain += count
+        self.done += count
+
+    def _record_sent(
+        self, batch: int, emails: Sequence[str], recipients: Sequence[Recipient]
+    ) -> None:
+        count = ledger.settle_readers(
+            self.engine, self.issue, batch, "sent", dict.fromkeys(emails), recipients,
+            by=self.seat.token, sent_at=self.clock(),
+        )  # fmt: skip
+        self.sent += count
+        self.done += count
+
     def _release(self, batch: int) -> None:
         if self.retry:
             # The rows were failed before this retry and certainly did not go out now either.
@@ -69,3 +109,23 @@ class Recording:
         count = ledger.skip_uncertain(self.engine, self.issue, batch, why, by=self.seat.token)
         self.uncertain += count
         self.done += count
+
+    def _settle_from_journal(
+        self, batch: int, message: Message, rows: list[ledger.OpenRow]
+    ) -> list[ledger.OpenRow]:
+        """A per-reader transport's journal (SMTP) settles a cut-short batch reader by reader:
+        accepted ones sent, ones cut off before the answer given up (DIGEST_AMBIGUOUS_BATCHES=
+        skip); the rows left are for readers never tried, sent now."""
+        journal_of = getattr(self.transport, "journal_of", None)
+        if journal_of is None or not message.recipients:
+            return rows
+        accepted, unanswered = journal_of(message)
+        if accepted:
+            self._record_sent(batch, accepted, message.recipients)
+        if self.settings.ambiguous_batches != "skip":
+            unanswered = {}
+        if unanswered:
+            self._record_uncertain(batch, unanswered, message.recipients)
+        settled = {*accepted, *unanswered}
+        gone = {subscriber_id(r) for r in message.recipients if r.email in settled}
+        return [row for row in rows if row[2] not in gone]

@@ -28,6 +28,12 @@ class SendResult:
 
     message_id: str | None = None
     refused: Mapping[str, str] = field(default_factory=dict)
+    # A transport that answers per reader (SMTP) may also say, per reader: deferred until its
+    # retries ran out (`failed`, which `--retry-failed` sends again), or cut off between the
+    # message and the relay's answer with DIGEST_AMBIGUOUS_BATCHES=skip (`uncertain`, given
+    # up and reported, never resent). Every other recipient of the batch was sent.
+    failed: Mapping[str, str] = field(default_factory=dict)
+    uncertain: Mapping[str, str] = field(default_factory=dict)
 
 
 class TransportError(Exception):
@@ -52,7 +58,7 @@ class PermanentError(TransportError):
 
 
 class Transport(Protocol):
-    """A mail service. Implementations: `OutboxTransport`, `SendGridTransport`.
+    """A mail service. Implementations: `OutboxTransport`, `SendGridTransport`, `SmtpTransport`.
 
     A run with several batches in flight calls `send` and `lookup_batch` from several threads
     at once (one batch each; never two calls for the same batch at once). A transport that

@@ -140,7 +140,7 @@ async def issue_test(
 
     def change() -> str:
         approval.send_test_copy(
-            engine, settings, make_transport(settings), iso, to, actor=to, now=db.utcnow()
+            engine, settings, make_transport(settings, engine), iso, to, actor=to, now=db.utcnow()
         )
         return f"A test copy of {iso} went to {to}."
 
