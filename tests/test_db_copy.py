@@ -33,6 +33,7 @@ from digest.store.events import handle_events
 from digest.store.issues import get_issue, save_built
 from digest.store.jobs import JOBS_TABLE, make_jobstore
 from digest.store.queue import add_to_queue
+from digest.store.smtp_journal import Entry, SmtpJournal
 from digest.store.subscribers import (
     add_confirmed,
     count_by_status,
@@ -178,6 +179,13 @@ def _fill(engine: Engine, settings: Settings, glossary: Glossary) -> None:
         now=NOW,
     )
     create_session(engine, editor.id, now=NOW, max_age=3600)
+    # An SMTP relay's answers for a batch, as the SMTP transport journals them.
+    SmtpJournal(engine).write(
+        f"{WEEK}-1772442000-000001",
+        {"reader3@example.org": Entry("accepted", "250 2.0.0 Ok: queued as ✓"),
+         "reader4@example.org": Entry("sending", None)},
+        NOW,
+    )  # fmt: skip
     audit.record(
         engine,
         actor="ed@example.org",

@@ -371,6 +371,10 @@ def test_a_two_language_send_killed_mid_send_resumes_each_reader_once_in_their_l
         proc.kill()
         proc.wait(timeout=10)
         left_open.append(_open_locales(engine, week))
+        # The lease's lapse stands for minutes, in which SendGrid has long finished the killed
+        # sender's request (the test server records it only after its 0.1 s delay): a resumed
+        # run asking sooner would be told "not found" about a batch on its way in.
+        wait_for(lambda: sendgrid.state.open_requests == 0, 10, "SendGrid's open requests")
         lease_runs_out(engine, week)
         done = run_send(env, week)
         assert done.returncode == 0, done.stdout + done.stderr
