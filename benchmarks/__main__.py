@@ -2,7 +2,7 @@
 
 python -m benchmarks                 # the full run (~25 minutes on 2 cores)
 python -m benchmarks --quick         # a smoke run (about a minute)
-python -m benchmarks --only send     # or latency, replicas, imports, web, build, tracking; repeat --only
+python -m benchmarks --only send     # or latency, replicas, imports, web, build, tracking, smtp
 
 Each module under benchmarks/ measures one kind of work and says how it went as `Goal`s; this
 file only picks the sizes, runs the modules in order and prints one table of goals at the end.
@@ -32,11 +32,12 @@ from benchmarks.imports import imports_goals, imports_table, run_imports
 from benchmarks.latency import latency_goals, latency_table, run_latency
 from benchmarks.replicas import replicas_goals, replicas_table, run_replicas
 from benchmarks.send import run_send, send_goals, send_table
+from benchmarks.smtp import run_smtp, smtp_goals, smtp_table
 from benchmarks.tracking import run_tracking, tracking_goals, tracking_table
 from benchmarks.web import run_web, web_goals, web_table
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-NAMES = ("send", "latency", "replicas", "imports", "web", "build", "tracking")
+NAMES = ("send", "latency", "replicas", "imports", "web", "build", "tracking", "smtp")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Plan:
     web_seconds: float
     web_warmup: float
     tracking_sizes: tuple[int, ...]
+    # readers of the SMTP send (SQLite; PostgreSQL too at the first size when reachable)
+    smtp_sizes: tuple[int, ...]
 
 
 FULL = Plan(
@@ -70,6 +73,7 @@ FULL = Plan(
     web_seconds=15.0,
     web_warmup=3.0,
     tracking_sizes=(100_000,),
+    smtp_sizes=(100_000,),
 )
 QUICK = Plan(
     sqlite_sizes=(10_000,),
@@ -83,6 +87,7 @@ QUICK = Plan(
     web_seconds=4.0,
     web_warmup=1.0,
     tracking_sizes=(10_000,),
+    smtp_sizes=(2_000,),
 )
 
 
@@ -291,6 +296,29 @@ def _tracking(ctx: Context) -> Section:
     )
 
 
+def _smtp(ctx: Context) -> Section:
+    results = []
+    for count in ctx.plan.smtp_sizes:
+        _say(f"smtp: {count:,} readers on SQLite through a local SMTP server, digest and floor …")
+        results.append(run_smtp(ctx.workdir, count, seed=ctx.seed))
+    if ctx.postgres_url and ctx.plan.smtp_sizes:
+        count = ctx.plan.smtp_sizes[0]
+        _say(f"smtp: {count:,} readers on PostgreSQL through a local SMTP server …")
+        results.append(
+            run_smtp(
+                ctx.workdir, count, backend="postgresql", postgres_url=ctx.postgres_url,
+                seed=ctx.seed,
+            )
+        )  # fmt: skip
+    return Section(
+        "smtp",
+        "SMTP: `digest send` with DIGEST_TRANSPORT=smtp vs smtplib over one connection",
+        results,
+        smtp_table(results),
+        smtp_goals(results),
+    )
+
+
 SECTIONS: dict[str, Callable[[Context], Section]] = {
     "send": _send,
     "latency": _latency,
@@ -299,6 +327,7 @@ SECTIONS: dict[str, Callable[[Context], Section]] = {
     "web": _web,
     "build": _build,
     "tracking": _tracking,
+    "smtp": _smtp,
 }
 
 

@@ -18,6 +18,7 @@ import html
 import json
 import os
 import smtplib
+import socket
 import ssl
 import sys
 import time
@@ -40,6 +41,8 @@ def run_smtp_floor(
     subject, text, body_html = query(_ISSUE, (week,))[0]
     url = urlsplit(smtp_url)
     conn = smtplib.SMTP(url.hostname or "127.0.0.1", url.port or 587, "localhost")
+    # No Nagle stall between a message and its answer (waiting, not work: digest sets it too).
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn.starttls(context=ssl.create_default_context(cafile=ca_file))
     if url.username:
         conn.login(unquote(url.username), unquote(url.password or ""))
@@ -73,10 +76,10 @@ def run_smtp_floor(
             message = b"".join(
                 (
                     head.encode(),
-                    base64.encodebytes(plain.encode()),
+                    base64.encodebytes(plain.encode()).replace(b"\n", b"\r\n"),
                     b'--b\r\nContent-Type: text/html; charset="utf-8"\r\n'
                     b"Content-Transfer-Encoding: base64\r\n\r\n",
-                    base64.encodebytes(rich.encode()),
+                    base64.encodebytes(rich.encode()).replace(b"\n", b"\r\n"),
                     b"--b--\r\n",
                 )
             )

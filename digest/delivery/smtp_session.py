@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -96,6 +97,12 @@ def open_session(relay: Relay, tls: ssl.SSLContext, hostname: str, timeout: floa
         else:
             conn = smtplib.SMTP(relay.host, relay.port, hostname, timeout=timeout)
         try:
+            # A message leaves in one write and then waits for the answer: Nagle's algorithm
+            # would hold its last segment back until the relay acknowledges the others, and
+            # the relay delays that ACK (40 ms on Linux) waiting for the rest — a stall per
+            # message, 23 messages a second on localhost instead of hundreds.
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo()
             if relay.security == "starttls":
                 if not conn.has_extn("starttls"):
