@@ -21,8 +21,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, select
+from typer.testing import CliRunner
 
-from digest.config import Settings
+from digest.cli import app
+from digest.config import Settings, get_settings
 from digest.delivery import make_transport, send_one_off
 from digest.delivery.dkim import DkimSigner
 from digest.delivery.runner import retry_failed, send_issue
@@ -392,3 +394,48 @@ def test_the_journal_holds_no_address(engine: Engine, server: SmtpServer) -> Non
     assert not any("@" in str(value) for row in rows for value in row if value is not None)
     assert {row.state for row in rows} == {"accepted"}
     assert all(row.at <= datetime.now(UTC) for row in rows)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_digest_send_over_smtp_and_the_delivery_log_names_each_reader_not_sent(
+    engine: Engine,
+    settings_env: dict[str, str],
+    server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed_subscribers(engine, READERS)
+    build_issue(engine)
+    for key, value in {
+        "DIGEST_TRANSPORT": "smtp",
+        "DIGEST_SMTP_URL": server.url,
+        "DIGEST_SMTP_CA_FILE": str(server.ca_file),
+        "DIGEST_RETRY_BASE_DELAY": "0.01",
+        "DIGEST_RETRY_MAX_DELAY": "0.02",
+        "DIGEST_MAX_RETRIES": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    server.fail_rcpt("reader7@example.org", 550, "5.1.1 no such user")
+    server.fail_data("reader8@example.org", 452, "4.2.2 mailbox full")
+    server.drop_after_data(times=1, keep=True, address="reader9@example.org")
+
+    sent = CliRunner().invoke(app, ["send", "--week", str(WEEK)])
+    assert sent.exit_code == 2, sent.output  # paused: one reader still deferred
+    assert "1 reader could not be sent to yet" in sent.output
+
+    log = CliRunner().invoke(app, ["deliveries", "--week", str(WEEK)])
+    assert log.exit_code == 0, log.output
+    lines = log.output.splitlines()
+    assert any(line.split() == ["sent", str(READERS - 3)] for line in lines), log.output
+    assert "  reader7@example.org  refused  (RCPT TO: 550 5.1.1 no such user)" in lines
+    assert any(
+        line.startswith("  reader8@example.org  failed  (the relay deferred it 2 times")
+        and "452 4.2.2 mailbox full" in line
+        for line in lines
+    ), log.output
+    assert any(line.startswith("  reader9@example.org  skipped  (uncertain: ") for line in lines), (
+        log.output
+    )
+    assert server.deliveries()["reader9@example.org"] == 1  # the relay kept it: not resent

@@ -244,7 +244,7 @@ def deliveries_command(
     for it, or who got it and are bounced now). With EMAIL: each issue they were due, its
     status, when it went out, the provider's message id and events (--week: only that week).
     """
-    from digest.store.deliveries import issue_deliveries, reader_log
+    from digest.store.deliveries import issue_deliveries, reader_log, unsent_readers
 
     wk = week_option("--week", week)
     inv = invocation(ctx)
@@ -264,6 +264,14 @@ def deliveries_command(
             shown.append(("in flight", counts.claimed))
         for label, n in shown:
             console.print(f"{label:<13}{n:>8}", markup=False)
+        unsent, total = unsent_readers(eng, wk)
+        if unsent:  # each reader the send could not reach, with the provider's (relay's) words
+            console.print("not sent:", markup=False)
+        for address, status, error in unsent:
+            line = f"  {address or '(erased)'}  {status}  ({error or 'no reason recorded'})"
+            console.print(line, markup=False, soft_wrap=True)
+        if total > len(unsent):
+            console.print(f"  … and {total - len(unsent)} more", markup=False)
         return
     history = reader_log(eng, email)
     if history is None:

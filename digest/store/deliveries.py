@@ -25,6 +25,7 @@ __all__ = [
     "ReaderLog",
     "issue_deliveries",
     "reader_log",
+    "unsent_readers",
 ]
 
 # Provider events that mean a mail did not reach the reader (the webhook stores these kinds).
@@ -128,6 +129,31 @@ def issue_deliveries(engine: Engine, week: IsoWeek) -> IssueDeliveries | None:
         bounced=len(readers),
         refused=int(by_status.get("refused", 0)),
     )
+
+
+def unsent_readers(
+    engine: Engine, week: IsoWeek, limit: int = 50
+) -> tuple[list[tuple[str | None, str, str | None]], int]:
+    """The readers of `week`'s issue a send could not get it to, with why — refused, failed, or
+    given up as uncertain — first `limit` of them by subscriber id (address, status, reason;
+    the address None once erased), and how many there are in all."""
+    issue = get_issue(engine, week)
+    if issue is None:
+        return [], 0
+    unsent = deliveries.c.status.in_(("refused", "failed")) | (
+        (deliveries.c.status == "skipped") & deliveries.c.error.like("uncertain:%")
+    )
+    where = (deliveries.c.issue_id == issue.id) & unsent
+    with engine.connect() as conn:
+        total = int(conn.execute(select(func.count()).where(where)).scalar_one())
+        rows = conn.execute(
+            select(subscribers.c.email, deliveries.c.status, deliveries.c.error)
+            .select_from(deliveries.outerjoin(subscribers))
+            .where(where)
+            .order_by(deliveries.c.subscriber_id)
+            .limit(limit)
+        ).all()
+    return [(email, status, error) for email, status, error in rows], total
 
 
 def reader_log(engine: Engine, email_or_id: str | int) -> ReaderLog | None:
