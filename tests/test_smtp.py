@@ -439,3 +439,21 @@ def test_digest_send_over_smtp_and_the_delivery_log_names_each_reader_not_sent(
         log.output
     )
     assert server.deliveries()["reader9@example.org"] == 1  # the relay kept it: not resent
+
+
+def test_an_answer_that_times_out_after_data_is_uncertain_and_the_session_is_replaced(
+    engine: Engine, server: SmtpServer
+) -> None:
+    transport = SmtpTransport(
+        parse_relay_url(server.url), journal=SmtpJournal(engine), clock=utcnow,
+        ca_file=server.ca_file, timeout=0.3, retries=0, sleep=FakeSleep(),
+    )  # fmt: skip
+    server.delay(0.6)  # the relay stores each message, then answers too late
+    result = transport.send(_message(3))
+    assert set(result.uncertain) == {f"reader{i}@example.org" for i in range(3)}
+    assert not result.refused and not result.failed
+    server.reset_faults()
+    assert transport.send(_message(3)).uncertain  # a resend still never sends them again
+    assert server.deliveries() == {f"reader{i}@example.org": 1 for i in range(3)}
+    assert transport.sessions_opened == 3  # a new session after each lost one
+    transport.close()
