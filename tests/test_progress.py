@@ -141,7 +141,7 @@ def test_export_on_a_terminal_keeps_stdout_pure_csv(
     result = digest("subscribers", "export")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == "email,name,status,timezone"
+    assert lines[0] == "email,name,status,timezone,language"
     assert lines[1:] == [f"reader{i}@example.org,,active," for i in range(7_000)]
     shown = watched.getvalue()
     assert "exporting" in shown
@@ -198,6 +198,6 @@ def test_piped_import_and_export_write_no_bar_bytes_at_all(
     assert exported.returncode == 0, exported.stderr
     assert exported.stderr == b""
     lines = exported.stdout.decode().splitlines()
-    assert lines[0] == "email,name,status,timezone"
+    assert lines[0] == "email,name,status,timezone,language"
     assert len(lines) == ROWS + 1
     assert b"\x1b" not in exported.stdout  # no control code anywhere

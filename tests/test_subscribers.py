@@ -613,7 +613,7 @@ def test_export_round_trips_through_import(engine, settings):
     out = io.StringIO()
     assert export_csv(engine, out) == 3
     exported = out.getvalue()
-    assert exported.splitlines()[0] == "email,name,status,timezone"
+    assert exported.splitlines()[0] == "email,name,status,timezone,language"
     assert "'=HYPERLINK" in exported  # a spreadsheet shows it as text, never runs it
     for sub in list_subscribers(engine):
         erase(engine, sub.id)
@@ -627,7 +627,7 @@ def test_export_filters_by_status(engine, settings):
     pending(engine, settings, "bob@example.org")
     out = io.StringIO()
     export_csv(engine, out, status="pending")
-    assert out.getvalue() == "email,name,status,timezone\nbob@example.org,,pending,\n"
+    assert out.getvalue() == "email,name,status,timezone,language\nbob@example.org,,pending,,\n"
 
 
 def test_searching_addresses_is_case_blind_bounded_and_takes_wildcards_literally(engine):

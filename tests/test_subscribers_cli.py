@@ -100,9 +100,9 @@ def test_export_writes_csv_that_import_reads_back(settings_env, engine, tmp_path
     exported = digest("subscribers", "export")
     assert exported.exit_code == 0
     assert exported.stdout == (
-        "email,name,status,timezone\n"
-        'ann@example.org,"Ann, Jr.",active,\n'
-        "bob@example.org,,pending,\n"
+        "email,name,status,timezone,language\n"
+        'ann@example.org,"Ann, Jr.",active,,\n'
+        "bob@example.org,,pending,,\n"
     )
     only_pending = digest("subscribers", "export", "--status", "pending")
     assert only_pending.stdout.splitlines()[1:] == ["bob@example.org,,pending,"]

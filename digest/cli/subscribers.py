@@ -152,7 +152,7 @@ def subscribers_export(
         bool, typer.Option("--quiet", "-q", help="No progress bar, even on a terminal.")
     ] = False,
 ) -> None:
-    """Write subscribers as CSV (email,name,status,timezone) to stdout; import reads it back.
+    """Write subscribers as CSV (email,name,status,timezone,language) to stdout; import reads it back.
 
     A progress bar, on a terminal, goes to stderr: stdout holds the CSV and nothing else.
     """

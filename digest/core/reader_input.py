@@ -1,4 +1,5 @@
-"""What a reader types, made fit to store: the address, the display name, the time zone.
+"""What a reader types, made fit to store: the address, the display name, the time zone, the
+language.
 
 Pure checks shared by the web form, the CLI and the CSV import, so every door refuses the same
 input with the same words (`InvalidSubscriber` names the field and says why). A fixed reason is
@@ -12,10 +13,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from digest.core.headers import display_name_problem
-from digest.core.i18n import N_
+from digest.core.i18n import N_, available_locales
 from digest.model.subscriber import InvalidSubscriber
 
-__all__ = ["TIMEZONE_MAX", "clean_name", "clean_timezone", "normalise_email"]
+__all__ = ["TIMEZONE_MAX", "clean_language", "clean_name", "clean_timezone", "normalise_email"]
 
 TIMEZONE_MAX = 64
 
@@ -74,3 +75,23 @@ def clean_timezone(raw: str | None) -> str | None:
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidSubscriber("timezone", f"unknown IANA time zone {zone!r}") from None
     return zone
+
+
+def clean_language(raw: str | None) -> str | None:
+    """A language digest has a catalogue for (`nl`), or None when empty.
+
+    Case does not matter, and a regional tag is read for its language (`nl-BE`, `NL_nl` → `nl`):
+    a CSV from another tool names languages so. A language without a catalogue is refused
+    rather than stored, since the reader would silently get another language.
+    """
+    value = (raw or "").strip()
+    if not value:
+        return None
+    available = {code.lower(): code for code in available_locales()}
+    whole = value.replace("-", "_").lower()
+    for candidate in (whole, whole.partition("_")[0]):
+        if candidate in available:
+            return available[candidate]
+    raise InvalidSubscriber(
+        "language", f"no catalogue for {value[:20]!r}; one of {', '.join(available.values())}"
+    )

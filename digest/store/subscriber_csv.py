@@ -19,14 +19,14 @@ from typing import Any, BinaryIO, TextIO, cast
 
 from sqlalchemy import ColumnElement, Connection, Engine, case, func, literal, select
 
-from digest.core.reader_input import clean_name, clean_timezone, normalise_email
+from digest.core.reader_input import clean_language, clean_name, clean_timezone, normalise_email
 from digest.model.subscriber import STATUSES, InvalidSubscriber, SubscriberStatus
 from digest.store.db import subscribers
 from digest.store.subscriber_import import CHUNK_ROWS, BulkImport, ImportRow, bulk_import
 
 __all__ = ["CSV_COLUMNS", "ImportReport", "RowError", "export_csv", "import_csv"]
 
-CSV_COLUMNS = ("email", "name", "status", "timezone")
+CSV_COLUMNS = ("email", "name", "status", "timezone", "language")
 # Spreadsheets run a cell starting with one of these as a formula (CSV injection); export
 # prefixes such a cell with an apostrophe and import takes it off again, so files round-trip.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -67,7 +67,7 @@ def export_csv(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Write subscribers as CSV (email,name,status,timezone) to `out`; returns the row count.
+    """Write subscribers as CSV (email,name,status,timezone,language) to `out`; returns the row count.
 
     The file is what `import_csv` reads, so export → import round-trips. The rows are read in
     pages of `CHUNK_ROWS` from one cursor (server-side on PostgreSQL), so the memory an export
@@ -76,8 +76,9 @@ def export_csv(
     """
     c = subscribers.c
     query = select(
-        _csv_safe_sql(c.email), _csv_safe_sql(c.name), c.status, _csv_safe_sql(c.timezone)
-    ).order_by(c.id)
+        _csv_safe_sql(c.email), _csv_safe_sql(c.name), c.status, _csv_safe_sql(c.timezone),
+        _csv_safe_sql(c.language),
+    ).order_by(c.id)  # fmt: skip
     counting = select(func.count()).select_from(subscribers)
     if status is not None:
         query = query.where(subscribers.c.status == status)
@@ -104,7 +105,7 @@ def import_csv(
     now: datetime,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
-    """Import subscribers from CSV with a header row (email[,name][,status][,timezone]).
+    """Import subscribers from CSV with a header row (email[,name][,status][,timezone][,language]).
 
     `lines` is a binary file (decoded as UTF-8 here, so a bad byte is reported by its line and
     its offset in the file; a BOM is fine) or text lines as a file opened with `newline=""`
@@ -382,6 +383,7 @@ def _parse_row(
         name=clean_name(values.get("name")),
         status=status,  # type: ignore[arg-type]
         timezone=clean_timezone(values.get("timezone")),
+        language=clean_language(values.get("language")),
     )
 
 

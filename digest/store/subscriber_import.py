@@ -37,6 +37,7 @@ _INSERTED = (
     "status",
     "source",
     "timezone",
+    "language",
     "created_at",
     "confirmed_at",
     "unsubscribed_at",
@@ -54,6 +55,8 @@ class ImportRow:
     status: SubscriberStatus
     timezone: str | None
     end_line: int | None = None  # the last line of a row that runs on inside a quoted cell
+    # The reader's language (a locale with a catalogue); None keeps what they chose, if anything.
+    language: str | None = None
 
 
 class BulkImport:
@@ -84,7 +87,8 @@ class BulkImport:
         # None keeps a column as it is: only what changed is written.
         self._update = (
             f"UPDATE subscribers SET name = COALESCE({mark}, name), "
-            f"timezone = COALESCE({mark}, timezone), status = COALESCE({mark}, status), "
+            f"timezone = COALESCE({mark}, timezone), language = COALESCE({mark}, language), "
+            f"status = COALESCE({mark}, status), "
             f"confirmed_at = COALESCE({mark}, confirmed_at), "
             f"unsubscribed_at = COALESCE({mark}, unsubscribed_at), updated_at = {mark} "
             f"WHERE id = {mark}"
@@ -93,7 +97,8 @@ class BulkImport:
         # builds), PostgreSQL takes an array.
         among = "IN (SELECT value FROM json_each(?))" if self._sqlite else "= ANY(%s)"
         self._existing = (
-            f"SELECT id, email, name, status, timezone FROM subscribers WHERE email {among}"
+            f"SELECT id, email, name, status, timezone, language FROM subscribers "
+            f"WHERE email {among}"
         )
         self._seen_lines = f"SELECT email, line FROM {_SEEN} WHERE email {among}"
         self._remember = f"INSERT INTO {_SEEN} (email, line) VALUES ({mark}, {mark})"
@@ -139,8 +144,8 @@ class BulkImport:
             self._remember, _SEEN, ("email", "line"), [(r.email, r.line) for r in first.values()]
         )
         existing = {
-            email: (sid, name, status, zone)
-            for sid, email, name, status, zone in self._sql(
+            email: (sid, name, status, zone, language)
+            for sid, email, name, status, zone, language in self._sql(
                 self._existing, self._among(list(first))
             )
         }
@@ -159,6 +164,7 @@ class BulkImport:
                         status,
                         "import",
                         row.timezone,
+                        row.language,
                         now,
                         now if status == "active" else None,
                         now if status == "unsubscribed" else None,
@@ -166,7 +172,7 @@ class BulkImport:
                     )
                 )
                 continue
-            sid, name, current, zone = found
+            sid, name, current, zone, language = found
             if current in SUPPRESSED:  # never brought back, nor its name or zone changed
                 if row.status != current:
                     self.kept_suppressed += 1
@@ -175,16 +181,18 @@ class BulkImport:
                 continue
             new_name = row.name if row.name is not None and row.name != name else None
             new_zone = row.timezone if row.timezone is not None and row.timezone != zone else None
+            new_language = row.language if row.language not in (None, language) else None
             # Status moves forward only: pending → active, anything → suppressed; never
             # active → pending.
             moved = next_status(current, event)
-            if new_name is None and new_zone is None and moved is None:
+            if new_name is None and new_zone is None and new_language is None and moved is None:
                 self.unchanged += 1
                 continue
             updates.append(
                 (
                     new_name,
                     new_zone,
+                    new_language,
                     moved,
                     now if moved == "active" else None,
                     now if moved == "unsubscribed" else None,
