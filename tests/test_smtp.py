@@ -457,3 +457,31 @@ def test_an_answer_that_times_out_after_data_is_uncertain_and_the_session_is_rep
     assert server.deliveries() == {f"reader{i}@example.org": 1 for i in range(3)}
     assert transport.sessions_opened == 3  # a new session after each lost one
     transport.close()
+
+
+def test_digest_check_opens_a_session_with_the_relay_and_names_what_fails(
+    engine: Engine,
+    settings_env: dict[str, str],
+    server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed_subscribers(engine, 3)
+    build_issue(engine)
+    monkeypatch.setenv("DIGEST_TRANSPORT", "smtp")
+    monkeypatch.setenv("DIGEST_SMTP_URL", server.url)
+    monkeypatch.setenv("DIGEST_SMTP_CA_FILE", str(server.ca_file))
+    get_settings.cache_clear()
+    checked = CliRunner().invoke(app, ["check", "--week", str(WEEK)])
+    assert checked.exit_code == 0, checked.output
+    assert (
+        f"SMTP: the relay 127.0.0.1:{server.port} answered (STARTTLS, certificate verified, "
+        "logged in as digest)"
+    ) in checked.output
+    assert server.count == 0  # nothing sent
+
+    monkeypatch.setenv("DIGEST_SMTP_URL", server.url.replace("p%40ss%3Aword", "nope"))
+    get_settings.cache_clear()
+    refused = CliRunner().invoke(app, ["check", "--week", str(WEEK)])
+    assert refused.exit_code == 1, refused.output
+    assert "- SMTP: the relay 127.0.0.1" in refused.output
+    assert "refused the login (535" in refused.output and "nope" not in refused.output

@@ -204,11 +204,12 @@ def check_command(
     The mail (size, lang, absolute links, image alt text, text contrast, the text part), its
     archive page, the first batch's real messages (List-Unsubscribe headers, markers, signed
     links), the RSS, Atom and JSON feeds, and with DKIM set a signed sample mail (its TXT record
-    is printed). Notes (texts under WCAG AA's contrast but at 3:1 or more, a mail close to
+    is printed), and with SMTP a session with the relay (nothing sent). Notes (texts under WCAG AA's contrast but at 3:1 or more, a mail close to
     Gmail's clip size, a long subject) are printed and do not fail it.
     """
     from digest.campaign.preflight import check_issue
     from digest.delivery.dkim import sample_check
+    from digest.delivery.smtp import relay_check
 
     inv = invocation(ctx)
     wk = inv.week_or_this(week)
@@ -216,12 +217,15 @@ def check_command(
     problems = check_issue(inv.engine(), inv.settings(), wk, now=db.utcnow(), notes=notes)
     for note in notes:
         console.print(f"note: {note}", markup=False, soft_wrap=True)
-    dkim_ok, dkim_lines = sample_check(inv.settings(), now=db.utcnow())
-    if dkim_ok:  # the TXT record to publish (nothing without DKIM); a failure is a problem
-        for line in dkim_lines:
-            console.print(line, markup=False, soft_wrap=True)
-    else:
-        problems += dkim_lines
+    for ok, lines in (
+        sample_check(inv.settings(), now=db.utcnow()),  # DKIM: the TXT record to publish
+        relay_check(inv.settings()),  # SMTP: the relay answers, TLS and login as a send's
+    ):
+        if ok:  # nothing to say without DKIM or SMTP; a failure is a problem
+            for line in lines:
+                console.print(line, markup=False, soft_wrap=True)
+        else:
+            problems += lines
     for problem in problems:
         console.print(f"- {problem}", markup=False, soft_wrap=True)
     if problems:

@@ -23,7 +23,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -45,12 +45,12 @@ from digest.delivery.smtp_session import (
     quit_session,
     transact,
 )
-from digest.delivery.transport import RetryableError, SendResult
+from digest.delivery.transport import PermanentError, RetryableError, SendResult
 from digest.logs import get_logger, log_event
 from digest.model.relay import Relay
 from digest.store.smtp_journal import Entry, SmtpJournal
 
-__all__ = ["SmtpTransport"]
+__all__ = ["SmtpTransport", "relay_check"]
 
 log = get_logger("digest.delivery.smtp")
 
@@ -365,3 +365,20 @@ class SmtpTransport:
         if self._hostname is None:
             self._hostname = socket.getfqdn() or "localhost"
         return self._hostname
+
+
+def relay_check(settings: Settings) -> tuple[bool, list[str]]:
+    """For `digest check` with DIGEST_TRANSPORT=smtp: open a session with the relay as a send
+    would (TLS verified, logged in) and QUIT, sending nothing; (ok, lines to print)."""
+    if settings.transport != "smtp" or settings.relay is None:
+        return True, []
+    transport = SmtpTransport.from_settings(settings, None, clock=lambda: datetime.now(UTC))
+    relay = transport.relay
+    try:
+        conn = transport._open()
+    except (PermanentError, RetryableError) as exc:
+        return False, [f"SMTP: {exc}"]
+    quit_session(conn)
+    how = "STARTTLS" if relay.security == "starttls" else "TLS"
+    login = f", logged in as {relay.username}" if relay.username else ", no login"
+    return True, [f"SMTP: the relay {relay.where} answered ({how}, certificate verified{login})"]
