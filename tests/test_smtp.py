@@ -13,6 +13,7 @@ import email.policy
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -485,3 +486,23 @@ def test_digest_check_opens_a_session_with_the_relay_and_names_what_fails(
     assert refused.exit_code == 1, refused.output
     assert "- SMTP: the relay 127.0.0.1" in refused.output
     assert "refused the login (535" in refused.output and "nope" not in refused.output
+
+
+def test_a_reader_whose_mail_cannot_be_written_is_refused_alone(
+    engine: Engine, server: SmtpServer
+) -> None:
+    transport = SmtpTransport(
+        parse_relay_url(server.url), journal=SmtpJournal(engine), clock=utcnow,
+        ca_file=server.ca_file,
+    )  # fmt: skip
+    message = _message(3)
+    odd = replace(message.recipients[1], email="zoë@example.org")
+    message = replace(message, recipients=[message.recipients[0], odd, message.recipients[2]])
+    result = transport.send(message)
+    assert list(result.refused) == ["zoë@example.org"]
+    assert result.refused["zoë@example.org"].startswith(
+        "the SMTP transport cannot write a mail to this reader's address: "
+    )
+    assert server.deliveries() == {"reader0@example.org": 1, "reader2@example.org": 1}
+    assert transport.refused_in_batch(message) == result.refused  # as a resumed run reads it
+    transport.close()
