@@ -225,6 +225,9 @@ def test_digest_deliveries_week_prints_the_counts(engine, settings, half_failed)
         "failed              2\n"
         "skipped             1\n"
         "bounced             1\n"
+        "not sent:\n"
+        "  reader4@example.org  failed  (SendGrid refused the request (400): content: rejected)\n"
+        "  reader5@example.org  failed  (SendGrid refused the request (400): content: rejected)\n"
     )
     missing = digest("deliveries", "--week", "2030-W01")
     assert missing.exit_code == 1

@@ -103,7 +103,7 @@ def test_digest_toml_lists_every_setting_with_its_environment_variable():
     for name in Settings.model_fields:
         assert f"\n#{name} =" in text, f"{name} is missing from the generated digest.toml"
     assert "(env DIGEST_BATCH_SIZE; at least 1; at most 1000)" in text
-    assert '(env DIGEST_TRANSPORT; one of: "outbox", "sendgrid")' in text
+    assert '(env DIGEST_TRANSPORT; one of: "outbox", "sendgrid", "smtp")' in text
     assert "(env SENDGRID_API_KEY or DIGEST_SENDGRID_API_KEY; not set by default)" in text
 
 

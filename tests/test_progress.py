@@ -142,7 +142,7 @@ def test_export_on_a_terminal_keeps_stdout_pure_csv(
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "email,name,status,timezone,language"
-    assert lines[1:] == [f"reader{i}@example.org,,active," for i in range(7_000)]
+    assert lines[1:] == [f"reader{i}@example.org,,active,," for i in range(7_000)]
     shown = watched.getvalue()
     assert "exporting" in shown
     assert "7000/7000" in shown

@@ -105,7 +105,7 @@ def test_export_writes_csv_that_import_reads_back(settings_env, engine, tmp_path
         "bob@example.org,,pending,,\n"
     )
     only_pending = digest("subscribers", "export", "--status", "pending")
-    assert only_pending.stdout.splitlines()[1:] == ["bob@example.org,,pending,"]
+    assert only_pending.stdout.splitlines()[1:] == ["bob@example.org,,pending,,"]
     before = [(s.email, s.name, s.status, s.timezone) for s in list_subscribers(engine)]
     csv_file = tmp_path / "backup.csv"
     csv_file.write_text(exported.stdout, encoding="utf-8")
