@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.common import ChildRun, Goal, base_env, postgres_schema, run_child, text_table
 from benchmarks.send import WEEK, _ledger_sent, prepare_issue
-from tests.smtp_server import ServerProcess, serve_in_process
+from tests.smtp_process import ServerProcess, serve_in_process
 
 __all__ = ["SmtpResult", "run_smtp", "smtp_goals", "smtp_table"]
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.smtp_server import SmtpServer, serve_in_process
+from tests.smtp_process import serve_in_process
+from tests.smtp_server import SmtpServer
 
 REPO = Path(__file__).resolve().parent.parent
 MESSAGE = b"From: digest@example.com\r\nSubject: Term of the week\r\n\r\nHello.\r\n"
@@ -296,7 +297,7 @@ def test_serve_in_process_counts_from_a_child_process() -> None:
 
 def test_standalone_prints_its_address_and_ca_file() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.smtp_server", "--port", "0", "--no-store"],
+        [sys.executable, "-m", "tests.smtp_process", "--port", "0", "--no-store"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
