@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     # Messages a second, over all connections, for relays that meter (SES sandbox: 1); 0: none.
     smtp_rate: float = Field(default=0.0, ge=0)
     smtp_timeout: float = Field(default=30.0, gt=0)
+    # The envelope sender (MAIL FROM, the Return-Path bounces go to), when the relay wants a
+    # bounce address of its own (a VERP or bounce subdomain); default: DIGEST_SENDER_EMAIL.
+    smtp_envelope_from: str | None = None
     # DKIM for a relay that does not sign (docs/delivery.md "DKIM"): the private key (PEM),
     # its DNS selector, and the signing domain (default: the sender address's domain).
     dkim_key_file: Path | None = None
@@ -351,6 +354,19 @@ class Settings(BaseSettings):
             parse_relay_url(value.get_secret_value())
             return value
         return None
+
+    @field_validator("smtp_envelope_from")
+    @classmethod
+    def _envelope_address(cls, value: str | None) -> str | None:
+        text = (value or "").strip()
+        if not text:
+            return None
+        local, at, domain = text.rpartition("@")
+        if not (local and at and domain) or not text.isprintable() or " " in text:
+            raise ValueError(
+                "DIGEST_SMTP_ENVELOPE_FROM must be one address, such as bounces@example.org"
+            )
+        return text
 
     @model_validator(mode="after")
     def _relay_for_smtp(self) -> Settings:

@@ -506,3 +506,18 @@ def test_a_reader_whose_mail_cannot_be_written_is_refused_alone(
     assert server.deliveries() == {"reader0@example.org": 1, "reader2@example.org": 1}
     assert transport.refused_in_batch(message) == result.refused  # as a resumed run reads it
     transport.close()
+
+
+def test_the_envelope_sender_can_be_a_bounce_address_of_its_own(
+    engine: Engine, settings_env: dict[str, str], server: SmtpServer
+) -> None:
+    seed_subscribers(engine, 3)
+    build_issue(engine)
+    settings = _settings(server, smtp_envelope_from="bounces@mail.example.org")
+    assert _send(engine, settings)[0] == "sent"
+    assert {r.mail_from for r in server.received} == {"bounces@mail.example.org"}
+    for received in server.received:  # the From readers see is unchanged
+        mail = email.message_from_bytes(received.data, policy=email.policy.default)
+        assert mail["From"].addresses[0].addr_spec == settings.sender_email
+    with pytest.raises(ValueError, match="DIGEST_SMTP_ENVELOPE_FROM must be one address"):
+        Settings(smtp_envelope_from="two words@")

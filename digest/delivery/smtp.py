@@ -86,6 +86,7 @@ class SmtpTransport:
         retries: int = 5,
         retry_base_delay: float = 1.0,
         retry_max_delay: float = 60.0,
+        envelope_from: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.relay = relay
@@ -98,6 +99,8 @@ class SmtpTransport:
         self.retries = retries
         self.retry_base_delay = retry_base_delay
         self.retry_max_delay = retry_max_delay
+        # MAIL FROM: where bounces go (checked as any address digest writes); None: the From.
+        self.envelope_from = ascii_address(envelope_from) if envelope_from else None
         self._sleep = sleep
         self._pacer = Pacer(rate)
         self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
@@ -128,6 +131,7 @@ class SmtpTransport:
             retries=settings.max_retries,
             retry_base_delay=settings.retry_base_delay,
             retry_max_delay=settings.retry_max_delay,
+            envelope_from=settings.smtp_envelope_from,
         )
 
     def __repr__(self) -> str:
@@ -261,7 +265,7 @@ class SmtpTransport:
         answers: dict[str, Answer] = {}
         unjournaled: dict[str, Entry] = {}
         key = message.batch_key
-        sender = ascii_address(message.from_email)
+        sender = self.envelope_from or ascii_address(message.from_email)
         conn: smtplib.SMTP | None = None
         losses, reached_end, index = 0, False, 0
         now, built = self.clock(), -1
