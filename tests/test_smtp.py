@@ -521,3 +521,15 @@ def test_the_envelope_sender_can_be_a_bounce_address_of_its_own(
         assert mail["From"].addresses[0].addr_spec == settings.sender_email
     with pytest.raises(ValueError, match="DIGEST_SMTP_ENVELOPE_FROM must be one address"):
         Settings(smtp_envelope_from="two words@")
+
+
+def test_each_readers_ledger_row_keeps_the_relays_own_answer_as_its_message_id(
+    engine: Engine, settings_env: dict[str, str], server: SmtpServer
+) -> None:
+    seed_subscribers(engine, 12)
+    build_issue(engine)
+    assert _send(engine, _settings(server))[0] == "sent"
+    with engine.connect() as conn:
+        ids = conn.execute(select(deliveries.c.message_id, deliveries.c.status)).all()
+    assert len(ids) == 12
+    assert all(status == "sent" and (mid or "").startswith("250 ") for mid, status in ids), ids

@@ -347,22 +347,17 @@ def settle_readers(
     recipients: Sequence[Recipient],
     *,
     by: str | None = None,
-    sent_at: datetime | None = None,
 ) -> int:
     """Settle some readers of a claimed batch as `status`, each with its reason (address →
     reason, None for none): a transport that answers per reader (SMTP) settles a batch so.
 
-    `sent` needs `sent_at`; `failed` rows are what `--retry-failed` sends again; `skipped`
-    with an "uncertain:" reason is a reader the ambiguity policy gave up.
+    `failed` rows are what `--retry-failed` sends again; `skipped` with an "uncertain:" reason
+    is a reader the ambiguity policy gave up (sent readers: `record_sent_ids`).
     """
     by_reason: dict[str | None, list[int]] = {}
     for recipient in recipients:
         if recipient.email in reasons:
             by_reason.setdefault(reasons[recipient.email], []).append(subscriber_id(recipient))
-    extra: dict[str, Any] = {}
-    if status == "sent":
-        assert sent_at is not None
-        extra["sent_at"] = sent_at
     count = 0
     with engine.begin() as conn:
         for reason, ids in by_reason.items():
@@ -370,12 +365,42 @@ def settle_readers(
                 result = conn.execute(
                     _claimed_rows(issue, batch, by)
                     .where(deliveries.c.subscriber_id.in_(ids[start : start + 500]))
-                    .values(
-                        status=status, error=reason, attempts=deliveries.c.attempts + 1, **extra
-                    )
+                    .values(status=status, error=reason, attempts=deliveries.c.attempts + 1)
                 )
                 count += result.rowcount
     return count
+
+
+def record_sent_ids(
+    engine: Engine,
+    issue: IssueRecord,
+    batch: int,
+    message_ids: Mapping[str, str],
+    recipients: Sequence[Recipient],
+    *,
+    sent_at: datetime,
+    by: str | None = None,
+) -> int:
+    """Settle the readers of `message_ids` (address → the provider's id for their message) as
+    `sent`, each with their own id: a per-reader transport (SMTP) says which of its queue ids
+    a reader's mail has, which is what an operator asks the relay about."""
+    params = [
+        {"sid": subscriber_id(r), "mid": message_ids[r.email][:200]}
+        for r in recipients
+        if r.email in message_ids
+    ]
+    if not params:
+        return 0
+    stmt = (
+        _claimed_rows(issue, batch, by)
+        .where(deliveries.c.subscriber_id == bindparam("sid"))
+        .values(
+            status="sent", error=None, sent_at=sent_at, message_id=bindparam("mid"),
+            attempts=deliveries.c.attempts + 1,
+        )
+    )  # fmt: skip
+    with engine.begin() as conn:
+        return int(conn.execute(stmt, params).rowcount)
 
 
 def release_batch(engine: Engine, issue: IssueRecord, batch: int, by: str | None = None) -> None:

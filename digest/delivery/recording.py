@@ -64,7 +64,8 @@ class Recording:
     def _record_readers(
         self, batch: int, result: SendResult, recipients: Sequence[Recipient]
     ) -> None:
-        """Settle the readers a per-reader transport did not send: refused, failed, uncertain."""
+        """Settle the readers a per-reader transport answered for: refused, failed, uncertain,
+        and sent with each one's own message id (the batch's `_mark` settles the rest)."""
         if result.refused:
             self._record_refused(batch, result.refused, recipients)
         if result.failed:
@@ -76,6 +77,8 @@ class Recording:
             self.done += count
         if result.uncertain:
             self._record_uncertain(batch, result.uncertain, recipients)
+        if result.message_ids:
+            self._record_sent(batch, result.message_ids, recipients)
 
     def _record_uncertain(
         self, batch: int, why: Mapping[str, str], recipients: Sequence[Recipient]
@@ -89,11 +92,12 @@ class Recording:
         self.done += count
 
     def _record_sent(
-        self, batch: int, emails: Sequence[str], recipients: Sequence[Recipient]
+        self, batch: int, message_ids: Mapping[str, str], recipients: Sequence[Recipient]
     ) -> None:
-        count = ledger.settle_readers(
-            self.engine, self.issue, batch, "sent", dict.fromkeys(emails), recipients,
-            by=self.seat.token, sent_at=self.clock(),
+        """Readers a per-reader transport took, each with the id it gave their message."""
+        count = ledger.record_sent_ids(
+            self.engine, self.issue, batch, message_ids, recipients,
+            sent_at=self.clock(), by=self.seat.token,
         )  # fmt: skip
         self.sent += count
         self.done += count

@@ -173,13 +173,14 @@ class SmtpTransport:
                     refused[recipient.email] = exc.reason
         return refused
 
-    def journal_of(self, message: Message) -> tuple[list[str], dict[str, str]]:
-        """For a batch a run resumes: the readers the relay accepted, and the ones left without
-        an answer (cut off between DATA and the 250) with why."""
-        accepted, unanswered = [], {}
+    def journal_of(self, message: Message) -> tuple[dict[str, str], dict[str, str]]:
+        """For a batch a run resumes: the readers the relay accepted (with its 250 line), and
+        the ones left without an answer (cut off between DATA and the 250) with why."""
+        accepted: dict[str, str] = {}
+        unanswered: dict[str, str] = {}
         for email, entry in self._entries(message).items():
             if entry.state == "accepted":
-                accepted.append(email)
+                accepted[email] = entry.reply or "250"
             elif entry.state == "sending":
                 unanswered[email] = _CUT_OFF
         return accepted, unanswered
@@ -196,10 +197,13 @@ class SmtpTransport:
         seen = self._entries(message)
         refused: dict[str, str] = {}
         uncertain: dict[str, str] = {}
+        accepted: dict[str, str] = {}
         todo: list[Recipient] = []
         for recipient in message.recipients:
             entry = seen.get(recipient.email)
-            if entry is None or entry.state == "deferred":
+            if entry is not None and entry.state == "accepted":
+                accepted[recipient.email] = entry.reply or "250"
+            elif entry is None or entry.state == "deferred":
                 todo.append(recipient)
             elif entry.state == "refused":
                 refused[recipient.email] = entry.reply or "refused by the relay"
@@ -216,7 +220,9 @@ class SmtpTransport:
             deferred = []
             for recipient in todo:
                 answer = answers[recipient.email]
-                if answer.state == "refused":
+                if answer.state == "accepted":
+                    accepted[recipient.email] = answer.reply
+                elif answer.state == "refused":
                     refused[recipient.email] = answer.reply
                 elif answer.state == "unanswered":
                     if self.ambiguous == "skip":
@@ -240,7 +246,10 @@ class SmtpTransport:
                 log, "smtp_batch", batch_key=key, refused=len(refused),
                 failed=len(failed), uncertain=len(uncertain), written=wrote,
             )  # fmt: skip
-        return SendResult(message_id=key, refused=refused, failed=failed, uncertain=uncertain)
+        return SendResult(
+            message_id=key, refused=refused, failed=failed, uncertain=uncertain,
+            message_ids=accepted,
+        )  # fmt: skip
 
     def close(self) -> None:
         """QUIT every idle session (a run's end; the relay would time them out otherwise)."""

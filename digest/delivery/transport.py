@@ -34,6 +34,9 @@ class SendResult:
     # up and reported, never resent). Every other recipient of the batch was sent.
     failed: Mapping[str, str] = field(default_factory=dict)
     uncertain: Mapping[str, str] = field(default_factory=dict)
+    # Per reader, what the provider said on taking their message (SMTP: the relay's 250 line,
+    # which holds its queue id): the ledger's message id for that reader instead of the batch's.
+    message_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 class TransportError(Exception):
