@@ -28,7 +28,7 @@ from digest.campaign.plan import usable_glossary
 from digest.campaign.preflight import send_gate
 from digest.config import Settings
 from digest.core.cadence import TICK_MINUTES, due_week, plan_local_sends, week_fire, zone_slots
-from digest.delivery import make_transport
+from digest.delivery import close_transport, make_transport
 from digest.delivery.outcome import Clock
 from digest.delivery.runner import SendSummary, send_issue
 from digest.delivery.transport import Transport
@@ -423,16 +423,10 @@ def send_and_log(
     """Send and log the outcome. `scheduled` (a job, not a person): an issue found unapproved
     at the last moment — its approval withdrawn between the job's check and the move to
     sending — is held, as at any send time, instead of raising into the scheduler."""
+    transport = make_transport(settings, engine)
     try:
         summary = send(
-            engine,
-            settings,
-            make_transport(settings, engine),
-            week,
-            now=now,
-            stop=stop,
-            zones=zones,
-            force=force,
+            engine, settings, transport, week, now=now, stop=stop, zones=zones, force=force
         )
     except NeedsApproval:
         issue = get_issue(engine, week)
@@ -441,6 +435,8 @@ def send_and_log(
         moment = now() if callable(now) else now
         held = _held(engine, settings, issue, now=moment)
         return held if held is not None else WeeklyResult(week, issue.status)
+    finally:
+        close_transport(transport)  # an SMTP relay's sessions end with QUIT, not a dropped line
     issue = get_issue(engine, week)
     log_event(
         _log,

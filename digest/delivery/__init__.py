@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from digest.config import Settings
     from digest.core.mails import Message
 
-__all__ = ["make_transport", "send_one_off"]
+__all__ = ["close_transport", "make_transport", "send_one_off"]
 
 
 def make_transport(settings: Settings, engine: Engine | None = None) -> Transport:
@@ -44,10 +44,15 @@ def send_one_off(settings: Settings, message: Message) -> SendResult:
     try:
         result = transport.send(message)
     finally:
-        close = getattr(transport, "close", None)  # an SMTP session ends with QUIT
-        if close is not None:
-            close()
+        close_transport(transport)
     problems = {**result.refused, **result.failed, **result.uncertain}
     if problems:
         raise PermanentError("; ".join(f"not sent: {why}" for why in problems.values()))
     return result
+
+
+def close_transport(transport: Transport) -> None:
+    """End what a transport keeps open (an SMTP relay's sessions: QUIT); others keep nothing."""
+    close = getattr(transport, "close", None)
+    if callable(close):
+        close()
