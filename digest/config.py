@@ -359,14 +359,10 @@ class Settings(BaseSettings):
     @classmethod
     def _envelope_address(cls, value: str | None) -> str | None:
         text = (value or "").strip()
-        if not text:
-            return None
-        local, at, domain = text.rpartition("@")
-        if not (local and at and domain) or not text.isprintable() or " " in text:
-            raise ValueError(
-                "DIGEST_SMTP_ENVELOPE_FROM must be one address, such as bounces@example.org"
-            )
-        return text
+        local, _at, domain = text.rpartition("@")
+        if text and (not (local and domain) or not text.isprintable() or " " in text):
+            raise ValueError("DIGEST_SMTP_ENVELOPE_FROM must be one address: bounces@example.org")
+        return text or None
 
     @model_validator(mode="after")
     def _relay_for_smtp(self) -> Settings:
@@ -385,9 +381,7 @@ class Settings(BaseSettings):
     @property
     def relay(self) -> Relay | None:
         """The SMTP relay DIGEST_SMTP_URL names (None: not set)."""
-        if self.smtp_url is None:
-            return None
-        return parse_relay_url(self.smtp_url.get_secret_value())
+        return parse_relay_url(self.smtp_url.get_secret_value()) if self.smtp_url else None
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod
