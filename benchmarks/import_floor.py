@@ -154,14 +154,14 @@ def _import_postgres(url: str, path: str, counts: dict[str, int]) -> tuple[int, 
 def export_floor(url: str, out: Any) -> int:
     """Write every subscriber as CSV to `out`, in id order; returns the row count."""
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(("email", "name", "status", "timezone"))
-    query = "SELECT email, name, status, timezone FROM subscribers ORDER BY id"
+    writer.writerow(("email", "name", "status", "timezone", "language"))
+    query = "SELECT email, name, status, timezone, language FROM subscribers ORDER BY id"
     written = 0
     if url.startswith("sqlite:///"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         cursor = conn.execute(query)
         while page := cursor.fetchmany(5000):
-            writer.writerows((e, n or "", s, z or "") for e, n, s, z in page)
+            writer.writerows((e, n or "", s, z or "", lang or "") for e, n, s, z, lang in page)
             written += len(page)
         conn.close()
         return written
@@ -174,7 +174,7 @@ def export_floor(url: str, out: Any) -> int:
         named.itersize = 5000
         named.execute(query)
         while page := named.fetchmany(5000):
-            writer.writerows((e, n or "", s, z or "") for e, n, s, z in page)
+            writer.writerows((e, n or "", s, z or "", lang or "") for e, n, s, z, lang in page)
             written += len(page)
     return written
 
