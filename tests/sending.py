@@ -144,6 +144,17 @@ def ledger(engine: Engine, week: IsoWeek = WEEK) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+def reader_rows(engine: Engine, week: IsoWeek = WEEK) -> dict[str, tuple[str, str | None]]:
+    """Each reader's ledger row for `week`, by address: its status and error."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(subscribers.c.email, deliveries.c.status, deliveries.c.error)
+            .select_from(deliveries.join(issues).join(subscribers))
+            .where(issues.c.week == str(week))
+        ).all()
+    return {mail: (status, error) for mail, status, error in rows}
+
+
 def sendgrid_transport(server: SendGridTestServer, **kwargs: Any) -> SendGridTransport:
     return SendGridTransport(server.api_key, host=server.url, timeout=0.5, **kwargs)
 

@@ -21,6 +21,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
 from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
@@ -32,10 +33,10 @@ from digest.delivery.runner import retry_failed, send_issue
 from digest.delivery.smtp import SmtpTransport
 from digest.delivery.transport import PermanentError
 from digest.model.relay import parse_relay_url
-from digest.store.db import deliveries, issues, smtp_journal, subscribers, utcnow
+from digest.store.db import deliveries, smtp_journal, utcnow
 from digest.store.issues import get_issue, transition
 from digest.store.smtp_journal import SmtpJournal
-from tests.sending import WEEK, FakeSleep, build_issue, seed_subscribers
+from tests.sending import WEEK, FakeSleep, build_issue, reader_rows, seed_subscribers
 from tests.smtp_server import SmtpServer
 from tests.test_sendgrid import _message
 
@@ -76,17 +77,6 @@ def _send(engine: Engine, settings: Settings) -> tuple[str, str | None]:
     return issue.status, summary.reason
 
 
-def _rows(engine: Engine) -> dict[str, tuple[str, str | None]]:
-    """Each reader's ledger row: status and error."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(subscribers.c.email, deliveries.c.status, deliveries.c.error)
-            .select_from(deliveries.join(issues).join(subscribers))
-            .where(issues.c.week == str(WEEK))
-        ).all()
-    return {mail: (status, error) for mail, status, error in rows}
-
-
 def _everyone(count: int = READERS) -> set[str]:
     return {f"reader{i}@example.org" for i in range(count)}
 
@@ -104,7 +94,7 @@ def test_a_weekly_send_delivers_one_message_per_reader_with_one_click_headers(
     assert _send(engine, settings) == ("sent", None)
 
     assert server.deliveries() == dict.fromkeys(_everyone(), 1)
-    assert {row[0] for row in _rows(engine).values()} == {"sent"}
+    assert {row[0] for row in reader_rows(engine).values()} == {"sent"}
     tokens = set()
     for received in server.received:
         mail = email.message_from_bytes(received.data, policy=email.policy.default)
@@ -172,7 +162,7 @@ def test_a_550_refuses_that_reader_with_the_relays_words_and_the_rest_go_on(
     assert status == "sent"
     assert reason is not None and "1 reader refused" in reason
     assert server.deliveries() == dict.fromkeys(_everyone() - {"reader7@example.org"}, 1)
-    rows = _rows(engine)
+    rows = reader_rows(engine)
     assert rows["reader7@example.org"] == (
         "refused",
         "RCPT TO: 550 5.1.1 <reader7@example.org>: no such user",
@@ -208,7 +198,7 @@ def test_a_reader_the_relay_keeps_deferring_fails_alone_and_retry_failed_sends_i
     assert reason is not None and "1 reader could not be sent to yet" in reason
     assert "--retry-failed" in reason
     assert server.deliveries() == dict.fromkeys(_everyone() - {"reader5@example.org"}, 1)
-    state, error = _rows(engine)["reader5@example.org"]
+    state, error = reader_rows(engine)["reader5@example.org"]
     assert state == "failed"
     assert error is not None and "452 4.2.2 mailbox full" in error
 
@@ -216,7 +206,7 @@ def test_a_reader_the_relay_keeps_deferring_fails_alone_and_retry_failed_sends_i
     transport = make_transport(settings, engine)
     retry_failed(engine, settings, transport, WEEK, now=utcnow)
     assert server.deliveries() == dict.fromkeys(_everyone(), 1)
-    assert _rows(engine)["reader5@example.org"][0] == "sent"
+    assert reader_rows(engine)["reader5@example.org"][0] == "sent"
 
 
 def test_a_421_mid_session_reconnects_and_nobody_is_missed_or_doubled(
@@ -246,7 +236,7 @@ def test_a_connection_dropped_after_data_is_reported_not_resent_by_default(
     assert status == "sent"
     expected = _everyone() - ({"reader9@example.org"} if not kept else set())
     assert server.deliveries() == dict.fromkeys(expected, 1)  # never twice
-    state, error = _rows(engine)["reader9@example.org"]
+    state, error = reader_rows(engine)["reader9@example.org"]
     assert state == "skipped"
     assert error is not None and error.startswith("uncertain: ")
     assert "DIGEST_AMBIGUOUS_BATCHES=skip" in error
@@ -262,7 +252,7 @@ def test_with_resend_a_message_lost_after_data_is_sent_again(
     assert _send(engine, _settings(server, ambiguous_batches="resend")) == ("sent", None)
 
     assert server.deliveries() == dict.fromkeys(_everyone(), 1)
-    assert _rows(engine)["reader9@example.org"][0] == "sent"
+    assert reader_rows(engine)["reader9@example.org"][0] == "sent"
 
 
 def test_a_transport_called_again_for_a_batch_never_sends_anyone_twice(
@@ -346,9 +336,7 @@ def test_a_relay_that_cannot_be_reached_pauses_the_issue_and_a_later_run_finishe
     seed_subscribers(engine, READERS)
     build_issue(engine)
     settings = _settings(server)
-    down = settings.model_copy(
-        update={"smtp_url": settings.smtp_url.__class__(f"smtp://127.0.0.1:{_free_port()}")}
-    )
+    down = settings.model_copy(update={"smtp_url": SecretStr(f"smtp://127.0.0.1:{_free_port()}")})
 
     status, reason = _send(engine, down)
     assert status == "paused"

@@ -17,16 +17,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from digest.model.weeks import IsoWeek
-from digest.store.db import deliveries, issues, subscribers
 from tests.forked_python import ForkedPython
 from tests.sending import (
     REPO,
     WEEK,
     build_issue,
     lease_runs_out,
+    reader_rows,
     run_send,
     seed_subscribers,
     start_send,
@@ -82,16 +81,6 @@ def _kill_at_random(proc: ForkedPython, server: SmtpServer, rng: random.Random) 
     return True
 
 
-def _ledger(engine: Engine, week: IsoWeek) -> dict[str, tuple[str, str | None]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(subscribers.c.email, deliveries.c.status, deliveries.c.error)
-            .select_from(deliveries.join(issues).join(subscribers))
-            .where(issues.c.week == str(week))
-        ).all()
-    return {mail: (status, error) for mail, status, error in rows}
-
-
 @pytest.mark.parametrize("in_flight", [1, 4], ids=["one batch in flight", "four in flight"])
 def test_a_smtp_send_killed_at_random_points_sends_nobody_twice_and_names_every_gap(
     engine: Engine, env: dict[str, str], server: SmtpServer, in_flight: int
@@ -117,7 +106,7 @@ def test_a_smtp_send_killed_at_random_points_sends_nobody_twice_and_names_every_
         assert done.returncode == 0, done.stdout + done.stderr
 
         received = server.deliveries()
-        rows = _ledger(engine, week)
+        rows = reader_rows(engine, week)
         assert set(rows) == ACTIVE  # every reader settled, the unsubscribed not claimed
         doubled = sorted(e for e, n in received.items() if n > 1)
         gaps = ACTIVE - set(received)
