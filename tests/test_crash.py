@@ -209,6 +209,9 @@ def test_a_send_killed_at_random_points_reaches_every_reader_exactly_once(
             open_now = _open_batches(engine, week)
             assert open_now <= in_flight, f"a kill left {open_now} batches claimed"
             tally.most_open = max(tally.most_open, open_now)
+            # A lapsed lease stands for minutes, in which SendGrid has finished the killed
+            # sender's request: a resumed run must not ask before the server has recorded it.
+            wait_for(lambda: sendgrid.state.open_requests == 0, 10, "SendGrid's open requests")
             lease_runs_out(engine, week)
         _run_to_the_end(env, week)
         tally.trials += 1
@@ -264,6 +267,9 @@ def test_two_senders_started_together_send_each_reader_once_even_when_killed(
         outputs.append((proc.returncode, out.decode()))
     busy = [out for code, out in outputs if code == 2 and "another process" in out]
     assert len(busy) == 1 and tally.kills == 1, outputs
+    wait_for(
+        lambda: sendgrid.state.open_requests == 0, 10, "SendGrid's open requests"
+    )  # as in the loop above
     lease_runs_out(engine, WEEK)
 
     # Round two: both start together again; one resumes to the end, the other is busy (or, if
